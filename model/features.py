@@ -1,0 +1,191 @@
+"""The one feature extractor: 16 kHz mono audio -> log-compressed mel frames.
+
+File tagging, the streaming worker and training all call this module, so a
+model sees the same numbers whichever way its audio arrived.
+
+The representation is musicnn's (Pons & Serra, 2019): a 512-point STFT with a
+periodic Hann window and a 256-sample hop, centred frames (the signal is padded
+with ``n_fft // 2`` zeros at both ends, like ``librosa.stft(center=True,
+pad_mode="constant")``), power spectrum, librosa's Slaney mel filterbank with
+96 bands, then ``log10(1 + 10000 * mel_power)``.  Everything is float32.
+musicnn itself cast the mel power to float16 before the log, which overflows
+to ``inf`` on loud music; we do not.
+
+:class:`MelExtractor` computes the same frames incrementally as samples
+arrive: a frame is emitted as soon as its last sample is known, and
+:meth:`MelExtractor.flush` emits the frames that need the end padding.  Pushing
+a signal in any chunking and flushing equals :func:`log_mel` on the whole
+signal (``tests/test_features.py`` shows it within 1e-5 absolute).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["MUSICNN_FEATURES", "FeatureSpec", "MelExtractor", "log_mel", "resample", "to_mono"]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Settings of the log-mel representation; part of every model's contract."""
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    hop_length: int = 256
+    n_mels: int = 96
+    log_scale: float = 10000.0
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.hop_length / self.sample_rate
+
+    def frames_for(self, seconds: float) -> int:
+        """Number of whole frames in ``seconds`` of audio (3 s -> 187)."""
+        return round(seconds * self.sample_rate) // self.hop_length
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "sample_rate": self.sample_rate,
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+            "n_mels": self.n_mels,
+            "log_scale": self.log_scale,
+        }
+
+
+MUSICNN_FEATURES = FeatureSpec()
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_basis(spec: FeatureSpec) -> np.ndarray:
+    """Slaney mel filterbank, shape (n_fft // 2 + 1, n_mels), float32."""
+    import librosa  # deferred: its import is slow and only this needs it
+
+    basis = librosa.filters.mel(sr=spec.sample_rate, n_fft=spec.n_fft, n_mels=spec.n_mels)
+    return np.ascontiguousarray(basis.T, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window (scipy's ``get_window('hann', n, fftbins=True)``)."""
+    n = np.arange(n_fft, dtype=np.float64)
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft)).astype(np.float32)
+
+
+def _frames_to_log_mel(padded: np.ndarray, n_frames: int, spec: FeatureSpec) -> np.ndarray:
+    """Log-mel of the first ``n_frames`` frames of an already padded signal."""
+    if n_frames <= 0:
+        return np.zeros((0, spec.n_mels), dtype=np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, spec.n_fft)[:: spec.hop_length]
+    frames = frames[:n_frames] * _window(spec.n_fft)
+    spectrum = np.fft.rfft(frames, axis=-1)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    mel = power @ _mel_basis(spec)
+    return np.log10(np.float32(1.0) + np.float32(spec.log_scale) * mel, dtype=np.float32)
+
+
+def _check_audio(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"audio must be mono with shape (n,), got shape {y.shape}")
+    y = y.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(y)):
+        y = np.nan_to_num(y, nan=0.0, posinf=1.0, neginf=-1.0)
+    return y
+
+
+def log_mel(y: np.ndarray, *, spec: FeatureSpec = MUSICNN_FEATURES) -> np.ndarray:
+    """Log-mel frames of a whole signal.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)], float
+        Mono audio at ``spec.sample_rate``, nominally in [-1, 1].  NaN becomes
+        0 and +-inf becomes +-1.
+    spec : FeatureSpec
+
+    Returns
+    -------
+    np.ndarray [shape=(1 + n // hop_length, n_mels)], float32, >= 0
+    """
+    y = _check_audio(y)
+    pad = spec.n_fft // 2
+    padded = np.pad(y, (pad, pad))
+    return _frames_to_log_mel(padded, 1 + len(y) // spec.hop_length, spec)
+
+
+class MelExtractor:
+    """Incremental :func:`log_mel`: push audio chunks, get the frames they complete.
+
+    >>> ex = MelExtractor()
+    >>> frames = ex.push(chunk)        # (k, 96), k >= 0
+    >>> tail = ex.flush()              # frames that need the end padding
+
+    Frame ``t`` is centred on sample ``t * hop_length``; it is emitted once
+    sample ``t * hop_length + n_fft // 2 - 1`` has arrived.
+    """
+
+    def __init__(self, *, spec: FeatureSpec = MUSICNN_FEATURES) -> None:
+        self.spec = spec
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all audio: the next sample starts a new signal."""
+        self._buffer = np.zeros(self.spec.n_fft // 2, dtype=np.float32)  # centre padding
+        self.samples_seen = 0
+        self.frames_emitted = 0
+
+    def push(self, y: np.ndarray) -> np.ndarray:
+        """Add mono samples; return the newly complete frames, shape (k, n_mels)."""
+        y = _check_audio(y)
+        self.samples_seen += len(y)
+        self._buffer = np.concatenate([self._buffer, y]) if len(y) else self._buffer
+        return self._emit()
+
+    def flush(self) -> np.ndarray:
+        """Pad the end like :func:`log_mel` and return the remaining frames; then reset."""
+        total = 1 + self.samples_seen // self.spec.hop_length
+        self._buffer = np.concatenate(
+            [self._buffer, np.zeros(self.spec.n_fft // 2, dtype=np.float32)]
+        )
+        frames = self._emit(limit=total - self.frames_emitted)
+        self.reset()
+        return frames
+
+    def _emit(self, limit: int | None = None) -> np.ndarray:
+        spec = self.spec
+        available = 0
+        if len(self._buffer) >= spec.n_fft:
+            available = 1 + (len(self._buffer) - spec.n_fft) // spec.hop_length
+        if limit is not None:
+            available = min(available, limit)
+        frames = _frames_to_log_mel(self._buffer, available, spec)
+        self.frames_emitted += available
+        self._buffer = self._buffer[available * spec.hop_length :]
+        return frames
+
+
+def to_mono(y: np.ndarray) -> np.ndarray:
+    """Downmix (frames, channels) or (frames,) audio to float32 mono by averaging channels."""
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 2:
+        return y.mean(axis=1, dtype=np.float32) if y.shape[1] > 1 else y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"audio must have shape (n,) or (n, channels), got {y.shape}")
+    return y
+
+
+def resample(
+    y: np.ndarray, *, orig_sr: int, target_sr: int = MUSICNN_FEATURES.sample_rate
+) -> np.ndarray:
+    """Resample mono float32 audio with soxr (librosa's default, "soxr_hq")."""
+    if orig_sr == target_sr:
+        return np.asarray(y, dtype=np.float32)
+    import soxr
+
+    return soxr.resample(np.asarray(y, dtype=np.float32), orig_sr, target_sr, quality="HQ").astype(
+        np.float32, copy=False
+    )
