@@ -1,0 +1,231 @@
+"""Load a tagger by name or path and run it as a compiled function.
+
+>>> tagger = load_tagger("MSD_musicnn")
+>>> probabilities = tagger.predict(windows)   # (n, 187, 96) -> (n, 50)
+
+Pretrained names are converted from the musicnn wheel once and cached as a
+model folder (``model.keras`` + ``contract.json``) under ``cache_dir``; the
+same folder format is what ``python -m training export`` writes, so a path to
+such a folder works wherever a name does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.contract import MODEL_FILE, ContractError, ModelContract
+from model.convert import PRETRAINED, convert
+from model.features import log_mel
+
+__all__ = ["DEVICES", "ModelLoadError", "Tagger", "load_tagger", "window_starts"]
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "gpu")
+CACHE_FORMAT = "v1"  # bump when the conversion changes, so stale caches are rebuilt
+_device_lock = threading.Lock()
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be found, converted or loaded; the message says what to do."""
+
+
+def _select_device(device: str) -> str:
+    """Apply ``device`` to TensorFlow; return the device string to place ops on."""
+    import tensorflow as tf
+
+    if device not in DEVICES:
+        raise ModelLoadError(f"device={device!r} must be one of {', '.join(DEVICES)}")
+    with _device_lock:
+        gpus = tf.config.list_physical_devices("GPU")
+        if device == "cpu" and gpus:
+            # Once TensorFlow has initialised, GPUs stay visible: ops are placed on the CPU.
+            with contextlib.suppress(RuntimeError):
+                tf.config.set_visible_devices([], "GPU")
+            return "/CPU:0"
+        if device == "gpu" and not gpus:
+            raise ModelLoadError(
+                "model.device is 'gpu' but TensorFlow sees no GPU; "
+                "install a GPU build of TensorFlow or set model.device = 'auto'"
+            )
+        return "/GPU:0" if gpus and device != "cpu" else "/CPU:0"
+
+
+class Tagger:
+    """A Keras tagging network with its contract, run through one ``tf.function``.
+
+    Parameters
+    ----------
+    network : keras.Model
+        (batch, window_frames, n_mels) -> (batch, n_tags).
+    contract : ModelContract
+    device : {"auto", "cpu", "gpu"}
+    """
+
+    def __init__(self, network: Any, contract: ModelContract, *, device: str = "auto") -> None:
+        import tensorflow as tf
+
+        self.network = network
+        self.contract = contract
+        self.device = _select_device(device)
+        shape = tuple(network.inputs[0].shape)
+        expected = (contract.window_frames, contract.features.n_mels)
+        if shape[1:] != expected and not (shape[1] is None and shape[2] == expected[1]):
+            raise ContractError(
+                f"model {contract.name}: network input {shape[1:]} disagrees with "
+                f"its contract {expected}"
+            )
+        outputs = tuple(network.outputs[0].shape)[-1]
+        if outputs != len(contract.tags):
+            raise ContractError(
+                f"model {contract.name}: network has {outputs} outputs but its contract "
+                f"lists {len(contract.tags)} tags"
+            )
+        signature = [tf.TensorSpec((None, *expected), tf.float32)]
+
+        @tf.function(input_signature=signature, reduce_retracing=True)
+        def _predict(batch: tf.Tensor) -> tf.Tensor:
+            return network(batch, training=False)
+
+        self._predict = _predict
+
+    @property
+    def name(self) -> str:
+        return self.contract.name
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self.contract.tags
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Tag probabilities of log-mel windows.
+
+        Parameters
+        ----------
+        windows : np.ndarray [shape=(n, window_frames, n_mels)]
+
+        Returns
+        -------
+        np.ndarray [shape=(n, n_tags)], float32 in [0, 1]
+        """
+        import tensorflow as tf
+
+        windows = np.ascontiguousarray(windows, dtype=np.float32)
+        if windows.ndim != 3 or windows.shape[1:] != (
+            self.contract.window_frames,
+            self.contract.features.n_mels,
+        ):
+            raise ValueError(
+                f"windows must have shape (n, {self.contract.window_frames}, "
+                f"{self.contract.features.n_mels}), got {windows.shape}"
+            )
+        if len(windows) == 0:
+            return np.zeros((0, len(self.tags)), dtype=np.float32)
+        with tf.device(self.device):
+            return self._predict(tf.constant(windows)).numpy()
+
+    def warm_up(self) -> None:
+        """Trace the compiled function once, so the first real call is fast."""
+        self.predict(np.zeros((1, self.contract.window_frames, self.contract.features.n_mels)))
+
+    def tag_audio(
+        self, y: np.ndarray, *, hop_frames: int | None = None, batch_size: int = 32
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Tag a whole mono signal at the contract's sample rate.
+
+        Returns
+        -------
+        (starts, probabilities) : np.ndarray [shape=(w,)] seconds, np.ndarray [shape=(w, n_tags)]
+        """
+        mel = log_mel(y, spec=self.contract.features)
+        starts = window_starts(len(mel), self.contract.window_frames, hop_frames)
+        probabilities = [
+            self.predict(np.stack([mel[s : s + self.contract.window_frames] for s in chunk]))
+            for chunk in _chunks(starts, batch_size)
+        ]
+        seconds = starts * self.contract.features.frame_seconds
+        if not probabilities:
+            return seconds, np.zeros((0, len(self.tags)), dtype=np.float32)
+        return seconds, np.concatenate(probabilities)
+
+
+def window_starts(n_frames: int, window_frames: int, hop_frames: int | None = None) -> np.ndarray:
+    """First frame of every whole window (musicnn's batching; a partial tail is dropped)."""
+    hop = hop_frames if hop_frames else window_frames
+    return np.arange(0, max(n_frames - window_frames + 1, 0), hop, dtype=np.int64)
+
+
+def _chunks(values: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _cache_folder(name: str, cache_dir: Path) -> Path:
+    return cache_dir / f"{name}-{CACHE_FORMAT}"
+
+
+def _convert_to_cache(name: str, folder: Path) -> None:
+    """Convert the pretrained ``name`` and write it to ``folder`` atomically."""
+    network, contract = convert(name)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    try:
+        network.save(staging / MODEL_FILE)
+        contract.save(staging)
+        try:
+            os.replace(staging, folder)
+        except OSError:  # another process won the race; its copy is as good as ours
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("converted model=%s cache=%s", name, folder)
+
+
+def resolve_model_folder(name_or_path: str, *, cache_dir: str | os.PathLike[str]) -> Path:
+    """The model folder for a pretrained name (converting it once) or an exported path."""
+    if name_or_path in PRETRAINED:
+        folder = _cache_folder(name_or_path, Path(os.path.expanduser(cache_dir)))
+        if not (folder / MODEL_FILE).is_file():
+            _convert_to_cache(name_or_path, folder)
+        return folder
+    folder = Path(os.path.expanduser(name_or_path))
+    if folder.is_file() and folder.name == MODEL_FILE:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ModelLoadError(
+            f"model {name_or_path!r} is neither a pretrained name "
+            f"({', '.join(PRETRAINED)}) nor a model folder"
+        )
+    return folder
+
+
+def load_tagger(
+    name_or_path: str = "MSD_musicnn",
+    *,
+    cache_dir: str | os.PathLike[str] = "~/.cache/tagstream",
+    device: str = "auto",
+) -> Tagger:
+    """Load a tagger: a pretrained name ("MSD_musicnn", "MSD_vgg") or a model folder path."""
+    import keras
+
+    folder = resolve_model_folder(name_or_path, cache_dir=cache_dir)
+    contract = ModelContract.load(folder)
+    try:
+        network = keras.saving.load_model(folder / MODEL_FILE, compile=False)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{folder / MODEL_FILE}: cannot load ({exc}); delete the folder to rebuild it"
+        ) from None
+    logger.debug("loaded model=%s folder=%s", contract.name, folder)
+    return Tagger(network, contract, device=device)

@@ -1,0 +1,109 @@
+"""The Keras re-implementations equal the original TF-1 graphs, and load through their contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import MSD_TAGS, ContractError, ModelContract, load_tagger, log_mel
+from model.convert import PRETRAINED, convert
+from model.reference import OriginalGraph
+from model.tagger import ModelLoadError, window_starts
+
+FIDELITY_ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def rng() -> np.random.Generator:
+    return np.random.default_rng(7)
+
+
+def _varied_windows(rng: np.random.Generator) -> np.ndarray:
+    """Quiet, typical, loud and extreme log-mel windows, plus real-looking ones."""
+    t = np.arange(187 * 256) / 16000
+    tone = np.sin(2 * np.pi * 440 * t) * 0.5 + rng.standard_normal(len(t)) * 0.01
+    windows = [
+        np.zeros((187, 96)),
+        rng.uniform(0, 0.5, (187, 96)),
+        rng.uniform(0, 3, (187, 96)),
+        rng.uniform(0, 6, (187, 96)),
+        rng.uniform(4, 12, (187, 96)),  # loud: beyond what float16 mel power could hold
+        np.full((187, 96), 9.0),
+        log_mel(tone.astype(np.float32))[:187],
+        log_mel((np.clip(tone * 30, -20, 20)).astype(np.float32))[:187],
+    ]
+    return np.stack(windows).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", sorted(PRETRAINED))
+def test_keras_equals_original_graph(name: str, rng: np.random.Generator) -> None:
+    network, contract = convert(name)
+    reference = OriginalGraph(name)
+    try:
+        windows = _varied_windows(rng)
+        expected = reference.predict(windows)
+    finally:
+        reference.close()
+    actual = np.asarray(network(windows, training=False))
+    assert actual.shape == (len(windows), 50)
+    np.testing.assert_allclose(actual, expected, atol=FIDELITY_ATOL, rtol=0)
+    # The outputs really depend on the input (no collapsed network).
+    assert np.ptp(actual, axis=0).max() > 0.05
+    assert contract.tags == MSD_TAGS
+
+
+def test_parameter_counts_match_checkpoints() -> None:
+    counts = {name: convert(name)[0].count_params() for name in PRETRAINED}
+    assert counts == {"MSD_musicnn": 792_079, "MSD_vgg": 607_030}
+
+
+def test_cached_model_folder_reloads_identically(tmp_path: Path, rng: np.random.Generator) -> None:
+    tagger = load_tagger("MSD_vgg", cache_dir=tmp_path)
+    folder = next(tmp_path.glob("MSD_vgg-*"))
+    assert (folder / "model.keras").is_file()
+    contract = json.loads((folder / "contract.json").read_text())
+    assert contract["tags"] == list(MSD_TAGS)
+    assert contract["features"] == {
+        "sample_rate": 16000,
+        "n_fft": 512,
+        "hop_length": 256,
+        "n_mels": 96,
+        "log_scale": 10000.0,
+    }
+    assert contract["window_frames"] == 187
+    windows = _varied_windows(rng)[:3]
+    first = tagger.predict(windows)
+    again = load_tagger(str(folder), cache_dir=tmp_path / "unused").predict(windows)
+    np.testing.assert_array_equal(first, again)
+    assert not (tmp_path / "unused").exists()
+
+
+def test_contract_disagreeing_with_network_is_refused(tmp_path: Path) -> None:
+    tagger = load_tagger("MSD_vgg", cache_dir=tmp_path)
+    folder = next(tmp_path.glob("MSD_vgg-*"))
+    ModelContract.load(folder).replace(tags=("rock", "pop")).save(folder)
+    with pytest.raises(ContractError, match="2 tags"):
+        load_tagger(str(folder))
+    del tagger
+
+
+def test_unknown_model_names_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="MSD_musicnn, MSD_vgg"):
+        load_tagger("MSD_nope", cache_dir=tmp_path)
+
+
+def test_predict_checks_window_shape() -> None:
+    tagger = load_tagger("MSD_musicnn")
+    with pytest.raises(ValueError, match=r"\(n, 187, 96\)"):
+        tagger.predict(np.zeros((1, 100, 96)))
+    assert tagger.predict(np.zeros((0, 187, 96))).shape == (0, 50)
+
+
+def test_window_starts_follow_musicnn_batching() -> None:
+    assert list(window_starts(187, 187)) == [0]
+    assert list(window_starts(186, 187)) == []
+    assert list(window_starts(600, 187)) == [0, 187, 374]
+    assert list(window_starts(300, 187, 50)) == [0, 50, 100]
