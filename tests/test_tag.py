@@ -1,0 +1,139 @@
+"""python -m tools.tag on real decoded files of every format."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from model import MSD_TAGS
+from tools.tag import ExitStatus, main
+
+
+@pytest.fixture(scope="module")
+def rng() -> np.random.Generator:
+    return np.random.default_rng(11)
+
+
+def _song(seconds: float, sr: int, channels: int) -> np.ndarray:
+    """A few seconds of kick-and-chords-like audio, the same music at any rate."""
+    t = np.arange(int(seconds * sr)) / sr
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (196.0, 246.9, 293.7)) / 3
+    since_beat = t % 0.5
+    kick = np.sin(2 * np.pi * (60 + 200 * np.exp(-since_beat * 40)) * since_beat)
+    mono = 0.3 * chord * (1 + 0.3 * np.sin(2 * np.pi * 0.5 * t)) + 0.5 * kick * np.exp(
+        -since_beat * 12
+    )
+    return np.repeat(mono[:, None], channels, axis=1).astype(np.float32)
+
+
+FORMATS = [
+    ("song.wav", 16000, 1, {}),
+    ("stereo.wav", 44100, 2, {"subtype": "PCM_16"}),
+    ("song.flac", 22050, 1, {}),
+    ("song.ogg", 48000, 2, {}),
+    ("song.mp3", 44100, 2, {}),
+]
+
+
+@pytest.fixture(scope="module")
+def audio_files(tmp_path_factory: pytest.TempPathFactory, rng: np.random.Generator) -> Path:
+    folder = tmp_path_factory.mktemp("audio")
+    for name, sr, channels, kwargs in FORMATS:
+        sf.write(folder / name, _song(7.0, sr, channels), sr, **kwargs)
+    sf.write(folder / "short.wav", _song(1.0, 16000, 1), 16000)
+    (folder / "corrupt.mp3").write_bytes(b"\xff\xfb\x90\x00" + bytes(rng.integers(0, 255, 4000)))
+    (folder / "empty.wav").write_bytes(b"")
+    sf.write(folder / "silence.wav", np.zeros((16000 * 4, 1), np.float32), 16000)
+    return folder
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = main([*argv, "--no-progress"], stdout=out, stderr=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_json_output_for_every_format(audio_files: Path) -> None:
+    paths = [str(audio_files / name) for name, *_ in FORMATS]
+    status, out, err = _run([*paths, "--json"])
+    assert status == ExitStatus.OK, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["path"] for line in lines] == paths
+    for line in lines:
+        assert set(line) == {"path", "duration_s", "model", "tags", "windows"}
+        assert line["model"] == "MSD_musicnn"
+        assert abs(line["duration_s"] - 7.0) < 0.05
+        assert list(line["tags"]) == list(MSD_TAGS)
+        assert [w["start_s"] for w in line["windows"]] == [0.0, 2.992]  # 3 s windows, no overlap
+        for window in line["windows"]:
+            assert list(window["tags"]) == list(MSD_TAGS)
+            assert all(0.0 <= p <= 1.0 for p in window["tags"].values())
+        mean = np.mean([list(w["tags"].values()) for w in line["windows"]], axis=0)
+        np.testing.assert_allclose(list(line["tags"].values()), mean, atol=2e-6)
+    # The same music decoded from each format and rate gets nearly the same tags.
+    reference = np.array(list(lines[0]["tags"].values()))
+    for line in lines[1:]:
+        np.testing.assert_allclose(list(line["tags"].values()), reference, atol=0.05)
+
+
+def test_text_output_prints_top_k(audio_files: Path) -> None:
+    status, out, _ = _run([str(audio_files / "song.wav"), "--top", "3"])
+    assert status == ExitStatus.OK
+    path, duration, tags = out.strip().split("\t")
+    assert path.endswith("song.wav") and duration == "7.0s"
+    assert len(tags.split(", ")) == 3
+
+
+def test_hop_seconds_overlaps_windows(audio_files: Path) -> None:
+    status, out, _ = _run([str(audio_files / "song.wav"), "--json", "--hop-seconds", "1"])
+    assert status == ExitStatus.OK
+    starts = [w["start_s"] for w in json.loads(out)["windows"]]
+    assert starts == [0.0, 0.992, 1.984, 2.976, 3.968]
+
+
+def test_bad_files_fail_alone_with_one_line_each(audio_files: Path) -> None:
+    names = ["missing.wav", "corrupt.mp3", "empty.wav", "short.wav", "song.wav"]
+    status, out, err = _run([str(audio_files / n) for n in names])
+    assert status == ExitStatus.FILE_FAILED
+    assert len(out.splitlines()) == 1 and "song.wav" in out
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 4
+    assert "missing.wav: no such file" in errors[0]
+    assert "corrupt.mp3: cannot decode" in errors[1]
+    assert "empty.wav: cannot decode" in errors[2]
+    assert "short.wav: too short (1.00 s)" in errors[3] and "--pad" in errors[3]
+
+
+def test_pad_tags_short_files_with_a_warning(audio_files: Path) -> None:
+    status, out, err = _run([str(audio_files / "short.wav"), "--pad", "--json"])
+    assert status == ExitStatus.OK
+    assert "padded with silence" in err
+    assert len(json.loads(out)["windows"]) == 1
+
+
+def test_silence_is_tagged_with_a_warning(
+    audio_files: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    status, _, _ = _run([str(audio_files / "silence.wav")])
+    assert status == ExitStatus.OK
+    assert "silent" in caplog.text
+
+
+def test_bad_config_and_model_exit_codes(audio_files: Path, tmp_path: Path) -> None:
+    status, _, err = _run([str(audio_files / "song.wav"), "--top", "0"])
+    assert status == ExitStatus.USAGE
+    assert err.strip() == "error: tagging.top_k: must be greater than 0, got 0"
+    status, _, err = _run([str(audio_files / "song.wav"), "--model", str(tmp_path / "nope")])
+    assert status == ExitStatus.MODEL
+    assert "neither a pretrained name" in err and len(err.strip().splitlines()) == 1
+
+
+def test_vgg_model_by_name(audio_files: Path) -> None:
+    status, out, _ = _run([str(audio_files / "song.wav"), "--json", "--model", "MSD_vgg"])
+    assert status == ExitStatus.OK
+    assert json.loads(out)["model"] == "MSD_vgg"

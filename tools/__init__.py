@@ -1,0 +1,1 @@
+"""User-facing tools: file tagging, subscribers, dashboards, the live demo."""
