@@ -82,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             hits += tag_label in top
             mark = "yes" if tag_label in top else "no"
         if reference is not None:
-            original_top = tagger.tags[int(np.argmax(reference.predict(
-                _musicnn_float16_windows(y)).mean(axis=0)))]
+            original_top = tagger.tags[
+                int(np.argmax(reference.predict(_musicnn_float16_windows(y)).mean(axis=0)))
+            ]
             compared += 1
             agree += original_top == top[0]
         text = ", ".join(f"{t} {mean[tagger.tags.index(t)]:.2f}" for t in top)
