@@ -1,0 +1,740 @@
+"""The tagstream wire protocol: the one module every process imports.
+
+Three messages travel over ZeroMQ (``docs/PROTOCOL.md`` is the full
+specification for readers outside Python):
+
+* **audio** (streamer PUSH -> worker PULL): frame 0 is a msgpack header,
+  frame 1 the raw little-endian interleaved PCM, sent and received without a
+  copy (``copy=False`` on both sides, ``np.frombuffer`` on the ZeroMQ buffer).
+* **end** (streamer -> worker): one header frame; the stream is over.
+* **tags** (worker PUB -> subscribers): frame 0 is the topic (the stream id),
+  frame 1 a msgpack header, frames 2 and 3 the raw and the smoothed tag
+  probabilities as little-endian float32.
+
+Every header carries ``"version": PROTOCOL_VERSION``.  Decoding rejects
+anything malformed with :class:`ProtocolError`, whose ``reason`` is a short
+slug (one of :data:`REJECT_REASONS`) so that receivers can count rejects by
+cause and carry on.
+
+Examples
+--------
+>>> import numpy as np
+>>> frame = AudioFrame(stream="host:mic", seq=0, capture_time=1.7e9, sample_rate=16000,
+...                    channels=1, sample_format="f32",
+...                    samples=np.zeros((1600, 1), dtype=np.float32))
+>>> decoded = decode_input(encode_audio(frame))
+>>> decoded.samples.shape, decoded.seq
+((1600, 1), 0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, TypeAlias
+
+import msgpack
+import numpy as np
+
+__all__ = [
+    "KIND_AUDIO",
+    "KIND_END",
+    "KIND_TAGS",
+    "MAX_BUFFER_BYTES",
+    "MAX_CHANNELS",
+    "MAX_FRAME_SECONDS",
+    "MAX_SAMPLE_RATE",
+    "MAX_STREAM_ID_CHARS",
+    "MAX_TAGS",
+    "MIN_SAMPLE_RATE",
+    "PROTOCOL_VERSION",
+    "REJECT_REASONS",
+    "SAMPLE_FORMATS",
+    "AudioFrame",
+    "EndOfStream",
+    "FrameLike",
+    "InputMessage",
+    "ProtocolError",
+    "TagUpdate",
+    "check_stream_id",
+    "decode_input",
+    "decode_update",
+    "encode_audio",
+    "encode_end",
+    "encode_update",
+    "to_mono_float32",
+]
+
+PROTOCOL_VERSION: Final = 1
+
+KIND_AUDIO: Final = "audio"
+KIND_END: Final = "end"
+KIND_TAGS: Final = "tags"
+
+#: Sample format name -> numpy dtype (always little-endian, interleaved channels).
+SAMPLE_FORMATS: Final[Mapping[str, np.dtype[Any]]] = {
+    "f32": np.dtype("<f4"),
+    "i16": np.dtype("<i2"),
+    "i32": np.dtype("<i4"),
+}
+#: Full scale of the integer formats, used by :func:`to_mono_float32`.
+_FULL_SCALE: Final = {"i16": 32768.0, "i32": 2147483648.0}
+
+MIN_SAMPLE_RATE: Final = 1_000
+MAX_SAMPLE_RATE: Final = 384_000
+MAX_CHANNELS: Final = 32
+#: Longest audio message, in seconds of audio.
+MAX_FRAME_SECONDS: Final = 10.0
+#: Largest PCM buffer of one audio message, in bytes.
+MAX_BUFFER_BYTES: Final = 16 * 1024 * 1024
+MAX_STREAM_ID_CHARS: Final = 128
+#: Most tags one update may carry.
+MAX_TAGS: Final = 4096
+#: Largest msgpack header accepted, in bytes.
+_MAX_HEADER_BYTES: Final = 1024 * 1024
+
+#: Every ``ProtocolError.reason``, with what it means.
+REJECT_REASONS: Final[Mapping[str, str]] = {
+    "frames": "wrong number of ZeroMQ frames for the message kind",
+    "header": "header is not a msgpack map, or a field is missing or of the wrong type",
+    "version": "protocol version this receiver does not know",
+    "kind": "unknown message kind, or a kind that does not belong on this socket",
+    "stream": "stream id is not 1..128 printable characters",
+    "seq": "negative sequence number",
+    "timestamp": "a time is NaN or infinite, or start_s/end_s are out of order",
+    "sample_rate": f"sample_rate outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}",
+    "channels": f"channels outside 1..{MAX_CHANNELS}",
+    "sample_format": "sample_format is not one of f32, i16, i32",
+    "length": f"frames < 1, more than {MAX_FRAME_SECONDS:g} s of audio, or buffer > 16 MiB",
+    "size": "a binary frame's byte length does not match the header",
+    "topic": "the topic frame differs from the header's stream",
+    "tags": f"tag names are not strings, or more than {MAX_TAGS} of them",
+    "counter": "gaps or dropped is negative",
+}
+
+
+class ProtocolError(ValueError):
+    """A message is malformed; ``reason`` is a short slug from :data:`REJECT_REASONS`.
+
+    Parameters
+    ----------
+    message : str
+        One line naming the problem and the offending value.
+    reason : str
+        The slug receivers count rejects by, e.g. ``"version"`` or ``"size"``.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+FrameLike: TypeAlias = Any
+"""``bytes``, ``bytearray``, ``memoryview`` or ``zmq.Frame``: anything with the buffer protocol."""
+
+
+# ---------------------------------------------------------------------------
+# Field checks shared by the dataclasses (encode side) and the decoders.
+# ---------------------------------------------------------------------------
+
+
+def check_stream_id(stream: object) -> str:
+    """Return ``stream`` if it is a valid stream id, else raise ``ProtocolError("stream")``.
+
+    A stream id is a ``str`` of 1..128 printable characters.
+    """
+    if not isinstance(stream, str):
+        raise ProtocolError(f"stream={stream!r} must be a string", reason="stream")
+    if not 1 <= len(stream) <= MAX_STREAM_ID_CHARS or not stream.isprintable():
+        raise ProtocolError(
+            f"stream={stream!r} must be 1..{MAX_STREAM_ID_CHARS} printable characters",
+            reason="stream",
+        )
+    return stream
+
+
+def _check_int(name: str, value: object, *, minimum: int, reason: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ProtocolError(f"{name}={value!r} must be an integer", reason="header")
+    if value < minimum:
+        raise ProtocolError(f"{name}={value!r} must be >= {minimum}", reason=reason)
+    return int(value)
+
+
+def _check_time(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise ProtocolError(f"{name}={value!r} must be a number", reason="header")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ProtocolError(f"{name}={value!r} must be finite", reason="timestamp")
+    return value
+
+
+def _check_audio_format(*, sample_rate: object, channels: object, sample_format: object) -> None:
+    _check_int("sample_rate", sample_rate, minimum=0, reason="sample_rate")
+    assert isinstance(sample_rate, int | np.integer)
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise ProtocolError(
+            f"sample_rate={sample_rate} must be in {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}",
+            reason="sample_rate",
+        )
+    _check_int("channels", channels, minimum=0, reason="channels")
+    assert isinstance(channels, int | np.integer)
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise ProtocolError(f"channels={channels} must be in 1..{MAX_CHANNELS}", reason="channels")
+    if not isinstance(sample_format, str):
+        raise ProtocolError(f"sample_format={sample_format!r} must be a string", reason="header")
+    if sample_format not in SAMPLE_FORMATS:
+        raise ProtocolError(
+            f"sample_format={sample_format!r} must be one of {', '.join(SAMPLE_FORMATS)}",
+            reason="sample_format",
+        )
+
+
+def _check_length(*, frames: int, sample_rate: int, channels: int, sample_format: str) -> int:
+    """Check the audio length limits; return the PCM buffer size in bytes."""
+    if frames < 1:
+        raise ProtocolError(f"frames={frames} must be >= 1", reason="length")
+    if frames > MAX_FRAME_SECONDS * sample_rate:
+        raise ProtocolError(
+            f"frames={frames} is more than {MAX_FRAME_SECONDS:g} s at {sample_rate} Hz",
+            reason="length",
+        )
+    nbytes = frames * channels * SAMPLE_FORMATS[sample_format].itemsize
+    if nbytes > MAX_BUFFER_BYTES:
+        raise ProtocolError(
+            f"audio buffer of {nbytes} bytes exceeds {MAX_BUFFER_BYTES}", reason="length"
+        )
+    return nbytes
+
+
+# ---------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AudioFrame:
+    """One block of PCM audio from one stream.
+
+    Parameters
+    ----------
+    stream : str
+        Stream id, 1..128 printable characters.
+    seq : int >= 0
+        Block counter of this stream, +1 per block; a missing number is a lost block.
+    capture_time : float
+        Unix time (seconds) at which the first sample was captured.
+    sample_rate : int in [1000, 384000]
+    channels : int in [1, 32]
+    sample_format : {"f32", "i16", "i32"}
+    samples : np.ndarray [shape=(frames, channels), dtype matching ``sample_format``]
+        Interleaved samples.  Decoded frames hold a read-only view of the
+        received ZeroMQ buffer: copy before modifying.
+
+    Raises
+    ------
+    ProtocolError
+        If any field is invalid (the same checks the decoder applies).
+
+    Notes
+    -----
+    ``eq=False``: frames compare by identity, because arrays have no single truth value.
+    """
+
+    stream: str
+    seq: int
+    capture_time: float
+    sample_rate: int
+    channels: int
+    sample_format: str
+    samples: np.ndarray
+
+    def __post_init__(self) -> None:
+        check_stream_id(self.stream)
+        _check_int("seq", self.seq, minimum=0, reason="seq")
+        _check_time("capture_time", self.capture_time)
+        _check_audio_format(
+            sample_rate=self.sample_rate, channels=self.channels, sample_format=self.sample_format
+        )
+        samples = self.samples
+        if not isinstance(samples, np.ndarray):
+            raise ProtocolError(
+                f"samples must be a numpy array, got {type(samples).__name__}", reason="header"
+            )
+        expected = SAMPLE_FORMATS[self.sample_format]
+        if samples.dtype.kind != expected.kind or samples.dtype.itemsize != expected.itemsize:
+            raise ProtocolError(
+                f"samples dtype {samples.dtype} does not match sample_format="
+                f"{self.sample_format!r} ({expected})",
+                reason="sample_format",
+            )
+        if samples.ndim != 2 or samples.shape[1] != self.channels:
+            raise ProtocolError(
+                f"samples shape {samples.shape} must be (frames, {self.channels})", reason="size"
+            )
+        _check_length(
+            frames=samples.shape[0],
+            sample_rate=self.sample_rate,
+            channels=self.channels,
+            sample_format=self.sample_format,
+        )
+
+    @property
+    def frames(self) -> int:
+        """Samples per channel."""
+        return int(self.samples.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds of audio in this block."""
+        return self.frames / self.sample_rate
+
+
+@dataclasses.dataclass(frozen=True)
+class EndOfStream:
+    """The stream is over (its file ended or its streamer stopped).
+
+    Parameters
+    ----------
+    stream : str
+        Stream id.
+    seq : int >= 0
+        The sequence number after the stream's last audio block.
+    """
+
+    stream: str
+    seq: int
+
+    def __post_init__(self) -> None:
+        check_stream_id(self.stream)
+        _check_int("seq", self.seq, minimum=0, reason="seq")
+
+
+InputMessage: TypeAlias = AudioFrame | EndOfStream
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TagUpdate:
+    """Tag probabilities for one window of one stream, published by the worker.
+
+    Parameters
+    ----------
+    stream : str
+        Stream id (also the ZeroMQ topic).
+    seq : int >= 0
+        Update counter of this stream.
+    start_s, end_s : float >= 0
+        Audio time of the window, seconds since the stream's first sample.
+    model : str
+        Name of the model that produced the probabilities.
+    tags : tuple of str [len N]
+        Tag names, in the order of ``probabilities``.
+    probabilities : np.ndarray [shape=(N,), dtype=float32]
+        Tag probabilities of this window, in [0, 1].
+    smoothed : np.ndarray [shape=(N,), dtype=float32]
+        Exponential moving average of ``probabilities``.
+    capture_time : float
+        Unix time at which the window's last sample was captured.
+    received_time : float
+        Unix time at which the worker received that sample.
+    published_time : float
+        Unix time at which the update was published.
+    gaps : int >= 0
+        Sequence gaps seen so far on this stream.
+    dropped : int >= 0
+        Blocks or updates dropped so far on this stream.
+
+    Notes
+    -----
+    ``tags`` is normalised to a tuple and the probability arrays to float32
+    (without a copy when they already are).  ``eq=False`` as for :class:`AudioFrame`.
+    """
+
+    stream: str
+    seq: int
+    start_s: float
+    end_s: float
+    model: str
+    tags: tuple[str, ...]
+    probabilities: np.ndarray
+    smoothed: np.ndarray
+    capture_time: float
+    received_time: float
+    published_time: float
+    gaps: int = 0
+    dropped: int = 0
+
+    def __post_init__(self) -> None:
+        check_stream_id(self.stream)
+        _check_int("seq", self.seq, minimum=0, reason="seq")
+        start_s = _check_time("start_s", self.start_s)
+        end_s = _check_time("end_s", self.end_s)
+        if not 0.0 <= start_s <= end_s:
+            raise ProtocolError(
+                f"start_s={start_s} and end_s={end_s} must satisfy 0 <= start_s <= end_s",
+                reason="timestamp",
+            )
+        for name in ("capture_time", "received_time", "published_time"):
+            _check_time(name, getattr(self, name))
+        if not isinstance(self.model, str):
+            raise ProtocolError(f"model={self.model!r} must be a string", reason="header")
+        _check_int("gaps", self.gaps, minimum=0, reason="counter")
+        _check_int("dropped", self.dropped, minimum=0, reason="counter")
+        tags = self.tags
+        if isinstance(tags, str) or not isinstance(tags, Sequence):
+            raise ProtocolError(f"tags={tags!r} must be a list of strings", reason="tags")
+        if len(tags) > MAX_TAGS or not all(isinstance(tag, str) for tag in tags):
+            raise ProtocolError(
+                f"tags must be at most {MAX_TAGS} strings, got {len(tags)} items", reason="tags"
+            )
+        object.__setattr__(self, "tags", tuple(tags))
+        for name in ("probabilities", "smoothed"):
+            values = np.asarray(getattr(self, name), dtype=np.float32)
+            if values.shape != (len(tags),):
+                raise ProtocolError(
+                    f"{name} shape {values.shape} must be ({len(tags)},) to match tags",
+                    reason="size",
+                )
+            object.__setattr__(self, name, values)
+
+    @property
+    def latency_s(self) -> float:
+        """Seconds from the capture of the window's last sample to publication."""
+        return self.published_time - self.capture_time
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict; ``tags`` and ``smoothed`` map name -> probability."""
+        return {
+            "stream": self.stream,
+            "seq": self.seq,
+            "start_s": float(self.start_s),
+            "end_s": float(self.end_s),
+            "model": self.model,
+            "tags": dict(zip(self.tags, self.probabilities.tolist(), strict=True)),
+            "smoothed": dict(zip(self.tags, self.smoothed.tolist(), strict=True)),
+            "capture_time": float(self.capture_time),
+            "received_time": float(self.received_time),
+            "published_time": float(self.published_time),
+            "gaps": self.gaps,
+            "dropped": self.dropped,
+        }
+
+
+# ---------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------
+
+
+def _pack(header: dict[str, Any]) -> bytes:
+    packed = msgpack.packb(header, use_bin_type=True)
+    assert isinstance(packed, bytes)
+    return packed
+
+
+def encode_audio(frame: AudioFrame) -> list[bytes | memoryview]:
+    """Encode an audio block as ``[header, pcm]`` for ``send_multipart(..., copy=False)``.
+
+    Parameters
+    ----------
+    frame : AudioFrame
+        The block to send.
+
+    Returns
+    -------
+    list [len 2]
+        The msgpack header (bytes) and a memoryview of the little-endian PCM
+        samples.  The view shares memory with ``frame.samples`` when that array
+        is C-contiguous little-endian, so nothing is copied before ZeroMQ.
+    """
+    dtype = SAMPLE_FORMATS[frame.sample_format]
+    samples = np.ascontiguousarray(frame.samples, dtype=dtype)
+    header = {
+        "version": PROTOCOL_VERSION,
+        "kind": KIND_AUDIO,
+        "stream": frame.stream,
+        "seq": int(frame.seq),
+        "capture_time": float(frame.capture_time),
+        "sample_rate": int(frame.sample_rate),
+        "channels": int(frame.channels),
+        "sample_format": frame.sample_format,
+        "frames": int(samples.shape[0]),
+    }
+    return [_pack(header), samples.data.cast("B")]
+
+
+def encode_end(message: EndOfStream) -> list[bytes]:
+    """Encode an end-of-stream message as ``[header]``."""
+    header = {
+        "version": PROTOCOL_VERSION,
+        "kind": KIND_END,
+        "stream": message.stream,
+        "seq": int(message.seq),
+    }
+    return [_pack(header)]
+
+
+def encode_update(update: TagUpdate) -> list[bytes | memoryview]:
+    """Encode a tag update as ``[topic, header, probabilities, smoothed]`` for a PUB socket.
+
+    The topic is the stream id in UTF-8, so subscribers can filter by stream
+    (ZeroMQ topics are prefixes: see :func:`protocol.subscriber.subscribe`).
+    """
+    header = {
+        "version": PROTOCOL_VERSION,
+        "kind": KIND_TAGS,
+        "stream": update.stream,
+        "seq": int(update.seq),
+        "start_s": float(update.start_s),
+        "end_s": float(update.end_s),
+        "model": update.model,
+        "tags": list(update.tags),
+        "capture_time": float(update.capture_time),
+        "received_time": float(update.received_time),
+        "published_time": float(update.published_time),
+        "gaps": int(update.gaps),
+        "dropped": int(update.dropped),
+    }
+    probabilities = np.ascontiguousarray(update.probabilities, dtype="<f4")
+    smoothed = np.ascontiguousarray(update.smoothed, dtype="<f4")
+    return [
+        update.stream.encode("utf-8"),
+        _pack(header),
+        probabilities.data.cast("B"),
+        smoothed.data.cast("B"),
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------
+
+
+def _buffer(frame: FrameLike) -> memoryview:
+    """A flat byte view of one received frame, without copying."""
+    try:
+        view = memoryview(frame)
+    except TypeError:
+        raise ProtocolError(
+            f"a frame must be bytes-like, got {type(frame).__name__}", reason="frames"
+        ) from None
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+    return view
+
+
+def _unpack_header(frame: FrameLike) -> dict[str, Any]:
+    data = _buffer(frame)
+    if data.nbytes > _MAX_HEADER_BYTES:
+        raise ProtocolError(
+            f"header of {data.nbytes} bytes exceeds {_MAX_HEADER_BYTES}", reason="header"
+        )
+    try:
+        header = msgpack.unpackb(data, raw=False, use_list=True)
+    except Exception as exc:  # msgpack raises many unrelated types on garbage
+        raise ProtocolError(f"header is not valid msgpack ({exc})", reason="header") from None
+    if not isinstance(header, dict):
+        raise ProtocolError(
+            f"header must be a msgpack map, got {type(header).__name__}", reason="header"
+        )
+    version = header.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ProtocolError(f"version={version!r} must be an integer", reason="header")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"version={version} is not supported (this receiver speaks {PROTOCOL_VERSION})",
+            reason="version",
+        )
+    kind = header.get("kind")
+    if not isinstance(kind, str):
+        raise ProtocolError(f"kind={kind!r} must be a string", reason="header")
+    return header
+
+
+def _field(header: Mapping[str, Any], name: str) -> Any:
+    try:
+        return header[name]
+    except KeyError:
+        raise ProtocolError(
+            f"header of kind {header.get('kind')!r} lacks field {name!r}", reason="header"
+        ) from None
+
+
+def _str_field(header: Mapping[str, Any], name: str) -> str:
+    value = _field(header, name)
+    if not isinstance(value, str):
+        raise ProtocolError(f"{name}={value!r} must be a string", reason="header")
+    return value
+
+
+def _expect_frames(frames: Sequence[FrameLike], count: int, kind: str) -> None:
+    if len(frames) != count:
+        raise ProtocolError(
+            f"a {kind!r} message has {count} frame(s), got {len(frames)}", reason="frames"
+        )
+
+
+def decode_input(frames: Sequence[FrameLike]) -> InputMessage:
+    """Decode a message received on the worker's PULL socket.
+
+    Parameters
+    ----------
+    frames : sequence of bytes-like or zmq.Frame
+        The parts from ``recv_multipart(copy=False)`` (or ``copy=True``).
+
+    Returns
+    -------
+    AudioFrame or EndOfStream
+        Audio samples are a read-only ``np.frombuffer`` view of the PCM frame.
+
+    Raises
+    ------
+    ProtocolError
+        For anything malformed; ``reason`` says what.
+    """
+    if isinstance(frames, bytes | bytearray | memoryview) or not isinstance(frames, Sequence):
+        raise ProtocolError("expected a list of frames", reason="frames")
+    if not 1 <= len(frames) <= 2:
+        raise ProtocolError(
+            f"an input message has 1 or 2 frames, got {len(frames)}", reason="frames"
+        )
+    header = _unpack_header(frames[0])
+    kind = header["kind"]
+    if kind == KIND_END:
+        _expect_frames(frames, 1, kind)
+        return EndOfStream(stream=_str_field(header, "stream"), seq=_field(header, "seq"))
+    if kind != KIND_AUDIO:
+        raise ProtocolError(
+            f"kind={kind!r} is not an input message ({KIND_AUDIO!r} or {KIND_END!r})",
+            reason="kind",
+        )
+    _expect_frames(frames, 2, kind)
+    stream = check_stream_id(_str_field(header, "stream"))
+    seq = _check_int("seq", _field(header, "seq"), minimum=0, reason="seq")
+    capture_time = _check_time("capture_time", _field(header, "capture_time"))
+    sample_rate = _field(header, "sample_rate")
+    channels = _field(header, "channels")
+    sample_format = _field(header, "sample_format")
+    _check_audio_format(sample_rate=sample_rate, channels=channels, sample_format=sample_format)
+    n_frames = _check_int("frames", _field(header, "frames"), minimum=1, reason="length")
+    nbytes = _check_length(
+        frames=n_frames, sample_rate=sample_rate, channels=channels, sample_format=sample_format
+    )
+    pcm = _buffer(frames[1])
+    if pcm.nbytes != nbytes:
+        raise ProtocolError(
+            f"PCM frame has {pcm.nbytes} bytes; {n_frames} frames x {channels} channels of "
+            f"{sample_format} need {nbytes}",
+            reason="size",
+        )
+    samples = np.frombuffer(pcm, dtype=SAMPLE_FORMATS[sample_format]).reshape(n_frames, channels)
+    samples.flags.writeable = False  # a view of the receive buffer, whatever its type
+    return AudioFrame(
+        stream=stream,
+        seq=seq,
+        capture_time=capture_time,
+        sample_rate=sample_rate,
+        channels=channels,
+        sample_format=sample_format,
+        samples=samples,
+    )
+
+
+def _float32_frame(frame: FrameLike, count: int, name: str) -> np.ndarray:
+    data = _buffer(frame)
+    if data.nbytes != 4 * count:
+        raise ProtocolError(
+            f"{name} frame has {data.nbytes} bytes; {count} tags need {4 * count}", reason="size"
+        )
+    values = np.frombuffer(data, dtype="<f4")
+    values.flags.writeable = False
+    return values
+
+
+def decode_update(frames: Sequence[FrameLike]) -> TagUpdate:
+    """Decode a tag update received on a SUB socket.
+
+    Parameters
+    ----------
+    frames : sequence of bytes-like or zmq.Frame
+        ``[topic, header, probabilities, smoothed]``.
+
+    Returns
+    -------
+    TagUpdate
+        ``probabilities`` and ``smoothed`` are read-only views of the received frames.
+
+    Raises
+    ------
+    ProtocolError
+        For anything malformed; ``reason`` says what.
+    """
+    if isinstance(frames, bytes | bytearray | memoryview) or not isinstance(frames, Sequence):
+        raise ProtocolError("expected a list of frames", reason="frames")
+    if len(frames) != 4:
+        raise ProtocolError(f"a tag update has 4 frames, got {len(frames)}", reason="frames")
+    header = _unpack_header(frames[1])
+    if header["kind"] != KIND_TAGS:
+        raise ProtocolError(
+            f"kind={header['kind']!r} is not a tag update ({KIND_TAGS!r})", reason="kind"
+        )
+    stream = check_stream_id(_str_field(header, "stream"))
+    topic = _buffer(frames[0]).tobytes()
+    if topic != stream.encode("utf-8"):
+        raise ProtocolError(f"topic {topic!r} differs from stream {stream!r}", reason="topic")
+    tags = _field(header, "tags")
+    if not isinstance(tags, list):
+        raise ProtocolError(f"tags={tags!r} must be a list of strings", reason="tags")
+    optional = {name: header[name] for name in ("gaps", "dropped") if name in header}
+    return TagUpdate(
+        stream=stream,
+        seq=_field(header, "seq"),
+        start_s=_field(header, "start_s"),
+        end_s=_field(header, "end_s"),
+        model=_field(header, "model"),
+        tags=tuple(tags),
+        probabilities=_float32_frame(frames[2], len(tags), "probabilities"),
+        smoothed=_float32_frame(frames[3], len(tags), "smoothed"),
+        capture_time=_field(header, "capture_time"),
+        received_time=_field(header, "received_time"),
+        published_time=_field(header, "published_time"),
+        **optional,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def to_mono_float32(frame: AudioFrame) -> np.ndarray:
+    """Convert a block to mono float32 in [-1, 1], downmixing channels by their mean.
+
+    Parameters
+    ----------
+    frame : AudioFrame
+
+    Returns
+    -------
+    np.ndarray [shape=(frame.frames,), dtype=float32]
+        For mono ``f32`` frames this is a (read-only) view of ``frame.samples``;
+        otherwise a new array.  Integer formats are scaled by their full scale
+        (``i16`` by 32768, ``i32`` by 2**31).
+    """
+    samples = frame.samples
+    if frame.sample_format == "f32":
+        mono_f32: np.ndarray = (
+            samples[:, 0].astype(np.float32, copy=False)
+            if frame.channels == 1
+            else samples.mean(axis=1, dtype=np.float32)
+        )
+        return mono_f32
+    scale = np.float32(1.0 / _FULL_SCALE[frame.sample_format])
+    if frame.channels == 1:
+        mono = samples[:, 0].astype(np.float32)
+    else:
+        # float64 accumulation: exact for i32 sums before the final rounding to float32.
+        mono = samples.mean(axis=1, dtype=np.float64).astype(np.float32)
+    mono *= scale
+    return mono
