@@ -68,6 +68,8 @@ class StreamerConfig:
     queue_blocks: int = 100
     send_hwm: int = 1000
     stream_id: str = ""
+    status_interval_seconds: float = 10.0
+    reopen_seconds: float = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +121,8 @@ _POSITIVE = {
     "streamer.block_seconds",
     "streamer.queue_blocks",
     "streamer.send_hwm",
+    "streamer.status_interval_seconds",
+    "streamer.reopen_seconds",
     "inference.window_seconds",
     "inference.hop_seconds",
     "inference.ema_seconds",
