@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Install tagstream into .venv/ in this checkout.
+#   scripts/install.sh          runtime only
+#   scripts/install.sh --dev    plus what the tests need (pytest, ruff, mypy, PulseAudio)
+# Debian packages are installed with apt-get when missing (as root, or through sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[[ "${1:-}" == "--dev" ]] && dev=1
+
+packages=(libportaudio2)
+if (( dev )); then
+  packages+=(pulseaudio pulseaudio-utils libasound2-plugins)
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if (( ${#missing[@]} )); then
+  if [[ $(id -u) -eq 0 ]]; then
+    apt_get=(apt-get)
+  elif command -v sudo >/dev/null; then
+    apt_get=(sudo apt-get)
+  else
+    echo "error: missing Debian packages ${missing[*]}; install them as root: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "installing Debian packages: ${missing[*]}"
+  "${apt_get[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=""
+for candidate in python3.11 python3; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    python="$candidate"; break
+  fi
+done
+if [[ -z "$python" ]]; then
+  echo "error: tagstream needs Python 3.11; install it (apt-get install python3.11-venv) and rerun" >&2
+  exit 1
+fi
+[[ -x .venv/bin/python ]] || "$python" -m venv .venv
+
+requirements=requirements.txt
+(( dev )) && requirements=requirements-dev.txt
+stamp=".venv/.installed-$(cat requirements.txt "$requirements" | sha256sum | cut -c1-16)"
+if [[ ! -f "$stamp" ]]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r "$requirements"
+  # musicnn ships the pretrained MSD weights; its metadata pins an ancient numpy, hence --no-deps.
+  .venv/bin/python -m pip install -q --no-deps musicnn==0.1.0
+  touch "$stamp"
+fi
+echo "tagstream installed in $(pwd)/.venv"
