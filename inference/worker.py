@@ -1,0 +1,630 @@
+"""The inference worker: PULL audio blocks, batch due windows through the model, PUB tags.
+
+>>> worker = Worker(load_config())          # doctest: +SKIP
+>>> worker.start()                          # load + warm up the model, bind the sockets
+>>> thread = worker.run_in_thread()         # or worker.run() to block
+>>> worker.stop(); thread.join(); worker.close()
+
+One loop owns both sockets: it waits up to :data:`POLL_INTERVAL_S` for input,
+drains what is queued (at most ``max_batch`` messages), lets each stream's
+:class:`inference.streams.StreamState` cut due windows, runs the windows of all
+streams through ``Tagger.predict`` in batches of up to ``max_batch`` (taking
+one window per stream in turn, so a busy stream cannot starve the others) and
+publishes one :class:`protocol.TagUpdate` per window.
+
+Nothing a peer sends stops the loop: malformed messages are rejected by the
+protocol and counted by reason, NaN/inf samples are replaced and counted,
+streams beyond ``max_streams`` are refused and counted, and an unexpected error
+while handling one message is logged and counted as ``internal``.  Memory is
+bounded by the receive high-water mark (:data:`RECEIVE_HWM` messages per peer),
+the maximum message size (ZeroMQ drops peers that exceed it) and the per-stream
+limits of :mod:`inference.streams`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+import zmq
+
+from config import Config
+from inference.streams import AcceptResult, PendingWindow, StreamSettings, StreamState
+from protocol import (
+    MAX_BUFFER_BYTES,
+    AudioFrame,
+    EndOfStream,
+    ProtocolError,
+    decode_input,
+    encode_update,
+)
+
+__all__ = ["POLL_INTERVAL_S", "RECEIVE_HWM", "Worker", "WorkerError", "WorkerStats"]
+
+logger = logging.getLogger(__name__)
+
+#: Longest wait for input before the loop checks stop(), idle streams and the status log.
+POLL_INTERVAL_S = 0.1
+#: Receive high-water mark of the PULL socket, in messages (per connected peer).
+RECEIVE_HWM = 64
+#: ZeroMQ disconnects a peer that sends a message part larger than this.
+MAX_MESSAGE_BYTES = MAX_BUFFER_BYTES + 1024 * 1024
+#: Least seconds between two log lines about the same kind of bad input.
+LOG_INTERVAL_S = 5.0
+#: Latencies kept between two status lines.
+MAX_LATENCY_SAMPLES = 100_000
+
+
+class WorkerError(RuntimeError):
+    """The worker cannot start; ``reason`` is "endpoint" (cannot bind) or "settings".
+
+    Parameters
+    ----------
+    message : str
+        One line naming the problem and what to do.
+    reason : {"endpoint", "settings"}
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """Counters of a worker since it started (a snapshot; see :meth:`Worker.stats`).
+
+    Attributes
+    ----------
+    streams : int
+        Streams currently known.
+    messages : int
+        Messages received (good and bad).
+    windows : int
+        Tag updates published.
+    batches : int
+        Model calls.
+    batch_sizes : dict {int: int}
+        Model calls by batch size.
+    rejected : dict {str: int}
+        Malformed messages by ``ProtocolError.reason`` (plus ``internal``).
+    gaps : int
+        Sequence gaps (filled with silence or resetting the window).
+    dropped : int
+        Blocks dropped as duplicates/late/after the end, and windows dropped
+        because a stream had too many waiting.
+    refused : int
+        Blocks of new streams refused because ``max_streams`` were active.
+    samples_replaced : int
+        NaN or infinite samples replaced.
+    resets : int
+        Windows reset by long gaps, format changes or stream restarts.
+    ended : int
+        Streams finished by an end-of-stream message.
+    evicted_idle : int
+        Streams forgotten after ``idle_timeout_seconds`` without input.
+    """
+
+    streams: int = 0
+    messages: int = 0
+    windows: int = 0
+    batches: int = 0
+    batch_sizes: dict[int, int] = dataclasses.field(default_factory=dict)
+    rejected: dict[str, int] = dataclasses.field(default_factory=dict)
+    gaps: int = 0
+    dropped: int = 0
+    refused: int = 0
+    samples_replaced: int = 0
+    resets: int = 0
+    ended: int = 0
+    evicted_idle: int = 0
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+class _RateLimitedLog:
+    """Log one line per key at most every ``interval_s``, with the count suppressed meanwhile."""
+
+    def __init__(self, interval_s: float = LOG_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: collections.Counter[str] = collections.Counter()
+
+    def __call__(self, key: str, level: int, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, float("-inf")) < self.interval_s:
+            self._suppressed[key] += 1
+            return
+        self._last[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            message += " suppressed_since_last=%d"
+            args = (*args, suppressed)
+        logger.log(level, message, *args)
+
+
+def _percentile_ms(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000.0 if values else float("nan")
+
+
+class Worker:
+    """The inference worker: sockets, per-stream states, batching and the status log.
+
+    Parameters
+    ----------
+    config : Config
+        ``config.inference`` gives the endpoints and stream settings,
+        ``config.model`` the model to load when ``tagger`` is None.
+    tagger : model.Tagger or None
+        An already loaded tagger (tests share one); loaded in :meth:`start` when None.
+    context : zmq.Context or None
+        Defaults to a context of the worker's own, terminated by :meth:`close`.
+    started_at : float or None
+        ``time.monotonic()`` at process start, for the "ready" log (default: :meth:`start`).
+
+    Notes
+    -----
+    Lifecycle: :meth:`start` (model, warm-up, bind) -> :meth:`run` in one
+    thread -> :meth:`stop` from any thread (the loop ends within about
+    :data:`POLL_INTERVAL_S` plus one model call) -> :meth:`close` (idempotent,
+    ``linger=0``).  Also a context manager (``__exit__`` stops and closes).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        tagger: Any = None,
+        context: zmq.Context[Any] | None = None,
+        started_at: float | None = None,
+    ) -> None:
+        self.config = config
+        self.tagger = tagger
+        self._own_context = context is None
+        self._context: zmq.Context[Any] | None = context
+        self._started_at = started_at
+        self._input: zmq.Socket[Any] | None = None
+        self._publish: zmq.Socket[Any] | None = None
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._closed = False
+        self.settings: StreamSettings | None = None
+        self._streams: dict[str, StreamState] = {}
+        self._ending: list[StreamState] = []  # ended streams whose windows still wait
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._batch_sizes: collections.Counter[int] = collections.Counter()
+        self._rejected: collections.Counter[str] = collections.Counter()
+        self._stats = WorkerStats()
+        self._log_limited = _RateLimitedLog()
+        self._latencies: list[float] = []
+        self._windows_at_status = 0
+        self._last_status = time.monotonic()
+        self._last_idle_check = time.monotonic()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load and warm up the model, then bind the PULL and PUB sockets.
+
+        Raises
+        ------
+        WorkerError
+            If an endpoint cannot be bound or the settings disagree with the model.
+        model.ModelLoadError
+            If the model cannot be loaded.
+        """
+        if self._closed:
+            raise RuntimeError("start() on a closed Worker")
+        started = self._started_at if self._started_at is not None else time.monotonic()
+        cfg = self.config.inference
+        if self.tagger is None:
+            from model import load_tagger
+
+            self.tagger = load_tagger(
+                self.config.model.name,
+                cache_dir=self.config.model.cache_dir,
+                device=self.config.model.device,
+            )
+        contract = self.tagger.contract
+        try:
+            self.settings = StreamSettings.from_seconds(
+                spec=contract.features,
+                window_frames=contract.window_frames,
+                window_seconds=cfg.window_seconds,
+                hop_seconds=cfg.hop_seconds,
+                ema_seconds=cfg.ema_seconds,
+                max_gap_seconds=cfg.max_gap_seconds,
+            )
+        except ValueError as exc:
+            raise WorkerError(str(exc), reason="settings") from None
+        self.tagger.warm_up()
+        if self._context is None:
+            self._context = zmq.Context()
+        self._input = self._bind(zmq.PULL, cfg.input_endpoint, "inference.input_endpoint")
+        self._input.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
+        self._input.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self._publish = self._bind(zmq.PUB, cfg.publish_endpoint, "inference.publish_endpoint")
+        self._publish.setsockopt(zmq.SNDHWM, cfg.publish_hwm)
+        logger.info(
+            "ready model=%s input=%s publish=%s window_s=%.3f hop_s=%.3f elapsed_s=%.2f",
+            contract.name,
+            cfg.input_endpoint,
+            cfg.publish_endpoint,
+            self.settings.window_seconds,
+            self.settings.hop_seconds,
+            time.monotonic() - started,
+        )
+
+    def _bind(self, kind: int, endpoint: str, key: str) -> zmq.Socket[Any]:
+        assert self._context is not None
+        socket = self._context.socket(kind)
+        socket.setsockopt(zmq.LINGER, 0)
+        try:
+            socket.bind(endpoint)
+        except zmq.ZMQError as exc:
+            socket.close(linger=0)
+            self.close()
+            hint = (
+                "is another worker running? pick another"
+                if exc.errno == zmq.EADDRINUSE
+                else ("check")
+            )
+            raise WorkerError(
+                f"cannot bind {key}={endpoint!r} ({exc}); {hint} endpoint", reason="endpoint"
+            ) from None
+        return socket
+
+    @property
+    def input_endpoint(self) -> str:
+        """The bound input endpoint (with the real port when the config said ``tcp://...:*``)."""
+        return self._last_endpoint(self._input)
+
+    @property
+    def publish_endpoint(self) -> str:
+        """The bound publish endpoint (with the real port for ``tcp://...:*``)."""
+        return self._last_endpoint(self._publish)
+
+    @staticmethod
+    def _last_endpoint(socket: zmq.Socket[Any] | None) -> str:
+        if socket is None:
+            raise RuntimeError("the worker is not started")
+        endpoint = socket.getsockopt(zmq.LAST_ENDPOINT)
+        return endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint)
+
+    def run(self) -> None:
+        """Serve until :meth:`stop`; call after :meth:`start`, in one thread only."""
+        if self._input is None or self._publish is None:
+            raise RuntimeError("run() before start() (or after close())")
+        self._idle.clear()
+        try:
+            poller = zmq.Poller()
+            poller.register(self._input, zmq.POLLIN)
+            while not self._stop.is_set():
+                self.step(poller)
+        finally:
+            self._idle.set()
+
+    def step(self, poller: zmq.Poller | None = None) -> None:
+        """One loop iteration: wait for input, handle it, run due windows, housekeeping."""
+        assert self._input is not None
+        busy = any(state.pending for state in self._streams.values()) or bool(self._ending)
+        timeout_ms = 0 if busy else int(POLL_INTERVAL_S * 1000)
+        ready = poller.poll(timeout_ms) if poller is not None else self._input.poll(timeout_ms)
+        if ready:
+            limit = self.config.inference.max_batch
+            for _ in range(limit):
+                try:
+                    frames = self._input.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._handle(frames, received_time=time.time(), now=time.monotonic())
+        self._run_batches()
+        now = time.monotonic()
+        if now - self._last_idle_check >= 1.0:
+            self._last_idle_check = now
+            self._evict_idle(now)
+        if now - self._last_status >= self.config.inference.status_interval_seconds:
+            self._log_status(now)
+        self._snapshot()
+
+    def run_in_thread(self) -> threading.Thread:
+        """Start :meth:`run` in a daemon thread and return it."""
+        thread = threading.Thread(target=self.run, name="inference-worker", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return; safe from any thread and from signal handlers."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        """Stop, wait (up to 5 s) for :meth:`run` to return, close sockets (``linger=0``).
+
+        Safe to call more than once.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if not self._idle.wait(5.0):  # pragma: no cover - a model call that hangs
+            logger.warning("closing while the loop is still running")
+        for socket in (self._input, self._publish):
+            if socket is not None:
+                socket.close(linger=0)
+        self._input = self._publish = None
+        if self._own_context and self._context is not None:
+            self._context.term()
+        self._context = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- messages ---------------------------------------------------------------------
+
+    def _handle(self, frames: list[Any], *, received_time: float, now: float) -> None:
+        self._counts["messages"] += 1
+        try:
+            message = decode_input(frames)
+        except ProtocolError as exc:
+            self._rejected[exc.reason] += 1
+            self._log_limited(
+                f"reject:{exc.reason}",
+                logging.WARNING,
+                "rejected message reason=%s total_rejected=%d detail=%s",
+                exc.reason,
+                sum(self._rejected.values()),
+                exc,
+            )
+            return
+        try:
+            if isinstance(message, EndOfStream):
+                self._end(message, now=now)
+            else:
+                self._audio(message, received_time=received_time, now=now)
+        except Exception as exc:  # one bad message must not stop the worker
+            self._rejected["internal"] += 1
+            self._log_limited(
+                "internal",
+                logging.ERROR,
+                "error handling message stream=%s error=%r",
+                getattr(message, "stream", "?"),
+                exc,
+            )
+
+    def _audio(self, frame: AudioFrame, *, received_time: float, now: float) -> None:
+        assert self.settings is not None
+        state = self._streams.get(frame.stream)
+        if state is None:
+            if len(self._streams) >= self.config.inference.max_streams:
+                self._counts["refused"] += 1
+                self._log_limited(
+                    "refused",
+                    logging.WARNING,
+                    "refused stream=%s reason=max_streams max_streams=%d total_refused=%d",
+                    frame.stream,
+                    self.config.inference.max_streams,
+                    self._counts["refused"],
+                )
+                return
+            state = self._new_stream(frame.stream, now=now)
+        before = (state.gaps, state.dropped, state.samples_replaced, state.resets)
+        result = state.accept(frame, received_time=received_time, now=now)
+        if result == AcceptResult.RESTARTED:
+            logger.info("stream restarted stream=%s seq=%d", frame.stream, frame.seq)
+            self._retire(state)
+            self._counts["resets"] += 1
+            state = self._new_stream(frame.stream, now=now)
+            before = (0, 0, 0, 0)
+            result = state.accept(frame, received_time=received_time, now=now)
+        gaps, dropped, replaced, resets = (
+            state.gaps - before[0],
+            state.dropped - before[1],
+            state.samples_replaced - before[2],
+            state.resets - before[3],
+        )
+        self._counts["gaps"] += gaps
+        self._counts["dropped"] += dropped
+        self._counts["samples_replaced"] += replaced
+        self._counts["resets"] += resets
+        if result == AcceptResult.DUPLICATE:
+            self._log_limited(
+                f"duplicate:{frame.stream}",
+                logging.WARNING,
+                "dropped duplicate or late block stream=%s seq=%d expected_seq=%s",
+                frame.stream,
+                frame.seq,
+                state.expected_seq,
+            )
+        elif result in (AcceptResult.GAP_FILLED, AcceptResult.GAP_RESET):
+            self._log_limited(
+                f"gap:{frame.stream}",
+                logging.WARNING,
+                "sequence gap stream=%s seq=%d action=%s gaps=%d",
+                frame.stream,
+                frame.seq,
+                "silence" if result == AcceptResult.GAP_FILLED else "reset",
+                state.gaps,
+            )
+        elif result == AcceptResult.FORMAT_RESET:
+            logger.info("format changed stream=%s sample_rate=%d", frame.stream, frame.sample_rate)
+        if replaced:
+            self._log_limited(
+                f"nan:{frame.stream}",
+                logging.WARNING,
+                "replaced non-finite samples stream=%s count=%d total=%d",
+                frame.stream,
+                replaced,
+                state.samples_replaced,
+            )
+
+    def _new_stream(self, stream: str, *, now: float) -> StreamState:
+        assert self.settings is not None
+        state = StreamState(stream, settings=self.settings, now=now)
+        self._streams[stream] = state
+        logger.info("new stream=%s streams=%d", stream, len(self._streams))
+        return state
+
+    def _retire(self, state: StreamState) -> None:
+        """Forget ``state`` once its waiting windows are published."""
+        if self._streams.get(state.stream) is state:
+            del self._streams[state.stream]
+        if state.pending:
+            self._ending.append(state)
+
+    def _end(self, message: EndOfStream, *, now: float) -> None:
+        state = self._streams.get(message.stream)
+        if state is None:
+            logger.debug("end of unknown stream=%s", message.stream)
+            return
+        dropped = state.dropped
+        state.end(now=now)
+        self._counts["dropped"] += state.dropped - dropped
+        self._counts["ended"] += 1
+        logger.info(
+            "end of stream=%s updates=%d %s",
+            message.stream,
+            state.updates + state.pending,
+            " ".join(f"{k}={v}" for k, v in state.counters().items() if k != "updates"),
+        )
+        self._retire(state)
+
+    def _evict_idle(self, now: float) -> None:
+        timeout = self.config.inference.idle_timeout_seconds
+        for state in [s for s in self._streams.values() if now - s.last_active > timeout]:
+            self._counts["evicted_idle"] += 1
+            logger.info("evicted idle stream=%s idle_s=%.1f", state.stream, now - state.last_active)
+            self._retire(state)
+
+    # -- model ------------------------------------------------------------------------
+
+    def _take_batch(self, limit: int) -> list[tuple[StreamState, PendingWindow]]:
+        """Up to ``limit`` windows, one per stream in turn (ended streams first)."""
+        batch: list[tuple[StreamState, PendingWindow]] = []
+        states = [s for s in self._ending if s.pending] + [
+            s for s in self._streams.values() if s.pending
+        ]
+        while states and len(batch) < limit:
+            for state in list(states):
+                if len(batch) >= limit:
+                    break
+                batch.extend((state, window) for window in state.take_pending(1))
+                if not state.pending:
+                    states.remove(state)
+        self._ending = [s for s in self._ending if s.pending]
+        return batch
+
+    def _run_batches(self) -> None:
+        assert self.tagger is not None
+        limit = self.config.inference.max_batch
+        while not self._stop.is_set():
+            batch = self._take_batch(limit)
+            if not batch:
+                return
+            try:
+                probabilities = self.tagger.predict(np.stack([w.mel for _, w in batch]))
+            except Exception as exc:  # keep serving; the windows are lost
+                self._counts["dropped"] += len(batch)
+                self._log_limited("predict", logging.ERROR, "model call failed error=%r", exc)
+                continue
+            self._counts["batches"] += 1
+            self._batch_sizes[len(batch)] += 1
+            published_time = time.time()
+            for (state, window), row in zip(batch, probabilities, strict=True):
+                update = state.make_update(
+                    window,
+                    row,
+                    model=self.tagger.name,
+                    tags=self.tagger.tags,
+                    published_time=published_time,
+                )
+                self._send(update)
+                if len(self._latencies) < MAX_LATENCY_SAMPLES:
+                    self._latencies.append(published_time - window.capture_time)
+            self._counts["windows"] += len(batch)
+
+    def _send(self, update: Any) -> None:
+        assert self._publish is not None
+        try:
+            self._publish.send_multipart(encode_update(update), zmq.NOBLOCK)
+        except zmq.Again:  # pragma: no cover - PUB drops at the HWM instead of blocking
+            self._counts["dropped"] += 1
+
+    # -- reporting --------------------------------------------------------------------
+
+    def _log_status(self, now: float) -> None:
+        elapsed = max(now - self._last_status, 1e-9)
+        windows = self._counts["windows"] - self._windows_at_status
+        latencies = self._latencies
+        logger.info(
+            "status streams=%d windows_per_s=%.1f latency_p50_ms=%.0f latency_p99_ms=%.0f "
+            "drops=%d rejected=%d gaps=%d",
+            len(self._streams),
+            windows / elapsed,
+            _percentile_ms(latencies, 50),
+            _percentile_ms(latencies, 99),
+            self._counts["dropped"] + self._counts["refused"],
+            sum(self._rejected.values()),
+            self._counts["gaps"],
+        )
+        self._latencies = []
+        self._windows_at_status = self._counts["windows"]
+        self._last_status = now
+
+    def _snapshot(self) -> None:
+        counts = self._counts
+        self._stats = WorkerStats(
+            streams=len(self._streams),
+            messages=counts["messages"],
+            windows=counts["windows"],
+            batches=counts["batches"],
+            batch_sizes=dict(self._batch_sizes),
+            rejected=dict(self._rejected),
+            gaps=counts["gaps"],
+            dropped=counts["dropped"],
+            refused=counts["refused"],
+            samples_replaced=counts["samples_replaced"],
+            resets=counts["resets"],
+            ended=counts["ended"],
+            evicted_idle=counts["evicted_idle"],
+        )
+
+    def stats(self) -> WorkerStats:
+        """The counters as of the end of the last loop iteration (safe from any thread)."""
+        return self._stats
+
+    def wait_for(
+        self, predicate: Callable[[WorkerStats], bool], *, timeout_s: float = 10.0
+    ) -> WorkerStats:
+        """Poll :meth:`stats` until ``predicate`` holds or ``timeout_s`` passes; return the last.
+
+        For tests and tools that drive a worker in-process.
+        """
+        deadline = time.monotonic() + timeout_s
+        stats = self.stats()
+        while not predicate(stats) and time.monotonic() < deadline:
+            time.sleep(0.02)
+            stats = self.stats()
+        return stats

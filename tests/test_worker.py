@@ -1,0 +1,485 @@
+"""The inference worker: per-stream logic without sockets, then a real worker over tcp.
+
+The in-process worker uses the real MSD_musicnn weights (converted once into
+the default cache ``~/.cache/tagstream``) and real ZeroMQ sockets; audio is
+synthesized with a seeded ``rng``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from config import Config, load_config
+from inference import (
+    AcceptResult,
+    ExponentialAverage,
+    StreamSettings,
+    StreamState,
+    WindowScheduler,
+    Worker,
+)
+from inference.streams import SettingsError
+from model import MUSICNN_FEATURES, load_tagger, log_mel
+from model.features import resample
+from model.tagger import window_starts
+from protocol import (
+    AudioFrame,
+    EndOfStream,
+    TagUpdate,
+    decode_update,
+    encode_audio,
+    encode_end,
+)
+
+SPEC = MUSICNN_FEATURES
+WINDOW = 187
+FRAME_S = SPEC.frame_seconds
+#: Receive deadline for socket tests: generous, only there so a broken worker fails the test.
+DEADLINE_S = 60.0
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20240611)
+
+
+def music(rng: np.random.Generator, seconds: float, sample_rate: int = 16000) -> np.ndarray:
+    """A few seconds of tones, clicks and noise: enough for the model to say something."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    y = 0.3 * np.sin(2 * np.pi * 110 * t) + 0.2 * np.sin(2 * np.pi * 440 * t * (1 + 0.01 * t))
+    y += 0.4 * (np.sin(2 * np.pi * 2 * t) > 0.95) * rng.standard_normal(len(t))
+    y += 0.05 * rng.standard_normal(len(t))
+    return (0.5 * y).astype(np.float32)
+
+
+def frames_of(
+    y: np.ndarray,
+    *,
+    stream: str = "test:a",
+    sample_rate: int = 16000,
+    block: int = 1600,
+    start_time: float = 1_000.0,
+    first_seq: int = 0,
+) -> list[AudioFrame]:
+    """Cut mono audio into AudioFrames with consistent seq and capture times."""
+    return [
+        AudioFrame(
+            stream=stream,
+            seq=first_seq + i,
+            capture_time=start_time + offset / sample_rate,
+            sample_rate=sample_rate,
+            channels=1,
+            sample_format="f32",
+            samples=np.ascontiguousarray(y[offset : offset + block, None]),
+        )
+        for i, offset in enumerate(range(0, len(y), block))
+    ]
+
+
+def settings(hop_frames: int = 31, **changes: float) -> StreamSettings:
+    return StreamSettings(spec=SPEC, window_frames=WINDOW, hop_frames=hop_frames, **changes)
+
+
+def feed(state: StreamState, frames: list[AudioFrame]) -> list[str]:
+    return [state.accept(f, received_time=f.capture_time + 0.01, now=0.0) for f in frames]
+
+
+# -- WindowScheduler, EMA, settings -------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 187, 400])
+@pytest.mark.parametrize(("window", "hop"), [(5, 2), (5, 5), (4, 7), (187, 31)])
+def test_scheduler_windows_equal_slices(chunk: int, window: int, hop: int, rng) -> None:
+    frames = rng.random((500, 3), dtype=np.float32)
+    scheduler = WindowScheduler(window_frames=window, hop_frames=hop, n_mels=3)
+    got = []
+    for start in range(0, len(frames), chunk):
+        got += scheduler.push(frames[start : start + chunk])
+    starts = [s for s, _ in got]
+    assert starts == list(range(0, len(frames) - window + 1, hop))
+    for start, win in got:
+        np.testing.assert_array_equal(win, frames[start : start + window])
+
+
+def test_scheduler_reset_restarts_frame_count(rng) -> None:
+    scheduler = WindowScheduler(window_frames=4, hop_frames=4, n_mels=2)
+    scheduler.push(rng.random((6, 2), dtype=np.float32))
+    scheduler.reset()
+    frames = rng.random((4, 2), dtype=np.float32)
+    [(start, window)] = scheduler.push(frames)
+    assert start == 0
+    np.testing.assert_array_equal(window, frames)
+
+
+def test_ema_alpha_and_update() -> None:
+    s = settings(hop_frames=31, ema_seconds=10.0)
+    assert s.ema_alpha == pytest.approx(1 - math.exp(-31 * FRAME_S / 10.0))
+    ema = ExponentialAverage(0.25)
+    np.testing.assert_allclose(ema.update(np.array([1.0, 0.0])), [1.0, 0.0])
+    np.testing.assert_allclose(ema.update(np.array([0.0, 1.0])), [0.75, 0.25])
+
+
+def test_settings_refuse_a_window_that_disagrees_with_the_model() -> None:
+    with pytest.raises(SettingsError, match="window_seconds=2"):
+        StreamSettings.from_seconds(
+            spec=SPEC,
+            window_frames=WINDOW,
+            window_seconds=2.0,
+            hop_seconds=0.5,
+            ema_seconds=10.0,
+            max_gap_seconds=1.0,
+        )
+    ok = StreamSettings.from_seconds(
+        spec=SPEC,
+        window_frames=WINDOW,
+        window_seconds=3.0,
+        hop_seconds=0.5,
+        ema_seconds=10.0,
+        max_gap_seconds=1.0,
+    )
+    assert ok.hop_frames == 31
+
+
+# -- StreamState --------------------------------------------------------------------------
+
+
+def test_stream_windows_equal_offline_mel_and_times(rng) -> None:
+    y = music(rng, 5.0)
+    state = StreamState("test:a", settings=settings(), now=0.0)
+    assert set(feed(state, frames_of(y, block=1234))) == {AcceptResult.ACCEPTED}
+    state.end(now=0.0)
+    windows = state.take_pending(100)
+    mel = log_mel(y)
+    assert [round(w.start_s / FRAME_S) for w in windows] == list(
+        window_starts(len(mel), WINDOW, 31)
+    )
+    for w in windows:
+        start = round(w.start_s / FRAME_S)
+        np.testing.assert_allclose(w.mel, mel[start : start + WINDOW], atol=1e-4)
+        assert w.end_s - w.start_s == pytest.approx(WINDOW * FRAME_S)
+        # capture time of the last sample: the stream started at t=1000 with sample 0
+        assert w.capture_time == pytest.approx(1_000.0 + w.end_s - 1 / 16000)
+        assert w.received_time >= 1_000.0
+
+
+def test_duplicate_blocks_are_dropped_and_counted(rng) -> None:
+    frames = frames_of(music(rng, 1.0))
+    state = StreamState("test:a", settings=settings(), now=0.0)
+    results = feed(state, [*frames[:5], frames[3], frames[4], *frames[5:]])
+    assert results.count(AcceptResult.DUPLICATE) == 2
+    assert state.dropped == 2 and state.gaps == 0
+
+
+def test_restarted_streamer_starts_afresh(rng) -> None:
+    state = StreamState("test:a", settings=settings(), now=0.0)
+    feed(state, frames_of(music(rng, 1.0), start_time=1_000.0))
+    later = frames_of(music(rng, 0.2), start_time=2_000.0)  # seq 0 again, newer capture
+    assert state.accept(later[0], received_time=2_000.0, now=0.0) == AcceptResult.RESTARTED
+
+
+def test_small_gap_is_filled_with_silence(rng) -> None:
+    y = music(rng, 6.0)
+    frames = frames_of(y, block=1600)
+    state = StreamState("test:a", settings=settings(hop_frames=WINDOW), now=0.0)
+    results = feed(state, frames[:20] + frames[23:])  # 0.3 s missing
+    assert results.count(AcceptResult.GAP_FILLED) == 1 and state.gaps == 1
+    state.end(now=0.0)
+    windows = state.take_pending(10)
+    expected = y.copy()
+    expected[20 * 1600 : 23 * 1600] = 0.0
+    mel = log_mel(expected)
+    assert [w.start_s for w in windows] == pytest.approx([0.0, WINDOW * FRAME_S])
+    for k, w in enumerate(windows):
+        np.testing.assert_allclose(w.mel, mel[k * WINDOW : (k + 1) * WINDOW], atol=1e-4)
+        assert w.capture_time == pytest.approx(1_000.0 + w.end_s - 1 / 16000)
+
+
+def test_long_gap_resets_the_window_and_moves_the_clock(rng) -> None:
+    y = music(rng, 8.0)
+    frames = frames_of(y, block=1600)
+    state = StreamState("test:a", settings=settings(hop_frames=WINDOW), now=0.0)
+    results = feed(state, frames[:20] + frames[40:])  # 2 s missing > max_gap_seconds=1
+    assert results.count(AcceptResult.GAP_RESET) == 1
+    assert state.gaps == 1 and state.resets == 1
+    state.end(now=0.0)
+    windows = state.take_pending(10)
+    # 2 s before the gap: no whole window; after it a new segment starts at 4.0 s
+    assert [w.start_s for w in windows] == pytest.approx([4.0])  # 4 s left: one window
+    mel_after = log_mel(y[40 * 1600 :])
+    np.testing.assert_allclose(windows[0].mel, mel_after[:WINDOW], atol=1e-4)
+    assert windows[0].capture_time == pytest.approx(1_000.0 + windows[0].end_s - 1 / 16000)
+
+
+def test_nan_and_inf_samples_are_replaced_and_counted(rng) -> None:
+    y = music(rng, 4.0)
+    y[100:110] = np.nan
+    y[5000] = np.inf
+    state = StreamState("test:a", settings=settings(), now=0.0)
+    feed(state, frames_of(y))
+    state.end(now=0.0)
+    assert state.samples_replaced == 11
+    windows = state.take_pending(10)
+    assert windows and all(np.isfinite(w.mel).all() for w in windows)
+
+
+def test_pending_windows_are_capped(rng) -> None:
+    state = StreamState("test:a", settings=settings(hop_frames=1, max_pending_windows=5), now=0.0)
+    feed(state, frames_of(music(rng, 4.0)))
+    assert state.pending == 5
+    assert state.dropped > 0
+
+
+# -- a real worker over tcp ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tagger():
+    tagger = load_tagger("MSD_musicnn")
+    tagger.warm_up()
+    return tagger
+
+
+def worker_config(**inference: object) -> Config:
+    overrides = {
+        "inference.input_endpoint": "tcp://127.0.0.1:*",
+        "inference.publish_endpoint": "tcp://127.0.0.1:*",
+    }
+    overrides.update({f"inference.{k}": v for k, v in inference.items()})
+    return load_config(overrides=overrides)
+
+
+class Harness:
+    """A worker in a thread, a PUSH socket feeding it and a SUB socket reading it."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.context = zmq.Context()
+        self.push = self.context.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.LINGER, 0)
+        self.push.connect(worker.input_endpoint)
+        self.sub = self.context.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(worker.publish_endpoint)
+        self._join_subscription()
+
+    def _join_subscription(self) -> None:
+        """PUB drops updates until the subscription arrives: probe until one comes back."""
+        probe = np.zeros(int(3.2 * 16000), dtype=np.float32)
+        for attempt in range(50):
+            self.send_audio(probe, stream=f"probe:{attempt}", block=16000 * 2)
+            if self.sub.poll(200):
+                self.receive(count=None)  # drain the probe's updates
+                return
+        raise AssertionError("the SUB socket never received a probe update")
+
+    def send(self, frames: list) -> None:
+        self.push.send_multipart(frames, copy=False)
+
+    def send_audio(self, y: np.ndarray, *, end: bool = True, **kwargs: object) -> int:
+        frames = frames_of(y, **kwargs)  # type: ignore[arg-type]
+        for frame in frames:
+            self.send(encode_audio(frame))
+        if end:
+            self.send(encode_end(EndOfStream(stream=frames[0].stream, seq=len(frames))))
+        return len(frames)
+
+    def receive(self, *, count: int | None, stream: str | None = None) -> list[TagUpdate]:
+        """``count`` updates (of ``stream``), or with ``count=None`` whatever comes in 0.5 s."""
+        updates: list[TagUpdate] = []
+        deadline = time.monotonic() + (0.5 if count is None else DEADLINE_S)
+        while (count is None or len(updates) < count) and time.monotonic() < deadline:
+            if self.sub.poll(100):
+                update = decode_update(self.sub.recv_multipart())
+                if stream is None or update.stream == stream:
+                    updates.append(update)
+        return updates
+
+    def close(self) -> None:
+        self.push.close(linger=0)
+        self.sub.close(linger=0)
+        self.context.term()
+
+
+@pytest.fixture
+def run_worker(tagger) -> Iterator:
+    started: list[tuple[Worker, Harness]] = []
+
+    def start(**inference: object) -> Harness:
+        worker = Worker(worker_config(**inference), tagger=tagger)
+        worker.start()
+        worker.run_in_thread()
+        harness = Harness(worker)
+        started.append((worker, harness))
+        return harness
+
+    yield start
+    for worker, harness in started:
+        harness.close()
+        worker.close()
+        worker.close()  # idempotent
+
+
+def expected_starts(n_samples: int, hop_frames: int) -> list[int]:
+    return list(window_starts(1 + n_samples // SPEC.hop_length, WINDOW, hop_frames))
+
+
+def test_worker_publishes_updates_with_times_and_all_tags(run_worker, tagger, rng) -> None:
+    harness = run_worker(hop_seconds=0.5)
+    y = music(rng, 5.0)
+    harness.send_audio(y, stream="test:one")
+    starts = expected_starts(len(y), 31)
+    updates = harness.receive(count=len(starts), stream="test:one")
+    assert [u.seq for u in updates] == list(range(len(starts)))
+    assert [u.start_s for u in updates] == pytest.approx([s * FRAME_S for s in starts])
+    for update in updates:
+        assert update.end_s - update.start_s == pytest.approx(WINDOW * FRAME_S)
+        assert update.tags == tagger.tags and len(update.tags) == 50
+        assert update.model == "MSD_musicnn"
+        assert ((update.probabilities >= 0) & (update.probabilities <= 1)).all()
+        assert update.capture_time == pytest.approx(1_000.0 + update.end_s - 1 / 16000)
+        assert update.capture_time <= update.received_time <= update.published_time
+        assert set(update.to_json_dict()["tags"]) == set(tagger.tags)
+    np.testing.assert_allclose(updates[0].smoothed, updates[0].probabilities)
+    alpha = 1 - math.exp(-31 * FRAME_S / 10.0)
+    np.testing.assert_allclose(
+        updates[1].smoothed,
+        alpha * updates[1].probabilities + (1 - alpha) * updates[0].probabilities,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def _header(**fields: object) -> bytes:
+    base: dict[str, object] = {
+        "version": 1,
+        "kind": "audio",
+        "stream": "evil:1",
+        "seq": 0,
+        "capture_time": 1.0,
+        "sample_rate": 16000,
+        "channels": 1,
+        "sample_format": "f32",
+        "frames": 4,
+    }
+    base.update(fields)
+    return msgpack.packb(base)
+
+
+def test_hostile_input_is_counted_and_does_not_stop_the_worker(run_worker, rng) -> None:
+    harness = run_worker(hop_seconds=3.0)
+    pcm = np.zeros(4, dtype="<f4").tobytes()
+    bad = {
+        "header": [[b"\xff\x00garbage"], [b""], [msgpack.packb([1, 2, 3]), pcm]],
+        "frames": [[_header(), pcm, pcm]],
+        "version": [[_header(version=99), pcm]],
+        "kind": [[_header(kind="tags"), pcm]],
+        "sample_rate": [[_header(sample_rate=500), pcm], [_header(sample_rate=10**9), pcm]],
+        "length": [[_header(frames=10**9), pcm], [_header(frames=0), b""]],
+        "size": [[_header(frames=4), pcm + b"\x00"]],
+        "stream": [[_header(stream=""), pcm]],
+    }
+    for messages in bad.values():
+        for message in messages:
+            harness.send(message)
+    # NaN samples, one-sample blocks (16 kHz and 44.1 kHz), a 6-channel i16 block
+    nan_audio = music(rng, 3.5)
+    nan_audio[::7] = np.nan
+    harness.send_audio(nan_audio, stream="evil:nan")
+    harness.send_audio(music(rng, 0.05), stream="evil:tiny16", block=1)
+    harness.send_audio(music(rng, 0.05, 44100), stream="evil:tiny44", block=1, sample_rate=44100)
+    harness.send(
+        encode_audio(
+            AudioFrame(
+                stream="evil:i16",
+                seq=0,
+                capture_time=1.0,
+                sample_rate=48000,
+                channels=6,
+                sample_format="i16",
+                samples=rng.integers(-30000, 30000, (4800, 6)).astype("<i2"),
+            )
+        )
+    )
+    # ... and the worker still tags a good stream
+    y = music(rng, 4.0)
+    harness.send_audio(y, stream="test:good")
+    assert len(harness.receive(count=1, stream="test:good")) == 1
+    stats = harness.worker.wait_for(lambda s: s.ended >= 4)
+    for reason, messages in bad.items():
+        assert stats.rejected.get(reason, 0) >= len(messages), (reason, stats.rejected)
+    assert stats.samples_replaced == len(nan_audio[::7])
+    assert stats.rejected.get("internal", 0) == 0
+
+
+def test_windows_of_several_streams_share_a_batch(run_worker, rng) -> None:
+    harness = run_worker(hop_seconds=3.0)
+    streams = [f"test:batch{i}" for i in range(8)]
+    clips = {s: music(rng, 3.5) for s in streams}
+    for offset in range(0, len(clips[streams[0]]), 8000):  # interleave 0.5 s blocks
+        for stream in streams:
+            harness.send(
+                encode_audio(
+                    frames_of(
+                        clips[stream][offset : offset + 8000],
+                        stream=stream,
+                        block=8000,
+                        first_seq=offset // 8000,
+                    )[0]
+                )
+            )
+    updates = harness.receive(count=len(streams))
+    assert sorted(u.stream for u in updates) == streams
+    stats = harness.worker.stats()
+    assert max(stats.batch_sizes) > 1, stats.batch_sizes
+    assert sum(size * n for size, n in stats.batch_sizes.items()) >= len(streams)
+
+
+def test_too_many_streams_are_refused(run_worker, rng) -> None:
+    harness = run_worker(hop_seconds=3.0, max_streams=2)
+    # the probe streams ended, so the worker starts with no stream
+    for i in range(4):
+        harness.send_audio(music(rng, 0.3), stream=f"test:s{i}", end=False)
+    stats = harness.worker.wait_for(lambda s: s.refused >= 6)
+    assert stats.refused == 6 and stats.streams == 2
+
+
+@pytest.mark.parametrize("sample_rate", [16000, 44100])
+def test_streamed_windows_agree_with_tag_audio(run_worker, tagger, rng, sample_rate) -> None:
+    """hop == window: the worker's windows are tools.tag's (Tagger.tag_audio), within 1e-3.
+
+    At 44.1 kHz the reference is ``tag_audio(resample(y))``: the worker's soxr
+    stream resampler gives the same samples as the one-shot resampler, so the
+    tolerance is the same 1e-3.
+    """
+    harness = run_worker(hop_seconds=WINDOW * FRAME_S)
+    y = music(rng, 10.0, sample_rate)
+    harness.send_audio(y, stream="test:agree", sample_rate=sample_rate, block=sample_rate // 10)
+    y16 = resample(y, orig_sr=sample_rate, target_sr=16000)
+    starts, reference = tagger.tag_audio(y16)
+    assert len(starts) == 3
+    updates = harness.receive(count=len(starts), stream="test:agree")
+    assert [u.start_s for u in updates] == pytest.approx(list(starts))
+    np.testing.assert_allclose(
+        np.stack([u.probabilities for u in updates]), reference, atol=1e-3, rtol=0
+    )
+
+
+def test_stop_and_close_end_the_worker(tagger) -> None:
+    worker = Worker(worker_config(), tagger=tagger)
+    worker.start()
+    thread = worker.run_in_thread()
+    worker.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    worker.close()
+    worker.close()
+    with pytest.raises(RuntimeError):
+        worker.start()
