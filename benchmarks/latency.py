@@ -1,0 +1,175 @@
+"""End-to-end latency of the inference worker under real-time load.
+
+    python benchmarks/latency.py [--seconds 30] [--streams 1 16] [--hop-seconds 0.5]
+
+For each stream count a worker subprocess (``python -m inference``) is started
+on private ipc endpoints; a load generator sends real-time paced 0.1 s blocks
+of synthesized music for every stream (``capture_time`` = the block's first
+sample, sent when its last sample is "captured"), and a subscriber records,
+for every update, receipt time - ``capture_time`` of the window's last sample.
+That latency includes the block buffering (up to one block), the queueing and
+batching in the worker, the model call and the PUB/SUB hop.
+
+Baseline, measured in the same run: one batch-1 ``Tagger.predict`` call (the
+median of 50, after warm-up) in this process; the table's ratio column is
+latency / baseline.  The first ``--warmup-seconds`` of each run are ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from protocol import AudioFrame, EndOfStream, encode_audio, encode_end  # noqa: E402
+from protocol.subscriber import Subscriber  # noqa: E402
+from tools.demo_audio import demo_signal  # noqa: E402
+
+BLOCK_SECONDS = 0.1
+SAMPLE_RATE = 16000
+
+
+def baseline_predict_ms(repeats: int = 50) -> float:
+    from model import load_tagger
+
+    tagger = load_tagger("MSD_musicnn")
+    tagger.warm_up()
+    window = np.random.default_rng(0).random((1, 187, 96), dtype=np.float32)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tagger.predict(window)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1000.0
+
+
+def start_worker(folder: Path, hop_seconds: float) -> tuple[subprocess.Popen[bytes], str, str]:
+    input_endpoint, publish_endpoint = f"ipc://{folder}/in", f"ipc://{folder}/out"
+    log = (folder / "worker.log").open("ab")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "inference", "--input", input_endpoint, "--publish",
+         publish_endpoint, "--hop-seconds", str(hop_seconds)],
+        cwd=ROOT, stdout=log, stderr=log, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    log.close()
+    deadline = time.monotonic() + 180
+    while " ready " not in (folder / "worker.log").read_text(errors="replace"):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError((folder / "worker.log").read_text()[-2000:])
+        time.sleep(0.1)
+    return worker, input_endpoint, publish_endpoint
+
+
+def generate(endpoint: str, streams: int, seconds: float, stop: threading.Event) -> int:
+    """Send real-time paced blocks for ``streams`` streams; return blocks sent."""
+    audio = demo_signal(sample_rate=SAMPLE_RATE, seconds=20.0)
+    block = int(BLOCK_SECONDS * SAMPLE_RATE)
+    context: zmq.Context = zmq.Context.instance()
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(endpoint)
+    start = time.time()
+    sent = 0
+    n_blocks = int(seconds / BLOCK_SECONDS)
+    try:
+        for seq in range(n_blocks):
+            due = start + (seq + 1) * BLOCK_SECONDS  # the block's last sample is captured
+            delay = due - time.time()
+            if delay > 0 and stop.wait(delay):
+                break
+            for s in range(streams):
+                offset = (seq * block + s * 7919) % (len(audio) - block)
+                frame = AudioFrame(
+                    stream=f"bench:{s}", seq=seq, capture_time=start + seq * BLOCK_SECONDS,
+                    sample_rate=SAMPLE_RATE, channels=1, sample_format="f32",
+                    samples=audio[offset : offset + block, None].copy(),
+                )  # fmt: skip
+                push.send_multipart(encode_audio(frame), copy=False)
+                sent += 1
+        for s in range(streams):
+            push.send_multipart(encode_end(EndOfStream(stream=f"bench:{s}", seq=n_blocks)))
+    finally:
+        push.close(linger=1000)
+    return sent
+
+
+def run_config(streams: int, seconds: float, hop: float, warmup: float) -> dict[str, float | str]:
+    folder = Path(tempfile.mkdtemp(prefix="tagstream-bench-"))
+    worker, input_endpoint, publish_endpoint = start_worker(folder, hop)
+    latencies: list[float] = []
+    stop = threading.Event()
+    started = time.time()
+
+    def receive() -> None:
+        with Subscriber(publish_endpoint) as subscriber:
+            while not stop.is_set():
+                update = subscriber.receive(timeout_s=0.2)
+                if update is not None and update.capture_time > started + warmup:
+                    latencies.append(time.time() - update.capture_time)
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    time.sleep(0.5)  # let the subscription reach the worker
+    try:
+        generate(input_endpoint, streams, seconds, stop)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        receiver.join()
+        worker.terminate()
+        worker.wait(timeout=10)
+        status = [
+            line for line in (folder / "worker.log").read_text().splitlines() if " stopped " in line
+        ]
+        shutil.rmtree(folder, ignore_errors=True)
+    values = np.array(latencies) * 1000.0
+    return {
+        "streams": streams,
+        "updates": len(values),
+        "updates_per_s": len(values) / max(seconds - warmup, 1e-9),
+        "p50_ms": float(np.percentile(values, 50)) if len(values) else float("nan"),
+        "p99_ms": float(np.percentile(values, 99)) if len(values) else float("nan"),
+        "worker": status[-1].split(" stopped ")[-1] if status else "",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="seconds per configuration")
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--hop-seconds", type=float, default=0.5)
+    parser.add_argument("--warmup-seconds", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    baseline = baseline_predict_ms()
+    rows = [
+        run_config(n, args.seconds, args.hop_seconds, args.warmup_seconds) for n in args.streams
+    ]
+    print(f"baseline: one batch-1 Tagger.predict = {baseline:.1f} ms (median of 50)")
+    print(f"{'streams':>7} {'updates':>8} {'upd/s':>7} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'p50/base':>9} {'p99/base':>9}")  # fmt: skip
+    for row in rows:
+        print(
+            f"{row['streams']:>7} {row['updates']:>8} {row['updates_per_s']:>7.1f} "
+            f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {float(row['p50_ms']) / baseline:>9.1f} "
+            f"{float(row['p99_ms']) / baseline:>9.1f}"
+        )
+    for row in rows:
+        print(f"worker ({row['streams']} streams): {row['worker']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Live demo: a worker, a streamer and a terminal view of the tags, in one command.
+
+    python -m tools.live                      # the embedded demo tune, looped until Ctrl-C
+    python -m tools.live --once               # ... played once
+    python -m tools.live --device hw:1        # a sound card
+    python -m tools.live --file song.flac     # a file, in real time
+
+The worker (``python -m inference``) and the streamer (``python -m streamer``)
+run as child processes on ipc endpoints in a fresh temporary folder, so nothing
+clashes with other workers; their logs go to files in that folder (shown on
+failure).  Ctrl-C or SIGTERM stops all of them within about a second; the
+children also get SIGTERM if this process dies (Linux ``PR_SET_PDEATHSIG``).
+
+Exit status (:class:`ExitStatus`): 0 done or stopped, 1 unexpected error,
+2 usage or config error, 3 the worker or the streamer failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import numpy as np
+
+from config import ConfigError, load_config
+from protocol import TagUpdate
+
+__all__ = ["ExitStatus", "LiveError", "LiveOptions", "main", "render", "run_live"]
+
+logger = logging.getLogger(__name__)
+
+#: Longest wait for the worker to load its model and bind.
+READY_TIMEOUT_S = 180.0
+#: With --once: seconds without updates after the streamer ended before stopping.
+DRAIN_QUIET_S = 1.5
+#: Seconds a child gets to exit after SIGTERM before SIGKILL.
+TERMINATE_GRACE_S = 0.8
+TOP_TAGS = 10
+BAR_WIDTH = 30
+STREAM_ID = "live"
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    CHILD_FAILED = 3
+
+
+class LiveError(RuntimeError):
+    """A child process failed; the message names it and its last log line."""
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """What :func:`run_live` plays and how.
+
+    Attributes
+    ----------
+    device : str or None
+        Capture device for the streamer (``--device``).
+    file : str or None
+        Audio file to stream in real time; with neither, the demo tune.
+    once : bool
+        Play the file once and exit, instead of looping until stopped.
+    config : str or None
+        Config file passed to both children.
+    """
+
+    device: str | None = None
+    file: str | None = None
+    once: bool = False
+    config: str | None = None
+
+
+def render(update: TagUpdate | None, *, top_k: int = TOP_TAGS) -> Any:
+    """A rich table of the top ``top_k`` smoothed tags of ``update``, with bars."""
+    from rich.table import Table
+
+    if update is None:
+        table = Table(title="tagstream live - waiting for tags ...")
+        table.add_column("tag")
+        return table
+    latency_ms = (update.published_time - update.capture_time) * 1000.0
+    table = Table(
+        title=f"tagstream live - {update.stream}  {update.start_s:.1f}-{update.end_s:.1f} s  "
+        f"latency {latency_ms:.0f} ms",
+        caption=f"model {update.model}, smoothed over time; Ctrl-C to stop",
+    )
+    table.add_column("tag", style="bold")
+    table.add_column("p", justify="right")
+    table.add_column("", no_wrap=True)
+    for index in np.argsort(-update.smoothed, kind="stable")[:top_k]:
+        p = float(update.smoothed[index])
+        table.add_row(update.tags[index], f"{p:.2f}", "█" * round(p * BAR_WIDTH))
+    return table
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask Linux to SIGTERM this child when its parent dies, so no orphan is left."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class _Children:
+    """The worker and streamer processes; :meth:`stop` leaves none running."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.folder / f"{name}.log").open("ab")
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            log.close()
+        self.processes[name] = process
+        return process
+
+    def log_tail(self, name: str) -> str:
+        path = self.folder / f"{name}.log"
+        lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
+        errors = [line for line in lines if line.startswith("error:")]
+        return (errors or lines or ["(no output)"])[-1]
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + TERMINATE_GRACE_S
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_ready(children: _Children, stop: threading.Event) -> None:
+    worker = children.processes["worker"]
+    log = children.folder / "worker.log"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not stop.is_set():
+        if log.exists() and " ready " in log.read_text(errors="replace"):
+            return
+        if worker.poll() is not None:
+            raise LiveError(
+                f"the worker exited ({worker.returncode}): {children.log_tail('worker')}"
+            )
+        if time.monotonic() > deadline:
+            raise LiveError(f"the worker was not ready after {READY_TIMEOUT_S:g} s")
+        stop.wait(0.1)
+
+
+def run_live(options: LiveOptions, *, stop: threading.Event, out: TextIO) -> ExitStatus:
+    """Start the worker and the streamer, show their tags until ``stop`` or the end.
+
+    Parameters
+    ----------
+    options : LiveOptions
+    stop : threading.Event
+        Set it (e.g. from a signal handler) to stop everything.
+    out : text stream
+        Where the live view is drawn.
+    """
+    from rich.console import Console
+    from rich.live import Live
+
+    from protocol.subscriber import Subscriber
+
+    load_config(options.config)  # fail early, in one line, on a bad config
+    folder = Path(tempfile.mkdtemp(prefix="tagstream-live-"))
+    children = _Children(folder)
+    try:
+        input_endpoint = f"ipc://{folder}/input"
+        publish_endpoint = f"ipc://{folder}/publish"
+        config_args = ["--config", options.config] if options.config else []
+        children.start(
+            "worker",
+            ["inference", "--input", input_endpoint, "--publish", publish_endpoint, *config_args],
+        )
+        if options.device is not None:
+            source = ["--device", options.device]
+        elif options.file is not None:
+            source = ["--file", options.file]
+        else:
+            from tools.demo_audio import write_demo_wav
+
+            source = ["--file", write_demo_wav(str(folder / "demo.wav"))]
+        loop = options.device is None and not options.once
+        streamer_args = [
+            "streamer", "--endpoint", input_endpoint, "--stream-id", STREAM_ID, *source,
+            *config_args,
+        ]  # fmt: skip
+        _wait_ready(children, stop)
+        if stop.is_set():
+            return ExitStatus.OK
+        with Subscriber(publish_endpoint) as subscriber:
+            streamer = children.start("streamer", streamer_args)
+            latest: TagUpdate | None = None
+            ended_at: float | None = None
+            last_update = time.monotonic()
+            console = Console(file=out)
+            with Live(render(None), console=console, refresh_per_second=4) as live:
+                while not stop.is_set():
+                    update = subscriber.receive(timeout_s=0.2)
+                    if update is not None:
+                        latest, last_update = update, time.monotonic()
+                        live.update(render(latest))
+                    if children.processes["worker"].poll() is not None:
+                        raise LiveError(f"the worker stopped: {children.log_tail('worker')}")
+                    if ended_at is None and streamer.poll() is not None:
+                        if streamer.returncode != 0:
+                            raise LiveError(
+                                f"the streamer failed ({streamer.returncode}): "
+                                f"{children.log_tail('streamer')}"
+                            )
+                        if loop:
+                            streamer = children.start("streamer", streamer_args)
+                        else:
+                            ended_at = time.monotonic()
+                    if ended_at is not None:
+                        now = time.monotonic()
+                        if now - max(ended_at, last_update) > DRAIN_QUIET_S:
+                            break
+        return ExitStatus.OK
+    finally:
+        children.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.live",
+        description="Tag live audio (or the demo tune) in the terminal.",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--device", metavar="D", help='capture device, e.g. "hw:1"')
+    source.add_argument("--file", metavar="PATH", help="stream a file in real time")
+    parser.add_argument("--once", action="store_true", help="play the file or demo once, exit")
+    parser.add_argument("--config", metavar="PATH", help="config file (default: config.toml)")
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the full traceback on errors"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
+         stderr: TextIO | None = None) -> int:  # fmt: skip
+    """Run the live demo; return the exit status (:class:`ExitStatus`)."""
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if args.file is not None and not Path(args.file).is_file():
+        print(f"error: --file {args.file}: no such file", file=err)
+        return int(ExitStatus.USAGE)
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        options = LiveOptions(
+            device=args.device, file=args.file, once=args.once, config=args.config
+        )
+        return int(run_live(options, stop=stop, out=out))
+    except KeyboardInterrupt:
+        return int(ExitStatus.OK)
+    except (ConfigError, LiveError) as exc:
+        if args.traceback:
+            traceback.print_exc(file=err)
+        print(f"error: {exc}", file=err)
+        return int(ExitStatus.USAGE if isinstance(exc, ConfigError) else ExitStatus.CHILD_FAILED)
+    except Exception as exc:  # the CLI's one error boundary
+        if args.traceback:
+            traceback.print_exc(file=err)
+        print(f"error: {type(exc).__name__}: {exc} (rerun with --traceback for details)", file=err)
+        return int(ExitStatus.ERROR)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
