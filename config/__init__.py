@@ -28,6 +28,7 @@ __all__ = [
     "InferenceConfig",
     "LoggingConfig",
     "ModelConfig",
+    "RecordConfig",
     "StreamerConfig",
     "SubscribeConfig",
     "TaggingConfig",
@@ -93,6 +94,15 @@ class SubscribeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RecordConfig:
+    retention_days: float = 30.0
+    commit_interval_seconds: float = 1.0
+    retention_interval_seconds: float = 3600.0
+    status_interval_seconds: float = 60.0
+    synchronous: str = "FULL"
+
+
+@dataclasses.dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
 
@@ -104,6 +114,7 @@ class Config:
     streamer: StreamerConfig = StreamerConfig()
     inference: InferenceConfig = InferenceConfig()
     subscribe: SubscribeConfig = SubscribeConfig()
+    record: RecordConfig = RecordConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @property
@@ -114,6 +125,7 @@ class Config:
 _ALLOWED = {
     "model.device": ("auto", "cpu", "gpu"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "record.synchronous": ("NORMAL", "FULL"),
 }
 _POSITIVE = {
     "tagging.top_k",
@@ -132,8 +144,16 @@ _POSITIVE = {
     "inference.max_streams",
     "inference.status_interval_seconds",
     "inference.publish_hwm",
+    "record.commit_interval_seconds",
+    "record.retention_interval_seconds",
+    "record.status_interval_seconds",
 }
-_NON_NEGATIVE = {"tagging.hop_seconds", "streamer.sample_rate", "streamer.channels"}
+_NON_NEGATIVE = {
+    "tagging.hop_seconds",
+    "streamer.sample_rate",
+    "streamer.channels",
+    "record.retention_days",
+}
 
 
 def _type_name(tp: Any) -> str:
