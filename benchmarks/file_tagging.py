@@ -12,8 +12,9 @@ one untimed pass:
   the original TF-1 graph in one batch;
 * ours: :func:`tools.tag.tag_file` (``model.audio.load_audio``, ``log_mel``,
   ``Tagger.predict`` in batches of 32);
-* ours, overlapped: the same, with decoding and log-mel of the next files in a
-  thread pool while the model tags the current one.
+* ours, overlapped: :func:`tools.tag.tag_files`, what ``python -m tools.tag``
+  runs: decoding and log-mel of the next files in a thread pool while the model
+  tags the current one.
 
 The table gives the median speed (x real time) and the ratio to the baseline
 measured in the same run.  A ``--folder`` that does not exist is skipped with a
@@ -25,9 +26,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,50 +91,15 @@ def tag_file_pipeline(tagger: Tagger) -> Pipeline:
     return run
 
 
-def decoded_log_mel(
-    paths: Sequence[Path], tagger: Tagger, *, workers: int = 2, prefetch: int = 4
-) -> Iterator[tuple[Path, np.ndarray]]:
-    """Decode files and compute their log-mel in a thread pool, in order, ``prefetch`` ahead.
-
-    libsndfile, soxr and numpy's FFT release the GIL, so decoding the next files
-    overlaps the model's work on the current one.  Memory stays bounded: at most
-    ``prefetch`` decoded files wait.
-    """
-    from model import log_mel
-    from model.audio import load_audio
-
-    spec = tagger.contract.features
-
-    def decode(path: Path) -> np.ndarray:
-        return log_mel(load_audio(path, sample_rate=spec.sample_rate), spec=spec)
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque[tuple[Path, Future[np.ndarray]]] = deque()
-        queue = iter(paths)
-        for path in queue:
-            pending.append((path, pool.submit(decode, path)))
-            if len(pending) >= prefetch:
-                break
-        while pending:
-            path, future = pending.popleft()
-            next_path = next(queue, None)
-            if next_path is not None:
-                pending.append((next_path, pool.submit(decode, next_path)))
-            yield path, future.result()
-
-
 def overlapped_pipeline(tagger: Tagger, *, workers: int) -> Pipeline:
-    """Ours with decoding overlapped: :func:`decoded_log_mel`, then ``Tagger.predict``."""
-    from model.tagger import window_starts
-
-    window = tagger.contract.window_frames
+    """Ours with decoding overlapped: :func:`tools.tag.tag_files` (what the CLI runs)."""
+    from tools.tag import FileTags, tag_files
 
     def run(paths: list[Path]) -> dict[Path, np.ndarray]:
         results = {}
-        for path, mel in decoded_log_mel(paths, tagger, workers=workers):
-            starts = window_starts(len(mel), window)
-            windows = np.stack([mel[s : s + window] for s in starts])
-            results[path] = tagger.predict(windows).mean(axis=0)
+        for path, result in tag_files(paths, tagger, decode_threads=workers):
+            assert isinstance(result, FileTags), result
+            results[Path(path)] = np.array(list(result.tags.values()), dtype=np.float32)
         return results
 
     return run

@@ -148,9 +148,21 @@ class Tagger:
         (starts, probabilities) : np.ndarray [shape=(w,)] seconds, np.ndarray [shape=(w, n_tags)]
         """
         mel = log_mel(y, spec=self.contract.features)
-        starts = window_starts(len(mel), self.contract.window_frames, hop_frames)
+        return self.tag_mel(mel, hop_frames=hop_frames, batch_size=batch_size)
+
+    def tag_mel(
+        self, mel: np.ndarray, *, hop_frames: int | None = None, batch_size: int = 32
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Tag every whole window of a log-mel spectrogram (frames, n_mels).
+
+        Returns
+        -------
+        (starts, probabilities) : np.ndarray [shape=(w,)] seconds, np.ndarray [shape=(w, n_tags)]
+        """
+        frames = self.contract.window_frames
+        starts = window_starts(len(mel), frames, hop_frames)
         probabilities = [
-            self.predict(np.stack([mel[s : s + self.contract.window_frames] for s in chunk]))
+            self.predict(np.stack([mel[s : s + frames] for s in chunk]))
             for chunk in _chunks(starts, batch_size)
         ]
         seconds = starts * self.contract.features.frame_seconds

@@ -137,3 +137,18 @@ def test_vgg_model_by_name(audio_files: Path) -> None:
     status, out, _ = _run([str(audio_files / "song.wav"), "--json", "--model", "MSD_vgg"])
     assert status == ExitStatus.OK
     assert json.loads(out)["model"] == "MSD_vgg"
+
+
+def test_hop_shorter_than_a_frame_is_a_usage_error(audio_files: Path) -> None:
+    status, _, err = _run([str(audio_files / "song.wav"), "--hop-seconds", "0.001"])
+    assert status == ExitStatus.USAGE
+    assert err.strip() == "error: hop_seconds=0.001 is shorter than one mel frame"
+
+
+def test_many_files_are_tagged_in_order_while_decoding_ahead(audio_files: Path) -> None:
+    names = ["song.flac", "missing.wav", "song.wav", "short.wav", "song.ogg"] * 3
+    status, out, err = _run([*(str(audio_files / n) for n in names), "--json"])
+    assert status == ExitStatus.FILE_FAILED
+    tagged = [json.loads(line)["path"] for line in out.splitlines()]
+    assert tagged == [str(audio_files / n) for n in names if n.startswith("song")]
+    assert err.count("error:") == 6

@@ -20,7 +20,9 @@ import json
 import logging
 import sys
 import traceback
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -29,7 +31,7 @@ import numpy as np
 
 from config import ConfigError, load_config
 
-__all__ = ["ExitStatus", "FileTags", "TagError", "main", "tag_file"]
+__all__ = ["ExitStatus", "FileTags", "TagError", "main", "tag_file", "tag_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,73 @@ class FileTags:
         return sorted(self.tags.items(), key=lambda item: -item[1])[:k]
 
 
+@dataclass(frozen=True)
+class _Decoded:
+    """A file decoded to log-mel frames, ready for the model."""
+
+    path: str
+    mel: np.ndarray
+    duration_s: float
+    padded: bool
+
+
+def _decode(path: str | Path, contract: Any, *, pad_short: bool) -> _Decoded:
+    """Decode ``path`` and compute its log-mel frames (runs in a decoding thread)."""
+    from model.audio import load_audio
+    from model.features import log_mel
+
+    spec = contract.features
+    y = load_audio(path, sample_rate=spec.sample_rate)
+    duration_s = len(y) / spec.sample_rate
+    window_samples = contract.window_frames * spec.hop_length
+    padded = False
+    if len(y) < window_samples:
+        if not pad_short:
+            raise TagError(
+                f"{path}: too short ({duration_s:.2f} s); the model needs at least "
+                f"{contract.window_seconds:.2f} s; pass --pad to pad it with silence"
+            )
+        y = np.pad(y, (0, window_samples - len(y)))
+        padded = True
+    if not np.any(np.abs(y) > 1e-4):
+        logger.warning("path=%s is silent: its tags mean nothing", path)
+    return _Decoded(str(path), log_mel(y, spec=spec), duration_s, padded)
+
+
+def _hop_frames(hop_seconds: float, contract: Any) -> int | None:
+    if hop_seconds <= 0:
+        return None
+    hop_frames = contract.features.frames_for(hop_seconds)
+    if not hop_frames:
+        raise TagError(f"hop_seconds={hop_seconds} is shorter than one mel frame")
+    return int(hop_frames)
+
+
+def _tag_decoded(
+    decoded: _Decoded, tagger: Any, *, hop_frames: int | None, batch_size: int
+) -> FileTags:
+    contract = tagger.contract
+    starts, probabilities = tagger.tag_mel(
+        decoded.mel, hop_frames=hop_frames, batch_size=batch_size
+    )
+    tags = contract.tags
+    mean = probabilities.mean(axis=0)
+    return FileTags(
+        path=decoded.path,
+        duration_s=decoded.duration_s,
+        model=contract.name,
+        tags={tag: round(float(p), 6) for tag, p in zip(tags, mean, strict=True)},
+        windows=[
+            {
+                "start_s": round(float(start), 3),
+                "tags": {tag: round(float(p), 6) for tag, p in zip(tags, row, strict=True)},
+            }
+            for start, row in zip(starts, probabilities, strict=True)
+        ],
+        padded=decoded.padded,
+    )
+
+
 def tag_file(
     path: str | Path,
     tagger: Any,
@@ -94,44 +163,54 @@ def tag_file(
     ------
     model.audio.AudioError, TagError
     """
-    from model.audio import load_audio
+    hop_frames = _hop_frames(hop_seconds, tagger.contract)
+    decoded = _decode(path, tagger.contract, pad_short=pad_short)
+    return _tag_decoded(decoded, tagger, hop_frames=hop_frames, batch_size=batch_size)
 
+
+def tag_files(
+    paths: Iterable[str | Path],
+    tagger: Any,
+    *,
+    hop_seconds: float = 0.0,
+    pad_short: bool = False,
+    batch_size: int = 32,
+    decode_threads: int = 2,
+    prefetch: int = 4,
+) -> Iterator[tuple[str, FileTags | Exception]]:
+    """Tag many files in order, decoding the next ones while the model runs.
+
+    Decoding (libsndfile, soxr) and the log-mel run in ``decode_threads``
+    threads, at most ``prefetch`` files ahead; the model runs in the caller's
+    thread.  Yields ``(path, FileTags)``, or ``(path, error)`` for a file that
+    failed with :class:`model.audio.AudioError` or :class:`TagError`.
+    """
+    from model.audio import AudioError
+
+    hop_frames = _hop_frames(hop_seconds, tagger.contract)
     contract = tagger.contract
-    spec = contract.features
-    y = load_audio(path, sample_rate=spec.sample_rate)
-    duration_s = len(y) / spec.sample_rate
-    window_samples = contract.window_frames * spec.hop_length
-    padded = False
-    if len(y) < window_samples:
-        if not pad_short:
-            raise TagError(
-                f"{path}: too short ({duration_s:.2f} s); the model needs at least "
-                f"{contract.window_seconds:.2f} s; pass --pad to pad it with silence"
-            )
-        y = np.pad(y, (0, window_samples - len(y)))
-        padded = True
-    if not np.any(np.abs(y) > 1e-4):
-        logger.warning("path=%s is silent: its tags mean nothing", path)
-    hop_frames = spec.frames_for(hop_seconds) if hop_seconds > 0 else None
-    if hop_seconds > 0 and not hop_frames:
-        raise TagError(f"hop_seconds={hop_seconds} is shorter than one mel frame")
-    starts, probabilities = tagger.tag_audio(y, hop_frames=hop_frames, batch_size=batch_size)
-    tags = contract.tags
-    mean = probabilities.mean(axis=0)
-    return FileTags(
-        path=str(path),
-        duration_s=duration_s,
-        model=contract.name,
-        tags={tag: round(float(p), 6) for tag, p in zip(tags, mean, strict=True)},
-        windows=[
-            {
-                "start_s": round(float(start), 3),
-                "tags": {tag: round(float(p), 6) for tag, p in zip(tags, row, strict=True)},
-            }
-            for start, row in zip(starts, probabilities, strict=True)
-        ],
-        padded=padded,
-    )
+    pending: deque[tuple[str, Future[_Decoded]]] = deque()
+    queue = iter(paths)
+    with ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode") as pool:
+
+        def submit_next() -> None:
+            path = next(queue, None)
+            if path is not None:
+                pending.append(
+                    (str(path), pool.submit(_decode, path, contract, pad_short=pad_short))
+                )
+
+        for _ in range(max(prefetch, 1)):
+            submit_next()
+        while pending:
+            path, future = pending.popleft()
+            submit_next()
+            try:
+                decoded = future.result()
+            except (AudioError, TagError) as exc:
+                yield path, exc
+                continue
+            yield path, _tag_decoded(decoded, tagger, hop_frames=hop_frames, batch_size=batch_size)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -187,7 +266,6 @@ def main(
         return ExitStatus.USAGE
 
     from model import ContractError, ModelLoadError, load_tagger
-    from model.audio import AudioError
     from model.convert import ConversionError
 
     try:
@@ -198,30 +276,36 @@ def main(
         stderr.write(f"error: {exc}\n")
         return ExitStatus.MODEL
 
+    try:
+        _hop_frames(cfg.tagging.hop_seconds, tagger.contract)
+    except TagError as exc:
+        stderr.write(f"error: {exc}\n")
+        return ExitStatus.USAGE
+
     from tqdm import tqdm
 
     status = ExitStatus.OK
     progress = tqdm(
-        args.files,
+        total=len(args.files),
         unit="file",
         file=stderr,
         disable=args.no_progress or len(args.files) < 2 or None,
         leave=False,
     )
     try:
-        for path in progress:
-            try:
-                result = tag_file(
-                    path,
-                    tagger,
-                    hop_seconds=cfg.tagging.hop_seconds,
-                    pad_short=cfg.tagging.pad_short,
-                    batch_size=cfg.tagging.batch_size,
-                )
-            except (AudioError, TagError) as exc:
+        results = tag_files(
+            args.files,
+            tagger,
+            hop_seconds=cfg.tagging.hop_seconds,
+            pad_short=cfg.tagging.pad_short,
+            batch_size=cfg.tagging.batch_size,
+        )
+        for path, result in results:
+            progress.update()
+            if isinstance(result, Exception):
                 if args.traceback:
-                    traceback.print_exc(file=stderr)
-                progress.write(f"error: {exc}", file=stderr)
+                    traceback.print_exception(result, file=stderr)
+                progress.write(f"error: {result}", file=stderr)
                 status = ExitStatus.FILE_FAILED
                 continue
             if result.padded:
