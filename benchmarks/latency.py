@@ -55,12 +55,14 @@ def baseline_predict_ms(repeats: int = 50) -> float:
     return float(np.median(times)) * 1000.0
 
 
-def start_worker(folder: Path, hop_seconds: float) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_worker(
+    folder: Path, hop_seconds: float, *, mode: str = "exact"
+) -> tuple[subprocess.Popen[bytes], str, str]:
     input_endpoint, publish_endpoint = f"ipc://{folder}/in", f"ipc://{folder}/out"
     log = (folder / "worker.log").open("ab")
     worker = subprocess.Popen(
         [sys.executable, "-m", "inference", "--input", input_endpoint, "--publish",
-         publish_endpoint, "--hop-seconds", str(hop_seconds)],
+         publish_endpoint, "--hop-seconds", str(hop_seconds), "--mode", mode],
         cwd=ROOT, stdout=log, stderr=log, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )  # fmt: skip
     log.close()
@@ -105,9 +107,23 @@ def generate(endpoint: str, streams: int, seconds: float, stop: threading.Event)
     return sent
 
 
-def run_config(streams: int, seconds: float, hop: float, warmup: float) -> dict[str, float | str]:
+def run_config(
+    streams: int,
+    seconds: float,
+    hop: float,
+    warmup: float,
+    *,
+    mode: str = "exact",
+    lookahead_s: float = 0.0,
+) -> dict[str, float | str]:
+    """One worker, ``streams`` real-time streams for ``seconds``; latency percentiles.
+
+    Latency is receipt time - ``capture_time`` - ``lookahead_s``: with the
+    streaming mode's look-ahead given, it runs from the last sample the update
+    needed rather than from the window's last sample.
+    """
     folder = Path(tempfile.mkdtemp(prefix="tagstream-bench-"))
-    worker, input_endpoint, publish_endpoint = start_worker(folder, hop)
+    worker, input_endpoint, publish_endpoint = start_worker(folder, hop, mode=mode)
     latencies: list[float] = []
     stop = threading.Event()
     started = time.time()
@@ -117,7 +133,7 @@ def run_config(streams: int, seconds: float, hop: float, warmup: float) -> dict[
             while not stop.is_set():
                 update = subscriber.receive(timeout_s=0.2)
                 if update is not None and update.capture_time > started + warmup:
-                    latencies.append(time.time() - update.capture_time)
+                    latencies.append(time.time() - update.capture_time - lookahead_s)
 
     receiver = threading.Thread(target=receive)
     receiver.start()

@@ -27,11 +27,14 @@ __all__ = [
     "ConfigError",
     "InferenceConfig",
     "LoggingConfig",
+    "MetricsConfig",
     "ModelConfig",
     "RecordConfig",
+    "SecurityConfig",
     "StreamerConfig",
     "SubscribeConfig",
     "TaggingConfig",
+    "WebConfig",
     "load_config",
 ]
 
@@ -62,6 +65,7 @@ class TaggingConfig:
 @dataclasses.dataclass(frozen=True)
 class StreamerConfig:
     endpoint: str = "tcp://127.0.0.1:5555"
+    endpoints: tuple[str, ...] = ()
     device: str = ""
     sample_rate: int = 0
     channels: int = 0
@@ -86,6 +90,7 @@ class InferenceConfig:
     max_streams: int = 256
     status_interval_seconds: float = 10.0
     publish_hwm: int = 1000
+    mode: str = "exact"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +108,29 @@ class RecordConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SecurityConfig:
+    curve: str = "auto"
+    server_secret_key: str = ""
+    server_public_key: str = ""
+    client_secret_key: str = ""
+    allowed_clients_dir: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+    worker_port: int = 0
+    streamer_port: int = 0
+    bind: str = "127.0.0.1"
+
+
+@dataclasses.dataclass(frozen=True)
+class WebConfig:
+    bind: str = "127.0.0.1:8080"
+    token: str = ""
+    history_seconds: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
 
@@ -115,6 +143,9 @@ class Config:
     inference: InferenceConfig = InferenceConfig()
     subscribe: SubscribeConfig = SubscribeConfig()
     record: RecordConfig = RecordConfig()
+    security: SecurityConfig = SecurityConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    web: WebConfig = WebConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @property
@@ -124,8 +155,10 @@ class Config:
 
 _ALLOWED = {
     "model.device": ("auto", "cpu", "gpu"),
+    "inference.mode": ("exact", "streaming"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "record.synchronous": ("NORMAL", "FULL"),
+    "security.curve": ("auto", "on", "off"),
 }
 _POSITIVE = {
     "tagging.top_k",
@@ -147,12 +180,15 @@ _POSITIVE = {
     "record.commit_interval_seconds",
     "record.retention_interval_seconds",
     "record.status_interval_seconds",
+    "web.history_seconds",
 }
 _NON_NEGATIVE = {
     "tagging.hop_seconds",
     "streamer.sample_rate",
     "streamer.channels",
     "record.retention_days",
+    "metrics.worker_port",
+    "metrics.streamer_port",
 }
 
 

@@ -7,6 +7,7 @@ Examples
     python -m inference                                  # endpoints from config.toml
     python -m inference --input ipc:///tmp/ts-in --publish ipc:///tmp/ts-out
     python -m inference --model MSD_vgg --hop-seconds 1.0
+    python -m inference --mode streaming                 # 3-4x the streams, updates 1.2 s later
 
 Exit status (:class:`ExitStatus`): 0 stopped by Ctrl-C or SIGTERM, 1 unexpected
 error, 2 bad usage or config, 3 the model could not be loaded, 4 an endpoint
@@ -57,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--hop-seconds", type=float, metavar="S", help="seconds of audio between updates"
     )
     parser.add_argument(
+        "--mode",
+        choices=("exact", "streaming"),
+        help="exact: whole window per update; streaming: only new frames (musicnn, +1.2 s)",
+    )
+    parser.add_argument(
         "--traceback", action="store_true", help="show the full traceback on errors"
     )
     return parser
@@ -69,6 +75,7 @@ def _serve(args: argparse.Namespace, started_at: float) -> ExitStatus:
             "inference.input_endpoint": args.input,
             "inference.publish_endpoint": args.publish,
             "inference.hop_seconds": args.hop_seconds,
+            "inference.mode": args.mode,
             "model.name": args.model,
         },
     )

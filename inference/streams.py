@@ -57,6 +57,7 @@ import bisect
 import collections
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,11 @@ class StreamSettings:
         Longest sequence gap filled with silence; longer gaps reset the window.
     max_pending_windows : int > 0
         Most windows one stream may have waiting for the model.
+    lookahead_frames : int >= 0
+        0 (exact mode): a window is due when its last frame arrives.  More
+        (streaming mode, :mod:`model.streaming`): the stream also keeps its new
+        mel frames for the streaming model, and a window is computed once this
+        many frames have followed it (:attr:`PendingWindow.streamable`).
     """
 
     spec: FeatureSpec
@@ -116,8 +122,11 @@ class StreamSettings:
     ema_seconds: float = 10.0
     max_gap_seconds: float = 1.0
     max_pending_windows: int = 64
+    lookahead_frames: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.lookahead_frames, int) or self.lookahead_frames < 0:
+            raise SettingsError(f"lookahead_frames={self.lookahead_frames!r} must be 0 or more")
         for name in ("window_frames", "hop_frames", "max_pending_windows"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -304,6 +313,15 @@ class PendingWindow:
         Unix time at which the window's last sample was captured.
     received_time : float
         Unix time at which the worker received the block holding that sample.
+    end_frame : int
+        Mel frames of its segment up to and including the window's last frame.
+    segment : int
+        The stream's segment (:attr:`StreamState.segment`) the window belongs to.
+    streamable : bool
+        Streaming mode: the streaming model computes it once ``end_frame +
+        lookahead_frames`` frames of the segment have arrived.  False in exact
+        mode and for windows whose look-ahead will never come (the stream ended,
+        was reset or forgotten first): those are recomputed from ``mel``.
     """
 
     stream: str
@@ -312,6 +330,9 @@ class PendingWindow:
     mel: np.ndarray
     capture_time: float
     received_time: float
+    end_frame: int = 0
+    segment: int = 0
+    streamable: bool = False
 
 
 class AcceptResult:
@@ -363,6 +384,11 @@ class StreamState:
         An end-of-stream arrived; the tail has been flushed.
     last_active : float
         Monotonic time of the last accepted message.
+    segment : int
+        Segments started so far (0 for the first); bumped by long gaps and format changes.
+    backend_state : object
+        Streaming mode: the worker's per-stream model cache (``None`` until it
+        makes one), with ``backend_segment`` the segment it belongs to.
     """
 
     def __init__(self, stream: str, *, settings: StreamSettings, now: float) -> None:
@@ -391,6 +417,12 @@ class StreamState:
         self._anchors: collections.deque[_Anchor] = collections.deque(maxlen=MAX_ANCHORS)
         self._segment_origin_s = 0.0  # audio time of the current segment's first sample
         self._segment_input_samples = 0  # samples received (at the input rate) in the segment
+        self.segment = 0
+        self.backend_state: Any = None
+        self.backend_segment = -1
+        self._segment_frames = 0  # mel frames made in the current segment
+        self._frames: collections.deque[np.ndarray] = collections.deque()  # not yet taken
+        self._frames_buffered = 0
 
     # -- input ------------------------------------------------------------------------
 
@@ -421,6 +453,10 @@ class StreamState:
             self.dropped += 1
             return AcceptResult.DUPLICATE
         self.last_active = now
+        if self.expected_seq is None and frame.seq > 0:
+            # Joined mid-stream (the worker restarted, or the stream was evicted as idle):
+            # the blocks before this one never arrived here.  Counted as one gap.
+            self.gaps += 1
         if self.sample_rate is not None and frame.sample_rate != self.sample_rate:
             self._new_segment(gap_seconds=0.0)
             result = AcceptResult.FORMAT_RESET
@@ -465,10 +501,29 @@ class StreamState:
             self._push_model_rate(np.asarray(tail, dtype=np.float32))
         self._schedule(self._extractor.flush())
         self.ended = True
+        lookahead = self.settings.lookahead_frames
+        if lookahead:  # no more frames: windows still short of their look-ahead go exact
+            self._mark_exact(lambda w: w.end_frame + lookahead > self._segment_frames)
+
+    def drop_lookahead(self) -> None:
+        """Streaming mode: no more frames will come; every waiting window is recomputed exactly."""
+        self._mark_exact(lambda w: True)
+        self._frames.clear()
+        self._frames_buffered = 0
+
+    def _mark_exact(self, predicate: Callable[[PendingWindow], bool]) -> None:
+        self._pending = collections.deque(
+            dataclasses.replace(w, streamable=False) if w.streamable and predicate(w) else w
+            for w in self._pending
+        )
 
     def _new_segment(self, *, gap_seconds: float) -> None:
         """Drop the partial window and the filters' state; the audio clock jumps by the gap."""
         self.resets += 1
+        if self.settings.lookahead_frames:
+            self.drop_lookahead()
+        self.segment += 1
+        self._segment_frames = 0
         self._segment_origin_s = self._segment_end_s() + gap_seconds
         self._segment_input_samples = 0
         self._resampler = None
@@ -506,6 +561,11 @@ class StreamState:
 
     def _schedule(self, frames: np.ndarray) -> None:
         spec = self.settings.spec
+        lookahead = self.settings.lookahead_frames
+        self._segment_frames += len(frames)
+        if lookahead and len(frames):
+            self._frames.append(np.asarray(frames, dtype=np.float32))
+            self._frames_buffered += len(frames)
         for start_frame, mel in self._scheduler.push(frames):
             start_s = self._segment_origin_s + start_frame * spec.frame_seconds
             end_s = start_s + self.settings.window_seconds
@@ -521,6 +581,9 @@ class StreamState:
                     mel=mel,
                     capture_time=capture_time,
                     received_time=received_time,
+                    end_frame=start_frame + self.settings.window_frames,
+                    segment=self.segment,
+                    streamable=lookahead > 0,
                 )
             )
 
@@ -539,6 +602,40 @@ class StreamState:
     def pending(self) -> int:
         """Windows waiting for the model."""
         return len(self._pending)
+
+    def peek_pending(self) -> PendingWindow | None:
+        """The oldest pending window, left in place (``None`` when there is none)."""
+        return self._pending[0] if self._pending else None
+
+    @property
+    def frames_buffered(self) -> int:
+        """Streaming mode: mel frames of the segment not yet taken by :meth:`take_frames`."""
+        return self._frames_buffered
+
+    def take_frames(self, count: int) -> np.ndarray:
+        """Streaming mode: remove and return the ``count`` oldest buffered mel frames.
+
+        Returns
+        -------
+        np.ndarray [shape=(count, n_mels), float32]
+        """
+        if not 0 <= count <= self._frames_buffered:
+            raise ValueError(f"count={count} must be in [0, {self._frames_buffered}]")
+        taken: list[np.ndarray] = []
+        needed = count
+        while needed:
+            head = self._frames[0]
+            if len(head) <= needed:
+                taken.append(self._frames.popleft())
+                needed -= len(head)
+            else:
+                taken.append(head[:needed])
+                self._frames[0] = head[needed:]
+                needed = 0
+        self._frames_buffered -= count
+        if not taken:
+            return np.zeros((0, self.settings.spec.n_mels), dtype=np.float32)
+        return np.concatenate(taken)
 
     def take_pending(self, limit: int) -> list[PendingWindow]:
         """Remove and return up to ``limit`` of the oldest pending windows."""

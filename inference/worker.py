@@ -46,6 +46,8 @@ from protocol import (
     decode_input,
     encode_update,
 )
+from protocol.metrics import MetricsServer, WorkerMetrics
+from protocol.security import SecurityError, check_server, secure_server, start_authenticator
 
 __all__ = ["POLL_INTERVAL_S", "RECEIVE_HWM", "Worker", "WorkerError", "WorkerStats"]
 
@@ -61,6 +63,8 @@ MAX_MESSAGE_BYTES = MAX_BUFFER_BYTES + 1024 * 1024
 LOG_INTERVAL_S = 5.0
 #: Latencies kept between two status lines.
 MAX_LATENCY_SAMPLES = 100_000
+#: /healthz says unavailable when the loop has not turned for this long.
+HEALTH_LOOP_STALE_S = 10.0
 
 
 class WorkerError(RuntimeError):
@@ -195,11 +199,13 @@ class Worker:
         self._started_at = started_at
         self._input: zmq.Socket[Any] | None = None
         self._publish: zmq.Socket[Any] | None = None
+        self._auth: Any = None  # the CURVE authenticator (protocol.security), when on
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
         self._closed = False
         self.settings: StreamSettings | None = None
+        self._streaming: Any = None  # model.streaming.StreamingMusicnn in streaming mode
         self._streams: dict[str, StreamState] = {}
         self._ending: list[StreamState] = []  # ended streams whose windows still wait
         self._counts: collections.Counter[str] = collections.Counter()
@@ -211,6 +217,10 @@ class Worker:
         self._windows_at_status = 0
         self._last_status = time.monotonic()
         self._last_idle_check = time.monotonic()
+        self._heartbeat = float("-inf")  # monotonic time of the last loop iteration
+        #: Prometheus metrics (protocol.metrics); served when config.metrics.worker_port > 0.
+        self.metrics = WorkerMetrics(self.stats)
+        self._metrics_server: MetricsServer | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -228,6 +238,12 @@ class Worker:
             raise RuntimeError("start() on a closed Worker")
         started = self._started_at if self._started_at is not None else time.monotonic()
         cfg = self.config.inference
+        endpoints = (cfg.input_endpoint, cfg.publish_endpoint)
+        try:  # before the model loads: a missing key fails at once
+            check_server(self.config.security, endpoints)
+        except SecurityError as exc:
+            raise WorkerError(str(exc), reason="settings") from None
+        self._start_metrics_server()
         if self.tagger is None:
             from model import load_tagger
 
@@ -249,16 +265,32 @@ class Worker:
         except ValueError as exc:
             raise WorkerError(str(exc), reason="settings") from None
         self.tagger.warm_up()
+        if cfg.mode == "streaming":
+            self._start_streaming()
         if self._context is None:
             self._context = zmq.Context()
-        self._input = self._bind(zmq.PULL, cfg.input_endpoint, "inference.input_endpoint")
+        self._auth = start_authenticator(self._context, self.config.security, endpoints)
+        # Options must be set before bind(): connections inherit the listener's copy.
+        self._input = self._bind(
+            zmq.PULL,
+            cfg.input_endpoint,
+            "inference.input_endpoint",
+            {zmq.MAXMSGSIZE: MAX_MESSAGE_BYTES},
+        )
+        # Set after bind, so ZeroMQ's default (1000) applies to connections: an effective
+        # 64 loses the tail of a --fast file whose streamer closes (1 s linger) before the
+        # worker drained it.  Kept as it was until the streamer waits for its tail.
         self._input.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
-        self._input.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        self._publish = self._bind(zmq.PUB, cfg.publish_endpoint, "inference.publish_endpoint")
-        self._publish.setsockopt(zmq.SNDHWM, cfg.publish_hwm)
+        self._publish = self._bind(
+            zmq.PUB,
+            cfg.publish_endpoint,
+            "inference.publish_endpoint",
+            {zmq.SNDHWM: cfg.publish_hwm},
+        )
         logger.info(
-            "ready model=%s input=%s publish=%s window_s=%.3f hop_s=%.3f elapsed_s=%.2f",
+            "ready model=%s mode=%s input=%s publish=%s window_s=%.3f hop_s=%.3f elapsed_s=%.2f",
             contract.name,
+            cfg.mode,
             cfg.input_endpoint,
             cfg.publish_endpoint,
             self.settings.window_seconds,
@@ -266,11 +298,44 @@ class Worker:
             time.monotonic() - started,
         )
 
-    def _bind(self, kind: int, endpoint: str, key: str) -> zmq.Socket[Any]:
+    def _start_metrics_server(self) -> None:
+        metrics = self.config.metrics
+        if not metrics.worker_port:
+            return
+        server = MetricsServer(
+            self.metrics.registry, port=metrics.worker_port, bind=metrics.bind, health=self.health
+        )
+        try:
+            server.start()
+        except OSError as exc:
+            raise WorkerError(
+                f"cannot serve metrics.worker_port={metrics.worker_port} on {metrics.bind!r} "
+                f"({exc}); pick another port",
+                reason="endpoint",
+            ) from None
+        self._metrics_server = server
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """``(healthy, details)`` for ``/healthz``: model loaded and the loop turning."""
+        since = time.monotonic() - self._heartbeat
+        loaded = self.settings is not None and self.tagger is not None
+        alive = not self._idle.is_set() and since < HEALTH_LOOP_STALE_S
+        return loaded and alive, {
+            "model": getattr(self.tagger, "name", None) if loaded else None,
+            "model_loaded": loaded,
+            "loop_alive": alive,
+            "last_loop_s": round(since, 3) if since != float("inf") else None,
+            "streams": self._stats.streams,
+        }
+
+    def _bind(self, kind: int, endpoint: str, key: str, options: dict[int, int]) -> zmq.Socket[Any]:
         assert self._context is not None
         socket = self._context.socket(kind)
         socket.setsockopt(zmq.LINGER, 0)
+        for option, value in options.items():
+            socket.setsockopt(option, value)
         try:
+            secure_server(socket, self.config.security, self._auth, endpoint=endpoint)
             socket.bind(endpoint)
         except zmq.ZMQError as exc:
             socket.close(linger=0)
@@ -318,7 +383,10 @@ class Worker:
     def step(self, poller: zmq.Poller | None = None) -> None:
         """One loop iteration: wait for input, handle it, run due windows, housekeeping."""
         assert self._input is not None
-        busy = any(state.pending for state in self._streams.values()) or bool(self._ending)
+        # Streaming mode: windows waiting for their look-ahead are not work to do yet.
+        busy = self._streaming is None and (
+            any(state.pending for state in self._streams.values()) or bool(self._ending)
+        )
         timeout_ms = 0 if busy else int(POLL_INTERVAL_S * 1000)
         ready = poller.poll(timeout_ms) if poller is not None else self._input.poll(timeout_ms)
         if ready:
@@ -348,6 +416,10 @@ class Worker:
         """Ask :meth:`run` to return; safe from any thread and from signal handlers."""
         self._stop.set()
 
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until :meth:`run` has returned (after :meth:`stop`); False on timeout."""
+        return self._idle.wait(timeout_s)
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -367,6 +439,12 @@ class Worker:
             if socket is not None:
                 socket.close(linger=0)
         self._input = self._publish = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
         if self._own_context and self._context is not None:
             self._context.term()
         self._context = None
@@ -491,6 +569,8 @@ class Worker:
         """Forget ``state`` once its waiting windows are published."""
         if self._streams.get(state.stream) is state:
             del self._streams[state.stream]
+        if self._streaming is not None and not state.ended:
+            state.drop_lookahead()  # no more audio will come: waiting windows go exact
         if state.pending:
             self._ending.append(state)
 
@@ -538,11 +618,15 @@ class Worker:
 
     def _run_batches(self) -> None:
         assert self.tagger is not None
+        if self._streaming is not None:
+            self._run_streaming()
+            return
         limit = self.config.inference.max_batch
         while not self._stop.is_set():
             batch = self._take_batch(limit)
             if not batch:
                 return
+            model_started = time.perf_counter()
             try:
                 probabilities = self.tagger.predict(np.stack([w.mel for _, w in batch]))
             except Exception as exc:  # keep serving; the windows are lost
@@ -564,6 +648,62 @@ class Worker:
                 if len(self._latencies) < MAX_LATENCY_SAMPLES:
                     self._latencies.append(published_time - window.capture_time)
             self._counts["windows"] += len(batch)
+            self.metrics.observe_batch(
+                model_seconds=time.perf_counter() - model_started,
+                latencies_s=[published_time - window.capture_time for _, window in batch],
+            )
+
+    def _start_streaming(self) -> None:
+        """Streaming mode: build the per-stream musicnn cache runner (musicnn models only)."""
+        from inference.streaming import StreamingBackend, StreamingError
+
+        assert self.settings is not None
+        try:
+            self._streaming = StreamingBackend(self.tagger)
+        except StreamingError as exc:
+            raise WorkerError(str(exc), reason="settings") from None
+        self.settings = dataclasses.replace(
+            self.settings, lookahead_frames=self._streaming.lookahead_frames
+        )
+        self._streaming.warm_up(self.settings.hop_frames)
+
+    def _run_streaming(self) -> None:
+        """Streaming mode: each round pushes one due window per stream as one batch."""
+        assert self.tagger is not None and self._streaming is not None
+        limit = self.config.inference.max_batch
+        lag_s = self._streaming.lookahead_seconds
+        while not self._stop.is_set():
+            states = [s for s in self._ending if s.pending] + [
+                s for s in self._streams.values() if s.pending
+            ]
+            due = self._streaming.take_due(states, limit)
+            self._ending = [s for s in self._ending if s.pending]
+            if not due:
+                return
+            try:
+                probabilities = self._streaming.run(due)
+            except Exception as exc:  # keep serving; the windows are lost
+                self._counts["dropped"] += len(due)
+                self._log_limited("predict", logging.ERROR, "model call failed error=%r", exc)
+                continue
+            self._counts["batches"] += 1
+            self._batch_sizes[len(due)] += 1
+            published_time = time.time()
+            for item, row in zip(due, probabilities, strict=True):
+                window = item.window
+                update = item.state.make_update(
+                    window,
+                    row,
+                    model=self.tagger.name,
+                    tags=self.tagger.tags,
+                    published_time=published_time,
+                )
+                self._send(update)
+                if len(self._latencies) < MAX_LATENCY_SAMPLES:
+                    # from the last sample the update needed: the look-ahead's, when streamed
+                    ready = window.capture_time + (lag_s if item.frames is not None else 0.0)
+                    self._latencies.append(published_time - ready)
+            self._counts["windows"] += len(due)
 
     def _send(self, update: Any) -> None:
         assert self._publish is not None
@@ -594,6 +734,7 @@ class Worker:
         self._last_status = now
 
     def _snapshot(self) -> None:
+        self._heartbeat = time.monotonic()
         counts = self._counts
         self._stats = WorkerStats(
             streams=len(self._streams),

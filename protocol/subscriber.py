@@ -20,7 +20,9 @@ from typing import Self
 
 import zmq
 
+from config import SecurityConfig
 from protocol import ProtocolError, TagUpdate, check_stream_id, decode_update
+from protocol.security import secure_client
 
 __all__ = ["Subscriber", "subscribe"]
 
@@ -43,6 +45,9 @@ class Subscriber:
         Stream ids to receive; ``None`` receives every stream.
     context : zmq.Context or None
         Defaults to the process-wide ``zmq.Context.instance()``.
+    security : SecurityConfig or None
+        CURVE keys (:mod:`protocol.security`); ``None`` = the defaults ("auto", no
+        keys), which refuse (``SecurityError``) an endpoint beyond loopback.
 
     Attributes
     ----------
@@ -65,6 +70,7 @@ class Subscriber:
         *,
         streams: Iterable[str] | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        security: SecurityConfig | None = None,
     ) -> None:
         endpoint_list = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not endpoint_list:
@@ -82,6 +88,7 @@ class Subscriber:
         self._socket: zmq.Socket[bytes] | None = context.socket(zmq.SUB)
         self._socket.setsockopt(zmq.LINGER, 0)
         try:
+            secure_client(self._socket, security or SecurityConfig(), endpoints=endpoint_list)
             if self.streams is None:
                 self._socket.setsockopt(zmq.SUBSCRIBE, b"")
             else:
@@ -89,7 +96,7 @@ class Subscriber:
                     self._socket.setsockopt(zmq.SUBSCRIBE, stream.encode("utf-8"))
             for endpoint in self.endpoints:
                 self._socket.connect(endpoint)
-        except zmq.ZMQError:
+        except BaseException:
             self.close()
             raise
         logger.debug(
@@ -173,6 +180,7 @@ def subscribe(
     streams: Iterable[str] | None = None,
     context: zmq.Context[zmq.Socket[bytes]] | None = None,
     timeout_s: float | None = None,
+    security: SecurityConfig | None = None,
 ) -> Generator[TagUpdate, None, None]:
     """Yield tag updates from worker PUB endpoints until closed or idle for ``timeout_s``.
 
@@ -189,6 +197,8 @@ def subscribe(
     timeout_s : float > 0 or None
         Stop (the generator returns) after this many seconds without a wanted
         update; ``None`` waits forever.
+    security : SecurityConfig or None
+        CURVE keys (see :class:`Subscriber`).
 
     Yields
     ------
@@ -200,7 +210,7 @@ def subscribe(
     The SUB socket is closed with ``linger=0`` when the generator finishes, is
     closed (``gen.close()``) or is garbage-collected.
     """
-    with Subscriber(endpoints, streams=streams, context=context) as subscriber:
+    with Subscriber(endpoints, streams=streams, context=context, security=security) as subscriber:
         while True:
             update = subscriber.receive(timeout_s=timeout_s)
             if update is None:

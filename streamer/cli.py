@@ -26,9 +26,9 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
-from config import ConfigError, load_config
+from config import ConfigError, MetricsConfig, load_config
 from streamer.core import ExitStatus, Source, Streamer, StreamerError
 
 __all__ = ["build_parser", "main"]
@@ -147,20 +147,66 @@ def _run(args: argparse.Namespace, out: TextIO) -> ExitStatus:
             queue_blocks=settings.queue_blocks,
             retry_seconds=settings.reopen_seconds,
         )
+    endpoint = settings.endpoint
+    if settings.endpoints and not args.endpoint:  # scale-out: this stream's worker
+        from streamer.core import default_stream_id
+        from streamer.routing import endpoint_for
+
+        try:
+            endpoint = endpoint_for(
+                settings.stream_id or default_stream_id(source.name), settings.endpoints
+            )
+        except ValueError as exc:
+            source.close()
+            raise StreamerError(f"streamer.endpoints: {exc}", status=ExitStatus.USAGE) from None
     try:
         streamer = Streamer(
             source,
-            endpoint=settings.endpoint,
+            endpoint=endpoint,
             stream_id=settings.stream_id or None,
             send_hwm=settings.send_hwm,
             status_interval_s=settings.status_interval_seconds,
+            security=cfg.security,
         )
     except BaseException:
         source.close()
         raise
-    with _stop_on_signals(streamer):
-        streamer.run()
+    metrics_server = _start_metrics(cfg.metrics, streamer, source)
+    try:
+        with _stop_on_signals(streamer):
+            streamer.run()
+    finally:
+        if metrics_server is not None:
+            metrics_server.close()
     return ExitStatus.OK
+
+
+def _start_metrics(settings: MetricsConfig, streamer: Streamer, source: Source) -> Any:
+    """Serve /metrics and /healthz on ``metrics.streamer_port`` (None when it is 0)."""
+    if not settings.streamer_port:
+        return None
+    from protocol.metrics import MetricsServer, StreamerMetrics
+
+    def health() -> tuple[bool, dict[str, Any]]:
+        stats = streamer.stats()
+        return not streamer.stopped, {"stream": streamer.stream_id, "sent": stats.sent}
+
+    server = MetricsServer(
+        StreamerMetrics(streamer.stats).registry,
+        port=settings.streamer_port,
+        bind=settings.bind,
+        health=health,
+    )
+    try:
+        server.start()
+    except OSError as exc:
+        source.close()
+        raise StreamerError(
+            f"cannot serve metrics.streamer_port={settings.streamer_port} on "
+            f"{settings.bind!r} ({exc}); pick another port",
+            status=ExitStatus.USAGE,
+        ) from None
+    return server
 
 
 def main(

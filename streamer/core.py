@@ -22,6 +22,8 @@ import numpy as np
 import zmq
 
 import protocol
+from config import SecurityConfig
+from protocol.security import secure_client
 
 __all__ = [
     "Block",
@@ -148,6 +150,13 @@ class Sender:
         ``True`` (files): wait for room, checking ``stop`` every 200 ms.
     context : zmq.Context or None
         Defaults to ``zmq.Context.instance()``.
+    security : SecurityConfig or None
+        CURVE keys (:mod:`protocol.security`); ``None`` = the defaults ("auto", no keys).
+
+    Raises
+    ------
+    protocol.security.SecurityError
+        CURVE is required for ``endpoint`` and a key setting is missing.
     """
 
     def __init__(
@@ -157,6 +166,7 @@ class Sender:
         send_hwm: int = 1000,
         blocking: bool = False,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        security: SecurityConfig | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.blocking = blocking
@@ -168,12 +178,16 @@ class Sender:
         self._socket.setsockopt(zmq.SNDTIMEO, _SEND_SLICE_MS)
         self._socket.setsockopt(zmq.LINGER, 0)
         try:
+            secure_client(self._socket, security or SecurityConfig(), endpoints=[endpoint])
             self._socket.connect(endpoint)
         except zmq.ZMQError as exc:
             self.close()
             raise StreamerError(
                 f"cannot connect to endpoint {endpoint!r}: {exc}", status=ExitStatus.USAGE
             ) from None
+        except BaseException:
+            self.close()
+            raise
 
     def send(self, frames: Sequence[bytes | memoryview], *, stop: threading.Event) -> bool:
         """Send one multipart message without copying its buffers; return whether it went.
@@ -220,6 +234,8 @@ class Streamer:
     context : zmq.Context or None
         ``None``: :meth:`run` creates its own and terminates it at the end, which
         waits (up to the linger) until the queued tail has been handed to the worker.
+    security : SecurityConfig or None
+        CURVE keys for the connection (see :class:`Sender`).
 
     Notes
     -----
@@ -236,8 +252,10 @@ class Streamer:
         send_hwm: int = 1000,
         status_interval_s: float = 10.0,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        security: SecurityConfig | None = None,
     ) -> None:
         self.source = source
+        self.security = security
         self.endpoint = endpoint
         self.stream_id = stream_id or default_stream_id(source.name)
         try:
@@ -288,6 +306,7 @@ class Streamer:
                 send_hwm=self.send_hwm,
                 blocking=not self.source.live,
                 context=context,
+                security=self.security,
             )
         except BaseException:
             self.source.close()

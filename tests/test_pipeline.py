@@ -148,6 +148,7 @@ def test_streamer_resumes_after_the_worker_is_killed(processes: Processes, tmp_p
             update = subscriber.receive(timeout_s=DEADLINE_S)  # in flight before the kill
         assert update is not None, processes.log("worker2")
         assert update.stream == "pipe:restart" and update.seq == 0  # a fresh worker's first
+        assert update.gaps >= 1  # joined mid-stream: the blocks lost with worker1 are a gap
         assert streamer.poll() is None  # never restarted: still streaming in real time
         streamer.send_signal(signal.SIGTERM)
         assert streamer.wait(timeout=DEADLINE_S) == 0

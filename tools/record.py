@@ -56,7 +56,7 @@ from typing import Any, Final, Self, TextIO
 import numpy as np
 import zmq
 
-from config import ConfigError, load_config
+from config import ConfigError, SecurityConfig, load_config
 from protocol import TagUpdate
 from protocol.subscriber import Subscriber
 
@@ -572,6 +572,8 @@ class Recorder:
         Defaults to ``zmq.Context.instance()``.
     clock : callable
         Wall clock for ``recorded_time`` and retention (Unix seconds).
+    security : SecurityConfig or None
+        CURVE keys for the SUB socket (:mod:`protocol.security`).
 
     Notes
     -----
@@ -591,12 +593,15 @@ class Recorder:
         streams: Iterable[str] | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         clock: Callable[[], float] = time.time,
+        security: SecurityConfig | None = None,
     ) -> None:
         self.settings = settings if settings is not None else RecordSettings()
         self.clock = clock
         self.writer = RecordWriter(db_path, synchronous=self.settings.synchronous)
         try:
-            self._subscriber = Subscriber(endpoints, streams=streams, context=context)
+            self._subscriber = Subscriber(
+                endpoints, streams=streams, context=context, security=security
+            )
         except BaseException:
             self.writer.close()
             raise
@@ -785,7 +790,9 @@ def main(
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=err,
         )
-        recorder = Recorder(args.db, cfg.subscribe.endpoints, settings=settings)
+        recorder = Recorder(
+            args.db, cfg.subscribe.endpoints, settings=settings, security=cfg.security
+        )
         try:
             recorder.run()
         finally:

@@ -29,7 +29,7 @@ from typing import TextIO
 
 import numpy as np
 
-from config import ConfigError, load_config
+from config import ConfigError, SecurityConfig, load_config
 from protocol import TagUpdate
 
 __all__ = ["ExitStatus", "format_update", "main", "run"]
@@ -67,6 +67,7 @@ def run(
     top_k: int = 5,
     count: int | None = None,
     timeout_s: float | None = None,
+    security: SecurityConfig | None = None,
 ) -> ExitStatus:
     """Print updates until ``count`` are printed or ``timeout_s`` passes without one.
 
@@ -78,7 +79,7 @@ def run(
     from protocol.subscriber import subscribe
 
     printed = 0
-    updates = subscribe(endpoints, streams=streams or None, timeout_s=timeout_s)
+    updates = subscribe(endpoints, streams=streams or None, timeout_s=timeout_s, security=security)
     try:
         for update in updates:
             if as_json:
@@ -156,6 +157,7 @@ def main(
             top_k=args.top,
             count=args.count,
             timeout_s=args.timeout,
+            security=cfg.security,
         )
         if status == ExitStatus.TIMEOUT:
             print(f"error: no update for {args.timeout:g} s; is the worker running?", file=err)

@@ -1,0 +1,105 @@
+"""Resident memory of the inference worker: idle and with 1, 16 and 64 real-time streams.
+
+    .venv/bin/python -m benchmarks.worker_memory [--streams 1 16 64] [--seconds 8]
+
+One worker subprocess per mode (``python -m inference --mode M``) on private
+ipc endpoints.  After it is ready, its ``VmRSS`` (``/proc/PID/status``) is
+read idle, then while :mod:`benchmarks.latency`'s load generator sends each
+stream count in real time for ``--seconds`` (read at the end of the load,
+when every stream holds a full window and its model cache).  ``VmHWM`` is the
+peak.  Baseline in the same run: the worker's idle RSS (ratio column) and the
+RSS of ``python -c "import tensorflow"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.latency import generate, start_worker
+
+
+def status_mib(pid: int, field: str) -> float:
+    """``field`` (e.g. "VmRSS") of ``/proc/PID/status`` in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"/proc/{pid}/status has no {field}")
+
+
+def import_tensorflow_rss_mib() -> float:
+    code = (
+        "import tensorflow, pathlib; print([l for l in pathlib.Path('/proc/self/status')"
+        ".read_text().splitlines() if l.startswith('VmRSS:')][0].split()[1])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    ).stdout
+    return int(out.split()[-1]) / 1024.0
+
+
+def measure(mode: str, counts: list[int], seconds: float) -> list[tuple[str, float, float]]:
+    """(label, VmRSS MiB, VmHWM MiB) idle and at the end of each stream count's load."""
+    folder = Path(tempfile.mkdtemp(prefix="tagstream-mem-"))
+    worker, input_endpoint, _ = start_worker(folder, 0.5, mode=mode)
+    rows = [("idle", status_mib(worker.pid, "VmRSS"), status_mib(worker.pid, "VmHWM"))]
+    try:
+        for count in counts:
+            stop = threading.Event()
+            sample: list[tuple[float, float]] = []
+
+            def read_at_end(
+                stop: threading.Event = stop, sample: list[tuple[float, float]] = sample
+            ) -> None:
+                if not stop.wait(seconds - 0.3):
+                    sample.append(
+                        (status_mib(worker.pid, "VmRSS"), status_mib(worker.pid, "VmHWM"))
+                    )
+
+            reader = threading.Thread(target=read_at_end)
+            reader.start()
+            generate(input_endpoint, count, seconds, stop)
+            reader.join()
+            rows.append((f"{count} streams", *sample[0]))
+    finally:
+        worker.terminate()
+        worker.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds of load per count")
+    parser.add_argument("--modes", nargs="+", default=["exact", "streaming"])
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    baseline = import_tensorflow_rss_mib()
+    results = {mode: measure(mode, args.streams, args.seconds) for mode in args.modes}
+    print(f"baseline: python -c 'import tensorflow' VmRSS = {baseline:.0f} MiB")
+    print(f"{'mode':>9} {'load':>11} {'VmRSS MiB':>9} {'VmHWM MiB':>9} {'x idle':>6} {'x TF':>5}")
+    for mode, rows in results.items():
+        idle = rows[0][1]
+        for label, rss, hwm in rows:
+            print(
+                f"{mode:>9} {label:>11} {rss:>9.0f} {hwm:>9.0f} {rss / idle:>6.2f} "
+                f"{rss / baseline:>5.2f}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

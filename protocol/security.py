@@ -1,0 +1,265 @@
+"""ZeroMQ CURVE authentication and encryption: the one place every process secures its sockets.
+
+The worker *binds* (it is the CURVE server of its PULL and PUB sockets); the
+streamers, subscribers and the recorder *connect* (CURVE clients).  A
+:class:`zmq.auth.thread.ThreadAuthenticator` on the worker's context admits
+only clients whose public key file (``*.key``) lies in
+``security.allowed_clients_dir``: any other peer completes no handshake, so it
+can neither send audio nor receive tags.
+
+>>> from config import SecurityConfig
+>>> curve_enabled(SecurityConfig(), "tcp://127.0.0.1:5555", role="server")
+False
+>>> curve_enabled(SecurityConfig(), "ipc:///tmp/in", role="client")
+False
+
+``security.curve`` (``config.toml`` ``[security]``):
+
+* ``"off"``: never.
+* ``"on"``: always; the keys must be configured.
+* ``"auto"`` (default): on when the keys of that side are configured, and
+  *required* when an endpoint is beyond loopback (anything but 127.0.0.0/8,
+  ``::1``, ``localhost``, ``ipc://`` and ``inproc://``).  A required but
+  unconfigured key stops the program at start-up with one line naming the
+  setting (:class:`SecurityError`, a :class:`config.ConfigError`).
+
+Keys come from ``python -m tools.keys generate --out DIR --name NAME``
+(``zmq.auth.create_certificates``): ``NAME.key`` is the public key file,
+``NAME.key_secret`` the secret one (it holds the public key too).  The worker
+reads ``allowed_clients_dir`` once, at start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from config import ConfigError, SecurityConfig
+
+__all__ = [
+    "CURVE_MODES",
+    "SecurityError",
+    "check_server",
+    "curve_enabled",
+    "is_local_endpoint",
+    "secure_client",
+    "secure_server",
+    "start_authenticator",
+]
+
+logger = logging.getLogger(__name__)
+
+CURVE_MODES: Final = ("auto", "on", "off")
+_KEYS_HINT: Final = "create keys with: python -m tools.keys generate --out DIR"
+
+
+class SecurityError(ConfigError):
+    """CURVE is required but a key setting is missing or unreadable; the message names it."""
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """Whether ``endpoint`` stays on this machine (loopback tcp, ``ipc://``, ``inproc://``).
+
+    Parameters
+    ----------
+    endpoint : str
+        A ZeroMQ endpoint, e.g. ``"tcp://127.0.0.1:5555"`` or ``"tcp://*:5555"``.
+    """
+    transport, sep, address = endpoint.partition("://")
+    if not sep:
+        return False
+    if transport in ("ipc", "inproc"):
+        return True
+    if transport != "tcp":
+        return False
+    address = address.rpartition(";")[2]  # "tcp://iface;host:port": the remote part
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "*", a host name, an interface name
+        return False
+
+
+def _keys_configured(settings: SecurityConfig, role: str) -> bool:
+    if role == "server":
+        return bool(settings.server_secret_key)
+    return bool(settings.client_secret_key or settings.server_public_key)
+
+
+def curve_enabled(settings: SecurityConfig, endpoint: str, *, role: str) -> bool:
+    """Whether a socket of ``role`` ("server" binds, "client" connects) on ``endpoint`` uses CURVE.
+
+    Raises
+    ------
+    ValueError
+        If ``role`` or ``settings.curve`` is not one of the allowed values.
+    """
+    if role not in ("server", "client"):
+        raise ValueError(f"role={role!r} must be 'server' or 'client'")
+    if settings.curve not in CURVE_MODES:
+        raise SecurityError(
+            f"security.curve: expected one of {', '.join(CURVE_MODES)}, got {settings.curve!r}"
+        )
+    if settings.curve == "off":
+        return False
+    if settings.curve == "on":
+        return True
+    return _keys_configured(settings, role) or not is_local_endpoint(endpoint)
+
+
+def _why(settings: SecurityConfig, endpoint: str) -> str:
+    if settings.curve == "on":
+        return 'security.curve = "on"'
+    if not is_local_endpoint(endpoint):
+        return f"{endpoint} is beyond loopback"
+    return "other security keys are set"
+
+
+def _require(settings: SecurityConfig, name: str, endpoint: str) -> str:
+    value = str(getattr(settings, name))
+    if not value:
+        raise SecurityError(
+            f"security.{name} is not set; CURVE is required because "
+            f"{_why(settings, endpoint)} ({_KEYS_HINT})"
+        )
+    return os.path.expanduser(value)
+
+
+def _load(name: str, path: str, *, secret: bool) -> tuple[bytes, bytes | None]:
+    try:
+        public, secret_key = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise SecurityError(f"security.{name}={path!r}: cannot read key file ({exc})") from None
+    if secret and secret_key is None:
+        raise SecurityError(
+            f"security.{name}={path!r} holds no secret key; use the NAME.key_secret file"
+        )
+    return public, secret_key
+
+
+def check_server(settings: SecurityConfig, endpoints: Iterable[str]) -> list[str]:
+    """Check the server settings for ``endpoints``; return those served with CURVE.
+
+    Cheap and without side effects: the worker calls it before loading its model.
+
+    Raises
+    ------
+    SecurityError
+        A required setting is missing, or the key file or the folder is unusable.
+    """
+    secured = [e for e in endpoints if curve_enabled(settings, e, role="server")]
+    if secured:
+        path = _require(settings, "server_secret_key", secured[0])
+        _load("server_secret_key", path, secret=True)
+        folder = _require(settings, "allowed_clients_dir", secured[0])
+        if not Path(folder).is_dir():
+            raise SecurityError(f"security.allowed_clients_dir={folder!r}: no such folder")
+    return secured
+
+
+def start_authenticator(
+    context: zmq.Context[Any], settings: SecurityConfig, endpoints: Iterable[str]
+) -> ThreadAuthenticator | None:
+    """Start the ZAP authenticator on ``context`` if any of ``endpoints`` is served with CURVE.
+
+    Checks every server setting first, so a missing key fails before anything binds.
+
+    Returns
+    -------
+    ThreadAuthenticator or None
+        Started, admitting the public keys in ``allowed_clients_dir``; call
+        ``.stop()`` before terminating the context.  ``None`` when CURVE is off.
+
+    Raises
+    ------
+    SecurityError
+        A required setting is missing, or a key file or the folder is unusable.
+    """
+    secured = check_server(settings, endpoints)
+    if not secured:
+        return None
+    folder = _require(settings, "allowed_clients_dir", secured[0])
+    allowed = sorted(Path(folder).glob("*.key"))
+    if not allowed:
+        logger.warning("no client keys in allowed_clients_dir=%s: every client is refused", folder)
+    auth = ThreadAuthenticator(context, log=logging.getLogger("zmq.auth"))
+    auth.start()
+    auth.configure_curve(domain="*", location=folder)
+    logger.info("curve on endpoints=%s allowed_clients=%d", ",".join(secured), len(allowed))
+    return auth
+
+
+def secure_server(
+    socket: zmq.Socket[Any],
+    settings: SecurityConfig,
+    auth: ThreadAuthenticator | None,
+    *,
+    endpoint: str,
+) -> bool:
+    """Make ``socket`` a CURVE server before it binds ``endpoint`` (when CURVE applies).
+
+    Parameters
+    ----------
+    socket : zmq.Socket
+        Not yet bound.
+    settings : SecurityConfig
+    auth : ThreadAuthenticator or None
+        From :func:`start_authenticator` on the socket's context.
+    endpoint : str
+        What the socket is about to bind.
+
+    Returns
+    -------
+    bool
+        Whether CURVE was switched on.
+    """
+    if not curve_enabled(settings, endpoint, role="server"):
+        return False
+    if auth is None:
+        raise RuntimeError("secure_server() needs the authenticator of start_authenticator()")
+    path = _require(settings, "server_secret_key", endpoint)
+    public, secret = _load("server_secret_key", path, secret=True)
+    socket.curve_secretkey = secret
+    socket.curve_publickey = public
+    socket.curve_server = True
+    return True
+
+
+def secure_client(
+    socket: zmq.Socket[Any], settings: SecurityConfig, *, endpoints: Iterable[str]
+) -> bool:
+    """Make ``socket`` a CURVE client before it connects to ``endpoints`` (when CURVE applies).
+
+    Returns
+    -------
+    bool
+        Whether CURVE was switched on (for all endpoints: the options are per socket).
+
+    Raises
+    ------
+    SecurityError
+        CURVE is required and ``client_secret_key`` or ``server_public_key`` is
+        missing or unreadable.
+    """
+    secured = [e for e in endpoints if curve_enabled(settings, e, role="client")]
+    if not secured:
+        return False
+    client_path = _require(settings, "client_secret_key", secured[0])
+    server_path = _require(settings, "server_public_key", secured[0])
+    public, secret = _load("client_secret_key", client_path, secret=True)
+    server_public, _ = _load("server_public_key", server_path, secret=False)
+    socket.curve_secretkey = secret
+    socket.curve_publickey = public
+    socket.curve_serverkey = server_public
+    return True

@@ -1,0 +1,176 @@
+"""Prometheus metrics and /healthz of the worker and the streamer, scraped over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+import soundfile
+import zmq
+from prometheus_client.parser import text_string_to_metric_families
+
+from config import load_config
+from inference import Worker
+from model import load_tagger
+from protocol import AudioFrame, EndOfStream, encode_audio, encode_end
+
+ROOT = Path(__file__).resolve().parent.parent
+DEADLINE_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``{(sample name, sorted labels): value}`` of a Prometheus text exposition."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+    }
+
+
+def wait_for(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_worker_metrics_and_health_while_tagging(tmp_path: Path) -> None:
+    port = free_port()
+    config = load_config(
+        overrides={
+            "inference.input_endpoint": f"ipc://{tmp_path}/in",
+            "inference.publish_endpoint": f"ipc://{tmp_path}/out",
+            "inference.hop_seconds": 1.0,
+            "metrics.worker_port": port,
+        }
+    )
+    tagger = load_tagger("MSD_musicnn")
+    worker = Worker(config, tagger=tagger)
+    base = f"http://127.0.0.1:{port}"
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        worker.start()
+        status, body = get(base + "/healthz")  # model loaded, loop not running yet
+        assert status == 503 and json.loads(body)["loop_alive"] is False
+        thread = worker.run_in_thread()
+        wait_for(lambda: get(base + "/healthz")[0] == 200, "a healthy worker")
+        health = json.loads(get(base + "/healthz")[1])
+        assert health["status"] == "ok" and health["model"] == "MSD_musicnn"
+        push = context.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(worker.input_endpoint)
+        rng = np.random.default_rng(3)
+        y = (0.3 * rng.standard_normal(16000 * 5)).astype(np.float32)
+        for seq, offset in enumerate(range(0, len(y), 1600)):
+            frame = AudioFrame(
+                stream="metrics:a",
+                seq=seq,
+                capture_time=time.time(),
+                sample_rate=16000,
+                channels=1,
+                sample_format="f32",
+                samples=np.ascontiguousarray(y[offset : offset + 1600, None]),
+            )
+            push.send_multipart(encode_audio(frame))
+        push.send_multipart([b"\xc1"])  # not msgpack: rejected, reason "header"
+        push.send_multipart([msgpack.packb({"version": 7, "kind": "end"})])  # reason "version"
+        wait_for(lambda: worker.stats().windows >= 2, "two windows")
+        status, body = get(base + "/metrics")
+        assert status == 200
+        got = samples(body)
+        assert got[("tagstream_worker_streams", ())] == 1
+        assert got[("tagstream_worker_windows_total", ())] >= 2
+        assert got[("tagstream_worker_messages_total", ())] >= 52
+        assert got[("tagstream_worker_latency_seconds_count", ())] >= 2
+        assert got[("tagstream_worker_model_seconds_count", ())] >= 1
+        assert got[("tagstream_worker_model_seconds_sum", ())] > 0
+        wait_for(lambda: worker.stats().rejected_total >= 2, "the two rejects")
+        got = samples(get(base + "/metrics")[1])
+        assert got[("tagstream_worker_rejected_messages_total", (("reason", "header"),))] == 1
+        assert got[("tagstream_worker_rejected_messages_total", (("reason", "version"),))] == 1
+        assert got[("tagstream_worker_drops_total", (("reason", "refused"),))] == 0
+        push.send_multipart(encode_end(EndOfStream(stream="metrics:a", seq=50)))
+        push.close(linger=0)
+        assert get(base + "/nothing")[0] == 404
+        worker.stop()
+        thread.join(timeout=DEADLINE_S)
+        status, body = get(base + "/healthz")
+        assert status == 503 and json.loads(body)["status"] == "unavailable"
+    finally:
+        worker.close()
+        context.destroy(linger=0)
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(base + "/healthz", timeout=5)  # closed with the worker
+
+
+def test_metrics_are_off_by_default() -> None:
+    config = load_config()
+    assert config.metrics.worker_port == 0 and config.metrics.streamer_port == 0
+    assert config.metrics.bind == "127.0.0.1"
+
+
+def test_streamer_metrics_while_streaming(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(f"[metrics]\nstreamer_port = {port}\n")
+    wav = tmp_path / "long.wav"
+    soundfile.write(wav, np.zeros(16000 * 30, dtype=np.float32), 16000)
+    context: zmq.Context[Any] = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    pull_port = pull.bind_to_random_port("tcp://127.0.0.1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamer", "--file", str(wav), "--config", str(config),
+         "--endpoint", f"tcp://127.0.0.1:{pull_port}", "--stream-id", "metrics:s"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        received = 0
+        while received < 5:
+            assert pull.poll(int(DEADLINE_S * 1000)), "the streamer sent nothing"
+            pull.recv_multipart()
+            received += 1
+
+        def sent() -> float:
+            return samples(get(base + "/metrics")[1])[("tagstream_streamer_blocks_sent_total", ())]
+
+        wait_for(lambda: sent() >= 5, "5 blocks counted")
+        got = samples(get(base + "/metrics")[1])
+        assert got[("tagstream_streamer_drops_total", (("where", "send"),))] == 0
+        assert ("tagstream_streamer_queue_depth", ()) in got
+        status, body = get(base + "/healthz")
+        assert status == 200 and json.loads(body)["stream"] == "metrics:s"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=DEADLINE_S) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        pull.close(linger=0)
+        context.term()

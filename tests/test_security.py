@@ -1,0 +1,262 @@
+"""CURVE security (protocol.security, tools.keys) and message-size limits, with real sockets.
+
+A real worker (real model, real ZeroMQ over tcp) serves with CURVE on; an
+allowed client sends audio and reads tags, a client whose key is not in the
+allowed folder (and a client without CURVE) can do neither.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from config import SecurityConfig, load_config
+from inference import Worker, WorkerError
+from model import load_tagger
+from protocol import AudioFrame, EndOfStream, decode_update, encode_audio, encode_end
+from protocol.security import (
+    SecurityError,
+    curve_enabled,
+    is_local_endpoint,
+    secure_client,
+)
+from protocol.subscriber import Subscriber
+from streamer import Sender
+from streamer.cli import main as streamer_main
+from tools import keys
+
+#: Bound on every wait; only turns a hang into a failure.
+DEADLINE_S = 60.0
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(7)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "local"),
+    [
+        ("tcp://127.0.0.1:5555", True),
+        ("tcp://127.3.2.1:5555", True),
+        ("tcp://localhost:5555", True),
+        ("tcp://[::1]:5555", True),
+        ("ipc:///tmp/tagstream-in", True),
+        ("inproc://worker", True),
+        ("tcp://0.0.0.0:5555", False),
+        ("tcp://*:5555", False),
+        ("tcp://192.168.1.20:5555", False),
+        ("tcp://worker.example.org:5555", False),
+        ("tcp://[2001:db8::1]:5555", False),
+        ("tcp://eth0;192.0.2.1:5555", False),
+        ("pgm://eth0;239.192.1.1:5555", False),
+    ],
+)
+def test_is_local_endpoint(endpoint: str, local: bool) -> None:
+    assert is_local_endpoint(endpoint) is local
+
+
+def test_auto_mode_is_on_beyond_loopback_or_when_keys_are_set() -> None:
+    auto = SecurityConfig()
+    assert not curve_enabled(auto, "tcp://127.0.0.1:1", role="server")
+    assert curve_enabled(auto, "tcp://0.0.0.0:1", role="server")
+    assert curve_enabled(auto, "tcp://10.0.0.2:1", role="client")
+    assert curve_enabled(SecurityConfig(server_secret_key="k"), "ipc:///x", role="server")
+    assert curve_enabled(SecurityConfig(client_secret_key="k"), "ipc:///x", role="client")
+    assert curve_enabled(SecurityConfig(curve="on"), "ipc:///x", role="client")
+    assert not curve_enabled(SecurityConfig(curve="off"), "tcp://0.0.0.0:1", role="server")
+
+
+def test_worker_refuses_to_bind_beyond_loopback_without_keys() -> None:
+    config = load_config(overrides={"inference.input_endpoint": "tcp://0.0.0.0:*"})
+    worker = Worker(config)  # the check comes before the model loads
+    with pytest.raises(WorkerError) as excinfo:
+        worker.start()
+    worker.close()
+    message = str(excinfo.value)
+    assert "security.server_secret_key is not set" in message
+    assert "tcp://0.0.0.0:*" in message and "\n" not in message
+
+
+def test_clients_refuse_to_connect_beyond_loopback_without_keys(tmp_path: Path) -> None:
+    with pytest.raises(SecurityError, match=r"security\.client_secret_key is not set"):
+        Sender("tcp://192.0.2.1:5555")
+    with pytest.raises(SecurityError, match=r"security\.client_secret_key is not set"):
+        Subscriber("tcp://192.0.2.1:5556")
+    wav = tmp_path / "a.wav"
+    import soundfile
+
+    soundfile.write(wav, np.zeros(1600, dtype=np.float32), 16000)
+    err = io.StringIO()
+    status = streamer_main(["--file", str(wav), "--endpoint", "tcp://192.0.2.1:5555"], stderr=err)
+    assert status == 2
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: security.client_secret_key is not set")
+
+
+def test_keys_generate_writes_a_pair_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert keys.main(["generate", "--out", str(tmp_path), "--name", "w"], stdout=out) == 0
+    public, secret = zmq.auth.load_certificate(tmp_path / "w.key_secret")
+    assert secret is not None and len(public) == len(secret) == 40
+    assert zmq.auth.load_certificate(tmp_path / "w.key") == (public, None)
+    assert (tmp_path / "w.key_secret").stat().st_mode & 0o777 == 0o600
+    err = io.StringIO()
+    assert keys.main(["generate", "--out", str(tmp_path), "--name", "w"], stderr=err) == 2
+    assert "exists already" in err.getvalue()
+    assert keys.main(["generate", "--out", str(tmp_path), "--name", "w", "--force"]) == 0
+    assert keys.main(["generate", "--out", str(tmp_path), "--name", "../x"], stderr=err) == 2
+
+
+# -- a real worker with CURVE on ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tagger() -> Any:
+    tagger = load_tagger("MSD_musicnn")
+    tagger.warm_up()
+    return tagger
+
+
+@pytest.fixture
+def key_folder(tmp_path: Path) -> Path:
+    for name in ("worker", "studio", "intruder"):
+        keys.generate(tmp_path, name=name)
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "studio.key").write_bytes((tmp_path / "studio.key").read_bytes())
+    return tmp_path
+
+
+def client_settings(folder: Path, name: str) -> SecurityConfig:
+    return SecurityConfig(
+        curve="on",
+        client_secret_key=str(folder / f"{name}.key_secret"),
+        server_public_key=str(folder / "worker.key"),
+    )
+
+
+@pytest.fixture
+def secure_worker(tagger: Any, key_folder: Path) -> Iterator[Worker]:
+    config = load_config(
+        overrides={
+            "inference.input_endpoint": "tcp://127.0.0.1:*",
+            "inference.publish_endpoint": "tcp://127.0.0.1:*",
+            "inference.hop_seconds": 3.0,
+            "security.curve": "on",
+            "security.server_secret_key": str(key_folder / "worker.key_secret"),
+            "security.allowed_clients_dir": str(key_folder / "allowed"),
+        }
+    )
+    worker = Worker(config, tagger=tagger)
+    worker.start()
+    worker.run_in_thread()
+    yield worker
+    worker.close()
+
+
+def audio_messages(y: np.ndarray, stream: str, *, block: int = 8000) -> list[list[Any]]:
+    messages = [
+        encode_audio(
+            AudioFrame(
+                stream=stream,
+                seq=i,
+                capture_time=1000.0 + offset / 16000,
+                sample_rate=16000,
+                channels=1,
+                sample_format="f32",
+                samples=np.ascontiguousarray(y[offset : offset + block, None]),
+            )
+        )
+        for i, offset in enumerate(range(0, len(y), block))
+    ]
+    return [*messages, encode_end(EndOfStream(stream=stream, seq=len(messages)))]
+
+
+def socket_pair(
+    context: zmq.Context[Any], worker: Worker, settings: SecurityConfig | None
+) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
+    push, sub = context.socket(zmq.PUSH), context.socket(zmq.SUB)
+    for sock, endpoint in ((push, worker.input_endpoint), (sub, worker.publish_endpoint)):
+        sock.setsockopt(zmq.LINGER, 0)
+        if settings is not None:
+            assert secure_client(sock, settings, endpoints=[endpoint])
+        sock.connect(endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    return push, sub
+
+
+def test_only_allowed_clients_send_audio_and_read_tags(
+    secure_worker: Worker, key_folder: Path, rng: np.random.Generator
+) -> None:
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        allowed_push, allowed_sub = socket_pair(
+            context, secure_worker, client_settings(key_folder, "studio")
+        )
+        intruder_push, intruder_sub = socket_pair(
+            context, secure_worker, client_settings(key_folder, "intruder")
+        )
+        plain_push, plain_sub = socket_pair(context, secure_worker, None)
+        y = (0.3 * rng.standard_normal(16000 * 4)).astype(np.float32)
+        for push, stream in ((intruder_push, "intruder"), (plain_push, "plain")):
+            for message in audio_messages(y, stream):
+                push.send_multipart(message, zmq.NOBLOCK)  # queued until a handshake that fails
+        sent = 0
+        received = []
+        deadline = time.monotonic() + DEADLINE_S
+        while not received and time.monotonic() < deadline:  # the SUB joins late: resend
+            for message in audio_messages(y, f"studio:{sent}"):
+                allowed_push.send_multipart(message)
+            sent += 1
+            while allowed_sub.poll(1000):
+                received.append(decode_update(allowed_sub.recv_multipart()))
+        assert received, "the allowed client got no update"
+        assert {u.stream for u in received} <= {f"studio:{i}" for i in range(sent)}
+        time.sleep(1.0)  # time for anything that would leak through
+        stats = secure_worker.stats()
+        per_stream = len(audio_messages(y, "x"))
+        assert stats.messages == sent * per_stream, "a refused client's message got through"
+        assert stats.rejected_total == 0
+        assert not intruder_sub.poll(100) and not plain_sub.poll(100)
+    finally:
+        context.destroy(linger=0)
+
+
+def test_a_message_over_the_size_limit_never_reaches_the_worker(
+    secure_worker: Worker, key_folder: Path, rng: np.random.Generator
+) -> None:
+    """ZMQ_MAXMSGSIZE on the worker's input: the peer is dropped before the big frame is buffered.
+
+    libzmq hands over the frames that came before the oversized one as a
+    truncated message (here the lone header), which the protocol rejects as
+    ``frames``; the 17 MiB frame itself is never received.
+    """
+    from inference.worker import MAX_MESSAGE_BYTES
+
+    context: zmq.Context[Any] = zmq.Context()
+    settings = client_settings(key_folder, "studio")
+    try:
+        big_push, _ = socket_pair(context, secure_worker, settings)
+        header = audio_messages(np.zeros(8000, np.float32), "big")[0][0]
+        big_push.send_multipart([header, bytes(MAX_MESSAGE_BYTES + 1)])
+        push, _sub = socket_pair(context, secure_worker, settings)
+        y = (0.3 * rng.standard_normal(16000 * 4)).astype(np.float32)
+        messages = audio_messages(y, "after-big")
+        for message in messages:
+            push.send_multipart(message)
+        stats = secure_worker.wait_for(lambda s: s.ended >= 1, timeout_s=DEADLINE_S)
+        time.sleep(0.5)
+        stats = secure_worker.stats()
+        assert stats.ended == 1
+        assert stats.messages - stats.rejected_total == len(messages)
+        assert set(stats.rejected) <= {"frames"}  # at most the truncated header
+    finally:
+        context.destroy(linger=0)
