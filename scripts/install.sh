@@ -11,7 +11,7 @@ dev=0
 
 packages=(libportaudio2)
 if (( dev )); then
-  packages+=(pulseaudio pulseaudio-utils libasound2-plugins)
+  packages+=(pulseaudio pulseaudio-utils libasound2-plugins chromium libatomic1)
 fi
 
 missing=()

@@ -148,3 +148,48 @@ def pulse_server() -> Iterator[PulseServer]:
 
 
 # ==== end streamer block ======================================================================
+
+
+# ==== web: headless Chromium driven by Playwright (browser) ==================================
+# Debian's chromium (``apt-get install chromium libatomic1``; scripts/install.sh --dev does it)
+# driven by the playwright Python package; Playwright's own browser downloads are never used.
+# No browser is left behind, even when the test process is killed: Playwright's driver is a
+# child process on pipes, and when those close (the test process died, even by SIGKILL) it
+# kills Chromium; Chromium also exits when its debugging pipe to the driver closes (seen with
+# SIGKILL on the test process alone and on its whole process group).
+CHROMIUM_PATH = os.environ.get("TAGSTREAM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """A headless Chromium (``playwright.sync_api.Browser``) for the session; closed at the end."""
+    if not Path(CHROMIUM_PATH).exists():
+        pytest.skip(
+            f"{CHROMIUM_PATH} not found; install Debian's chromium and libatomic1 "
+            "(scripts/install.sh --dev; CI does) or set TAGSTREAM_CHROMIUM"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api",
+        reason="playwright not installed (pip install -r requirements-dev.txt)",
+    )
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM_PATH, args=list(CHROMIUM_ARGS), timeout=60_000
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+# ==== end web block ===========================================================================

@@ -1,4 +1,4 @@
-"""Live demo: a worker, a streamer and a terminal view of the tags, in one command.
+"""Live demo: a worker, a streamer and the terminal dashboard, in one command.
 
     python -m tools.live                      # the embedded demo tune, looped until Ctrl-C
     python -m tools.live --once               # ... played once
@@ -8,8 +8,9 @@
 The worker (``python -m inference``) and the streamer (``python -m streamer``)
 run as child processes on ipc endpoints in a fresh temporary folder, so nothing
 clashes with other workers; their logs go to files in that folder (shown on
-failure).  Ctrl-C or SIGTERM stops all of them within about a second; the
-children also get SIGTERM if this process dies (Linux ``PR_SET_PDEATHSIG``).
+failure).  The view is the terminal dashboard of :mod:`tools.dashboard`.
+Ctrl-C or SIGTERM stops all of them within about a second; the children also
+get SIGTERM if this process dies (Linux ``PR_SET_PDEATHSIG``).
 
 Exit status (:class:`ExitStatus`): 0 done or stopped, 1 unexpected error,
 2 usage or config error, 3 the worker or the streamer failed.
@@ -34,10 +35,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-import numpy as np
-
 from config import ConfigError, load_config
-from protocol import TagUpdate
+from tools.dashboard import DashboardModel, render_dashboard
 
 __all__ = ["ExitStatus", "LiveError", "LiveOptions", "main", "render", "run_live"]
 
@@ -50,7 +49,6 @@ DRAIN_QUIET_S = 1.5
 #: Seconds a child gets to exit after SIGTERM before SIGKILL.
 TERMINATE_GRACE_S = 0.8
 TOP_TAGS = 10
-BAR_WIDTH = 30
 STREAM_ID = "live"
 
 
@@ -87,27 +85,13 @@ class LiveOptions:
     config: str | None = None
 
 
-def render(update: TagUpdate | None, *, top_k: int = TOP_TAGS) -> Any:
-    """A rich table of the top ``top_k`` smoothed tags of ``update``, with bars."""
-    from rich.table import Table
+def render(model: DashboardModel, *, top_k: int = TOP_TAGS) -> Any:
+    """The terminal dashboard (:func:`tools.dashboard.render_dashboard`) of ``model``."""
+    from rich.console import Group
+    from rich.text import Text
 
-    if update is None:
-        table = Table(title="tagstream live - waiting for tags ...")
-        table.add_column("tag")
-        return table
-    latency_ms = (update.published_time - update.capture_time) * 1000.0
-    table = Table(
-        title=f"tagstream live - {update.stream}  {update.start_s:.1f}-{update.end_s:.1f} s  "
-        f"latency {latency_ms:.0f} ms",
-        caption=f"model {update.model}, smoothed over time; Ctrl-C to stop",
-    )
-    table.add_column("tag", style="bold")
-    table.add_column("p", justify="right")
-    table.add_column("", no_wrap=True)
-    for index in np.argsort(-update.smoothed, kind="stable")[:top_k]:
-        p = float(update.smoothed[index])
-        table.add_row(update.tags[index], f"{p:.2f}", "█" * round(p * BAR_WIDTH))
-    return table
+    view = render_dashboard(model, title="tagstream live", top_k=top_k)
+    return Group(view, Text("Ctrl-C to stop", style="dim"))
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -192,7 +176,7 @@ def run_live(options: LiveOptions, *, stop: threading.Event, out: TextIO) -> Exi
 
     from protocol.subscriber import Subscriber
 
-    load_config(options.config)  # fail early, in one line, on a bad config
+    cfg = load_config(options.config)  # fail early, in one line, on a bad config
     folder = Path(tempfile.mkdtemp(prefix="tagstream-live-"))
     children = _Children(folder)
     try:
@@ -219,18 +203,18 @@ def run_live(options: LiveOptions, *, stop: threading.Event, out: TextIO) -> Exi
         _wait_ready(children, stop)
         if stop.is_set():
             return ExitStatus.OK
-        with Subscriber(publish_endpoint) as subscriber:
+        with Subscriber(publish_endpoint, security=cfg.security) as subscriber:
             streamer = children.start("streamer", streamer_args)
-            latest: TagUpdate | None = None
+            model = DashboardModel(history_seconds=cfg.web.history_seconds)
             ended_at: float | None = None
             last_update = time.monotonic()
             console = Console(file=out)
-            with Live(render(None), console=console, refresh_per_second=4) as live:
+            with Live(get_renderable=lambda: render(model), console=console, refresh_per_second=4):
                 while not stop.is_set():
                     update = subscriber.receive(timeout_s=0.2)
                     if update is not None:
-                        latest, last_update = update, time.monotonic()
-                        live.update(render(latest))
+                        model.add(update)
+                        last_update = time.monotonic()
                     if children.processes["worker"].poll() is not None:
                         raise LiveError(f"the worker stopped: {children.log_tail('worker')}")
                     if ended_at is None and streamer.poll() is not None:

@@ -1,0 +1,312 @@
+"""The terminal dashboard: its data model on real updates through a real PUB socket, and its view.
+
+Updates are real :class:`protocol.TagUpdate` objects, encoded with
+``protocol.encode_update``, published on a ZeroMQ PUB socket and received by a
+:class:`protocol.subscriber.Subscriber`, exactly as from a worker.  The health
+figures read a clock the test sets, so ages are exact without waiting.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import zmq
+from rich.console import Console
+
+from protocol import TagUpdate, encode_update
+from protocol.subscriber import Subscriber
+from tools.dashboard import (
+    DashboardModel,
+    StreamHistory,
+    main,
+    render_dashboard,
+    sparkline,
+)
+
+TAGS = ("rock", "pop", "jazz", "electronic", "ambient")
+HOP_S = 0.5
+#: Bound on any receive: only there so a broken socket fails the test instead of hanging.
+DEADLINE_S = 30.0
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20240611)
+
+
+class SetClock:
+    """A clock that reads what the test set: ``clock.now = 12.0``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_update(
+    seq: int,
+    smoothed: list[float],
+    *,
+    stream: str = "studio-a",
+    probabilities: list[float] | None = None,
+    latency_s: float = 0.1,
+    gaps: int = 0,
+    dropped: int = 0,
+) -> TagUpdate:
+    end_s = 3.0 + HOP_S * seq
+    published = 1.7e9 + end_s
+    return TagUpdate(
+        stream=stream,
+        seq=seq,
+        start_s=end_s - 3.0,
+        end_s=end_s,
+        model="MSD_musicnn",
+        tags=TAGS,
+        probabilities=np.array(probabilities or smoothed, dtype=np.float32),
+        smoothed=np.array(smoothed, dtype=np.float32),
+        capture_time=published - latency_s,
+        received_time=published - latency_s / 2,
+        published_time=published,
+        gaps=gaps,
+        dropped=dropped,
+    )
+
+
+class Wire:
+    """A PUB socket and a subscriber connected to it, with the subscription joined."""
+
+    def __init__(self) -> None:
+        self.context = zmq.Context()
+        self.pub = self.context.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.subscriber = Subscriber(self.endpoint, context=self.context)
+        # PUB drops what it sends before the subscription arrives: probe until one comes back
+        probe = make_update(0, [0.2] * len(TAGS), stream="probe")
+        for _ in range(100):
+            self.pub.send_multipart(encode_update(probe), copy=False)
+            if self.subscriber.receive(timeout_s=0.1) is not None:
+                break
+        else:
+            raise AssertionError("the subscriber never received a probe")
+        while self.subscriber.receive(timeout_s=0.2) is not None:
+            pass  # drain the remaining probes
+
+    def send_and_receive(self, update: TagUpdate) -> TagUpdate:
+        self.pub.send_multipart(encode_update(update), copy=False)
+        received = self.subscriber.receive(timeout_s=DEADLINE_S)
+        assert received is not None, "no update came back"
+        return received
+
+    def close(self) -> None:
+        self.subscriber.close()
+        self.pub.close(linger=0)
+        self.context.term()
+
+
+@pytest.fixture
+def wire() -> Iterator[Wire]:
+    w = Wire()
+    yield w
+    w.close()
+
+
+def test_history_dominant_changes_and_health_from_a_pub_socket(wire: Wire) -> None:
+    clock = SetClock()
+    model = DashboardModel(history_seconds=2.0, clock=clock)
+    sent = [
+        make_update(0, [0.6, 0.3, 0.1, 0.0, 0.0]),  # rock is the first dominant tag
+        make_update(1, [0.5, 0.3, 0.3, 0.0, 0.0], latency_s=0.3),
+        make_update(2, [0.4, 0.3, 0.405, 0.0, 0.0]),  # jazz leads by less than the margin
+        make_update(3, [0.3, 0.3, 0.5, 0.0, 0.0], latency_s=0.2),  # jazz takes over
+        # seq 4 never sent: one missed update
+        make_update(5, [0.2, 0.6, 0.5, 0.0, 0.0], gaps=2, dropped=1),  # then pop
+        make_update(6, [0.2, 0.7, 0.4, 0.0, 0.0], gaps=2, dropped=1),
+        make_update(7, [0.2, 0.8, 0.3, 0.0, 0.0], gaps=2, dropped=1),
+        make_update(8, [0.1, 0.9, 0.2, 0.1, 0.0], gaps=3, dropped=1),
+    ]
+    changes = []
+    for update in sent:
+        received = wire.send_and_receive(update)
+        changes.append(model.add(received))
+    assert model.streams() == ["studio-a"]
+    history = model["studio-a"]
+
+    # dominant tag: rock, then jazz once it leads by the margin, then pop
+    assert [(c.previous, c.tag) for c in changes if c] == [
+        (None, "rock"),
+        ("rock", "jazz"),
+        ("jazz", "pop"),
+    ]
+    assert [c.end_s for c in history.changes] == [3.0, 4.5, 5.5]
+    assert changes[2] is None and history.dominant == "pop"
+    assert history.changes[1].probability == pytest.approx(0.5)
+
+    # the ring buffer keeps 2 s of audio back from the newest window end (7.0 s)
+    assert [u.seq for u in history.entries] == [5, 6, 7, 8]
+    times, values = history.series("pop")
+    np.testing.assert_allclose(times, [5.5, 6.0, 6.5, 7.0])
+    np.testing.assert_allclose(values, [0.6, 0.7, 0.8, 0.9], rtol=1e-6)
+    assert history.matrix()[1].shape == (4, len(TAGS))
+    assert history.top_tags(2) == [("pop", pytest.approx(0.9)), ("jazz", pytest.approx(0.2))]
+
+    health = history.health(now=clock.now)
+    assert (health.status, health.age_s, health.updates) == ("ok", 0.0, 8)
+    assert (health.gaps, health.dropped, health.missed, health.restarts) == (3, 1, 1, 0)
+    assert health.hop_s == pytest.approx(HOP_S)
+    assert health.latency_s == pytest.approx(0.1, abs=1e-6)
+    assert health.latency_p50_s == pytest.approx(0.1, abs=1e-6)  # of 0.1 x6, 0.2, 0.3
+    clock.now += 2.5  # more than 4 hops (2 s) without an update
+    assert history.health(now=clock.now).status == "late"
+    clock.now += 10.0
+    assert history.health(now=clock.now).status == "stale"
+    assert model.forget_idle(idle_s=60.0) == []
+    clock.now += 60.0
+    assert model.forget_idle(idle_s=60.0) == ["studio-a"] and len(model) == 0
+
+
+def test_a_stream_that_starts_over_clears_its_history(wire: Wire) -> None:
+    model = DashboardModel()
+    for seq in range(4):
+        model.add(wire.send_and_receive(make_update(seq, [0.5, 0.2, 0.1, 0.1, 0.1])))
+    # the worker restarted: seq and audio time begin again
+    change = model.add(wire.send_and_receive(make_update(0, [0.1, 0.1, 0.1, 0.6, 0.1])))
+    history = model["studio-a"]
+    assert [u.seq for u in history.entries] == [0]
+    assert history.restarts == 1 and history.missed == 0 and history.updates == 1
+    assert change is not None and (change.previous, change.tag) == (None, "electronic")
+
+
+def test_several_streams_are_kept_apart(wire: Wire, rng: np.random.Generator) -> None:
+    model = DashboardModel()
+    for seq in range(6):
+        for stream in ("b-stream", "a-stream"):
+            values = rng.random(len(TAGS)).astype(np.float32).tolist()
+            model.add(wire.send_and_receive(make_update(seq, values, stream=stream)))
+    assert model.streams() == ["a-stream", "b-stream"]
+    for stream in model.streams():
+        assert [u.seq for u in model[stream].entries] == list(range(6))
+        assert {u.stream for u in model[stream].entries} == {stream}
+    with pytest.raises(ValueError, match="added to"):
+        model["a-stream"].add(make_update(6, [0.2] * 5, stream="b-stream"), received_at=0.0)
+
+
+@pytest.mark.parametrize("history_seconds", [0.5, 3.0, 60.0])
+def test_history_never_spans_more_than_history_seconds(
+    history_seconds: float, rng: np.random.Generator
+) -> None:
+    history = StreamHistory("s", history_seconds=history_seconds)
+    for seq in range(200):
+        history.add(make_update(seq, rng.random(5).tolist(), stream="s"), received_at=0.0)
+        ends = [u.end_s for u in history.entries]
+        assert ends[-1] - ends[0] <= history_seconds
+        assert ends[-1] == 3.0 + HOP_S * seq
+    assert len(history.entries) == int(history_seconds / HOP_S) + 1
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_history_seconds_must_be_positive(bad: float) -> None:
+    with pytest.raises(ValueError, match="history_seconds"):
+        DashboardModel(history_seconds=bad)
+
+
+def test_sparkline_shows_the_largest_value_of_each_column() -> None:
+    times = np.array([0.0, 0.4, 1.0, 2.5, 3.9])
+    values = np.array([0.1, 1.0, 0.5, 0.0, 0.25])
+    line = sparkline(times, values, start_s=0.0, end_s=4.0, columns=4)
+    assert line == "█▄▁▂"  # 1.0 full, 0.5 half, 0.0 the lowest block (data, unlike a blank)
+    assert sparkline(times, values, start_s=0.0, end_s=4.0, columns=4, scale=0.5) == "██▁▄"
+    assert sparkline(np.array([3.9]), np.array([0.5]), start_s=0, end_s=4, columns=4) == "   ▄"
+
+
+def test_render_shows_stream_names_tag_bars_and_health(wire: Wire) -> None:
+    clock = SetClock()
+    model = DashboardModel(clock=clock)
+    for seq in range(10):
+        rock = 0.8 - 0.05 * seq
+        for stream in ("studio-a", "booth-b"):
+            model.add(
+                wire.send_and_receive(make_update(seq, [rock, 0.3, 0.1, 0.05, 0.02], stream=stream))
+            )
+    console = _console()
+    console.print(render_dashboard(model, top_k=3))
+    text = console.export_text()
+    assert text.startswith("tagstream dashboard - booth-b, studio-a")
+    lines = text.splitlines()
+    for stream in ("studio-a", "booth-b"):
+        assert any(stream in line and "MSD_musicnn" in line for line in lines)
+    rock_line = next(line for line in lines if "│ rock" in line)
+    pop_line = next(line for line in lines if "│ pop" in line)
+    assert "0.35" in rock_line and "0.30" in pop_line
+    assert rock_line.count("█") > pop_line.count("█") > 0  # bars, longer for the higher tag
+    assert "ambient" not in text  # top 3 only
+    assert "● ok" in text and "latency 100 ms" in text and "missed 0" in text
+    assert "dominant: rock" in text
+    clock.now += 30.0
+    stale = _console()
+    stale.print(render_dashboard(model))
+    assert "● stale" in stale.export_text()
+
+
+def test_render_before_any_update_says_it_waits() -> None:
+    console = _console()
+    console.print(render_dashboard(DashboardModel(), title="tagstream live"))
+    assert console.export_text().strip() == "tagstream live - waiting for tags ..."
+
+
+def _console() -> Console:
+    return Console(record=True, width=100, file=io.StringIO(), color_system=None)
+
+
+def test_cli_draws_the_dashboard_until_count_updates(wire: Wire) -> None:
+    stop = threading.Event()
+
+    def publish() -> None:  # its own socket: ZeroMQ sockets stay in one thread
+        pub = wire.context.socket(zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        port = pub.bind_to_random_port("tcp://127.0.0.1")
+        endpoints.append(f"tcp://127.0.0.1:{port}")
+        ready.set()
+        seq = 0
+        while not stop.wait(0.02):
+            pub.send_multipart(encode_update(make_update(seq, [0.1, 0.7, 0.1, 0.05, 0.05])))
+            seq += 1
+        pub.close(linger=0)
+
+    endpoints: list[str] = []
+    ready = threading.Event()
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    assert ready.wait(DEADLINE_S)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        status = main(
+            ["--endpoint", endpoints[0], "--count", "5", "--top", "2"], stdout=out, stderr=err
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=DEADLINE_S)
+    assert status == 0, err.getvalue()
+    text = out.getvalue()
+    assert "tagstream dashboard - studio-a" in text
+    assert "pop" in text and "rock" in text and "█" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--top", "0"], "--top=0 must be at least 1"),
+        (["--history-seconds", "-5"], "web.history_seconds: must be greater than 0"),
+    ],
+)
+def test_cli_refuses_bad_arguments_in_one_line(argv: list[str], message: str) -> None:
+    err = io.StringIO()
+    assert main(argv, stdout=io.StringIO(), stderr=err) == 2
+    assert err.getvalue().startswith("error: ") and message in err.getvalue()
+    assert err.getvalue().count("\n") == 1

@@ -1,0 +1,295 @@
+"""The web dashboard: access rules over real HTTP, and the page in a real headless Chromium.
+
+The browser test runs a real inference worker (``inference.worker.Worker`` with
+the real MSD_musicnn weights) in a thread of the test process, fed at real-time
+pace with synthesized music, and a :class:`tools.web.WebDashboard` in another
+thread; the page is read through the DOM.  Waits are bounded by generous
+deadlines that only turn a hang into a failure; nothing asserts on durations.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from config import load_config
+from protocol import AudioFrame, EndOfStream, encode_audio, encode_end
+from tools.demo_audio import demo_signal
+from tools.web import WebDashboard, WebError, main
+
+#: Bound on any single wait (model loading on a busy 2-core machine included).
+DEADLINE_S = 90.0
+SAMPLE_RATE = 16000
+BLOCK = 1600  # 0.1 s
+#: An endpoint nobody publishes on: the access tests need a server, not updates.
+NOWHERE = "tcp://127.0.0.1:9"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20240611)
+
+
+def http_get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+# ---------------------------------------------------------------------------
+# Access: token and loopback rules, over real HTTP
+# ---------------------------------------------------------------------------
+
+
+def test_a_request_without_the_token_gets_401() -> None:
+    with WebDashboard(NOWHERE, bind="127.0.0.1:0", token="s3cret-token") as web:
+        web.start()
+        base = f"http://127.0.0.1:{web.port}"
+        for path in ("/", "/app.js", "/events", "/api/snapshot", "/?token=wrong"):
+            status, headers, body = http_get(base + path)
+            assert status == 401, path
+            assert b"token" in body
+            assert headers["WWW-Authenticate"].startswith("Bearer")
+        assert http_get(base + "/", Cookie="tagstream_token=wrong")[0] == 401
+        status, headers, body = http_get(base + "/?token=s3cret-token")
+        assert status == 200 and b"<canvas" in body
+        cookie = headers["Set-Cookie"]
+        assert cookie.startswith("tagstream_token=s3cret-token") and "HttpOnly" in cookie
+        # the page's own requests carry the cookie; scripts may send a bearer token
+        assert http_get(base + "/app.js", Cookie="tagstream_token=s3cret-token")[0] == 200
+        status, _, body = http_get(base + "/api/snapshot", Authorization="Bearer s3cret-token")
+        assert status == 200 and b'"streams":{}' in body
+        assert web.url.endswith("/?token=s3cret-token")
+
+
+def test_binding_beyond_loopback_requires_a_token() -> None:
+    with pytest.raises(WebError, match="set a token"):
+        WebDashboard(NOWHERE, bind="0.0.0.0:0")
+    with WebDashboard(NOWHERE, bind="0.0.0.0:0", token="t0ken") as web:
+        web.start()
+        assert http_get(f"http://127.0.0.1:{web.port}/")[0] == 401
+        assert http_get(f"http://127.0.0.1:{web.port}/?token=t0ken")[0] == 200
+
+
+def test_without_a_token_only_loopback_host_names_are_served() -> None:
+    with WebDashboard(NOWHERE, bind="127.0.0.1:0") as web:
+        web.start()
+        url = f"http://127.0.0.1:{web.port}/"
+        assert http_get(url)[0] == 200
+        assert http_get(url, Host=f"localhost:{web.port}")[0] == 200
+        assert http_get(url, Host="attacker.example")[0] == 403  # DNS rebinding
+        assert http_get(url + "../config.toml")[0] == 404  # only the page's own files
+
+
+@pytest.mark.parametrize(
+    ("argv", "message", "status"),
+    [
+        (["--bind", "0.0.0.0:8080"], "set a token", 2),
+        (["--bind", "localhost"], "web.bind: expected HOST:PORT", 2),
+        (["--history-seconds", "0"], "web.history_seconds: must be greater than 0", 2),
+    ],
+)
+def test_cli_refuses_bad_settings_in_one_line(argv: list[str], message: str, status: int) -> None:
+    import io
+
+    err = io.StringIO()
+    assert main([*argv, "--endpoint", NOWHERE], stdout=io.StringIO(), stderr=err) == status
+    assert err.getvalue().startswith("error: ") and message in err.getvalue()
+    assert err.getvalue().count("\n") == 1
+
+
+def test_cli_reports_an_address_in_use_with_its_own_status() -> None:
+    import io
+
+    with WebDashboard(NOWHERE, bind="127.0.0.1:0") as web:
+        web.start()
+        err = io.StringIO()
+        argv = ["--bind", f"127.0.0.1:{web.port}", "--endpoint", NOWHERE]
+        assert main(argv, stdout=io.StringIO(), stderr=err) == 3
+        assert "cannot serve on" in err.getvalue()
+
+
+# ---------------------------------------------------------------------------
+# The page, in Chromium, fed by a real worker
+# ---------------------------------------------------------------------------
+
+
+class RealTimeFeeder:
+    """Push mono audio of several streams to a worker at real-time pace, from a thread."""
+
+    def __init__(self, endpoint: str, signals: dict[str, np.ndarray]) -> None:
+        self.context = zmq.Context()
+        self.push = self.context.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.LINGER, 0)
+        self.push.connect(endpoint)
+        self.signals = signals
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="feeder", daemon=True)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        wall = time.time()
+        blocks = max(len(y) for y in self.signals.values()) // BLOCK
+        for seq in range(blocks):
+            # block seq may go once its last sample would have been captured
+            self.stop.wait(max(0.0, started + (seq + 1) * BLOCK / SAMPLE_RATE - time.monotonic()))
+            if self.stop.is_set():
+                break
+            for stream, y in self.signals.items():
+                chunk = y[seq * BLOCK : (seq + 1) * BLOCK]
+                if len(chunk) == BLOCK:
+                    frame = AudioFrame(
+                        stream=stream,
+                        seq=seq,
+                        capture_time=wall + seq * BLOCK / SAMPLE_RATE,
+                        sample_rate=SAMPLE_RATE,
+                        channels=1,
+                        sample_format="f32",
+                        samples=np.ascontiguousarray(chunk[:, None]),
+                    )
+                    self.push.send_multipart(encode_audio(frame), copy=False)
+        for stream in self.signals:
+            self.push.send_multipart(encode_end(EndOfStream(stream=stream, seq=blocks)))
+
+    def __enter__(self) -> RealTimeFeeder:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        self.push.close(linger=0)
+        self.context.term()
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[Any]:
+    """A real inference worker (MSD_musicnn) in a thread, on free tcp ports."""
+    from inference.worker import Worker
+
+    config = load_config(
+        overrides={
+            "inference.input_endpoint": "tcp://127.0.0.1:*",
+            "inference.publish_endpoint": "tcp://127.0.0.1:*",
+        }
+    )
+    worker = Worker(config)
+    worker.start()
+    thread = worker.run_in_thread()
+    yield worker
+    worker.stop()
+    thread.join(timeout=30)
+    worker.close()
+
+
+def synth_signals(rng: np.random.Generator, seconds: float) -> dict[str, np.ndarray]:
+    """Two different streams: the demo tune, and tones over noise with a slow beat."""
+    tune = demo_signal(sample_rate=SAMPLE_RATE, seconds=seconds)
+    t = np.arange(len(tune)) / SAMPLE_RATE
+    drone = 0.3 * np.sin(2 * np.pi * 110 * t) + 0.2 * np.sin(2 * np.pi * 330 * t)
+    drone += 0.4 * (np.sin(2 * np.pi * 1.5 * t) > 0.9) * rng.standard_normal(len(t))
+    drone += 0.05 * rng.standard_normal(len(t))
+    return {"studio-a": tune, "booth-b": (0.5 * drone).astype(np.float32)}
+
+
+def read_bars(page: Any, stream: str) -> list[tuple[str, float, float]]:
+    """(tag, value, bar width in %) of a stream's bars, top first, from the DOM."""
+    rows = page.eval_on_selector_all(
+        f'section.stream[data-stream="{stream}"] li.bar:not([hidden])',
+        "rows => rows.map(r => [r.dataset.tag, r.dataset.value,"
+        " r.querySelector('.fill').style.width])",
+    )
+    return [(tag, float(value), float(width.rstrip("%"))) for tag, value, width in rows]
+
+
+def seq_of(page: Any, stream: str) -> int:
+    return int(page.get_attribute(f'section.stream[data-stream="{stream}"]', "data-seq"))
+
+
+def test_page_shows_every_stream_with_live_bars_heatmap_and_changes(
+    browser: Any, worker: Any, rng: np.random.Generator, tmp_path: Path
+) -> None:
+    tags = set(worker.tagger.contract.tags)
+    deadline_ms = DEADLINE_S * 1000
+    with WebDashboard(worker.publish_endpoint, bind="127.0.0.1:0") as web:
+        web.start()
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        try:
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(web.url)
+            page.wait_for_selector('#connection[data-state="live"]', timeout=deadline_ms)
+            signals = synth_signals(rng, seconds=60.0)
+            with RealTimeFeeder(worker.input_endpoint, signals):
+                for stream in signals:
+                    page.wait_for_selector(
+                        f'section.stream[data-stream="{stream}"][data-seq]', timeout=deadline_ms
+                    )
+                first_seq = seq_of(page, "studio-a")
+                first = read_bars(page, "studio-a")
+                page.wait_for_function(
+                    "seq => +document.querySelector('section.stream[data-stream=\"studio-a\"]')"
+                    ".dataset.seq >= seq",
+                    arg=first_seq + 4,
+                    timeout=deadline_ms,
+                )
+                second = read_bars(page, "studio-a")
+                page.wait_for_function(
+                    '() => +document.querySelector(\'section.stream[data-stream="studio-a"] '
+                    "canvas').dataset.columns >= 5",
+                    timeout=deadline_ms,
+                )
+                heatmap = page.evaluate(
+                    """() => {
+                        const c = document.querySelector(
+                            'section.stream[data-stream="studio-a"] canvas');
+                        const px = c.getContext('2d').getImageData(
+                            0, 0, c.width, c.height).data;
+                        const colours = new Set();
+                        for (let i = 0; i < px.length; i += 4 * 97)
+                            colours.add(px[i] + ',' + px[i + 1] + ',' + px[i + 2]);
+                        return colours.size;
+                    }"""
+                )
+                changes = page.eval_on_selector_all(
+                    'section.stream[data-stream="studio-a"] .changes li',
+                    "items => items.map(li => li.dataset.tag)",
+                )
+                names = page.eval_on_selector_all(
+                    "section.stream .stream-name", "nodes => nodes.map(n => n.textContent)"
+                )
+                health = page.get_attribute(
+                    'section.stream[data-stream="studio-a"] .health', "data-status"
+                )
+                screenshot = tmp_path / "web.png"
+                page.screenshot(path=str(screenshot), full_page=True)
+                print(f"web dashboard screenshot: {screenshot}")
+        finally:
+            context.close()
+    assert sorted(names) == ["booth-b", "studio-a"]
+    assert len(first) == len(second) == 10
+    for bars in (first, second):
+        assert {tag for tag, _, _ in bars} <= tags
+        values = [value for _, value, _ in bars]
+        assert values == sorted(values, reverse=True)
+        for _, value, width in bars:
+            assert width == pytest.approx(100 * value, abs=0.06)
+    assert first != second  # the bars moved with the music
+    assert heatmap > 10  # many colours: the heatmap is drawn, not blank
+    assert changes and set(changes) <= tags  # at least the first dominant tag
+    assert health in ("ok", "late")
+    assert errors == []
+    assert screenshot.stat().st_size > 10_000

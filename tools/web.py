@@ -1,0 +1,683 @@
+"""Web dashboard: every live stream in a browser, fed by Server-Sent Events.
+
+    python -m tools.web [--bind 127.0.0.1:8080] [--endpoint E ...] [--stream ID ...]
+                        [--token T] [--history-seconds S] [--config PATH] [--traceback]
+
+One page (``tools/web/``: plain HTML, JavaScript and CSS, no build step, no
+CDN) shows per stream the top tags as bars updating live, a scrolling
+tag x time heatmap of the window probabilities over the last
+``web.history_seconds``, and the moments when the dominant (smoothed) tag
+changed.  A thread subscribes to the workers and feeds a
+:class:`tools.dashboard.DashboardModel`; every update goes out as one SSE
+event to every open page.
+
+HTTP routes: ``/`` (the page), ``/app.js``, ``/style.css``, ``/events`` (SSE:
+a ``snapshot`` event on connect, then ``update`` and ``forget`` events),
+``/api/snapshot`` (the snapshot as JSON).
+
+Access: the server binds to 127.0.0.1 by default.  Bound to any other address
+it refuses to start without a token (``--token`` or ``web.token``); with a
+token every request must carry it: ``?token=`` (the page then keeps it in an
+HttpOnly cookie), ``Authorization: Bearer`` or that cookie, else 401.
+Without a token, requests whose ``Host`` is not a loopback name get 403 (so
+another web site cannot read the page through DNS rebinding).
+
+Exit status (:class:`ExitStatus`): 0 stopped (Ctrl-C or SIGTERM), 1 unexpected
+error, 2 usage or config error, 3 the address cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import enum
+import hmac
+import http.cookies
+import ipaddress
+import json
+import logging
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final, Self, TextIO
+
+import zmq
+
+from config import ConfigError, load_config
+from protocol import TagUpdate
+from tools.dashboard import HISTORY_SECONDS, DashboardModel, StreamHistory
+
+__all__ = [
+    "BindError",
+    "ExitStatus",
+    "WebDashboard",
+    "WebError",
+    "is_loopback",
+    "main",
+    "parse_bind",
+]
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR: Final = Path(__file__).resolve().parent / "web"
+#: URL path -> (file in STATIC_DIR, content type).  Nothing else is served from disk.
+STATIC_FILES: Final = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+TOKEN_COOKIE: Final = "tagstream_token"
+#: Events queued per page before it is considered too slow and disconnected
+#: (the browser reconnects and gets a fresh snapshot).
+CLIENT_QUEUE_EVENTS: Final = 512
+#: Seconds between SSE keep-alive comments, which also detect closed pages.
+KEEPALIVE_S: Final = 10.0
+#: Longest wait of any loop, so stop() is seen promptly.
+_POLL_S: Final = 0.25
+#: Seconds between passes that forget streams idle for FORGET_AFTER_S.
+_FORGET_INTERVAL_S: Final = 5.0
+#: Digits kept of each probability on the wire.
+_DIGITS: Final = 4
+_LOOPBACK_NAMES: Final = ("localhost", "localhost.")
+_SECURITY_HEADERS: Final = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+}
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    BIND = 3
+
+
+class WebError(RuntimeError):
+    """The dashboard cannot start as asked; the message says what to change."""
+
+
+class BindError(WebError):
+    """The HTTP address cannot be bound (in use, or not an address of this machine)."""
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """Split ``"host:port"`` (``"[::1]:8080"`` for IPv6) into ``(host, port)``.
+
+    Raises
+    ------
+    ConfigError
+        If ``bind`` has no port, or the port is not in 0..65535 (0: any free port).
+    """
+    host, sep, port_text = bind.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"web.bind: expected HOST:PORT such as 127.0.0.1:8080, got {bind!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1 or localhost)."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _round(values: Any) -> list[float]:
+    return [round(float(v), _DIGITS) for v in values]
+
+
+def update_payload(update: TagUpdate, history: StreamHistory) -> dict[str, Any]:
+    """The JSON object of one ``update`` SSE event."""
+    return {
+        "stream": update.stream,
+        "seq": update.seq,
+        "model": update.model,
+        "start_s": update.start_s,
+        "end_s": update.end_s,
+        "tags": list(update.tags),
+        "probabilities": _round(update.probabilities),
+        "smoothed": _round(update.smoothed),
+        "latency_s": round(update.latency_s, 4),
+        "published_time": update.published_time,
+        "gaps": update.gaps,
+        "dropped": update.dropped,
+        "missed": history.missed,
+        "restarts": history.restarts,
+        "dominant": history.dominant,
+    }
+
+
+def stream_snapshot(history: StreamHistory) -> dict[str, Any]:
+    """One stream's state for a page that just connected: latest update, history, changes."""
+    assert history.latest is not None
+    return {
+        "latest": update_payload(history.latest, history),
+        "history": [
+            {"end_s": u.end_s, "probabilities": _round(u.probabilities)} for u in history.entries
+        ],
+        "changes": [c.to_json_dict() for c in history.changes],
+    }
+
+
+class _Client:
+    """One open ``/events`` response: a bounded queue of encoded events."""
+
+    def __init__(self) -> None:
+        self.events: queue.Queue[bytes] = queue.Queue(maxsize=CLIENT_QUEUE_EVENTS)
+        self.too_slow = False
+
+
+def _event(name: str, data: Any) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    dashboard: WebDashboard
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "tagstream-web"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("http client=%s " + format, self.client_address[0], *args)
+
+    # -- access ---------------------------------------------------------------------
+
+    def _given_token(self, query: dict[str, list[str]]) -> tuple[str | None, bool]:
+        """The token the request carries and whether it came in the query string."""
+        if "token" in query:
+            return query["token"][0], True
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            return auth[len("Bearer ") :], False
+        cookies = http.cookies.SimpleCookie()
+        with contextlib.suppress(http.cookies.CookieError):
+            cookies.load(self.headers.get("Cookie", ""))
+        morsel = cookies.get(TOKEN_COOKIE)
+        return (morsel.value if morsel is not None else None), False
+
+    def _allowed(self, query: dict[str, list[str]]) -> bool:
+        """Check the token (or, without one, the Host header); answer 401/403 if refused."""
+        dashboard = self.server.dashboard
+        if dashboard.token:
+            given, _ = self._given_token(query)
+            if given is None or not hmac.compare_digest(
+                given.encode("utf-8", "replace"), dashboard.token.encode("utf-8")
+            ):
+                logger.warning(
+                    "refused request client=%s path=%s reason=%s",
+                    self.client_address[0],
+                    self.path.split("?")[0],
+                    "no token" if given is None else "wrong token",
+                )
+                self._send_text(
+                    HTTPStatus.UNAUTHORIZED,
+                    "401 unauthorized: open this page with ?token=<the dashboard's token>\n",
+                    extra={"WWW-Authenticate": 'Bearer realm="tagstream"'},
+                )
+                return False
+            return True
+        host = self.headers.get("Host", "")
+        host_name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if not is_loopback(host_name.strip("[]")):
+            self._send_text(
+                HTTPStatus.FORBIDDEN,
+                f"403 forbidden: Host {host!r} is not this machine; use http://127.0.0.1\n",
+            )
+            return False
+        return True
+
+    # -- responses --------------------------------------------------------------------
+
+    def _send_headers(self, status: HTTPStatus, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in {**_SECURITY_HEADERS, **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def _send_body(
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        content_type: str,
+        *,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        headers = {
+            "Content-Type": content_type,
+            "Content-Length": str(len(body)),
+            "Cache-Control": "no-store",
+            **(extra or {}),
+        }
+        self._send_headers(status, headers)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_text(
+        self, status: HTTPStatus, text: str, *, extra: dict[str, str] | None = None
+    ) -> None:
+        self._send_body(status, text.encode("utf-8"), "text/plain; charset=utf-8", extra=extra)
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        if not self._allowed(query):
+            return
+        dashboard = self.server.dashboard
+        if url.path in STATIC_FILES:
+            name, content_type = STATIC_FILES[url.path]
+            extra = {}
+            given, from_query = self._given_token(query)
+            if dashboard.token and from_query and given is not None:
+                # the page's own requests (app.js, style.css, /events) carry it from now on
+                cookie = http.cookies.SimpleCookie()
+                cookie[TOKEN_COOKIE] = given
+                cookie[TOKEN_COOKIE]["httponly"] = True
+                cookie[TOKEN_COOKIE]["samesite"] = "Strict"
+                cookie[TOKEN_COOKIE]["path"] = "/"
+                extra["Set-Cookie"] = cookie[TOKEN_COOKIE].OutputString()
+            self._send_body(
+                HTTPStatus.OK, (STATIC_DIR / name).read_bytes(), content_type, extra=extra
+            )
+        elif url.path == "/api/snapshot":
+            body = json.dumps(dashboard.snapshot(), separators=(",", ":")).encode()
+            self._send_body(HTTPStatus.OK, body, "application/json")
+        elif url.path == "/events":
+            self._events()
+        else:
+            self._send_text(HTTPStatus.NOT_FOUND, f"404 not found: {url.path}\n")
+
+    def _events(self) -> None:
+        dashboard = self.server.dashboard
+        client = dashboard._connect()
+        try:
+            self._send_headers(
+                HTTPStatus.OK,
+                {
+                    "Content-Type": "text/event-stream; charset=utf-8",
+                    "Cache-Control": "no-store",
+                    "Connection": "close",
+                    "X-Accel-Buffering": "no",
+                },
+            )
+            self.close_connection = True
+            self.wfile.write(b"retry: 1000\n\n" + _event("snapshot", dashboard.snapshot()))
+            self.wfile.flush()
+            last_write = time.monotonic()
+            while not dashboard.stopping and not client.too_slow:
+                try:
+                    chunk = client.events.get(timeout=_POLL_S)
+                except queue.Empty:
+                    if time.monotonic() - last_write < KEEPALIVE_S:
+                        continue
+                    chunk = b": keep-alive\n\n"
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                last_write = time.monotonic()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the page was closed
+        finally:
+            dashboard._disconnect(client)
+
+
+class WebDashboard:
+    """The web dashboard: a subscriber thread, a model and an HTTP server with SSE.
+
+    Parameters
+    ----------
+    endpoints : str or iterable of str
+        Worker PUB endpoints to subscribe to.
+    bind : str
+        ``"host:port"`` to serve on; port 0 picks a free port (see :attr:`url`).
+    token : str or None
+        Secret every request must carry; required when ``host`` is not loopback.
+    streams : iterable of str or None
+        Only these stream ids (default: every stream).
+    history_seconds : float > 0
+        Audio seconds of history kept and drawn per stream.
+    security : config.SecurityConfig or None
+        CURVE keys for the subscription.
+    context : zmq.Context or None
+        Defaults to ``zmq.Context.instance()``.
+
+    Notes
+    -----
+    Lifecycle: :meth:`start` (binds, connects, starts two threads and returns)
+    -> :meth:`stop` from any thread -> :meth:`close` (joins the threads, closes
+    the sockets; idempotent).  Also a context manager.  Every open page gets
+    its own bounded event queue; a page that falls behind is disconnected and
+    reconnects by itself.
+
+    Examples
+    --------
+    >>> with WebDashboard("tcp://127.0.0.1:5556", bind="127.0.0.1:0") as web:  # doctest: +SKIP
+    ...     web.start()
+    ...     print(web.url)
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Iterable[str],
+        *,
+        bind: str = "127.0.0.1:8080",
+        token: str | None = None,
+        streams: Iterable[str] | None = None,
+        history_seconds: float = HISTORY_SECONDS,
+        security: Any = None,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.endpoints = (endpoints,) if isinstance(endpoints, str) else tuple(endpoints)
+        self.host, self.port = parse_bind(bind)
+        self.token = token or None
+        if self.token is None and not is_loopback(self.host):
+            raise WebError(
+                f"--bind {bind} is reachable from other machines; set a token "
+                "(--token or web.token) or bind to 127.0.0.1"
+            )
+        self.streams = None if streams is None else tuple(streams)
+        self.model = DashboardModel(history_seconds=history_seconds)
+        self.security = security
+        self.context = context
+        self._stop = threading.Event()
+        self._clients: set[_Client] = set()
+        self._clients_lock = threading.Lock()
+        self._server: _Server | None = None
+        self._subscriber: Any = None
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect to the workers, bind the HTTP server and start serving; returns at once.
+
+        Raises
+        ------
+        WebError
+            If the address cannot be bound.
+        zmq.ZMQError
+            If an endpoint is malformed.
+        """
+        from protocol.subscriber import Subscriber
+
+        if self._closed or self._server is not None:
+            raise RuntimeError("start() on a started or closed WebDashboard")
+        self._subscriber = Subscriber(
+            self.endpoints, streams=self.streams, context=self.context, security=self.security
+        )
+        server_class = type(
+            "_BoundServer",
+            (_Server,),
+            {"address_family": socket.AF_INET6 if ":" in self.host else socket.AF_INET},
+        )
+        try:
+            self._server = server_class((self.host, self.port), _Handler)
+        except OSError as exc:
+            self._subscriber.close()
+            raise BindError(
+                f"cannot serve on {self.host}:{self.port}: {exc.strerror or exc}; "
+                "choose another --bind"
+            ) from None
+        self._server.dashboard = self
+        self.port = self._server.server_address[1]
+        self._threads = [
+            threading.Thread(target=self._receive_loop, name="web-subscriber", daemon=True),
+            threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": _POLL_S},
+                name="web-http",
+                daemon=True,
+            ),
+        ]
+        for thread in self._threads:
+            thread.start()
+        logger.info(
+            "serving url=%s endpoints=%s token=%s",
+            self.url.split("?")[0],
+            ",".join(self.endpoints),
+            "yes" if self.token else "no",
+        )
+
+    def stop(self) -> None:
+        """Ask the threads to finish (returns at once; :meth:`close` waits)."""
+        self._stop.set()
+        if self._server is not None:
+            threading.Thread(target=self._server.shutdown, daemon=True).start()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until :meth:`stop` is called; return whether it was."""
+        return self._stop.wait(timeout_s)
+
+    def close(self) -> None:
+        """Stop, join the threads, close the HTTP and ZeroMQ sockets; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        deadline = time.monotonic() + 2.0
+        while self._clients and time.monotonic() < deadline:
+            time.sleep(0.05)  # event streams notice the stop within _POLL_S
+        if self._server is not None:
+            self._server.server_close()
+        if self._subscriber is not None:
+            self._subscriber.close()
+        logger.info("stopped")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        """The page's address, with ``?token=`` when there is one."""
+        host = self.host or "127.0.0.1"
+        if host in ("0.0.0.0", "::"):
+            host = socket.gethostname()
+        host = f"[{host}]" if ":" in host else host
+        query = f"?token={urllib.parse.quote(self.token)}" if self.token else ""
+        return f"http://{host}:{self.port}/{query}"
+
+    # -- data ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every stream's state, as the ``snapshot`` event and ``/api/snapshot`` carry it."""
+        with self.model.lock:
+            streams = {s: stream_snapshot(self.model[s]) for s in self.model.streams()}
+        return {
+            "history_seconds": self.model.history_seconds,
+            "server_time": time.time(),
+            "streams": streams,
+        }
+
+    def _receive_loop(self) -> None:
+        last_forget = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                update = self._subscriber.receive(timeout_s=_POLL_S)
+                if update is not None:
+                    with self.model.lock:
+                        change = self.model.add(update)
+                        payload = update_payload(update, self.model[update.stream])
+                    payload["change"] = None if change is None else change.to_json_dict()
+                    self._broadcast(_event("update", payload))
+                if time.monotonic() - last_forget > _FORGET_INTERVAL_S:
+                    last_forget = time.monotonic()
+                    for stream in self.model.forget_idle():
+                        self._broadcast(_event("forget", {"stream": stream}))
+        except Exception:
+            logger.exception("subscriber thread failed; stopping")
+            self.stop()
+
+    def _broadcast(self, chunk: bytes) -> None:
+        with self._clients_lock:
+            clients = list(self._clients)
+        for client in clients:
+            try:
+                client.events.put_nowait(chunk)
+            except queue.Full:
+                if not client.too_slow:
+                    logger.warning(
+                        "page too slow; disconnecting it queued=%d", client.events.qsize()
+                    )
+                client.too_slow = True
+
+    def _connect(self) -> _Client:
+        client = _Client()
+        with self._clients_lock:
+            self._clients.add(client)
+            count = len(self._clients)
+        logger.info("page connected pages=%d", count)
+        return client
+
+    def _disconnect(self, client: _Client) -> None:
+        with self._clients_lock:
+            self._clients.discard(client)
+            count = len(self._clients)
+        logger.info("page disconnected pages=%d", count)
+
+    @property
+    def pages(self) -> int:
+        """Pages connected to ``/events`` right now."""
+        with self._clients_lock:
+            return len(self._clients)
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.web",
+        description="Serve a live web dashboard of the tags of every stream.",
+        epilog="Defaults come from config.toml ([web] and [subscribe] endpoints).",
+    )
+    parser.add_argument("--config", metavar="PATH", help="config file (default: config.toml)")
+    parser.add_argument(
+        "--bind", metavar="HOST:PORT", help="address to serve on (default: web.bind)"
+    )
+    parser.add_argument(
+        "--endpoint", action="append", metavar="E", help="worker PUB endpoint (repeatable)"
+    )
+    parser.add_argument("--stream", action="append", metavar="ID", help="only this stream id")
+    parser.add_argument(
+        "--token", metavar="T", help="secret the page must carry (required beyond loopback)"
+    )
+    parser.add_argument(
+        "--history-seconds", type=float, metavar="S", help="seconds of history per stream"
+    )
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the full traceback on errors"
+    )
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run the web dashboard until Ctrl-C or SIGTERM; return the exit status."""
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    dashboard: WebDashboard | None = None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if dashboard is not None:
+            dashboard.stop()
+
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = (
+        {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if on_main_thread
+        else {}
+    )
+    try:
+        cfg = load_config(
+            args.config,
+            overrides={
+                "subscribe.endpoints": args.endpoint,
+                "web.bind": args.bind,
+                "web.token": args.token,
+                "web.history_seconds": args.history_seconds,
+            },
+        )
+        logging.basicConfig(
+            level=cfg.logging.level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=err,
+        )
+        dashboard = WebDashboard(
+            cfg.subscribe.endpoints,
+            bind=cfg.web.bind,
+            token=cfg.web.token,
+            streams=args.stream,
+            history_seconds=cfg.web.history_seconds,
+            security=cfg.security,
+        )
+        dashboard.start()
+        print(f"tagstream web dashboard: {dashboard.url}", file=out, flush=True)
+        while not dashboard.wait(_POLL_S):
+            pass
+        return int(ExitStatus.OK)
+    except KeyboardInterrupt:
+        return int(ExitStatus.OK)
+    except (ConfigError, WebError, zmq.ZMQError) as exc:
+        if args.traceback:
+            traceback.print_exc(file=err)
+        print(f"error: {exc}", file=err)
+        return int(ExitStatus.BIND if isinstance(exc, BindError) else ExitStatus.USAGE)
+    except Exception as exc:  # the CLI's one error boundary
+        if args.traceback:
+            traceback.print_exc(file=err)
+        print(f"error: {type(exc).__name__}: {exc} (rerun with --traceback for details)", file=err)
+        return int(ExitStatus.ERROR)
+    finally:
+        if dashboard is not None:
+            dashboard.close()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
