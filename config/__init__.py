@@ -198,8 +198,12 @@ def _type_name(tp: Any) -> str:
     )
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check ``value`` against the field type ``tp``; return it in that type."""
+def coerce_setting(key: str, value: Any, tp: Any, *, wrap_string: bool = True) -> Any:
+    """Check ``value`` against the field type ``tp``; return it in that type.
+
+    Shared by every TOML settings loader (``config.toml``, training configs).
+    With ``wrap_string`` a bare string is accepted for a list of strings.
+    """
     bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if tp is bool:
         if not isinstance(value, bool):
@@ -218,7 +222,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise bad
         return value
     if typing.get_origin(tp) is tuple:
-        if isinstance(value, str):
+        if wrap_string and isinstance(value, str):
             value = [value]
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise bad
@@ -258,7 +262,7 @@ def _build(data: dict[str, Any]) -> Config:
         for name, tp in hints.items():
             if name in raw:
                 full = f"{section_field.name}.{name}"
-                values[name] = _coerce(full, raw[name], tp)
+                values[name] = coerce_setting(full, raw[name], tp)
                 _check_value(full, values[name])
         sections[section_field.name] = cls(**values)
     return Config(**sections)

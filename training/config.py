@@ -23,7 +23,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from config import ConfigError
+from config import ConfigError, coerce_setting
 
 __all__ = [
     "DATA_FORMATS",
@@ -164,33 +164,6 @@ _POSITIVE = {
 _FRACTIONS = {"data.valid_fraction", "data.test_fraction", "model.dropout", "train.min_lr_fraction"}
 
 
-def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        tp, "a list of strings"
-    )
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if typing.get_origin(tp) is tuple:
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise bad
-        return tuple(value)
-    raise TypeError(f"unsupported config type {tp!r}")  # pragma: no cover
-
-
 def _check_value(key: str, value: Any) -> None:
     if key in _ALLOWED and value not in _ALLOWED[key]:
         choices = ", ".join(repr(c) for c in _ALLOWED[key])
@@ -258,7 +231,7 @@ def _build(data: dict[str, Any], *, base_dir: str) -> TrainConfig:
         for name, tp in hints.items():
             if name in raw:
                 full = f"{section}.{name}"
-                values[name] = _coerce(full, raw[name], tp)
+                values[name] = coerce_setting(full, raw[name], tp, wrap_string=False)
                 _check_value(full, values[name])
         sections[section] = cls(**values)
     config = TrainConfig(**sections, base_dir=base_dir)
