@@ -275,12 +275,8 @@ class Worker:
             zmq.PULL,
             cfg.input_endpoint,
             "inference.input_endpoint",
-            {zmq.MAXMSGSIZE: MAX_MESSAGE_BYTES},
+            {zmq.MAXMSGSIZE: MAX_MESSAGE_BYTES, zmq.RCVHWM: RECEIVE_HWM},
         )
-        # Set after bind, so ZeroMQ's default (1000) applies to connections: an effective
-        # 64 loses the tail of a --fast file whose streamer closes (1 s linger) before the
-        # worker drained it.  Kept as it was until the streamer waits for its tail.
-        self._input.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         self._publish = self._bind(
             zmq.PUB,
             cfg.publish_endpoint,

@@ -38,8 +38,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Linger on close after a source ended normally: time for the tail to reach the worker.
-CLOSE_LINGER_MS = 1000
+#: Linger on close after a source ended normally: the queued tail goes as fast as the worker
+#: takes it (the worker's input queue is small, so a --fast file may still have a long tail
+#: here); after this long with no worker taking it, ZeroMQ discards what is left.
+CLOSE_LINGER_MS = 30_000
 #: Linger on close after stop() (Ctrl-C, SIGTERM): enough for the end message, within 1 s.
 STOP_LINGER_MS = 200
 #: Longest wait of one blocking send before the stop flag is checked again.
