@@ -629,24 +629,10 @@ class Worker:
                 self._counts["dropped"] += len(batch)
                 self._log_limited("predict", logging.ERROR, "model call failed error=%r", exc)
                 continue
-            self._counts["batches"] += 1
-            self._batch_sizes[len(batch)] += 1
-            published_time = time.time()
-            for (state, window), row in zip(batch, probabilities, strict=True):
-                update = state.make_update(
-                    window,
-                    row,
-                    model=self.tagger.name,
-                    tags=self.tagger.tags,
-                    published_time=published_time,
-                )
-                self._send(update)
-                if len(self._latencies) < MAX_LATENCY_SAMPLES:
-                    self._latencies.append(published_time - window.capture_time)
-            self._counts["windows"] += len(batch)
-            self.metrics.observe_batch(
+            self._publish_batch(
+                [(state, window, 0.0) for state, window in batch],
+                probabilities,
                 model_seconds=time.perf_counter() - model_started,
-                latencies_s=[published_time - window.capture_time for _, window in batch],
             )
 
     def _start_streaming(self) -> None:
@@ -676,30 +662,51 @@ class Worker:
             self._ending = [s for s in self._ending if s.pending]
             if not due:
                 return
+            model_started = time.perf_counter()
             try:
                 probabilities = self._streaming.run(due)
             except Exception as exc:  # keep serving; the windows are lost
                 self._counts["dropped"] += len(due)
                 self._log_limited("predict", logging.ERROR, "model call failed error=%r", exc)
                 continue
-            self._counts["batches"] += 1
-            self._batch_sizes[len(due)] += 1
-            published_time = time.time()
-            for item, row in zip(due, probabilities, strict=True):
-                window = item.window
-                update = item.state.make_update(
-                    window,
-                    row,
-                    model=self.tagger.name,
-                    tags=self.tagger.tags,
-                    published_time=published_time,
-                )
-                self._send(update)
-                if len(self._latencies) < MAX_LATENCY_SAMPLES:
-                    # from the last sample the update needed: the look-ahead's, when streamed
-                    ready = window.capture_time + (lag_s if item.frames is not None else 0.0)
-                    self._latencies.append(published_time - ready)
-            self._counts["windows"] += len(due)
+            # Latency counts from the last sample an update needed: the look-ahead's, when
+            # streamed; windows recomputed exactly (item.frames is None) waited for none.
+            self._publish_batch(
+                [
+                    (item.state, item.window, lag_s if item.frames is not None else 0.0)
+                    for item in due
+                ],
+                probabilities,
+                model_seconds=time.perf_counter() - model_started,
+            )
+
+    def _publish_batch(
+        self,
+        batch: list[tuple[Any, Any, float]],
+        probabilities: np.ndarray,
+        *,
+        model_seconds: float,
+    ) -> None:
+        """Publish one model call's windows: ``batch`` holds (state, window, look-ahead s)."""
+        assert self.tagger is not None
+        self._counts["batches"] += 1
+        self._batch_sizes[len(batch)] += 1
+        published_time = time.time()
+        latencies = []
+        for (state, window, lookahead_s), row in zip(batch, probabilities, strict=True):
+            update = state.make_update(
+                window,
+                row,
+                model=self.tagger.name,
+                tags=self.tagger.tags,
+                published_time=published_time,
+            )
+            self._send(update)
+            latencies.append(published_time - (window.capture_time + lookahead_s))
+        room = max(MAX_LATENCY_SAMPLES - len(self._latencies), 0)
+        self._latencies.extend(latencies[:room])
+        self._counts["windows"] += len(batch)
+        self.metrics.observe_batch(model_seconds=model_seconds, latencies_s=latencies)
 
     def _send(self, update: Any) -> None:
         assert self._publish is not None

@@ -126,8 +126,16 @@ def test_streaming_updates_are_close_to_exact_ones_and_batched(workers, rng) -> 
     assert diff.max() <= EXACT_MAX_DIFF
     assert diff.mean() <= EXACT_MEAN_DIFF
     assert diff.max() > 0  # streamed, not recomputed: the window edges see real audio
-    batch_sizes = workers["streaming"].worker.stats().batch_sizes
+    streaming = workers["streaming"].worker
+    batch_sizes = streaming.stats().batch_sizes
     assert max(batch_sizes) >= 2, batch_sizes  # due streams share one push
+    # Streaming model calls feed the same metrics as exact ones.
+    registry = streaming.metrics.registry
+    calls = sum(batch_sizes.values())
+    assert registry.get_sample_value("tagstream_worker_model_seconds_count") == calls
+    published = streaming.stats().windows  # the probes' and the test streams' updates
+    assert published >= sum(len(updates) for updates in streamed.values())
+    assert registry.get_sample_value("tagstream_worker_latency_seconds_count") == published
 
 
 def test_streaming_mode_refuses_a_model_that_is_not_musicnn(tagger: Tagger) -> None:
