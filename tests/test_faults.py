@@ -1,5 +1,7 @@
 """Fault injection: a worker restart, a stalled subscriber, a recorder whose disk is full.
 
+And the fault-free path it is measured against: a real worker recorded and reported.
+
 Faults covered elsewhere (not repeated here):
 
 * worker killed with SIGKILL and restarted while a streamer keeps capturing:
@@ -175,3 +177,64 @@ def test_a_full_disk_at_the_recorder_leaves_the_worker_and_others_unaffected(
         worker.close()
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors and "database or disk is full" in errors[0]
+
+
+def test_a_real_worker_recorded_and_reported(
+    tagger: Any,  # noqa: F811
+    tmp_path: Path,
+    rng: np.random.Generator,
+) -> None:
+    """No fault: a real worker's updates go through the recorder into a report."""
+    import csv
+    import io
+
+    from tools import report
+
+    worker = _worker(tagger, tmp_path, hop_seconds=0.5)
+    harness = Harness(worker)
+    recorder = Recorder(
+        tmp_path / "onair.db",
+        [worker.publish_endpoint],
+        settings=RecordSettings(commit_interval_seconds=0.1),
+    )
+    thread = threading.Thread(target=recorder.run, daemon=True)
+    thread.start()
+    try:
+        for attempt in range(50):  # until the recorder's subscription has joined
+            harness.send_audio(np.zeros(16000 * 3 + 800, np.float32), stream=f"join:{attempt}")
+            time.sleep(0.2)
+            if recorder.received:
+                break
+        assert recorder.received, "the recorder never joined"
+        y = music(rng, 6.0)
+        harness.send_audio(y, stream="studio")
+        expected = len(expected_starts(len(y), 31))
+        deadline = time.monotonic() + DEADLINE_S
+        written = 0
+        while time.monotonic() < deadline and written < expected:
+            time.sleep(0.1)
+            rows = recorder.writer.connection.execute(  # type: ignore[union-attr]
+                "SELECT COUNT(*) FROM updates WHERE stream = 'studio'"
+            )
+            written = rows.fetchone()[0]
+        assert written == expected
+    finally:
+        recorder.stop()
+        thread.join(timeout=DEADLINE_S)
+        recorder.close()
+        harness.close()
+        worker.close()
+    out = io.StringIO()
+    status = report.main(
+        ["--db", str(tmp_path / "onair.db"), "--stream", "studio", "--out", str(tmp_path)],
+        stdout=out,
+    )
+    assert status == 0
+    with (tmp_path / "segments.csv").open(newline="") as fh:
+        segments = list(csv.DictReader(fh))
+    assert segments and {row["stream"] for row in segments} == {"studio"}
+    assert sum(int(row["updates"]) for row in segments) == expected
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with (tmp_path / "hourly.csv").open(newline="") as fh:
+        hours = list(csv.DictReader(fh))
+    assert sum(int(row["updates"]) for row in hours) == expected
