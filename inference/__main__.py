@@ -88,9 +88,12 @@ def _serve(args: argparse.Namespace, started_at: float) -> ExitStatus:
 
     worker = Worker(cfg, started_at=started_at)
     serving = threading.Event()
+    received: list[str] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        logger.info("stopping signal=%s", signal.Signals(signum).name)
+        # No logging here: a handler that writes to stderr while the main thread is
+        # writing a log line raises "reentrant call" inside the interrupted write.
+        received.append(signal.Signals(signum).name)
         if not serving.is_set():
             raise KeyboardInterrupt  # still loading the model: leave at once
         worker.stop()
@@ -105,6 +108,8 @@ def _serve(args: argparse.Namespace, started_at: float) -> ExitStatus:
         worker.close()
         for sig, old in previous.items():
             signal.signal(sig, old)
+        if received:
+            logger.info("stopping signal=%s", received[0])
     logger.info("stopped %s", " ".join(f"{k}={v}" for k, v in _summary(worker).items()))
     return ExitStatus.OK
 

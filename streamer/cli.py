@@ -91,9 +91,10 @@ def _stop_on_signals(streamer: Streamer) -> Iterator[None]:
     """SIGINT/SIGTERM ask the streamer to stop; a second one interrupts at once."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        # No logging here: a handler that writes to stderr while the main thread is
+        # writing a log line raises "reentrant call" inside the interrupted write.
         if streamer.stopped:
             raise KeyboardInterrupt
-        logger.info("stopping signal=%s", signal.Signals(signum).name)
         streamer.stop()
 
     if threading.current_thread() is threading.main_thread():

@@ -127,6 +127,8 @@ def test_streaming_updates_are_close_to_exact_ones_and_batched(workers, rng) -> 
     assert diff.mean() <= EXACT_MEAN_DIFF
     assert diff.max() > 0  # streamed, not recomputed: the window edges see real audio
     streaming = workers["streaming"].worker
+    streaming.stop()  # so its counters and metrics are read at the same point
+    assert streaming.wait_idle(5.0)
     batch_sizes = streaming.stats().batch_sizes
     assert max(batch_sizes) >= 2, batch_sizes  # due streams share one push
     # Streaming model calls feed the same metrics as exact ones.
