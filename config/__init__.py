@@ -86,7 +86,7 @@ class InferenceConfig:
     ema_seconds: float = 10.0
     idle_timeout_seconds: float = 30.0
     max_gap_seconds: float = 1.0
-    max_batch: int = 64
+    max_batch: int = 16
     max_streams: int = 256
     status_interval_seconds: float = 10.0
     publish_hwm: int = 1000
