@@ -264,7 +264,7 @@ class Worker:
             )
         except ValueError as exc:
             raise WorkerError(str(exc), reason="settings") from None
-        self.tagger.warm_up()
+        self.tagger.warm_up(batch_size=self.config.inference.max_batch)
         if cfg.mode == "streaming":
             self._start_streaming()
         if self._context is None:

@@ -134,9 +134,18 @@ class Tagger:
         with tf.device(self.device):
             return self._predict(tf.constant(windows)).numpy()
 
-    def warm_up(self) -> None:
-        """Trace the compiled function once, so the first real call is fast."""
-        self.predict(np.zeros((1, self.contract.window_frames, self.contract.features.n_mels)))
+    def warm_up(self, *, batch_size: int = 1) -> None:
+        """Trace the compiled function once, so the first real call is fast.
+
+        With ``batch_size`` > 1 it also runs one call of that size: TensorFlow
+        keeps the memory of the largest batch it has run, so a server that
+        warms up with its largest batch holds its peak memory from the start
+        instead of growing towards it over hours.
+        """
+        shape = (self.contract.window_frames, self.contract.features.n_mels)
+        self.predict(np.zeros((1, *shape)))
+        if batch_size > 1:
+            self.predict(np.zeros((batch_size, *shape)))
 
     def tag_audio(
         self, y: np.ndarray, *, hop_frames: int | None = None, batch_size: int = 32
