@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
+from test_protocol import assert_same_update
 
 from protocol import TagUpdate, encode_update
 from tools import record, report
@@ -65,26 +66,6 @@ def random_update(
         gaps=seq % 3,
         dropped=seq % 5,
     )
-
-
-def assert_same_update(got: TagUpdate, want: TagUpdate) -> None:
-    for name in (
-        "stream",
-        "seq",
-        "start_s",
-        "end_s",
-        "model",
-        "tags",
-        "capture_time",
-        "received_time",
-        "published_time",
-        "gaps",
-        "dropped",
-    ):
-        assert getattr(got, name) == getattr(want, name), name
-    np.testing.assert_array_equal(got.probabilities, want.probabilities)
-    np.testing.assert_array_equal(got.smoothed, want.smoothed)
-    assert got.probabilities.dtype == np.float32
 
 
 class Publisher:
