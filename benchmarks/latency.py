@@ -12,7 +12,9 @@ batching in the worker, the model call and the PUB/SUB hop.
 
 Baseline, measured in the same run: one batch-1 ``Tagger.predict`` call (the
 median of 50, after warm-up) in this process; the table's ratio column is
-latency / baseline.  The first ``--warmup-seconds`` of each run are ignored.
+latency / baseline.  The first ``--warmup-seconds`` of each run are ignored,
+and so is the final flush when the streams end (the drain column: seconds from
+the streams' ends to the last update).
 """
 
 from __future__ import annotations
@@ -75,9 +77,17 @@ def start_worker(
 
 
 def generate(
-    endpoint: str, streams: int, seconds: float, stop: threading.Event, *, phases: int = 1
+    endpoint: str,
+    streams: int,
+    seconds: float,
+    stop: threading.Event,
+    *,
+    phases: int = 1,
+    ended: list[float] | None = None,
 ) -> int:
     """Send real-time paced blocks for ``streams`` streams; return blocks sent.
+
+    The time the streams' ends were sent is appended to ``ended`` when given.
 
     With ``phases`` > 1, stream ``s`` starts ``s % phases`` blocks late, so the
     streams' windows fall due spread over the hop, as independent feeds do;
@@ -110,6 +120,8 @@ def generate(
                 )  # fmt: skip
                 push.send_multipart(encode_audio(frame), copy=False)
                 sent += 1
+        if ended is not None:
+            ended.append(time.time())
         for s in range(streams):
             end = EndOfStream(stream=f"bench:{s}", seq=n_blocks - s % phases)
             push.send_multipart(encode_end(end))
@@ -132,11 +144,16 @@ def run_config(
 
     Latency is receipt time - ``capture_time`` - ``lookahead_s``: with the
     streaming mode's look-ahead given, it runs from the last sample the update
-    needed rather than from the window's last sample.
+    needed rather than from the window's last sample.  Only the steady state
+    counts: updates whose last needed sample was captured before the streams
+    ended.  The windows still waiting at the end are the worker's final flush
+    (in streaming mode they are recomputed exactly, all at once); ``drain_s``
+    is how long after the ends were sent the last update arrived.
     """
     folder = Path(tempfile.mkdtemp(prefix="tagstream-bench-"))
     worker, input_endpoint, publish_endpoint = start_worker(folder, hop, mode=mode)
-    latencies: list[float] = []
+    received: list[tuple[float, float]] = []  # (needed sample's capture time, receipt)
+    ended: list[float] = []
     stop = threading.Event()
     started = time.time()
 
@@ -145,15 +162,17 @@ def run_config(
             while not stop.is_set():
                 update = subscriber.receive(timeout_s=0.2)
                 if update is not None and update.capture_time > started + warmup:
-                    latencies.append(time.time() - update.capture_time - lookahead_s)
+                    received.append((update.capture_time + lookahead_s, time.time()))
 
     receiver = threading.Thread(target=receive)
     receiver.start()
     time.sleep(0.5)  # let the subscription reach the worker
     try:
         phases = max(round(hop / BLOCK_SECONDS), 1) if stagger else 1
-        generate(input_endpoint, streams, seconds, stop, phases=phases)
+        generate(input_endpoint, streams, seconds, stop, phases=phases, ended=ended)
         time.sleep(1.0)
+        while received and time.time() - received[-1][1] < 1.0:  # the final flush
+            time.sleep(0.2)
     finally:
         stop.set()
         receiver.join()
@@ -163,13 +182,16 @@ def run_config(
             line for line in (folder / "worker.log").read_text().splitlines() if " stopped " in line
         ]
         shutil.rmtree(folder, ignore_errors=True)
-    values = np.array(latencies) * 1000.0
+    end = ended[0] if ended else float("inf")
+    steady = [(needed, receipt) for needed, receipt in received if needed < end]
+    values = np.array([receipt - needed for needed, receipt in steady]) * 1000.0
     return {
         "streams": streams,
         "updates": len(values),
-        "updates_per_s": len(values) / max(seconds - warmup, 1e-9),
+        "updates_per_s": len(values) / max(end - lookahead_s - (started + warmup), 1e-9),
         "p50_ms": float(np.percentile(values, 50)) if len(values) else float("nan"),
         "p99_ms": float(np.percentile(values, 99)) if len(values) else float("nan"),
+        "drain_s": max((r for _, r in received), default=end) - end,
         "worker": status[-1].split(" stopped ")[-1] if status else "",
     }
 
@@ -192,12 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(f"baseline: one batch-1 Tagger.predict = {baseline:.1f} ms (median of 50)")
     print(f"{'streams':>7} {'updates':>8} {'upd/s':>7} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'p50/base':>9} {'p99/base':>9}")  # fmt: skip
+          f"{'p50/base':>9} {'p99/base':>9} {'drain s':>8}")  # fmt: skip
     for row in rows:
         print(
             f"{row['streams']:>7} {row['updates']:>8} {row['updates_per_s']:>7.1f} "
             f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {float(row['p50_ms']) / baseline:>9.1f} "
-            f"{float(row['p99_ms']) / baseline:>9.1f}"
+            f"{float(row['p99_ms']) / baseline:>9.1f} {row['drain_s']:>8.2f}"
         )
     for row in rows:
         print(f"worker ({row['streams']} streams): {row['worker']}")
