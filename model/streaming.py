@@ -297,8 +297,7 @@ class StreamingMusicnn:
         branches = []
         for name, (before, after) in self._front_reach.items():
             window = x[:, self._before - before : total - (self._after - after)]
-            y = layer(_FRONT_BN[name])(_valid_conv(layer(name), window), training=False)
-            branches.append(tf.reduce_max(y, axis=2))  # max over frequency
+            branches.append(_conv_max_over_frequency(layer(name), layer(_FRONT_BN[name]), window))
         first = frames_seen - self._after
         front_all = tf.concat([front, zero_before_start(tf.concat(branches, -1), first)], 1)
 
@@ -338,6 +337,24 @@ def _same_reach(kernel: int) -> tuple[int, int]:
     """Frames before and after an output frame that a 'same' conv of ``kernel`` reads."""
     before = (kernel - 1) // 2
     return before, kernel - 1 - before
+
+
+def _conv_max_over_frequency(conv: Any, norm: Any, x: Any) -> Any:
+    """``max over frequency of norm(conv(x))`` ('valid'), pooling before bias, ReLU and BN.
+
+    Bias + ReLU is non-decreasing and inference-mode BN is ``scale * y + shift``
+    per channel, so the maximum over frequency of the whole is the same affine
+    map of the maximum (``scale > 0``) or minimum (``scale < 0``) of the bare
+    convolution: the elementwise work then runs on ``frequency``-times fewer
+    values.
+    """
+    import tensorflow as tf
+
+    z = tf.nn.convolution(x, conv.kernel.value, padding="VALID")
+    scale = norm.gamma.value * tf.math.rsqrt(norm.moving_variance.value + norm.epsilon)
+    shift = norm.beta.value - norm.moving_mean.value * scale
+    pooled = tf.where(scale > 0, tf.reduce_max(z, axis=2), tf.reduce_min(z, axis=2))
+    return conv.activation(pooled + conv.bias.value) * scale + shift
 
 
 def _valid_conv(layer: Any, x: Any) -> Any:
