@@ -153,7 +153,11 @@ class StreamingMusicnn:
             *(spec((None, *shape), tf.float32) for shape in self._context.values()),
             spec((None, window_frames, self.feature_channels), tf.float32),
         ]
-        self._step = tf.function(self._step_graph, input_signature=signature, reduce_retracing=True)
+        # One concrete function for every batch size and hop (the signature leaves them
+        # open): calling it skips tf.function's argument binding, ~0.5 ms per push.
+        self._step = tf.function(
+            self._step_graph, input_signature=signature
+        ).get_concrete_function()
 
     def new_state(self) -> StreamState:
         """The state of a stream before its first frame (zero padding, like 'same')."""
