@@ -36,9 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.latency import run_config
+from benchmarks.streaming_hop import WINDOW_GFLOP
 
-#: Forward FLOPs of MSD_musicnn per full 187-frame window.
-WINDOW_GFLOP = 2.81
 LOOKAHEAD_S = 73 * 256 / 16000
 
 

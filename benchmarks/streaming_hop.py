@@ -9,7 +9,10 @@ same :class:`model.Tagger` (the exact mode).  The table gives the medians and
 the median of the paired ratios, plus the absolute difference between the
 streaming probabilities and the exact ones of the same window over every push
 (synthetic music-like signals through :func:`model.log_mel`).  Timings are
-noisy on a shared machine: compare ratios, not milliseconds.
+noisy on a shared machine: compare ratios, not milliseconds.  The FLOP ratio
+column is the speed-up the arithmetic allows (window / hop frames: the front
+and mid end are nearly all of it), and the GFLOP/s columns show how fast each
+path runs it; a hop's convolutions are small, so they run slower per FLOP.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from model.tagger import Tagger
 
 HOPS_SECONDS = (0.5, 1.0)
+#: Forward FLOPs of MSD_musicnn per full 187-frame window (TensorFlow's profiler).
+WINDOW_GFLOP = 2.81
 BATCHES = (1, 16)
 
 
@@ -147,14 +152,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"{'hop':>10} {'streams':>7} {'stream ms':>10} {'full ms':>9} {'speed-up':>8} "
+        f"{'FLOP ratio':>10} {'stream GFLOP/s':>14} {'full GFLOP/s':>12} "
         f"{'max |dp|':>9} {'mean |dp|':>9}"
     )
     for hop_seconds, hop in zip(HOPS_SECONDS, hops, strict=True):
         for batch in BATCHES:
             row = measure(tagger, streaming, mels[:batch], hop_frames=hop, repeats=args.repeats)
+            # The front and mid end are nearly all the arithmetic, and a hop runs them
+            # on hop / window of the frames: the speed-up the arithmetic allows.
+            hop_gflop = batch * WINDOW_GFLOP * hop / streaming.window_frames
             print(
                 f"{hop_seconds:4.1f} s/{hop:>3} {batch:>7} {row.streaming_ms:10.2f} "
-                f"{row.full_ms:9.2f} {row.ratio:7.2f}x {row.max_abs_diff:9.4f} "
+                f"{row.full_ms:9.2f} {row.ratio:7.2f}x {streaming.window_frames / hop:9.2f}x "
+                f"{hop_gflop / row.streaming_ms * 1e3:14.0f} "
+                f"{batch * WINDOW_GFLOP / row.full_ms * 1e3:12.0f} {row.max_abs_diff:9.4f} "
                 f"{row.mean_abs_diff:9.5f}"
             )
     return 0
