@@ -52,6 +52,7 @@ class ModelConfig:
     name: str = "MSD_musicnn"
     cache_dir: str = "~/.cache/tagstream"
     device: str = "auto"
+    precision: str = "float32"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +156,7 @@ class Config:
 
 _ALLOWED = {
     "model.device": ("auto", "cpu", "gpu"),
+    "model.precision": ("float32", "bfloat16"),
     "inference.mode": ("exact", "streaming"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "record.synchronous": ("NORMAL", "FULL"),

@@ -8,6 +8,7 @@ Examples
     python -m inference --input ipc:///tmp/ts-in --publish ipc:///tmp/ts-out
     python -m inference --model MSD_vgg --hop-seconds 1.0
     python -m inference --mode streaming                 # 3-4x the streams, updates 1.2 s later
+    python -m inference --precision bfloat16             # ~1.9x faster on AVX512_BF16/AMX CPUs
 
 Exit status (:class:`ExitStatus`): 0 stopped by Ctrl-C or SIGTERM, 1 unexpected
 error, 2 bad usage or config, 3 the model could not be loaded, 4 an endpoint
@@ -63,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="exact: whole window per update; streaming: only new frames (musicnn, +1.2 s)",
     )
     parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        help="bfloat16: ~1.9x faster on CPUs with AVX512_BF16/AMX, within ~0.01",
+    )
+    parser.add_argument(
         "--traceback", action="store_true", help="show the full traceback on errors"
     )
     return parser
@@ -77,6 +83,7 @@ def _serve(args: argparse.Namespace, started_at: float) -> ExitStatus:
             "inference.hop_seconds": args.hop_seconds,
             "inference.mode": args.mode,
             "model.name": args.model,
+            "model.precision": args.precision,
         },
     )
     logging.basicConfig(

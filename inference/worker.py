@@ -251,6 +251,7 @@ class Worker:
                 self.config.model.name,
                 cache_dir=self.config.model.cache_dir,
                 device=self.config.model.device,
+                precision=self.config.model.precision,
             )
         contract = self.tagger.contract
         try:

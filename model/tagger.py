@@ -27,11 +27,12 @@ from model.contract import MODEL_FILE, ContractError, ModelContract
 from model.convert import PRETRAINED, convert
 from model.features import log_mel
 
-__all__ = ["DEVICES", "ModelLoadError", "Tagger", "load_tagger", "window_starts"]
+__all__ = ["DEVICES", "PRECISIONS", "ModelLoadError", "Tagger", "load_tagger", "window_starts"]
 
 logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "gpu")
+PRECISIONS = ("float32", "bfloat16")
 CACHE_FORMAT = "v1"  # bump when the conversion changes, so stale caches are rebuilt
 _device_lock = threading.Lock()
 
@@ -61,6 +62,38 @@ def _select_device(device: str) -> str:
         return "/GPU:0" if gpus and device != "cpu" else "/CPU:0"
 
 
+def _cpu_has_bfloat16() -> bool | None:
+    """Whether the CPU has bfloat16 instructions (AVX512_BF16 or AMX); None if unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return "avx512_bf16" in text or "amx_bf16" in text
+
+
+def _select_precision(precision: str) -> None:
+    """Apply ``precision``: "bfloat16" turns on oneDNN's automatic mixed precision.
+
+    TensorFlow's graph optimiser then runs convolutions and matrix products in
+    bfloat16 (accumulating in float32) and keeps the rest in float32.  It is a
+    process-wide TensorFlow option, read when a function is first run: every
+    model of the process runs that way afterwards.  It acts on CPU (oneDNN)
+    kernels only.
+    """
+    import tensorflow as tf
+
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"precision={precision!r} must be one of {', '.join(PRECISIONS)}")
+    if precision == "bfloat16":
+        if _cpu_has_bfloat16() is False:
+            logger.warning(
+                "model.precision is 'bfloat16' but this CPU has no bfloat16 instructions "
+                "(AVX512_BF16 or AMX): it will run slower than float32; set "
+                "model.precision = 'float32'"
+            )
+        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
+
+
 class Tagger:
     """A Keras tagging network with its contract, run through one ``tf.function``.
 
@@ -70,14 +103,26 @@ class Tagger:
         (batch, window_frames, n_mels) -> (batch, n_tags).
     contract : ModelContract
     device : {"auto", "cpu", "gpu"}
+    precision : {"float32", "bfloat16"}
+        "bfloat16" runs the convolutions and matrix products in bfloat16 on CPUs
+        that have bfloat16 instructions (process-wide, see :func:`_select_precision`).
     """
 
-    def __init__(self, network: Any, contract: ModelContract, *, device: str = "auto") -> None:
+    def __init__(
+        self,
+        network: Any,
+        contract: ModelContract,
+        *,
+        device: str = "auto",
+        precision: str = "float32",
+    ) -> None:
         import tensorflow as tf
 
         self.network = network
         self.contract = contract
         self.device = _select_device(device)
+        _select_precision(precision)
+        self.precision = precision
         shape = tuple(network.inputs[0].shape)
         expected = (contract.window_frames, contract.features.n_mels)
         if shape[1:] != expected and not (shape[1] is None and shape[2] == expected[1]):
@@ -236,6 +281,7 @@ def load_tagger(
     *,
     cache_dir: str | os.PathLike[str] = "~/.cache/tagstream",
     device: str = "auto",
+    precision: str = "float32",
 ) -> Tagger:
     """Load a tagger: a pretrained name ("MSD_musicnn", "MSD_vgg") or a model folder path."""
     import keras
@@ -249,4 +295,4 @@ def load_tagger(
             f"{folder / MODEL_FILE}: cannot load ({exc}); delete the folder to rebuild it"
         ) from None
     logger.debug("loaded model=%s folder=%s", contract.name, folder)
-    return Tagger(network, contract, device=device)
+    return Tagger(network, contract, device=device, precision=precision)

@@ -33,6 +33,7 @@ def test_every_setting_is_in_config_toml() -> None:
         ("[tagging]\ntop_k = 2.5\n", "tagging.top_k: expected an integer"),
         ("[tagging]\npad_short = 1\n", "tagging.pad_short: expected true or false"),
         ('[model]\ndevice = "tpu"\n', "model.device: expected one of auto, cpu, gpu"),
+        ('[model]\nprecision = "float16"\n', "model.precision: expected one of float32, bfloat16"),
         ("[inference]\nhop_seconds = 0\n", "inference.hop_seconds: must be greater than 0"),
         ("[subscribe]\nendpoints = [1]\n", "subscribe.endpoints: expected a list of strings"),
         ("inference = 3\n", "inference: expected a [section]"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from model import MSD_TAGS, ContractError, ModelContract, load_tagger, log_mel
 from model.convert import PRETRAINED, convert
 from model.reference import OriginalGraph
-from model.tagger import ModelLoadError, window_starts
+from model.tagger import ModelLoadError, _cpu_has_bfloat16, window_starts
 
 FIDELITY_ATOL = 1e-4
 
@@ -100,6 +102,42 @@ def test_predict_checks_window_shape() -> None:
     with pytest.raises(ValueError, match=r"\(n, 187, 96\)"):
         tagger.predict(np.zeros((1, 100, 96)))
     assert tagger.predict(np.zeros((0, 187, 96))).shape == (0, 50)
+
+
+_BFLOAT16_CHILD = """
+import sys
+import numpy as np
+from model import load_tagger
+windows = np.load(sys.argv[1])
+np.save(sys.argv[2], load_tagger("MSD_musicnn", precision="bfloat16").predict(windows))
+"""
+
+
+def test_bfloat16_precision_stays_close_to_float32(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """model.precision = "bfloat16" (process-wide in TensorFlow, so in a child process)."""
+    windows = _varied_windows(rng)
+    np.save(tmp_path / "windows.npy", windows)
+    child = subprocess.run(
+        [sys.executable, "-c", _BFLOAT16_CHILD, str(tmp_path / "windows.npy"),
+         str(tmp_path / "bf16.npy")],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-2000:]
+    bfloat16 = np.load(tmp_path / "bf16.npy")
+    float32 = load_tagger("MSD_musicnn").predict(windows)
+    difference = np.abs(bfloat16 - float32)
+    assert difference.max() < 0.05
+    if _cpu_has_bfloat16():  # it really ran in bfloat16
+        assert difference.max() > 1e-4
+    else:  # it still runs, after one line saying it will be slow
+        assert "no bfloat16 instructions" in child.stderr
+
+
+def test_unknown_precision_is_refused() -> None:
+    with pytest.raises(ModelLoadError, match="precision='float16' must be one of"):
+        load_tagger("MSD_musicnn", precision="float16")
 
 
 def test_window_starts_follow_musicnn_batching() -> None:

@@ -269,7 +269,12 @@ def main(
     from model.convert import ConversionError
 
     try:
-        tagger = load_tagger(cfg.model.name, cache_dir=cfg.model.cache_dir, device=cfg.model.device)
+        tagger = load_tagger(
+            cfg.model.name,
+            cache_dir=cfg.model.cache_dir,
+            device=cfg.model.device,
+            precision=cfg.model.precision,
+        )
     except (ModelLoadError, ContractError, ConversionError) as exc:
         if args.traceback:
             traceback.print_exc(file=stderr)
