@@ -9,9 +9,10 @@ blocks of every stream, paced in real time) and measured by its subscriber.  A
 trial passes when the p99 latency stays below the hop and at least 90 % of the
 expected updates arrived; the stream count is doubled from ``--start`` until a
 trial fails, then bisected between the last pass and the first failure (to
-within 12.5 %).  ``--stagger`` spreads the streams' starts over the hop, as
-independent feeds are; without it every stream's window falls due at the same
-moment (the worst case).  ``--p99-ms`` sets a stricter latency bound.
+within 12.5 %).  A mode with a ``-bfloat16`` suffix (``exact-bfloat16``) runs
+the worker with ``--precision bfloat16``.  ``--stagger`` spreads the streams'
+starts over the hop, as independent feeds are; without it every stream's
+window falls due at the same moment (the worst case).  ``--p99-ms`` sets a stricter latency bound.
 
 Latency runs from the last sample an update needed: in streaming mode that is
 the end of the window's look-ahead (73 frames = 1.168 s after the window), so
@@ -67,9 +68,17 @@ def trial(
     stagger: bool = False,
     p99_limit_ms: float | None = None,
 ) -> Trial:
-    lookahead = LOOKAHEAD_S if mode == "streaming" else 0.0
+    worker_mode, _, precision = mode.partition("-")
+    lookahead = LOOKAHEAD_S if worker_mode == "streaming" else 0.0
     row = run_config(
-        streams, seconds, hop, warmup, mode=mode, lookahead_s=lookahead, stagger=stagger
+        streams,
+        seconds,
+        hop,
+        warmup,
+        mode=worker_mode,
+        precision=precision or "float32",
+        lookahead_s=lookahead,
+        stagger=stagger,
     )
     result = Trial(
         mode=mode,
@@ -155,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         "streaming caches of 64 streams takes a few seconds of work",
     )
     parser.add_argument("--hops", type=float, nargs="+", default=[1.0, 0.5])
-    parser.add_argument("--modes", nargs="+", default=["exact", "streaming"])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["exact", "streaming"],
+        choices=[f"{m}{p}" for m in ("exact", "streaming") for p in ("", "-bfloat16")],
+        help="worker modes; a -bfloat16 suffix runs it with --precision bfloat16",
+    )
     parser.add_argument("--start", type=int, default=4, help="first stream count tried")
     parser.add_argument("--limit", type=int, default=256, help="most streams tried")
     parser.add_argument(

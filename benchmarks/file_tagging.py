@@ -17,8 +17,10 @@ one untimed pass:
   tags the current one.
 
 The table gives the median speed (x real time) and the ratio to the baseline
-measured in the same run.  A ``--folder`` that does not exist is skipped with a
-message (exit status 0).
+measured in the same run.  ``--precision bfloat16`` is TensorFlow's
+process-wide mixed-precision switch, so it speeds up the baseline's TF-1 graph
+too: compare a bfloat16 run with a float32 run, not with its own baseline.
+A ``--folder`` that does not exist is skipped with a message (exit status 0).
 """
 
 from __future__ import annotations
@@ -120,6 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per pipeline")
     parser.add_argument("--workers", type=int, default=2, help="decoding threads (overlapped)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="model.precision of our pipelines (bfloat16 needs AVX512_BF16 or AMX)",
+    )
     args = parser.parse_args(argv)
     if args.folder is not None and not args.folder.is_dir():
         print(f"skipped: {args.folder} is absent")
@@ -141,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not paths:
             print(f"skipped: no audio files of 3 s or more under {args.folder}")
             return 0
-        tagger = load_tagger(args.model)
+        tagger = load_tagger(args.model, precision=args.precision)
         baseline, close = musicnn_pipeline(args.model)
         pipelines: dict[str, Pipeline] = {
             "musicnn (librosa + TF-1 graph)": baseline,
@@ -164,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = audio_seconds(paths) if args.folder is not None else args.files * args.seconds
     reference = np.stack(list(outputs[next(iter(pipelines))].values()))
     print(
-        f"{len(paths)} files, {total:.0f} s of audio, model {args.model}; "
+        f"{len(paths)} files, {total:.0f} s of audio, model {args.model} ({args.precision}); "
         f"median of {args.repeats} interleaved passes"
     )
     print(f"{'pipeline':<42} {'wall s':>7} {'x real time':>12} {'vs baseline':>11} {'max |dp|':>9}")

@@ -58,13 +58,14 @@ def baseline_predict_ms(repeats: int = 50) -> float:
 
 
 def start_worker(
-    folder: Path, hop_seconds: float, *, mode: str = "exact"
+    folder: Path, hop_seconds: float, *, mode: str = "exact", precision: str = "float32"
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     input_endpoint, publish_endpoint = f"ipc://{folder}/in", f"ipc://{folder}/out"
     log = (folder / "worker.log").open("ab")
     worker = subprocess.Popen(
         [sys.executable, "-m", "inference", "--input", input_endpoint, "--publish",
-         publish_endpoint, "--hop-seconds", str(hop_seconds), "--mode", mode],
+         publish_endpoint, "--hop-seconds", str(hop_seconds), "--mode", mode,
+         "--precision", precision],
         cwd=ROOT, stdout=log, stderr=log, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )  # fmt: skip
     log.close()
@@ -137,6 +138,7 @@ def run_config(
     warmup: float,
     *,
     mode: str = "exact",
+    precision: str = "float32",
     lookahead_s: float = 0.0,
     stagger: bool = False,
 ) -> dict[str, float | str]:
@@ -151,7 +153,9 @@ def run_config(
     is how long after the ends were sent the last update arrived.
     """
     folder = Path(tempfile.mkdtemp(prefix="tagstream-bench-"))
-    worker, input_endpoint, publish_endpoint = start_worker(folder, hop, mode=mode)
+    worker, input_endpoint, publish_endpoint = start_worker(
+        folder, hop, mode=mode, precision=precision
+    )
     received: list[tuple[float, float]] = []  # (needed sample's capture time, receipt)
     ended: list[float] = []
     stop = threading.Event()
