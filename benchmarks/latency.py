@@ -195,7 +195,7 @@ def run_config(
         "updates_per_s": len(values) / max(end - lookahead_s - (started + warmup), 1e-9),
         "p50_ms": float(np.percentile(values, 50)) if len(values) else float("nan"),
         "p99_ms": float(np.percentile(values, 99)) if len(values) else float("nan"),
-        "drain_s": max((r for _, r in received), default=end) - end,
+        "drain_s": max(max((r for _, r in received), default=end) - end, 0.0),
         "worker": status[-1].split(" stopped ")[-1] if status else "",
     }
 
