@@ -7,7 +7,7 @@ Examples
     python -m inference                                  # endpoints from config.toml
     python -m inference --input ipc:///tmp/ts-in --publish ipc:///tmp/ts-out
     python -m inference --model MSD_vgg --hop-seconds 1.0
-    python -m inference --mode streaming                 # 3-4x the streams, updates 1.2 s later
+    python -m inference --mode streaming                 # 1.6-2.8x the streams, updates 1.2 s later
     python -m inference --precision bfloat16             # ~1.9x faster on AVX512_BF16/AMX CPUs
 
 Exit status (:class:`ExitStatus`): 0 stopped by Ctrl-C or SIGTERM, 1 unexpected
