@@ -285,9 +285,11 @@ class Worker:
             {zmq.SNDHWM: cfg.publish_hwm},
         )
         logger.info(
-            "ready model=%s mode=%s input=%s publish=%s window_s=%.3f hop_s=%.3f elapsed_s=%.2f",
+            "ready model=%s mode=%s precision=%s input=%s publish=%s window_s=%.3f hop_s=%.3f "
+            "elapsed_s=%.2f",
             contract.name,
             cfg.mode,
+            self.tagger.precision,
             cfg.input_endpoint,
             cfg.publish_endpoint,
             self.settings.window_seconds,
