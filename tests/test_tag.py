@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from model import MSD_TAGS
+from model.tagger import _cpu_has_bfloat16
 from tools.tag import ExitStatus, main
 
 
@@ -152,3 +155,23 @@ def test_many_files_are_tagged_in_order_while_decoding_ahead(audio_files: Path) 
     tagged = [json.loads(line)["path"] for line in out.splitlines()]
     assert tagged == [str(audio_files / n) for n in names if n.startswith("song")]
     assert err.count("error:") == 6
+
+
+def test_bfloat16_precision_tags_like_float32(audio_files: Path) -> None:
+    """--precision bfloat16 is process-wide in TensorFlow, so it runs in a child process."""
+    path = str(audio_files / "stereo.wav")
+    child = subprocess.run(
+        [sys.executable, "-m", "tools.tag", path, "--json", "--no-progress",
+         "--precision", "bfloat16"],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert child.returncode == ExitStatus.OK, child.stderr[-2000:]
+    status, out, err = _run([path, "--json"])
+    assert status == ExitStatus.OK, err
+    bfloat16, float32 = json.loads(child.stdout), json.loads(out)
+    assert set(bfloat16) == set(float32)  # the same JSON fields
+    tags = [np.array(list(result["tags"].values())) for result in (bfloat16, float32)]
+    difference = np.abs(tags[0] - tags[1])
+    assert difference.max() < 0.05
+    if _cpu_has_bfloat16():  # the flag reached the model: the arithmetic changed
+        assert difference.max() > 1e-5

@@ -1,6 +1,7 @@
 """Tag audio files with the 50 Million Song Dataset tags.
 
     python -m tools.tag FILE... [--top K] [--json] [--model NAME|PATH] [--hop-seconds S]
+                                [--precision bfloat16]
 
 Each file is cut into windows of the model's length (3 s for the pretrained
 models), without overlap unless ``--hop-seconds`` says otherwise; a file's tags
@@ -229,6 +230,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pad", action="store_true", default=None, help="pad short files")
     parser.add_argument("--batch-size", type=int, metavar="N", help="windows per model call")
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        help="bfloat16: ~1.5x faster on CPUs with AVX512_BF16/AMX, tags within ~0.01",
+    )
     parser.add_argument("--config", metavar="PATH", help="config file (default: config.toml)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
@@ -255,6 +261,7 @@ def main(
             args.config,
             overrides={
                 "model.name": args.model,
+                "model.precision": args.precision,
                 "tagging.top_k": args.top,
                 "tagging.hop_seconds": args.hop_seconds,
                 "tagging.batch_size": args.batch_size,
