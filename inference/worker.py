@@ -55,8 +55,9 @@ logger = logging.getLogger(__name__)
 
 #: Longest wait for input before the loop checks stop(), idle streams and the status log.
 POLL_INTERVAL_S = 0.1
-#: Receive high-water mark of the PULL socket, in messages (per connected peer).
-RECEIVE_HWM = 64
+#: Receive high-water mark of the PULL socket, in messages (per connected peer).  At 64,
+#: the tail of a --fast file was lost when its streamer exited with it still queued.
+RECEIVE_HWM = 1000
 #: ZeroMQ disconnects a peer that sends a message part larger than this.
 MAX_MESSAGE_BYTES = MAX_BUFFER_BYTES + 1024 * 1024
 #: Least seconds between two log lines about the same kind of bad input.
