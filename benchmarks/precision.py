@@ -75,12 +75,12 @@ def child(precision: str, out: Path, *, repeats: int, seconds: float) -> None:
 
 
 def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    from model.tagger import _cpu_has_bfloat16
+
+    has = _cpu_has_bfloat16()
+    if has is None:
         return "unknown (no /proc/cpuinfo)"
-    found = [flag for flag in ("amx_bf16", "avx512_bf16") if flag in text.split()]
-    return f"yes ({', '.join(found)})" if found else "no: bfloat16 is emulated and slower here"
+    return "yes (AVX512_BF16 or AMX)" if has else "no: bfloat16 is emulated and slower here"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
