@@ -1,12 +1,21 @@
 """The one config loader every process uses.
 
-``config.toml`` at the repository root holds every setting; each ``[section]``
-maps to one frozen dataclass below.  Unknown keys and wrong types fail at
-start-up with the key's full name::
+Settings come from one TOML file; each ``[section]`` maps to one frozen
+dataclass below whose fields carry their own checks (:mod:`config.schema`).
+Unknown keys, wrong types and values out of range fail at start-up with the
+key's full name::
 
     >>> load_config(overrides={"inference.hop_seconds": "fast"})
     Traceback (most recent call last):
-    config.ConfigError: inference.hop_seconds: expected a number, got 'fast'
+    config.schema.ConfigError: inference.hop_seconds: expected a number, got 'fast'
+
+Which file (the first that applies wins, whole; nothing is merged):
+
+1. ``--config PATH`` (the ``path`` argument);
+2. ``$TAGSTREAM_CONFIG``;
+3. ``config.toml`` in the current folder;
+4. ``$XDG_CONFIG_HOME/tagstream/config.toml`` (``~/.config/tagstream/config.toml``);
+5. none: the built-in defaults below, which equal the repository's ``config.toml``.
 
 Command-line flags override the file through the same checks
 (``overrides={"section.key": value}``).
@@ -16,13 +25,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
-import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from config.schema import (
+    ConfigError,
+    apply_overrides,
+    build,
+    choices,
+    coerce_setting,
+    read_toml,
+    setting,
+)
+
 __all__ = [
-    "DEFAULT_CONFIG_PATH",
+    "CONFIG_ENV",
     "Config",
     "ConfigError",
     "InferenceConfig",
@@ -35,31 +53,35 @@ __all__ = [
     "SubscribeConfig",
     "TaggingConfig",
     "WebConfig",
+    "choices",
+    "coerce_setting",
+    "config_path",
     "load_config",
+    "user_config_path",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_PATH = REPO_ROOT / "config.toml"
 CONFIG_ENV = "TAGSTREAM_CONFIG"
+CONFIG_NAME = "config.toml"
 
-
-class ConfigError(ValueError):
-    """A setting is missing, unknown or of the wrong type; the message names its key."""
+#: ZeroMQ high-water marks are C ints.
+_MAX_HWM = 2**31 - 1
+#: Seconds: a day, the most any interval or timeout here sensibly is.
+_DAY = 86_400.0
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     name: str = "MSD_musicnn"
     cache_dir: str = "~/.cache/tagstream"
-    device: str = "auto"
-    precision: str = "float32"
+    device: str = setting("auto", choices=("auto", "cpu", "gpu"))
+    precision: str = setting("float32", choices=("float32", "bfloat16"))
 
 
 @dataclasses.dataclass(frozen=True)
 class TaggingConfig:
-    hop_seconds: float = 0.0
-    top_k: int = 5
-    batch_size: int = 32
+    hop_seconds: float = setting(0.0, min=0, max=3600)
+    top_k: int = setting(5, above=0, max=50)
+    batch_size: int = setting(32, above=0, max=4096)
     pad_short: bool = False
 
 
@@ -68,30 +90,30 @@ class StreamerConfig:
     endpoint: str = "tcp://127.0.0.1:5555"
     endpoints: tuple[str, ...] = ()
     device: str = ""
-    sample_rate: int = 0
-    channels: int = 0
-    block_seconds: float = 0.1
-    queue_blocks: int = 100
-    send_hwm: int = 1000
+    sample_rate: int = setting(0, min=0, max=768_000)
+    channels: int = setting(0, min=0, max=64)
+    block_seconds: float = setting(0.1, above=0, max=10)
+    queue_blocks: int = setting(100, above=0, max=1_000_000)
+    send_hwm: int = setting(1000, above=0, max=_MAX_HWM)
     stream_id: str = ""
-    status_interval_seconds: float = 10.0
-    reopen_seconds: float = 3.0
+    status_interval_seconds: float = setting(10.0, above=0, max=_DAY)
+    reopen_seconds: float = setting(3.0, above=0, max=_DAY)
 
 
 @dataclasses.dataclass(frozen=True)
 class InferenceConfig:
     input_endpoint: str = "tcp://127.0.0.1:5555"
     publish_endpoint: str = "tcp://127.0.0.1:5556"
-    window_seconds: float = 3.0
-    hop_seconds: float = 0.5
-    ema_seconds: float = 10.0
-    idle_timeout_seconds: float = 30.0
-    max_gap_seconds: float = 1.0
-    max_batch: int = 16
-    max_streams: int = 256
-    status_interval_seconds: float = 10.0
-    publish_hwm: int = 1000
-    mode: str = "exact"
+    window_seconds: float = setting(3.0, above=0, max=60)
+    hop_seconds: float = setting(0.5, above=0, max=60)
+    ema_seconds: float = setting(10.0, above=0, max=_DAY)
+    idle_timeout_seconds: float = setting(30.0, above=0, max=_DAY)
+    max_gap_seconds: float = setting(1.0, above=0, max=3600)
+    max_batch: int = setting(16, above=0, max=1024)
+    max_streams: int = setting(256, above=0, max=100_000)
+    status_interval_seconds: float = setting(10.0, above=0, max=_DAY)
+    publish_hwm: int = setting(1000, above=0, max=_MAX_HWM)
+    mode: str = setting("exact", choices=("exact", "streaming"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,16 +123,16 @@ class SubscribeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RecordConfig:
-    retention_days: float = 30.0
-    commit_interval_seconds: float = 1.0
-    retention_interval_seconds: float = 3600.0
-    status_interval_seconds: float = 60.0
-    synchronous: str = "FULL"
+    retention_days: float = setting(30.0, min=0, max=36_500)
+    commit_interval_seconds: float = setting(1.0, above=0, max=3600)
+    retention_interval_seconds: float = setting(3600.0, above=0, max=_DAY)
+    status_interval_seconds: float = setting(60.0, above=0, max=_DAY)
+    synchronous: str = setting("FULL", choices=("NORMAL", "FULL"))
 
 
 @dataclasses.dataclass(frozen=True)
 class SecurityConfig:
-    curve: str = "auto"
+    curve: str = setting("auto", choices=("auto", "on", "off"))
     server_secret_key: str = ""
     server_public_key: str = ""
     client_secret_key: str = ""
@@ -119,8 +141,8 @@ class SecurityConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MetricsConfig:
-    worker_port: int = 0
-    streamer_port: int = 0
+    worker_port: int = setting(0, min=0, max=65535)
+    streamer_port: int = setting(0, min=0, max=65535)
     bind: str = "127.0.0.1"
 
 
@@ -128,12 +150,12 @@ class MetricsConfig:
 class WebConfig:
     bind: str = "127.0.0.1:8080"
     token: str = ""
-    history_seconds: float = 60.0
+    history_seconds: float = setting(60.0, above=0, max=_DAY)
 
 
 @dataclasses.dataclass(frozen=True)
 class LoggingConfig:
-    level: str = "INFO"
+    level: str = setting("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,145 +176,35 @@ class Config:
         return Path(os.path.expanduser(self.model.cache_dir))
 
 
-_ALLOWED = {
-    "model.device": ("auto", "cpu", "gpu"),
-    "model.precision": ("float32", "bfloat16"),
-    "inference.mode": ("exact", "streaming"),
-    "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
-    "record.synchronous": ("NORMAL", "FULL"),
-    "security.curve": ("auto", "on", "off"),
-}
-_POSITIVE = {
-    "tagging.top_k",
-    "tagging.batch_size",
-    "streamer.block_seconds",
-    "streamer.queue_blocks",
-    "streamer.send_hwm",
-    "streamer.status_interval_seconds",
-    "streamer.reopen_seconds",
-    "inference.window_seconds",
-    "inference.hop_seconds",
-    "inference.ema_seconds",
-    "inference.idle_timeout_seconds",
-    "inference.max_gap_seconds",
-    "inference.max_batch",
-    "inference.max_streams",
-    "inference.status_interval_seconds",
-    "inference.publish_hwm",
-    "record.commit_interval_seconds",
-    "record.retention_interval_seconds",
-    "record.status_interval_seconds",
-    "web.history_seconds",
-}
-_NON_NEGATIVE = {
-    "tagging.hop_seconds",
-    "streamer.sample_rate",
-    "streamer.channels",
-    "record.retention_days",
-    "metrics.worker_port",
-    "metrics.streamer_port",
-}
+def user_config_path() -> Path:
+    """``$XDG_CONFIG_HOME/tagstream/config.toml`` (default ``~/.config/...``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "tagstream" / CONFIG_NAME
 
 
-def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        tp, "a list of strings"
-    )
-
-
-def coerce_setting(key: str, value: Any, tp: Any, *, wrap_string: bool = True) -> Any:
-    """Check ``value`` against the field type ``tp``; return it in that type.
-
-    Shared by every TOML settings loader (``config.toml``, training configs).
-    With ``wrap_string`` a bare string is accepted for a list of strings.
-    """
-    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if typing.get_origin(tp) is tuple:
-        if wrap_string and isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise bad
-        return tuple(value)
-    raise TypeError(f"unsupported config type {tp!r}")  # pragma: no cover
-
-
-def _check_value(key: str, value: Any) -> None:
-    if key in _ALLOWED and value not in _ALLOWED[key]:
-        raise ConfigError(f"{key}: expected one of {', '.join(_ALLOWED[key])}, got {value!r}")
-    if key in _POSITIVE and not value > 0:
-        raise ConfigError(f"{key}: must be greater than 0, got {value!r}")
-    if key in _NON_NEGATIVE and value < 0:
-        raise ConfigError(f"{key}: must be 0 or more, got {value!r}")
-
-
-def _build(data: dict[str, Any]) -> Config:
-    sections: dict[str, Any] = {}
-    for unknown in sorted(set(data) - {f.name for f in dataclasses.fields(Config)}):
-        raise ConfigError(
-            f"{unknown}: unknown section; the sections are "
-            + ", ".join(f.name for f in dataclasses.fields(Config))
-        )
-    section_types = typing.get_type_hints(Config)
-    for section_field in dataclasses.fields(Config):
-        cls = section_types[section_field.name]
-        raw = data.get(section_field.name, {})
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{section_field.name}: expected a [section], got {raw!r}")
-        hints = typing.get_type_hints(cls)
-        for key in sorted(set(raw) - set(hints)):
-            raise ConfigError(
-                f"{section_field.name}.{key}: unknown setting; "
-                f"{section_field.name} has " + ", ".join(sorted(hints))
-            )
-        values = {}
-        for name, tp in hints.items():
-            if name in raw:
-                full = f"{section_field.name}.{name}"
-                values[name] = coerce_setting(full, raw[name], tp)
-                _check_value(full, values[name])
-        sections[section_field.name] = cls(**values)
-    return Config(**sections)
-
-
-def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        section, _, key = dotted.partition(".")
-        if not key:
-            raise ConfigError(f"{dotted}: an override must name section.key")
-        data.setdefault(section, {})
-        if not isinstance(data[section], dict):
-            raise ConfigError(f"{section}: expected a [section], got {data[section]!r}")
-        data[section][key] = value
+def config_path(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """The settings file that applies (see the module doc), or ``None`` for the defaults."""
+    if path is not None and str(path) != "":
+        return Path(path)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    for candidate in (Path.cwd() / CONFIG_NAME, user_config_path()):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def load_config(
-    path: str | os.PathLike[str] | None = None, *, overrides: dict[str, Any] | None = None
+    path: str | os.PathLike[str] | None = None, *, overrides: Mapping[str, Any] | None = None
 ) -> Config:
-    """Read ``path`` (default: ``$TAGSTREAM_CONFIG`` or the repository's ``config.toml``).
+    """Read the settings that apply (:func:`config_path`) and check every value.
 
     Parameters
     ----------
     path : path-like or None
-        A TOML file.  Missing keys take the defaults shown in ``config.toml``.
-    overrides : dict {"section.key": value}
+        A TOML file; ``None`` looks in the usual places.  Missing keys take the
+        built-in defaults.
+    overrides : mapping {"section.key": value}
         Values from the command line; ``None`` values are ignored.
 
     Raises
@@ -300,18 +212,10 @@ def load_config(
     ConfigError
         One line naming the offending key, the expected type and the value.
     """
-    if path is None:
-        path = os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
-    path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; pass --config PATH") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    _apply_overrides(data, overrides or {})
-    return _build(data)
+    found = config_path(path)
+    data = read_toml(found) if found is not None else {}
+    apply_overrides(data, overrides or {})
+    return build(Config, data)
 
 
 def default_config() -> Config:
