@@ -1,4 +1,4 @@
-"""The terminal dashboard: its data model on real updates through a real PUB socket, and its view.
+"""The terminal dashboard: its data model (:mod:`monitor.history`) on real updates through a real PUB socket, and its view.
 
 Updates are real :class:`protocol.TagUpdate` objects, encoded with
 ``protocol.encode_update``, published on a ZeroMQ PUB socket and received by a
@@ -19,13 +19,8 @@ from rich.console import Console
 
 from protocol import TagUpdate, encode_update
 from protocol.subscriber import Subscriber
-from tools.dashboard import (
-    DashboardModel,
-    StreamHistory,
-    main,
-    render_dashboard,
-    sparkline,
-)
+from monitor.history import DashboardModel, StreamHistory
+from tools.dashboard import main, render_dashboard, sparkline
 
 TAGS = ("rock", "pop", "jazz", "electronic", "ambient")
 HOP_S = 0.5

@@ -1,1 +1,30 @@
-"""User-facing tools: file tagging, subscribers, dashboards, the live demo."""
+"""User-facing tools: file tagging, subscribers, dashboards, the live demo.
+
+Each module is a thin command over a library (``model``, ``monitor``, ...);
+this package holds only what their command lines share.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from tagstream.errors import UsageError
+
+__all__ = ["add_subscription_arguments", "check_at_least"]
+
+
+def add_subscription_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--endpoint E`` (repeatable) and ``--stream ID`` (repeatable) to ``parser``."""
+    parser.add_argument(
+        "--endpoint", action="append", metavar="E", help="worker PUB endpoint (repeatable)"
+    )
+    parser.add_argument("--stream", action="append", metavar="ID", help="only this stream id")
+
+
+def check_at_least(flag: str, value: float | None, least: float = 1) -> None:
+    """Raise :class:`UsageError` (``"--top=0 must be at least 1"``) if ``value < least``.
+
+    ``None`` (the flag not given) passes.
+    """
+    if value is not None and value < least:
+        raise UsageError(f"{flag}={value} must be at least {least}")
