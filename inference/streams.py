@@ -64,7 +64,8 @@ from typing import Any
 import numpy as np
 
 from model import FeatureSpec, MelExtractor
-from protocol import AudioFrame, TagUpdate, to_mono_float32
+from model.audio import SAMPLE_LIMIT, Resampler, finite_samples, to_mono_float32
+from protocol import AudioFrame, TagUpdate
 
 __all__ = [
     "MAX_ANCHORS",
@@ -82,9 +83,6 @@ __all__ = [
 MAX_FILL_SECONDS = 10.0
 #: Received blocks remembered per stream for the audio-time -> capture-time mapping.
 MAX_ANCHORS = 256
-#: Finite samples are clipped to +-SAMPLE_LIMIT so that absurd values cannot
-#: overflow the mel power to inf (audio is nominally in [-1, 1]).
-SAMPLE_LIMIT = 16.0
 
 
 class SettingsError(ValueError):
@@ -412,7 +410,7 @@ class StreamState:
             hop_frames=settings.hop_frames,
             n_mels=settings.spec.n_mels,
         )
-        self._resampler: Any = None
+        self._resampler: Resampler | None = None
         self._pending: collections.deque[PendingWindow] = collections.deque()
         self._anchors: collections.deque[_Anchor] = collections.deque(maxlen=MAX_ANCHORS)
         self._segment_origin_s = 0.0  # audio time of the current segment's first sample
@@ -478,12 +476,8 @@ class StreamState:
         self.sample_rate = frame.sample_rate
         self._last_block_seconds = frame.duration_s
         self._last_capture_time = frame.capture_time
-        samples = to_mono_float32(frame)
-        finite = np.isfinite(samples)
-        if not finite.all():
-            self.samples_replaced += int(np.count_nonzero(~finite))
-            samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
-        samples = np.clip(samples, -SAMPLE_LIMIT, SAMPLE_LIMIT)
+        samples, replaced = finite_samples(to_mono_float32(frame))
+        self.samples_replaced += replaced
         self._add_samples(samples, capture_time=frame.capture_time, received_time=received_time)
         return result
 
@@ -497,8 +491,7 @@ class StreamState:
             return
         self.last_active = now
         if self._resampler is not None:
-            tail = self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-            self._push_model_rate(np.asarray(tail, dtype=np.float32))
+            self._push_model_rate(self._resampler.flush())
         self._schedule(self._extractor.flush())
         self.ended = True
         lookahead = self.settings.lookahead_frames
@@ -547,12 +540,8 @@ class StreamState:
         target = self.settings.spec.sample_rate
         if rate != target:
             if self._resampler is None:
-                import soxr
-
-                self._resampler = soxr.ResampleStream(
-                    rate, target, 1, dtype="float32", quality="HQ"
-                )
-            samples = np.asarray(self._resampler.resample_chunk(samples), dtype=np.float32)
+                self._resampler = Resampler(rate, target)
+            samples = self._resampler.push(samples)
         self._push_model_rate(samples)
 
     def _push_model_rate(self, samples: np.ndarray) -> None:

@@ -1,7 +1,8 @@
 """The one feature extractor: 16 kHz mono audio -> log-compressed mel frames.
 
 File tagging, the streaming worker and training all call this module, so a
-model sees the same numbers whichever way its audio arrived.
+model sees the same numbers whichever way its audio arrived.  Their audio
+reaches it through :mod:`model.audio` (decode, downmix, resample).
 
 The representation is musicnn's (Pons & Serra, 2019): a 512-point STFT with a
 periodic Hann window and a 256-sample hop, centred frames (the signal is padded
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MUSICNN_FEATURES", "FeatureSpec", "MelExtractor", "log_mel", "resample", "to_mono"]
+__all__ = ["MUSICNN_FEATURES", "FeatureSpec", "MelExtractor", "log_mel"]
 
 
 @dataclass(frozen=True)
@@ -166,26 +167,3 @@ class MelExtractor:
         self.frames_emitted += available
         self._buffer = self._buffer[available * spec.hop_length :]
         return frames
-
-
-def to_mono(y: np.ndarray) -> np.ndarray:
-    """Downmix (frames, channels) or (frames,) audio to float32 mono by averaging channels."""
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim == 2:
-        return y.mean(axis=1, dtype=np.float32) if y.shape[1] > 1 else y[:, 0]
-    if y.ndim != 1:
-        raise ValueError(f"audio must have shape (n,) or (n, channels), got {y.shape}")
-    return y
-
-
-def resample(
-    y: np.ndarray, *, orig_sr: int, target_sr: int = MUSICNN_FEATURES.sample_rate
-) -> np.ndarray:
-    """Resample mono float32 audio with soxr (librosa's default, "soxr_hq")."""
-    if orig_sr == target_sr:
-        return np.asarray(y, dtype=np.float32)
-    import soxr
-
-    return soxr.resample(np.asarray(y, dtype=np.float32), orig_sr, target_sr, quality="HQ").astype(
-        np.float32, copy=False
-    )

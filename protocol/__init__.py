@@ -63,7 +63,6 @@ __all__ = [
     "encode_audio",
     "encode_end",
     "encode_update",
-    "to_mono_float32",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -78,8 +77,6 @@ SAMPLE_FORMATS: Final[Mapping[str, np.dtype[Any]]] = {
     "i16": np.dtype("<i2"),
     "i32": np.dtype("<i4"),
 }
-#: Full scale of the integer formats, used by :func:`to_mono_float32`.
-_FULL_SCALE: Final = {"i16": 32768.0, "i32": 2147483648.0}
 
 MIN_SAMPLE_RATE: Final = 1_000
 MAX_SAMPLE_RATE: Final = 384_000
@@ -702,39 +699,3 @@ def decode_update(frames: Sequence[FrameLike]) -> TagUpdate:
         **optional,
     )
 
-
-# ---------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------
-
-
-def to_mono_float32(frame: AudioFrame) -> np.ndarray:
-    """Convert a block to mono float32 in [-1, 1], downmixing channels by their mean.
-
-    Parameters
-    ----------
-    frame : AudioFrame
-
-    Returns
-    -------
-    np.ndarray [shape=(frame.frames,), dtype=float32]
-        For mono ``f32`` frames this is a (read-only) view of ``frame.samples``;
-        otherwise a new array.  Integer formats are scaled by their full scale
-        (``i16`` by 32768, ``i32`` by 2**31).
-    """
-    samples = frame.samples
-    if frame.sample_format == "f32":
-        mono_f32: np.ndarray = (
-            samples[:, 0].astype(np.float32, copy=False)
-            if frame.channels == 1
-            else samples.mean(axis=1, dtype=np.float32)
-        )
-        return mono_f32
-    scale = np.float32(1.0 / _FULL_SCALE[frame.sample_format])
-    if frame.channels == 1:
-        mono = samples[:, 0].astype(np.float32)
-    else:
-        # float64 accumulation: exact for i32 sums before the final rounding to float32.
-        mono = samples.mean(axis=1, dtype=np.float64).astype(np.float32)
-    mono *= scale
-    return mono

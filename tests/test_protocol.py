@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import protocol
+from model.audio import to_mono_float32
 from protocol import (
     AudioFrame,
     EndOfStream,
@@ -27,7 +28,6 @@ from protocol import (
     encode_audio,
     encode_end,
     encode_update,
-    to_mono_float32,
 )
 from protocol.subscriber import Subscriber, subscribe
 

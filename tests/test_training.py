@@ -19,6 +19,7 @@ import soundfile as sf
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from model.audio import load_audio
 from model.contract import MSD_TAGS, ModelContract
 from model.features import log_mel
 from training.config import ConfigError, load_train_config
@@ -35,7 +36,6 @@ from training.pipeline import (
     FeatureCache,
     crop_windows,
     fixed_windows,
-    load_audio,
     make_dataset,
     read_windows,
     teacher_windows,

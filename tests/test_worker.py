@@ -27,7 +27,7 @@ from inference import (
 )
 from inference.streams import SettingsError
 from model import MUSICNN_FEATURES, load_tagger, log_mel
-from model.features import resample
+from model.audio import resample
 from model.tagger import window_starts
 from protocol import (
     AudioFrame,

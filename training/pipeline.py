@@ -8,7 +8,9 @@ Feature cache
     any tagger; :data:`FLOAT16_ATOL` is the bound the tests check).  A cache
     entry is keyed by the file's absolute path, mtime, size, the
     :class:`model.FeatureSpec` and the read limit, so an edited file or other
-    mel settings never reuse stale features.
+    mel settings never reuse stale features.  Audio is decoded by
+    :func:`model.audio.load_audio`, the decoder file tagging and the streamer
+    use, so training accepts and refuses the same files they do.
 
 Window tables
     A :class:`WindowTable` lists examples as (track, start frame, target).
@@ -36,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from model.features import MUSICNN_FEATURES, FeatureSpec, log_mel, resample, to_mono
+from model.audio import load_audio
+from model.features import MUSICNN_FEATURES, FeatureSpec, log_mel
 from model.tagger import window_starts
 from training.datasets import DatasetError, Track
 
@@ -46,7 +49,6 @@ __all__ = [
     "WindowTable",
     "crop_windows",
     "fixed_windows",
-    "load_audio",
     "make_dataset",
     "read_windows",
     "teacher_windows",
@@ -56,37 +58,6 @@ logger = logging.getLogger(__name__)
 
 #: Largest absolute error of the float16 cache for log-mel values below 8.
 FLOAT16_ATOL = 4e-3
-
-
-def load_audio(
-    path: Path, *, sample_rate: int = MUSICNN_FEATURES.sample_rate, max_seconds: float = 0.0
-) -> np.ndarray:
-    """Decode ``path`` to mono float32 at ``sample_rate`` (soundfile, then librosa/audioread).
-
-    Parameters
-    ----------
-    path : Path
-    sample_rate : int > 0
-    max_seconds : float >= 0
-        Read only the first ``max_seconds`` (0 = all).
-    """
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(path))
-        frames = int(max_seconds * info.samplerate) if max_seconds > 0 else -1
-        y, sr = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError):
-        import librosa
-
-        try:
-            y, sr = librosa.load(
-                str(path), sr=None, mono=False, duration=max_seconds or None, dtype=np.float32
-            )
-        except Exception as exc:  # audioread raises its own hierarchy
-            raise DatasetError(f"{path}: cannot decode audio ({exc})") from None
-        y = np.atleast_2d(y).T
-    return resample(to_mono(y), orig_sr=int(sr), target_sr=sample_rate)
 
 
 class FeatureCache:
