@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install tagstream into .venv/ in this checkout.
+# Install tagstream into .venv/ in this checkout: the pinned dependencies, then the
+# project itself (editable), which puts the `tagstream` command in .venv/bin.
 #   scripts/install.sh          runtime only
 #   scripts/install.sh --dev    plus what the tests need (pytest, ruff, mypy, PulseAudio)
 # Debian packages are installed with apt-get when missing (as root, or through sudo).
@@ -46,12 +47,17 @@ fi
 
 requirements=requirements.txt
 (( dev )) && requirements=requirements-dev.txt
-stamp=".venv/.installed-$(cat requirements.txt "$requirements" | sha256sum | cut -c1-16)"
+# Redo the pip steps when the pins or the project's metadata (packages, scripts) change.
+stamp=".venv/.installed-$(cat requirements.txt "$requirements" pyproject.toml | sha256sum | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r "$requirements"
   # musicnn ships the pretrained MSD weights; its metadata pins an ancient numpy, hence --no-deps.
   .venv/bin/python -m pip install -q --no-deps musicnn==0.1.0
+  # The project itself, editable: `tagstream` in .venv/bin, imports from this checkout.
+  # Its dependencies are the pins above; the build backend is requirements.txt's setuptools.
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+  rm -f .venv/.installed-*
   touch "$stamp"
 fi
-echo "tagstream installed in $(pwd)/.venv"
+echo "tagstream installed in $(pwd)/.venv (run .venv/bin/tagstream --help)"
