@@ -23,6 +23,7 @@ import zmq
 
 from config import load_config
 from protocol import AudioFrame, EndOfStream, encode_audio, encode_end
+from tagstream.errors import ExitStatus
 from tools.demo_audio import demo_signal
 from tools.web import WebDashboard, WebError, main
 
@@ -117,7 +118,7 @@ def test_cli_reports_an_address_in_use_with_its_own_status() -> None:
         web.start()
         err = io.StringIO()
         argv = ["--bind", f"127.0.0.1:{web.port}", "--endpoint", NOWHERE]
-        assert main(argv, stdout=io.StringIO(), stderr=err) == 3
+        assert main(argv, stdout=io.StringIO(), stderr=err) == ExitStatus.ENDPOINT
         assert "cannot serve on" in err.getvalue()
 
 

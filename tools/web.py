@@ -3,12 +3,12 @@
     python -m tools.web [--bind 127.0.0.1:8080] [--endpoint E ...] [--stream ID ...]
                         [--token T] [--history-seconds S] [--config PATH] [--traceback]
 
-One page (``tools/web/``: plain HTML, JavaScript and CSS, no build step, no
+One page (``tools/webpage/``: plain HTML, JavaScript and CSS, no build step, no
 CDN) shows per stream the top tags as bars updating live, a scrolling
 tag x time heatmap of the window probabilities over the last
 ``web.history_seconds``, and the moments when the dominant (smoothed) tag
 changed.  A thread subscribes to the workers and feeds a
-:class:`tools.dashboard.DashboardModel`; every update goes out as one SSE
+:class:`monitor.history.DashboardModel`; every update goes out as one SSE
 event to every open page.
 
 HTTP routes: ``/`` (the page), ``/app.js``, ``/style.css``, ``/events`` (SSE:
@@ -22,55 +22,59 @@ HttpOnly cookie), ``Authorization: Bearer`` or that cookie, else 401.
 Without a token, requests whose ``Host`` is not a loopback name get 403 (so
 another web site cannot read the page through DNS rebinding).
 
-Exit status (:class:`ExitStatus`): 0 stopped (Ctrl-C or SIGTERM), 1 unexpected
-error, 2 usage or config error, 3 the address cannot be bound.
+Exit status (README "Exit status"): 0 stopped (Ctrl-C or SIGTERM), 1 unexpected
+error, 2 usage or config error, 4 the address cannot be bound or an endpoint
+cannot be subscribed to.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import enum
 import hmac
 import http.cookies
+import importlib.resources
 import ipaddress
 import json
 import logging
 import queue
-import signal
 import socket
 import sys
 import threading
 import time
-import traceback
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from types import FrameType
 from typing import Any, Final, Self, TextIO
 
 import zmq
 
-from config import ConfigError, load_config
+from config import ConfigError
+from monitor import connect
+from monitor.history import HISTORY_SECONDS, DashboardModel, StreamHistory
 from protocol import TagUpdate
-from tools.dashboard import HISTORY_SECONDS, DashboardModel, StreamHistory
+from tagstream import cli
+from tagstream.errors import EndpointError, UsageError
+from tools import add_subscription_arguments
 
 __all__ = [
+    "STATIC_FOLDER",
     "BindError",
-    "ExitStatus",
     "WebDashboard",
     "WebError",
+    "build_parser",
     "is_loopback",
     "main",
     "parse_bind",
+    "static_file",
 ]
 
 logger = logging.getLogger(__name__)
 
-STATIC_DIR: Final = Path(__file__).resolve().parent / "web"
-#: URL path -> (file in STATIC_DIR, content type).  Nothing else is served from disk.
+#: The page's folder inside the ``tools`` package (shipped as package data).
+STATIC_FOLDER: Final = "webpage"
+#: URL path -> (file in STATIC_FOLDER, content type).  Nothing else is served from disk.
 STATIC_FILES: Final = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
@@ -101,19 +105,21 @@ _SECURITY_HEADERS: Final = {
 }
 
 
-class ExitStatus(enum.IntEnum):
-    OK = 0
-    ERROR = 1
-    USAGE = 2
-    BIND = 3
-
-
-class WebError(RuntimeError):
+class WebError(UsageError):
     """The dashboard cannot start as asked; the message says what to change."""
 
 
-class BindError(WebError):
+class BindError(EndpointError, WebError):
     """The HTTP address cannot be bound (in use, or not an address of this machine)."""
+
+
+def static_file(name: str) -> bytes:
+    """The bytes of one file of the page (``index.html``, ``app.js``, ``style.css``).
+
+    Read through :mod:`importlib.resources`, so the page is found in a checkout
+    and in an installed package alike.
+    """
+    return importlib.resources.files("tools").joinpath(STATIC_FOLDER, name).read_bytes()
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -302,9 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
                 cookie[TOKEN_COOKIE]["samesite"] = "Strict"
                 cookie[TOKEN_COOKIE]["path"] = "/"
                 extra["Set-Cookie"] = cookie[TOKEN_COOKIE].OutputString()
-            self._send_body(
-                HTTPStatus.OK, (STATIC_DIR / name).read_bytes(), content_type, extra=extra
-            )
+            self._send_body(HTTPStatus.OK, static_file(name), content_type, extra=extra)
         elif url.path == "/api/snapshot":
             body = json.dumps(dashboard.snapshot(), separators=(",", ":")).encode()
             self._send_body(HTTPStatus.OK, body, "application/json")
@@ -340,8 +344,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
                 self.wfile.flush()
                 last_write = time.monotonic()
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            pass  # the page was closed
+        except OSError:  # broken pipe, reset or timeout: the page was closed
+            pass
         finally:
             dashboard._disconnect(client)
 
@@ -419,16 +423,14 @@ class WebDashboard:
 
         Raises
         ------
-        WebError
+        BindError
             If the address cannot be bound.
-        zmq.ZMQError
+        tagstream.errors.EndpointError
             If an endpoint is malformed.
         """
-        from protocol.subscriber import Subscriber
-
         if self._closed or self._server is not None:
             raise RuntimeError("start() on a started or closed WebDashboard")
-        self._subscriber = Subscriber(
+        self._subscriber = connect(
             self.endpoints, streams=self.streams, context=self.context, security=self.security
         )
         server_class = type(
@@ -582,29 +584,51 @@ class WebDashboard:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.web",
-        description="Serve a live web dashboard of the tags of every stream.",
+    parser = cli.parser(
+        "python -m tools.web",
+        "Serve a live web dashboard of the tags of every stream.",
         epilog="Defaults come from config.toml ([web] and [subscribe] endpoints).",
     )
-    parser.add_argument("--config", metavar="PATH", help="config file (default: config.toml)")
     parser.add_argument(
         "--bind", metavar="HOST:PORT", help="address to serve on (default: web.bind)"
     )
-    parser.add_argument(
-        "--endpoint", action="append", metavar="E", help="worker PUB endpoint (repeatable)"
-    )
-    parser.add_argument("--stream", action="append", metavar="ID", help="only this stream id")
+    add_subscription_arguments(parser)
     parser.add_argument(
         "--token", metavar="T", help="secret the page must carry (required beyond loopback)"
     )
     parser.add_argument(
         "--history-seconds", type=float, metavar="S", help="seconds of history per stream"
     )
-    parser.add_argument(
-        "--traceback", action="store_true", help="show the full traceback on errors"
-    )
     return parser
+
+
+def run(ctx: cli.Context) -> int:
+    """The command's body: serve until Ctrl-C or SIGTERM."""
+    args = ctx.args
+    cfg = ctx.load_config(
+        {
+            "subscribe.endpoints": args.endpoint,
+            "web.bind": args.bind,
+            "web.token": args.token,
+            "web.history_seconds": args.history_seconds,
+        }
+    )
+    with (
+        WebDashboard(
+            cfg.subscribe.endpoints,
+            bind=cfg.web.bind,
+            token=cfg.web.token,
+            streams=args.stream,
+            history_seconds=cfg.web.history_seconds,
+            security=cfg.security,
+        ) as dashboard,
+        ctx.on_stop(dashboard.stop),
+    ):
+        dashboard.start()
+        print(f"tagstream web dashboard: {dashboard.url}", file=ctx.stdout, flush=True)
+        while not dashboard.wait(_POLL_S):
+            pass
+    return cli.ExitStatus.OK
 
 
 def main(
@@ -614,69 +638,7 @@ def main(
     stderr: TextIO | None = None,
 ) -> int:
     """Run the web dashboard until Ctrl-C or SIGTERM; return the exit status."""
-    out = stdout if stdout is not None else sys.stdout
-    err = stderr if stderr is not None else sys.stderr
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    dashboard: WebDashboard | None = None
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if dashboard is not None:
-            dashboard.stop()
-
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = (
-        {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        if on_main_thread
-        else {}
-    )
-    try:
-        cfg = load_config(
-            args.config,
-            overrides={
-                "subscribe.endpoints": args.endpoint,
-                "web.bind": args.bind,
-                "web.token": args.token,
-                "web.history_seconds": args.history_seconds,
-            },
-        )
-        logging.basicConfig(
-            level=cfg.logging.level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=err,
-        )
-        dashboard = WebDashboard(
-            cfg.subscribe.endpoints,
-            bind=cfg.web.bind,
-            token=cfg.web.token,
-            streams=args.stream,
-            history_seconds=cfg.web.history_seconds,
-            security=cfg.security,
-        )
-        dashboard.start()
-        print(f"tagstream web dashboard: {dashboard.url}", file=out, flush=True)
-        while not dashboard.wait(_POLL_S):
-            pass
-        return int(ExitStatus.OK)
-    except KeyboardInterrupt:
-        return int(ExitStatus.OK)
-    except (ConfigError, WebError, zmq.ZMQError) as exc:
-        if args.traceback:
-            traceback.print_exc(file=err)
-        print(f"error: {exc}", file=err)
-        return int(ExitStatus.BIND if isinstance(exc, BindError) else ExitStatus.USAGE)
-    except Exception as exc:  # the CLI's one error boundary
-        if args.traceback:
-            traceback.print_exc(file=err)
-        print(f"error: {type(exc).__name__}: {exc} (rerun with --traceback for details)", file=err)
-        return int(ExitStatus.ERROR)
-    finally:
-        if dashboard is not None:
-            dashboard.close()
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return cli.run(build_parser(), run, argv, stdout=stdout, stderr=stderr, long_running=True)
 
 
 if __name__ == "__main__":
