@@ -46,7 +46,7 @@ from protocol import (
     decode_input,
     encode_update,
 )
-from protocol.metrics import MetricsServer, WorkerMetrics
+from tagstream.metrics import MetricsServer, WorkerMetrics
 from protocol.security import SecurityError, check_server, secure_server, start_authenticator
 
 __all__ = ["POLL_INTERVAL_S", "RECEIVE_HWM", "Worker", "WorkerError", "WorkerStats"]
@@ -219,7 +219,7 @@ class Worker:
         self._last_status = time.monotonic()
         self._last_idle_check = time.monotonic()
         self._heartbeat = float("-inf")  # monotonic time of the last loop iteration
-        #: Prometheus metrics (protocol.metrics); served when config.metrics.worker_port > 0.
+        #: Prometheus metrics (tagstream.metrics); served when config.metrics.worker_port > 0.
         self.metrics = WorkerMetrics(self.stats)
         self._metrics_server: MetricsServer | None = None
 

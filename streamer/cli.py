@@ -186,7 +186,7 @@ def _start_metrics(settings: MetricsConfig, streamer: Streamer, source: Source) 
     """Serve /metrics and /healthz on ``metrics.streamer_port`` (None when it is 0)."""
     if not settings.streamer_port:
         return None
-    from protocol.metrics import MetricsServer, StreamerMetrics
+    from tagstream.metrics import MetricsServer, StreamerMetrics
 
     def health() -> tuple[bool, dict[str, Any]]:
         stats = streamer.stats()
