@@ -36,10 +36,11 @@ from test_worker import (  # noqa: F401 - fixtures used by name
     worker_config,
 )
 
+from config import RecordConfig
 from inference import StreamState, Worker
+from monitor.recorder import Recorder
 from protocol import decode_update
 from protocol.subscriber import Subscriber
-from tools.record import Recorder, RecordSettings
 
 DEADLINE_S = 60.0
 
@@ -130,11 +131,11 @@ def test_a_full_disk_at_the_recorder_leaves_the_worker_and_others_unaffected(
 ) -> None:
     worker = _worker(tagger, tmp_path, hop_seconds=0.5)
     harness = Harness(worker)
-    caplog.set_level(logging.INFO, logger="tools.record")
+    caplog.set_level(logging.INFO, logger="monitor")
     recorder = Recorder(
         tmp_path / "full.db",
         [worker.publish_endpoint],
-        settings=RecordSettings(commit_interval_seconds=0.1),
+        settings=RecordConfig(commit_interval_seconds=0.1),
     )
     connection = recorder.writer.connection
     assert connection is not None
@@ -195,7 +196,7 @@ def test_a_real_worker_recorded_and_reported(
     recorder = Recorder(
         tmp_path / "onair.db",
         [worker.publish_endpoint],
-        settings=RecordSettings(commit_interval_seconds=0.1),
+        settings=RecordConfig(commit_interval_seconds=0.1),
     )
     thread = threading.Thread(target=recorder.run, daemon=True)
     thread.start()

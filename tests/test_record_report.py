@@ -1,4 +1,7 @@
-"""tools.record and tools.report: real sockets, real SQLite, real subprocesses and signals."""
+"""The recorder, its store and the report (``monitor`` and ``tools.record``/``tools.report``).
+
+Real sockets, real SQLite, real subprocesses and signals.
+"""
 
 from __future__ import annotations
 
@@ -23,9 +26,14 @@ import pytest
 import zmq
 from test_protocol import assert_same_update
 
+from config import RecordConfig
+from monitor import report, store
+from monitor.recorder import Recorder
+from monitor.store import RecordWriter, open_database, write_updates
 from protocol import TagUpdate, encode_update
-from tools import record, report
-from tools.record import Recorder, RecordSettings, RecordWriter, open_database, write_updates
+from tagstream.errors import ExitStatus
+from tools import record as record_cli
+from tools import report as report_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TAGS = ("rock", "pop", "jazz", "ambient")
@@ -161,7 +169,7 @@ def test_recorder_records_every_update_exactly(
     recorder = Recorder(
         db_path,
         [publisher.endpoint],
-        settings=RecordSettings(commit_interval_seconds=0.1),
+        settings=RecordConfig(commit_interval_seconds=0.1),
         context=context,
     )
     sent = [random_update(rng, seq=i, stream=("studio", "kitchen")[i % 2]) for i in range(300)]
@@ -178,8 +186,8 @@ def test_recorder_records_every_update_exactly(
     connection = open_database(db_path, read_only=True)
     try:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        got = list(record.read_updates(connection))
-        assert record.read_tag_sets(connection) == {1: (MODEL, sent[0].tags)}
+        got = list(store.read_updates(connection))
+        assert store.read_tag_sets(connection) == {1: (MODEL, sent[0].tags)}
         blob_sizes = connection.execute(
             "SELECT DISTINCT length(probabilities), length(smoothed) FROM updates"
         ).fetchall()
@@ -203,7 +211,7 @@ def test_recorder_survives_a_full_disk(
     recorder = Recorder(
         tmp_path / "full.db",
         [publisher.endpoint],
-        settings=RecordSettings(commit_interval_seconds=0.05),
+        settings=RecordConfig(commit_interval_seconds=0.05),
         context=context,
     )
     connection = recorder.writer.connection
@@ -211,7 +219,7 @@ def test_recorder_survives_a_full_disk(
     pages = connection.execute("PRAGMA page_count").fetchone()[0]
     connection.execute(f"PRAGMA max_page_count = {pages}")  # "database or disk is full"
     sent = 200
-    caplog.set_level(logging.INFO, logger="tools.record")
+    caplog.set_level(logging.INFO, logger="monitor")
     try:
         with RecorderThread(recorder):
             publisher.wait_for_subscriber()
@@ -252,7 +260,7 @@ def test_retention_deletes_rows_older_than_retention_days(
     recorder = Recorder(
         db_path,
         [f"ipc://{tmp_path}/nobody.sock"],  # nothing publishes: retention only
-        settings=RecordSettings(retention_days=30.0),
+        settings=RecordConfig(retention_days=30.0),
         context=context,
         clock=lambda: now,
     )
@@ -268,7 +276,7 @@ def test_delete_older_than_in_batches(
     now = T0
     connection = open_database(tmp_path / "old.db")
     write_updates(connection, old_and_new_updates(rng, now))
-    deleted = record.delete_older_than(connection, now - 10 * 86_400.0, batch_rows=batch_rows)
+    deleted = store.delete_older_than(connection, now - 10 * 86_400.0, batch_rows=batch_rows)
     connection.close()
     assert deleted == 4
     assert recorded_seqs(tmp_path / "old.db") == [4, 5]
@@ -284,7 +292,7 @@ def test_retention_days_zero_keeps_everything(
     recorder = Recorder(
         db_path,
         [f"ipc://{tmp_path}/nobody.sock"],
-        settings=RecordSettings(retention_days=0.0),
+        settings=RecordConfig(retention_days=0.0),
         context=context,
         clock=lambda: T0,
     )
@@ -398,7 +406,7 @@ def test_sigterm_commits_every_buffered_update(
     assert "written=150 dropped=0" in log
     connection = open_database(db_path, read_only=True)
     try:
-        got = list(record.read_updates(connection))
+        got = list(store.read_updates(connection))
     finally:
         connection.close()
     assert len(got) == len(sent)
@@ -421,8 +429,8 @@ def test_sigterm_commits_every_buffered_update(
 )
 def test_record_cli_rejects_bad_flags(tmp_path: Path, flags: list[str], message: str) -> None:
     err = io.StringIO()
-    status = record.main(["--db", str(tmp_path / "x.db"), *flags], stderr=err)
-    assert status == record.ExitStatus.USAGE
+    status = record_cli.main(["--db", str(tmp_path / "x.db"), *flags], stderr=err)
+    assert status == ExitStatus.USAGE
     assert err.getvalue().strip() == message
 
 
@@ -430,8 +438,8 @@ def test_record_cli_unusable_database_is_one_line(tmp_path: Path) -> None:
     not_a_db = tmp_path / "junk.db"
     not_a_db.write_bytes(b"this is not an sqlite file at all" * 100)
     err = io.StringIO()
-    status = record.main(["--db", str(not_a_db), "--endpoint", "tcp://127.0.0.1:1"], stderr=err)
-    assert status == record.ExitStatus.USAGE
+    status = record_cli.main(["--db", str(not_a_db), "--endpoint", "tcp://127.0.0.1:1"], stderr=err)
+    assert status == ExitStatus.UNAVAILABLE
     lines = err.getvalue().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {not_a_db}: ")
 
@@ -558,8 +566,8 @@ def test_report_cli_writes_table_png_and_csv(synthetic_db: Path, tmp_path: Path)
     out_dir = tmp_path / "out"
     stdout, stderr = io.StringIO(), io.StringIO()
     argv = ["--db", str(synthetic_db), "--stream", "studio", "--out", str(out_dir)]
-    status = report.main([*argv, "--top", "3", "--utc"], stdout=stdout, stderr=stderr)
-    assert status == report.ExitStatus.OK, stderr.getvalue()
+    status = report_cli.main([*argv, "--top", "3", "--utc"], stdout=stdout, stderr=stderr)
+    assert status == ExitStatus.OK, stderr.getvalue()
     text = stdout.getvalue()
     assert "Per hour" in text and "2024-06-01 01:00" in text and " 75.0% 0.05" in text
     assert png_size(out_dir / "report.png") == (1200, 500)
@@ -596,19 +604,20 @@ def test_report_missing_corrupt_and_empty_are_one_line_errors(
     corrupt = tmp_path / "corrupt.db"
     corrupt.write_bytes(b"\x00garbage" * 1000)
     cases = [
-        (["--db", str(missing)], report.ExitStatus.USAGE, "no such database"),
-        (["--db", str(corrupt)], report.ExitStatus.USAGE, "not"),
-        (["--db", str(synthetic_db), "--stream", "attic"], report.ExitStatus.NO_DATA, "no updates"),
+        (["--db", str(missing)], ExitStatus.UNAVAILABLE, "no such database"),
+        (["--db", str(corrupt)], ExitStatus.UNAVAILABLE, "not"),
+        (["--db", str(synthetic_db), "--stream", "attic"], ExitStatus.UNAVAILABLE, "no updates"),
         (
             ["--db", str(synthetic_db), "--since", "2030-01-01T00:00+00:00"],
-            report.ExitStatus.NO_DATA,
+            ExitStatus.UNAVAILABLE,
             "no updates",
         ),
-        (["--db", str(synthetic_db), "--since", "yesterday"], report.ExitStatus.USAGE, "--since"),
+        (["--db", str(synthetic_db), "--since", "yesterday"], ExitStatus.USAGE, "--since"),
     ]
     for argv, expected_status, fragment in cases:
         stdout, stderr = io.StringIO(), io.StringIO()
-        status = report.main([*argv, "--out", str(tmp_path / "out")], stdout=stdout, stderr=stderr)
+        argv = [*argv, "--out", str(tmp_path / "out")]
+        status = report_cli.main(argv, stdout=stdout, stderr=stderr)
         lines = error_lines(stderr)
         assert status == expected_status, (argv, lines)
         assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines

@@ -13,12 +13,15 @@ from tagstream.errors import UsageError
 __all__ = ["add_subscription_arguments", "check_at_least"]
 
 
-def add_subscription_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--endpoint E`` (repeatable) and ``--stream ID`` (repeatable) to ``parser``."""
+def add_subscription_arguments(parser: argparse.ArgumentParser, *, streams: bool = True) -> None:
+    """Add ``--endpoint E`` and (with ``streams``) ``--stream ID``, both repeatable."""
     parser.add_argument(
         "--endpoint", action="append", metavar="E", help="worker PUB endpoint (repeatable)"
     )
-    parser.add_argument("--stream", action="append", metavar="ID", help="only this stream id")
+    if streams:
+        parser.add_argument(
+            "--stream", action="append", metavar="ID", help="only this stream id (repeatable)"
+        )
 
 
 def check_at_least(flag: str, value: float | None, least: float = 1) -> None:

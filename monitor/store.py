@@ -1,0 +1,546 @@
+"""The recording database: its schema, its one writer and its one reader.
+
+``python -m tools.record`` (:mod:`monitor.recorder`) writes it and
+``python -m tools.report`` reads it; both go through this module, so the SQL
+lives in one place.
+
+Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`): the table
+``updates`` holds one row per tag update (stream, sequence number, wall-clock
+times, audio times, model, and the raw and smoothed tag probabilities as
+little-endian float32 BLOBs); the tag names are stored once per (model, tag
+list) in the table ``tags``, and ``updates.tags_id`` points at the row that
+decodes an update's BLOBs.
+
+- :func:`open_database` opens (or creates) a database, read-only for reports;
+- :func:`write_updates` is the only code that inserts rows, one transaction per batch;
+  :class:`RecordWriter` buffers updates and commits them in batches;
+- :func:`select_updates` is the one query over a stream and a time range;
+  :func:`read_updates` turns its rows back into :class:`protocol.TagUpdate`;
+- :func:`delete_older_than` is the retention pass.
+
+Durability
+----------
+A writing connection runs in WAL mode with ``synchronous=FULL`` by default: a
+``kill -9`` never corrupts the file and loses only what was not committed; a
+committed transaction also survives a power cut (``NORMAL``: only a process crash).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+
+from protocol import TagUpdate
+from tagstream.errors import UnavailableError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SYNCHRONOUS_MODES",
+    "UPDATE_COLUMNS",
+    "RecordWriter",
+    "StoreError",
+    "decode_blobs",
+    "delete_older_than",
+    "open_database",
+    "read_tag_sets",
+    "read_updates",
+    "select_updates",
+    "write_updates",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``PRAGMA user_version`` of databases this module writes and reads.
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS tags (
+    id INTEGER PRIMARY KEY,
+    model TEXT NOT NULL,
+    tags_json TEXT NOT NULL,          -- JSON list of tag names, in probability order
+    UNIQUE (model, tags_json)
+);
+CREATE TABLE IF NOT EXISTS updates (
+    id INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    published_time REAL NOT NULL,     -- Unix time the worker published the update
+    received_time REAL NOT NULL,      -- Unix time the worker received the window's last sample
+    capture_time REAL NOT NULL,       -- Unix time that sample was captured
+    recorded_time REAL NOT NULL,      -- Unix time the recorder received the update
+    start_s REAL NOT NULL,            -- audio time of the window, seconds into the stream
+    end_s REAL NOT NULL,
+    model TEXT NOT NULL,
+    tags_id INTEGER NOT NULL REFERENCES tags (id),
+    gaps INTEGER NOT NULL,
+    dropped INTEGER NOT NULL,
+    probabilities BLOB NOT NULL,      -- little-endian float32, one per tag
+    smoothed BLOB NOT NULL            -- little-endian float32, one per tag
+);
+CREATE INDEX IF NOT EXISTS updates_published_time ON updates (published_time);
+CREATE INDEX IF NOT EXISTS updates_stream_published_time ON updates (stream, published_time);
+"""
+
+_INSERT: Final = (
+    "INSERT INTO updates (stream, seq, published_time, received_time, capture_time,"
+    " recorded_time, start_s, end_s, model, tags_id, gaps, dropped, probabilities, smoothed)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+#: Rows deleted per retention transaction.
+_RETENTION_BATCH_ROWS: Final = 5_000
+#: Least seconds between two error lines about failing writes.
+_ERROR_LOG_INTERVAL_S: Final = 60.0
+#: Milliseconds a write waits for another connection's lock before failing.
+_BUSY_TIMEOUT_MS: Final = 200
+SYNCHRONOUS_MODES: Final = ("NORMAL", "FULL")
+#: Probabilities are stored as little-endian float32.
+_BLOB_DTYPE: Final = "<f4"
+
+
+class StoreError(UnavailableError):
+    """The database cannot be opened or is not a tagstream recording; the message says which."""
+
+
+def open_database(
+    path: str | os.PathLike[str], *, read_only: bool = False, synchronous: str = "FULL"
+) -> sqlite3.Connection:
+    """Open (and, unless ``read_only``, create) a recording database.
+
+    Parameters
+    ----------
+    path : path-like
+        The SQLite file.
+    read_only : bool
+        Open an existing file without writing to it (for reports); the schema
+        must already be there.
+    synchronous : {"FULL", "NORMAL"}
+        ``PRAGMA synchronous`` of a writing connection.
+
+    Returns
+    -------
+    sqlite3.Connection
+        In autocommit mode (``isolation_level=None``): callers open their own
+        transactions.  Usable from one thread at a time.
+
+    Raises
+    ------
+    StoreError
+        The file is missing (``read_only``), unreadable, not an SQLite
+        database, or of another schema version.
+    """
+    path = Path(path)
+    if read_only and not path.is_file():
+        raise StoreError(f"{path}: no such database; record one with python -m tools.record")
+    if synchronous not in SYNCHRONOUS_MODES:
+        raise ValueError(f"synchronous={synchronous!r} must be one of {SYNCHRONOUS_MODES}")
+    try:
+        if read_only:
+            connection = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None
+            )
+        else:
+            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open database ({exc})") from None
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise StoreError(
+                f"{path}: recording schema version {version} is not supported "
+                f"(this program reads version {SCHEMA_VERSION})"
+            )
+        if read_only:
+            names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+            if not {"updates", "tags"} <= names or version != SCHEMA_VERSION:
+                raise StoreError(f"{path}: not a tagstream recording (no updates/tags tables)")
+        else:
+            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                logger.warning("WAL mode unavailable path=%s journal_mode=%s", path, mode)
+            connection.execute(f"PRAGMA synchronous = {synchronous}")
+            connection.executescript(_SCHEMA)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except StoreError:
+        connection.close()
+        raise
+    except sqlite3.Error as exc:
+        connection.close()
+        raise StoreError(f"{path}: not a usable recording database ({exc})") from None
+    return connection
+
+
+def _tags_id(connection: sqlite3.Connection, model: str, tags: tuple[str, ...]) -> int:
+    tags_json = json.dumps(list(tags), ensure_ascii=False)
+    connection.execute(
+        "INSERT OR IGNORE INTO tags (model, tags_json) VALUES (?, ?)", (model, tags_json)
+    )
+    row = connection.execute(
+        "SELECT id FROM tags WHERE model = ? AND tags_json = ?", (model, tags_json)
+    ).fetchone()
+    return int(row[0])
+
+
+def _float32_blob(values: np.ndarray) -> bytes:
+    return np.ascontiguousarray(values, dtype=_BLOB_DTYPE).tobytes()
+
+
+def decode_blobs(blobs: Sequence[bytes], n_tags: int, *, what: str = "probability") -> np.ndarray:
+    """Probability BLOBs of one tag set as one array.
+
+    Parameters
+    ----------
+    blobs : sequence of bytes
+        ``probabilities`` or ``smoothed`` values of rows that share a ``tags_id``.
+    n_tags : int >= 0
+        Tags in that tag set.
+    what : str
+        Names the BLOBs in the error message (``"smoothed of tag set 3"``).
+
+    Returns
+    -------
+    np.ndarray [shape=(len(blobs), n_tags), dtype=float32]
+
+    Raises
+    ------
+    StoreError
+        A BLOB is not ``n_tags`` float32 values: the recording is damaged.
+    """
+    joined = b"".join(blobs)
+    if len(joined) != 4 * n_tags * len(blobs):
+        raise StoreError(
+            f"{what} BLOBs are not {n_tags} float32 values each; the recording is damaged"
+        )
+    return np.frombuffer(joined, dtype=_BLOB_DTYPE).reshape(len(blobs), n_tags)
+
+
+def write_updates(
+    connection: sqlite3.Connection,
+    updates: Iterable[TagUpdate],
+    *,
+    recorded_times: Iterable[float] | None = None,
+) -> int:
+    """Insert updates in one transaction; the only code that writes ``updates`` rows.
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection
+        From :func:`open_database` (autocommit mode).
+    updates : iterable of TagUpdate
+    recorded_times : iterable of float or None
+        Unix time each update reached the recorder; ``None`` uses each
+        update's ``published_time``.
+
+    Returns
+    -------
+    int
+        Rows inserted.
+
+    Raises
+    ------
+    sqlite3.Error
+        The transaction was rolled back; nothing of this batch is stored.
+    """
+    updates = list(updates)
+    times = [u.published_time for u in updates] if recorded_times is None else list(recorded_times)
+    if len(times) != len(updates):
+        raise ValueError(f"{len(times)} recorded_times for {len(updates)} updates")
+    if not updates:
+        return 0
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        tag_set_ids: dict[tuple[str, tuple[str, ...]], int] = {}
+        rows = []
+        for update, recorded_time in zip(updates, times, strict=True):
+            key = (update.model, update.tags)
+            if key not in tag_set_ids:
+                tag_set_ids[key] = _tags_id(connection, *key)
+            rows.append(
+                (
+                    update.stream,
+                    int(update.seq),
+                    float(update.published_time),
+                    float(update.received_time),
+                    float(update.capture_time),
+                    float(recorded_time),
+                    float(update.start_s),
+                    float(update.end_s),
+                    update.model,
+                    tag_set_ids[key],
+                    int(update.gaps),
+                    int(update.dropped),
+                    _float32_blob(update.probabilities),
+                    _float32_blob(update.smoothed),
+                )
+            )
+        connection.executemany(_INSERT, rows)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            try:
+                connection.execute("ROLLBACK")
+            except sqlite3.Error as exc:  # SQLite may have rolled back already
+                logger.debug("rollback failed error=%r", str(exc))
+        raise
+    return len(rows)
+
+
+def delete_older_than(
+    connection: sqlite3.Connection,
+    cutoff_time: float,
+    *,
+    batch_rows: int = _RETENTION_BATCH_ROWS,
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """Delete updates published before ``cutoff_time``, ``batch_rows`` per transaction.
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection
+    cutoff_time : float
+        Unix time; rows with ``published_time < cutoff_time`` go.
+    batch_rows : int > 0
+        Rows per transaction, so that a large first pass never holds the
+        write lock for long.
+    should_stop : callable or None
+        Checked between batches; returning True ends the pass early.
+
+    Returns
+    -------
+    int
+        Rows deleted.
+    """
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows={batch_rows} must be at least 1")
+    deleted = 0
+    while should_stop is None or not should_stop():
+        cursor = connection.execute(
+            "DELETE FROM updates WHERE id IN (SELECT id FROM updates"
+            " WHERE published_time < ? LIMIT ?)",
+            (cutoff_time, batch_rows),
+        )
+        deleted += cursor.rowcount
+        if cursor.rowcount < batch_rows:
+            break
+    return deleted
+
+
+def read_tag_sets(connection: sqlite3.Connection) -> dict[int, tuple[str, tuple[str, ...]]]:
+    """Return ``{tags_id: (model, tag names)}`` of every tag set in the database."""
+    return {
+        int(row[0]): (row[1], tuple(json.loads(row[2])))
+        for row in connection.execute("SELECT id, model, tags_json FROM tags")
+    }
+
+
+#: Columns of ``updates`` that :func:`select_updates` may return.
+UPDATE_COLUMNS: Final = (
+    "id", "stream", "seq", "published_time", "received_time", "capture_time", "recorded_time",
+    "start_s", "end_s", "model", "tags_id", "gaps", "dropped", "probabilities", "smoothed",
+)  # fmt: skip
+
+
+def select_updates(
+    connection: sqlite3.Connection,
+    columns: Sequence[str],
+    *,
+    stream: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+) -> sqlite3.Cursor:
+    """The one query over recorded updates: ``columns`` of a stream and a time range.
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection
+    columns : sequence of str
+        Names from :data:`UPDATE_COLUMNS`, in the order the rows give them.
+    stream : str or None
+        Only this stream id.
+    since, until : float or None
+        Unix times: ``since <= published_time < until``.
+
+    Returns
+    -------
+    sqlite3.Cursor
+        Rows ordered by stream, then publication time (then insertion).  Fetch
+        them in chunks (``fetchmany``) to bound memory.
+    """
+    unknown = [c for c in columns if c not in UPDATE_COLUMNS]
+    if unknown or not columns:
+        raise ValueError(f"columns={list(columns)!r} must name some of {UPDATE_COLUMNS}")
+    query = (
+        f"SELECT {', '.join(columns)} FROM updates WHERE published_time >= ? AND published_time < ?"
+    )
+    params: list[float | str] = [
+        float("-inf") if since is None else since,
+        float("inf") if until is None else until,
+    ]
+    if stream is not None:
+        query += " AND stream = ?"
+        params.append(stream)
+    return connection.execute(query + " ORDER BY stream, published_time, id", params)
+
+
+_TAG_UPDATE_COLUMNS: Final = (
+    "stream", "seq", "start_s", "end_s", "tags_id", "probabilities", "smoothed",
+    "capture_time", "received_time", "published_time", "gaps", "dropped",
+)  # fmt: skip
+
+
+def read_updates(
+    connection: sqlite3.Connection,
+    *,
+    stream: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+) -> Iterator[TagUpdate]:
+    """Yield recorded updates as :class:`TagUpdate`, by stream then publication time.
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection
+    stream : str or None
+        Only this stream id.
+    since, until : float or None
+        Unix times: ``since <= published_time < until``.
+    """
+    tag_sets = read_tag_sets(connection)
+    rows = select_updates(connection, _TAG_UPDATE_COLUMNS, stream=stream, since=since, until=until)
+    for row in rows:
+        model, tags = tag_sets[row[4]]
+        yield TagUpdate(
+            stream=row[0],
+            seq=row[1],
+            start_s=row[2],
+            end_s=row[3],
+            model=model,
+            tags=tags,
+            probabilities=np.frombuffer(row[5], dtype=_BLOB_DTYPE),
+            smoothed=np.frombuffer(row[6], dtype=_BLOB_DTYPE),
+            capture_time=row[7],
+            received_time=row[8],
+            published_time=row[9],
+            gaps=row[10],
+            dropped=row[11],
+        )
+
+
+class RecordWriter:
+    """Buffers updates and commits them in batches; a failing batch is dropped and counted.
+
+    Parameters
+    ----------
+    db_path : path-like
+        Created if missing.
+    synchronous : {"FULL", "NORMAL"}
+
+    Attributes
+    ----------
+    connection : sqlite3.Connection
+    written : int
+        Updates committed.
+    dropped : int
+        Updates lost to failing writes.
+    failed_commits : int
+        Batches that failed.
+    """
+
+    def __init__(self, db_path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
+        self.db_path = Path(db_path)
+        self.connection: sqlite3.Connection | None = open_database(
+            self.db_path, synchronous=synchronous
+        )
+        self.written = 0
+        self.dropped = 0
+        self.failed_commits = 0
+        self._updates: list[TagUpdate] = []
+        self._recorded_times: list[float] = []
+        self._failing = False
+        self._last_error_log = float("-inf")
+
+    @property
+    def pending(self) -> int:
+        """Updates buffered and not yet committed."""
+        return len(self._updates)
+
+    def add(self, update: TagUpdate, *, recorded_time: float) -> None:
+        """Buffer one update; it is written by the next :meth:`flush`."""
+        self._updates.append(update)
+        self._recorded_times.append(recorded_time)
+
+    def flush(self) -> int:
+        """Commit the buffered updates in one transaction; return how many were committed.
+
+        A database error (disk full, locked, I/O) never escapes: the batch is
+        dropped, counted in :attr:`dropped` and logged.
+        """
+        if not self._updates:
+            return 0
+        if self.connection is None:
+            raise RuntimeError("flush() on a closed RecordWriter")
+        updates, times = self._updates, self._recorded_times
+        self._updates, self._recorded_times = [], []
+        try:
+            written = write_updates(self.connection, updates, recorded_times=times)
+        except sqlite3.DatabaseError as exc:
+            self._failed(exc, len(updates))
+            return 0
+        self.written += written
+        if self._failing:
+            self._failing = False
+            logger.warning(
+                "database writes work again path=%s total_dropped=%d", self.db_path, self.dropped
+            )
+        return written
+
+    def _failed(self, exc: sqlite3.Error, count: int) -> None:
+        self.dropped += count
+        self.failed_commits += 1
+        self._failing = True
+        now = time.monotonic()
+        if now - self._last_error_log >= _ERROR_LOG_INTERVAL_S:
+            self._last_error_log = now
+            logger.error(
+                "cannot write to database path=%s error=%r dropped=%d total_dropped=%d "
+                "(recording continues; free disk space or fix the file)",
+                self.db_path,
+                str(exc),
+                count,
+                self.dropped,
+            )
+
+    def delete_older_than(
+        self, cutoff_time: float, *, should_stop: Callable[[], bool] | None = None
+    ) -> int:
+        """Retention pass (:func:`delete_older_than`); a database error is logged, not raised."""
+        if self.connection is None:
+            raise RuntimeError("delete_older_than() on a closed RecordWriter")
+        try:
+            return delete_older_than(self.connection, cutoff_time, should_stop=should_stop)
+        except sqlite3.DatabaseError as exc:
+            logger.error("retention pass failed path=%s error=%r", self.db_path, str(exc))
+            return 0
+
+    def close(self) -> None:
+        """Commit what is buffered and close the database; safe to call twice."""
+        if self.connection is None:
+            return
+        try:
+            self.flush()
+        finally:
+            try:
+                self.connection.close()
+            except sqlite3.Error as exc:
+                logger.error("closing database failed path=%s error=%r", self.db_path, str(exc))
+            self.connection = None
