@@ -7,13 +7,17 @@ only clients whose public key file (``*.key``) lies in
 ``security.allowed_clients_dir``: any other peer completes no handshake, so it
 can neither send audio nor receive tags.
 
->>> from config import SecurityConfig
->>> curve_enabled(SecurityConfig(), "tcp://127.0.0.1:5555", role="server")
+Every function takes a :class:`SecuritySettings` *value*: anything with the five
+attributes below, such as ``config.SecurityConfig`` (``[security]`` in
+``config.toml``) or this module's :class:`CurveSettings` for code without a
+settings file.  This module never reads settings itself.
+
+>>> curve_enabled(CurveSettings(), "tcp://127.0.0.1:5555", role="server")
 False
->>> curve_enabled(SecurityConfig(), "ipc:///tmp/in", role="client")
+>>> curve_enabled(CurveSettings(), "ipc:///tmp/in", role="client")
 False
 
-``security.curve`` (``config.toml`` ``[security]``):
+``curve``:
 
 * ``"off"``: never.
 * ``"on"``: always; the keys must be configured.
@@ -21,7 +25,8 @@ False
   *required* when an endpoint is beyond loopback (anything but 127.0.0.0/8,
   ``::1``, ``localhost``, ``ipc://`` and ``inproc://``).  A required but
   unconfigured key stops the program at start-up with one line naming the
-  setting (:class:`SecurityError`, a :class:`config.ConfigError`).
+  setting (:class:`SecurityError`, a :class:`tagstream.errors.UsageError`:
+  exit status 2).
 
 Keys come from ``python -m tools.keys generate --out DIR --name NAME``
 (``zmq.auth.create_certificates``): ``NAME.key`` is the public key file,
@@ -31,22 +36,26 @@ reads ``allowed_clients_dir`` once, at start.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from config import ConfigError, SecurityConfig
+from tagstream.errors import UsageError
 
 __all__ = [
     "CURVE_MODES",
+    "NO_KEYS",
+    "CurveSettings",
     "SecurityError",
+    "SecuritySettings",
     "check_server",
     "curve_enabled",
     "is_local_endpoint",
@@ -61,8 +70,58 @@ CURVE_MODES: Final = ("auto", "on", "off")
 _KEYS_HINT: Final = "create keys with: python -m tools.keys generate --out DIR"
 
 
-class SecurityError(ConfigError):
-    """CURVE is required but a key setting is missing or unreadable; the message names it."""
+class SecurityError(UsageError):
+    """A security setting is missing, unreadable or not allowed; the message names it."""
+
+
+class SecuritySettings(Protocol):
+    """What the transport reads: ``config.SecurityConfig`` and :class:`CurveSettings` are two.
+
+    Attributes
+    ----------
+    curve : {"auto", "on", "off"}
+    server_secret_key : str
+        The worker's ``NAME.key_secret`` file ("" = not set).
+    server_public_key : str
+        The worker's ``NAME.key`` file, for clients.
+    client_secret_key : str
+        A client's ``NAME.key_secret`` file.
+    allowed_clients_dir : str
+        Folder of the client public keys (``*.key``) the worker admits.
+    """
+
+    @property
+    def curve(self) -> str: ...
+    @property
+    def server_secret_key(self) -> str: ...
+    @property
+    def server_public_key(self) -> str: ...
+    @property
+    def client_secret_key(self) -> str: ...
+    @property
+    def allowed_clients_dir(self) -> str: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveSettings:
+    """A :class:`SecuritySettings` value for code without a settings file.
+
+    ``CurveSettings()`` is the default: ``"auto"`` with no keys, so loopback
+    and ``ipc://`` work in the clear and anything beyond is refused.
+
+    >>> CurveSettings(client_secret_key="keys/studio-a.key_secret",
+    ...               server_public_key="keys/worker.key")  # doctest: +SKIP
+    """
+
+    curve: str = "auto"
+    server_secret_key: str = ""
+    server_public_key: str = ""
+    client_secret_key: str = ""
+    allowed_clients_dir: str = ""
+
+
+#: The defaults: ``"auto"``, no keys.
+NO_KEYS: Final = CurveSettings()
 
 
 def is_local_endpoint(endpoint: str) -> bool:
@@ -91,19 +150,21 @@ def is_local_endpoint(endpoint: str) -> bool:
         return False
 
 
-def _keys_configured(settings: SecurityConfig, role: str) -> bool:
+def _keys_configured(settings: SecuritySettings, role: str) -> bool:
     if role == "server":
         return bool(settings.server_secret_key)
     return bool(settings.client_secret_key or settings.server_public_key)
 
 
-def curve_enabled(settings: SecurityConfig, endpoint: str, *, role: str) -> bool:
+def curve_enabled(settings: SecuritySettings, endpoint: str, *, role: str) -> bool:
     """Whether a socket of ``role`` ("server" binds, "client" connects) on ``endpoint`` uses CURVE.
 
     Raises
     ------
     ValueError
-        If ``role`` or ``settings.curve`` is not one of the allowed values.
+        If ``role`` is not "server" or "client" (a programming error).
+    SecurityError
+        If ``settings.curve`` is not one of :data:`CURVE_MODES`.
     """
     if role not in ("server", "client"):
         raise ValueError(f"role={role!r} must be 'server' or 'client'")
@@ -118,7 +179,7 @@ def curve_enabled(settings: SecurityConfig, endpoint: str, *, role: str) -> bool
     return _keys_configured(settings, role) or not is_local_endpoint(endpoint)
 
 
-def _why(settings: SecurityConfig, endpoint: str) -> str:
+def _why(settings: SecuritySettings, endpoint: str) -> str:
     if settings.curve == "on":
         return 'security.curve = "on"'
     if not is_local_endpoint(endpoint):
@@ -126,7 +187,7 @@ def _why(settings: SecurityConfig, endpoint: str) -> str:
     return "other security keys are set"
 
 
-def _require(settings: SecurityConfig, name: str, endpoint: str) -> str:
+def _require(settings: SecuritySettings, name: str, endpoint: str) -> str:
     value = str(getattr(settings, name))
     if not value:
         raise SecurityError(
@@ -148,7 +209,7 @@ def _load(name: str, path: str, *, secret: bool) -> tuple[bytes, bytes | None]:
     return public, secret_key
 
 
-def check_server(settings: SecurityConfig, endpoints: Iterable[str]) -> list[str]:
+def check_server(settings: SecuritySettings, endpoints: Iterable[str]) -> list[str]:
     """Check the server settings for ``endpoints``; return those served with CURVE.
 
     Cheap and without side effects: the worker calls it before loading its model.
@@ -169,7 +230,7 @@ def check_server(settings: SecurityConfig, endpoints: Iterable[str]) -> list[str
 
 
 def start_authenticator(
-    context: zmq.Context[Any], settings: SecurityConfig, endpoints: Iterable[str]
+    context: zmq.Context[Any], settings: SecuritySettings, endpoints: Iterable[str]
 ) -> ThreadAuthenticator | None:
     """Start the ZAP authenticator on ``context`` if any of ``endpoints`` is served with CURVE.
 
@@ -202,7 +263,7 @@ def start_authenticator(
 
 def secure_server(
     socket: zmq.Socket[Any],
-    settings: SecurityConfig,
+    settings: SecuritySettings,
     auth: ThreadAuthenticator | None,
     *,
     endpoint: str,
@@ -213,7 +274,7 @@ def secure_server(
     ----------
     socket : zmq.Socket
         Not yet bound.
-    settings : SecurityConfig
+    settings : SecuritySettings
     auth : ThreadAuthenticator or None
         From :func:`start_authenticator` on the socket's context.
     endpoint : str
@@ -237,7 +298,7 @@ def secure_server(
 
 
 def secure_client(
-    socket: zmq.Socket[Any], settings: SecurityConfig, *, endpoints: Iterable[str]
+    socket: zmq.Socket[Any], settings: SecuritySettings, *, endpoints: Iterable[str]
 ) -> bool:
     """Make ``socket`` a CURVE client before it connects to ``endpoints`` (when CURVE applies).
 

@@ -20,9 +20,8 @@ from typing import Self
 
 import zmq
 
-from config import SecurityConfig
 from protocol import ProtocolError, TagUpdate, check_stream_id, decode_update
-from protocol.security import secure_client
+from protocol.security import NO_KEYS, SecuritySettings, secure_client
 
 __all__ = ["Subscriber", "subscribe"]
 
@@ -45,9 +44,10 @@ class Subscriber:
         Stream ids to receive; ``None`` receives every stream.
     context : zmq.Context or None
         Defaults to the process-wide ``zmq.Context.instance()``.
-    security : SecurityConfig or None
-        CURVE keys (:mod:`protocol.security`); ``None`` = the defaults ("auto", no
-        keys), which refuse (``SecurityError``) an endpoint beyond loopback.
+    security : protocol.security.SecuritySettings or None
+        CURVE keys, e.g. ``config.SecurityConfig`` (:mod:`protocol.security`);
+        ``None`` = the defaults ("auto", no keys), which refuse
+        (``SecurityError``) an endpoint beyond loopback.
 
     Attributes
     ----------
@@ -70,7 +70,7 @@ class Subscriber:
         *,
         streams: Iterable[str] | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
-        security: SecurityConfig | None = None,
+        security: SecuritySettings | None = None,
     ) -> None:
         endpoint_list = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not endpoint_list:
@@ -88,7 +88,7 @@ class Subscriber:
         self._socket: zmq.Socket[bytes] | None = context.socket(zmq.SUB)
         self._socket.setsockopt(zmq.LINGER, 0)
         try:
-            secure_client(self._socket, security or SecurityConfig(), endpoints=endpoint_list)
+            secure_client(self._socket, security or NO_KEYS, endpoints=endpoint_list)
             if self.streams is None:
                 self._socket.setsockopt(zmq.SUBSCRIBE, b"")
             else:
@@ -180,7 +180,7 @@ def subscribe(
     streams: Iterable[str] | None = None,
     context: zmq.Context[zmq.Socket[bytes]] | None = None,
     timeout_s: float | None = None,
-    security: SecurityConfig | None = None,
+    security: SecuritySettings | None = None,
 ) -> Generator[TagUpdate, None, None]:
     """Yield tag updates from worker PUB endpoints until closed or idle for ``timeout_s``.
 
@@ -197,7 +197,7 @@ def subscribe(
     timeout_s : float > 0 or None
         Stop (the generator returns) after this many seconds without a wanted
         update; ``None`` waits forever.
-    security : SecurityConfig or None
+    security : protocol.security.SecuritySettings or None
         CURVE keys (see :class:`Subscriber`).
 
     Yields

@@ -29,6 +29,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from config import ConfigError, MetricsConfig, load_config
+from protocol.security import SecurityError
 from streamer.core import ExitStatus, Source, Streamer, StreamerError
 
 __all__ = ["build_parser", "main"]
@@ -236,7 +237,7 @@ def main(
         return int(_run(args, out))
     except KeyboardInterrupt:
         return int(ExitStatus.OK)
-    except (ConfigError, StreamerError) as exc:
+    except (ConfigError, SecurityError, StreamerError) as exc:
         status = exc.status if isinstance(exc, StreamerError) else ExitStatus.USAGE
         if args.traceback:
             traceback.print_exc(file=err)

@@ -8,6 +8,8 @@ allowed folder (and a client without CURVE) can do neither.
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from inference import Worker, WorkerError
 from model import load_tagger
 from protocol import AudioFrame, EndOfStream, decode_update, encode_audio, encode_end
 from protocol.security import (
+    CurveSettings,
     SecurityError,
     curve_enabled,
     is_local_endpoint,
@@ -30,8 +33,10 @@ from protocol.security import (
 from protocol.subscriber import Subscriber
 from streamer import Sender
 from streamer.cli import main as streamer_main
+from tagstream.errors import ExitStatus
 from tools import keys
 
+ROOT = Path(__file__).resolve().parent.parent
 #: Bound on every wait; only turns a hang into a failure.
 DEADLINE_S = 60.0
 
@@ -72,6 +77,21 @@ def test_auto_mode_is_on_beyond_loopback_or_when_keys_are_set() -> None:
     assert curve_enabled(SecurityConfig(client_secret_key="k"), "ipc:///x", role="client")
     assert curve_enabled(SecurityConfig(curve="on"), "ipc:///x", role="client")
     assert not curve_enabled(SecurityConfig(curve="off"), "tcp://0.0.0.0:1", role="server")
+
+
+def test_the_transport_takes_any_settings_value_and_never_reads_settings_itself() -> None:
+    for settings in (CurveSettings(), SecurityConfig()):
+        assert not curve_enabled(settings, "ipc:///x", role="client")
+        assert curve_enabled(settings, "tcp://10.0.0.2:1", role="client")
+    with pytest.raises(SecurityError, match=r"security\.curve: expected one of auto, on, off"):
+        curve_enabled(CurveSettings(curve="maybe"), "ipc:///x", role="server")
+    assert SecurityError("x").status == ExitStatus.USAGE
+    imported = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, protocol.security, protocol.subscriber; print('config' in sys.modules)"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert imported.stdout.strip() == "False", imported.stderr
 
 
 def test_worker_refuses_to_bind_beyond_loopback_without_keys() -> None:

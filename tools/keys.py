@@ -15,8 +15,9 @@ then, on the worker, ``server_secret_key = "keys/worker.key_secret"`` and
 ``client_secret_key = "keys/studio-a.key_secret"`` and
 ``server_public_key = "keys/worker.key"``.
 
-Exit status: 0 written, 1 unexpected error, 2 usage error (including a pair
-that exists already, unless ``--force``).
+Exit status (:class:`tagstream.errors.ExitStatus`): 0 written, 1 unexpected
+error, 2 usage error (including a pair that exists already, unless
+``--force``), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,20 +26,22 @@ import argparse
 import os
 import re
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 import zmq.auth
 
-__all__ = ["generate", "main"]
+from tagstream import cli
+from tagstream.errors import UsageError
+
+__all__ = ["KeysError", "build_parser", "generate", "main"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class KeysError(ValueError):
-    """A usage problem; the message is one line."""
+class KeysError(UsageError, ValueError):
+    """A bad key name, or a pair that exists already; the message is one line."""
 
 
 def generate(
@@ -73,42 +76,33 @@ def generate(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.keys",
-        description="Create ZeroMQ CURVE key pairs for config.toml [security].",
+    parser = cli.parser(
+        "python -m tools.keys",
+        "Create ZeroMQ CURVE key pairs for config.toml [security].",
+        config=False,
     )
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="create one key pair")
     gen.add_argument("--out", required=True, metavar="DIR", help="folder for the key files")
     gen.add_argument("--name", default="tagstream", help="file stem (default: tagstream)")
     gen.add_argument("--force", action="store_true", help="overwrite an existing pair")
-    parser.add_argument("--traceback", action="store_true", help="show the full traceback")
     return parser
+
+
+def run(ctx: cli.Context) -> int:
+    """Write the pair ``--out/--name``; print where each half goes."""
+    public, secret = generate(ctx.args.out, name=ctx.args.name, force=ctx.args.force)
+    out = ctx.stdout
+    print(f"public key: {public}  (share: allowed_clients_dir or server_public_key)", file=out)
+    print(f"secret key: {secret}  (keep private: server_secret_key or client_secret_key)", file=out)
+    return cli.ExitStatus.OK
 
 
 def main(
     argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
-    """Run the CLI; return the exit status (0 ok, 1 error, 2 usage)."""
-    out = stdout if stdout is not None else sys.stdout
-    err = stderr if stderr is not None else sys.stderr
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        public, secret = generate(args.out, name=args.name, force=args.force)
-    except KeysError as exc:
-        print(f"error: {exc}", file=err)
-        return 2
-    except Exception as exc:  # the CLI's one error boundary
-        if args.traceback:
-            traceback.print_exc(file=err)
-        print(f"error: {type(exc).__name__}: {exc}", file=err)
-        return 1
-    print(f"public key: {public}  (share: allowed_clients_dir or server_public_key)", file=out)
-    print(f"secret key: {secret}  (keep private: server_secret_key or client_secret_key)", file=out)
-    return 0
+    """Run the command; return its exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    return cli.run(build_parser(), run, argv, stdout=stdout, stderr=stderr)
 
 
 if __name__ == "__main__":
