@@ -1,0 +1,935 @@
+"""Network streams as a source: Icecast/Shoutcast HTTP(S), HLS and whatever FFmpeg opens.
+
+:class:`NetworkSource` implements the streamer's :class:`streamer.core.Source`
+protocol for a URL.  Its audio is decoded by Debian's ``ffmpeg`` program, run as
+a subprocess per connection that writes mono float32 PCM at a fixed rate to a
+pipe (``-f f32le -ac 1 -ar RATE pipe:1``)::
+
+    live HTTP (Icecast, Shoutcast):  socket -> ICY metadata stripped here -> ffmpeg stdin
+    HLS, static files, rtsp/srt/rtmp: ffmpeg reads the URL itself
+                                      ffmpeg stdout -> fixed-size Blocks -> Streamer
+
+Why a subprocess and not PyAV
+-----------------------------
+``python -m benchmarks.network_decode`` decodes the same 128 kbit/s mp3 both
+ways.  On this project's machine (AMD EPYC, 2 cores, ffmpeg 5.1, PyAV 18.1)
+both cost well under 1 % of one core per real-time stream, and the
+subprocess path costs about the same CPU as PyAV for the same work (the table
+and the ratio are in ``docs/STATIONS.md``).  With the cost a wash, the
+subprocess wins on everything else that matters for a station monitor:
+
+* a stalled or wedged decoder is *killed*: no read inside a C library that
+  cannot be interrupted, no thread left hanging, memory given back at once;
+* a decoder crash on a corrupt stream ends one subprocess, not the streamer;
+* it holds no GIL, so many stations decode in parallel on several cores;
+* Debian's ffmpeg ships every demuxer, codec and protocol (https via GnuTLS,
+  HLS, rtsp, srt, rtmp) and gets security updates through apt; PyAV's wheels
+  pin their own FFmpeg build and have no wheel for every platform we run on
+  (none for Python 3.11 since PyAV 19).
+
+The one thing FFmpeg does not hand back is ICY metadata (``StreamTitle``), so
+live HTTP streams are read here, with ``Icy-MetaData: 1``: the metadata blocks
+are cut out and parsed, the audio bytes go to ffmpeg's stdin.
+
+Pacing
+------
+A live stream (Icecast, Shoutcast, live HLS, rtsp, ...) is paced by the network:
+blocks are yielded as they are decoded.  A static URL (a file over HTTP, a VOD
+HLS playlist ending in ``#EXT-X-ENDLIST``) is paced to real time on an absolute
+schedule, like :class:`streamer.files.FileSource`, unless ``fast=True``.
+
+Reconnects and gaps
+-------------------
+Any end of a live stream, any decoder or network error, and a *stall* (no
+decoded audio for ``stall_timeout_s``) close the connection; the source waits
+``backoff_initial_s``, doubling up to ``backoff_max_s``, and connects again,
+for ever unless ``max_attempts`` is set.  Each drop, failed attempt, stall and
+reconnect is counted (:meth:`NetworkSource.status_fields`) and logged, and a
+``source_down`` / ``source_up`` :class:`SourceEvent` is emitted.
+
+Blocks after a reconnect never pretend continuity.  The wire already has the
+means: a block's ``index`` becomes the message ``seq``, and a skipped ``seq``
+is a gap to the worker (filled with silence up to its ``max_gap_seconds``,
+otherwise the window is reset; never with old audio).  So the first block
+after an outage of a live stream jumps its index by the outage in blocks (at
+least one), measured on the wall clock.  All blocks have exactly
+``block_seconds`` of audio (the partial block in hand at a drop is discarded
+as part of the outage), so block ``i`` starts at ``i * block_seconds`` on the
+same audio timeline the worker keeps.  A static stream resumes where it
+stopped (``ffmpeg -ss``): nothing is lost, so its index does not jump.
+
+Titles
+------
+ICY ``StreamTitle`` values are read as they change and emitted as
+``now_playing`` events with ``at_s``, the audio position where the change
+arrived: the byte offset of the metadata block in the connection divided by
+the stream's byte rate (``icy-br``, else the bit rate ffmpeg reports, else
+the rate observed so far), added to the position at which the connection's
+audio began.  Exact for constant bit-rate streams.  The first title of a
+connection applies from its start, and is not emitted again when a reconnect
+finds the same title.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import dataclasses
+import http.client
+import logging
+import math
+import os
+import re
+import select
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import IO, Any, Final, NamedTuple
+
+import numpy as np
+
+import protocol
+from streamer.core import Block
+from tagstream.errors import UnavailableError, UsageError
+
+__all__ = [
+    "EVENT_KINDS",
+    "NetworkSource",
+    "SourceEvent",
+    "parse_stream_title",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Kinds of :class:`SourceEvent`.
+EVENT_KINDS: Final = ("source_down", "source_up", "now_playing")
+#: URL schemes that FFmpeg reads and that are taken as live without asking.
+_LIVE_SCHEMES: Final = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "rtp", "tcp")
+_HTTP_SCHEMES: Final = ("http", "https")
+_MAX_REDIRECTS: Final = 5
+#: Largest playlist read when probing an HLS URL.
+_MAX_PLAYLIST_BYTES: Final = 1024 * 1024
+#: Bytes read from the network per call.
+_READ_BYTES: Final = 16 * 1024
+#: Longest wait of one read before the stop flag is checked again.
+_POLL_S: Final = 0.2
+#: A connection that delivered this much audio resets the backoff to its initial value.
+_STABLE_AFTER_S: Final = 10.0
+_USER_AGENT: Final = "tagstream/0.1 (+network source)"
+_BITRATE_RE: Final = re.compile(rb"Stream #\d+:\d+.*?: Audio: .*?(\d+) kb/s")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceEvent:
+    """Something that happened to a network source at a moment of its audio.
+
+    Parameters
+    ----------
+    kind : {"source_down", "source_up", "now_playing"}
+        What happened.
+    time : float
+        Unix time at which it was noticed.
+    at_s : float >= 0
+        Audio position, in seconds on the block timeline (block ``i`` starts at
+        ``i * block_seconds``): where the audio stopped (``source_down``),
+        where it resumed (``source_up``) or where the title changed (``now_playing``).
+    title : str
+        ``now_playing`` only: the new ``StreamTitle``.
+    reason : str
+        ``source_down`` only: why, e.g. ``"end of stream"``, ``"stall: no audio for 10.0 s"``.
+    outage_s : float
+        ``source_up`` only: wall-clock seconds without audio.
+    """
+
+    kind: str
+    time: float
+    at_s: float
+    title: str = ""
+    reason: str = ""
+    outage_s: float = 0.0
+
+
+def parse_stream_title(metadata: bytes) -> str | None:
+    """The ``StreamTitle`` of one ICY metadata block, or ``None`` if it has none.
+
+    Parameters
+    ----------
+    metadata : bytes
+        The block without its length byte, NUL padding allowed, e.g.
+        ``b"StreamTitle='Artist - Song';StreamUrl='';"``.
+
+    Returns
+    -------
+    str or None
+        The title (UTF-8, else Latin-1), possibly empty.
+
+    Examples
+    --------
+    >>> parse_stream_title(b"StreamTitle='It\\'s - A';StreamUrl='x';\\0\\0")
+    "It's - A"
+    """
+    text = metadata.rstrip(b"\0")
+    start = text.find(b"StreamTitle='")
+    if start < 0:
+        return None
+    start += len(b"StreamTitle='")
+    # The value ends at the "';" before the next key or the end (titles may hold quotes).
+    end = -1
+    for match in re.finditer(rb"';", text[start:]):
+        after = text[start + match.end() :]
+        if not after.strip() or re.match(rb"\s*[A-Za-z]+=", after):
+            end = start + match.start()
+            break
+    value = text[start:end] if end >= 0 else text[start:].rstrip(b"';")
+    try:
+        return value.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return value.decode("latin-1").strip()
+
+
+class _Pace(NamedTuple):
+    """Real-time schedule of a static stream: block frames ``origin_frames`` were due at start."""
+
+    start_mono: float
+    start_unix: float
+    origin_frames: int
+
+
+class _ConnectError(Exception):
+    """One connection attempt failed; the message is the reason logged."""
+
+
+# ---------------------------------------------------------------------------
+# HTTP with ICY: Shoutcast v1 answers "ICY 200 OK", which http.client refuses.
+# ---------------------------------------------------------------------------
+
+
+class _IcyStatusReader:
+    """A response file whose first line ``ICY 200 OK`` reads as ``HTTP/1.0 200 OK``."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._first = True
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self._raw.readline(limit)
+        if self._first:
+            self._first = False
+            if line.startswith(b"ICY "):
+                line = b"HTTP/1.0 " + line[4:]
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+class _IcyResponse(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = _IcyStatusReader(self.fp)  # type: ignore[assignment]
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    response_class = _IcyResponse
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    response_class = _IcyResponse
+
+
+@dataclasses.dataclass
+class _Response:
+    """An open HTTP response and the socket under it (to abort a blocked read)."""
+
+    url: str
+    response: http.client.HTTPResponse
+    sock: socket.socket | None
+
+    def header(self, name: str) -> str:
+        return self.response.getheader(name) or ""
+
+    def abort(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+        self.response.close()
+
+
+def _open_http(url: str, *, timeout_s: float, icy: bool = True) -> _Response:
+    """GET ``url`` (following redirects); raise :class:`_ConnectError` on any failure."""
+    for _ in range(_MAX_REDIRECTS + 1):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in _HTTP_SCHEMES or not parts.hostname:
+            raise _ConnectError(f"not an http(s) URL: {url}")
+        connection: http.client.HTTPConnection
+        try:
+            port = parts.port
+        except ValueError:
+            raise _ConnectError(f"bad port in {url}") from None
+        if parts.scheme == "https":
+            connection = _HTTPSConnection(
+                parts.hostname, port, timeout=timeout_s, context=ssl.create_default_context()
+            )
+        else:
+            connection = _HTTPConnection(parts.hostname, port, timeout=timeout_s)
+        path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        headers = {"User-Agent": _USER_AGENT, "Accept": "*/*"}
+        if icy:
+            headers["Icy-MetaData"] = "1"
+        if parts.username is not None:
+            credentials = f"{parts.username}:{parts.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+        try:
+            connection.request("GET", path, headers=headers)
+            sock = connection.sock
+            response = connection.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            raise _ConnectError(f"cannot connect: {type(exc).__name__}: {exc}") from None
+        if response.status in (301, 302, 303, 307, 308):
+            location = response.getheader("Location")
+            response.close()
+            connection.close()
+            if not location:
+                raise _ConnectError(f"HTTP {response.status} without a Location")
+            url = urllib.parse.urljoin(url, location)
+            continue
+        if response.status != 200:
+            response.close()
+            connection.close()
+            raise _ConnectError(f"HTTP {response.status} {response.reason}".strip())
+        return _Response(url=url, response=response, sock=sock)
+    raise _ConnectError(f"more than {_MAX_REDIRECTS} redirects")
+
+
+def _is_playlist(url: str, content_type: str) -> bool:
+    path = urllib.parse.urlsplit(url).path.lower()
+    return path.endswith((".m3u8", ".m3u")) or "mpegurl" in content_type.lower()
+
+
+def _playlist_is_vod(url: str, text: str, *, timeout_s: float) -> bool:
+    """Whether an HLS playlist ends (``#EXT-X-ENDLIST``); a master goes by its first variant."""
+    if "#EXT-X-ENDLIST" in text:
+        return True
+    if "#EXT-X-STREAM-INF" not in text:
+        return False
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        if line.startswith("#EXT-X-STREAM-INF"):
+            for candidate in lines[number + 1 :]:
+                if candidate.strip() and not candidate.startswith("#"):
+                    variant = urllib.parse.urljoin(url, candidate.strip())
+                    opened = _open_http(variant, timeout_s=timeout_s, icy=False)
+                    try:
+                        body = opened.response.read(_MAX_PLAYLIST_BYTES)
+                    finally:
+                        opened.abort()
+                    return "#EXT-X-ENDLIST" in body.decode("utf-8", "replace")
+    return False
+
+
+# ---------------------------------------------------------------------------
+# One connection: an ffmpeg process, fed by an ICY reader thread or reading the URL itself.
+# ---------------------------------------------------------------------------
+
+
+class _Connection:
+    """One decoder process and, for ICY streams, the thread that feeds it.
+
+    ``read`` returns decoded float32 bytes, ``None`` on a timeout, ``b""`` at the end.
+    """
+
+    def __init__(
+        self,
+        command: list[str],
+        *,
+        http_response: _Response | None,
+        stall_timeout_s: float,
+    ) -> None:
+        self.end_reason = ""
+        #: (audio byte offset in this connection, title) found by the ICY reader.
+        self.titles: collections.deque[tuple[int, str]] = collections.deque()
+        self.titles_seen = False
+        self.audio_bytes = 0
+        self.byte_rate = 0.0
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=5)
+        self._http = http_response
+        self._stall_timeout_s = stall_timeout_s
+        if http_response is not None:
+            bitrate = http_response.header("icy-br").split(",")[0].strip()
+            if bitrate.isdigit() and int(bitrate) > 0:
+                self.byte_rate = int(bitrate) * 1000 / 8
+        try:
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE if http_response is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            if http_response is not None:
+                http_response.abort()
+            raise _ConnectError(f"cannot run {command[0]}: {exc}") from None
+        assert self._process.stdout is not None and self._process.stderr is not None
+        self._stdout_fd = self._process.stdout.fileno()
+        self._stderr_thread = threading.Thread(
+            target=self._drain_stderr, args=(self._process.stderr,), daemon=True
+        )
+        self._stderr_thread.start()
+        self._feeder: threading.Thread | None = None
+        if http_response is not None:
+            self._feeder = threading.Thread(target=self._feed, daemon=True)
+            self._feeder.start()
+
+    def _drain_stderr(self, stream: IO[bytes]) -> None:
+        for line in stream:
+            if self.byte_rate == 0.0:
+                match = _BITRATE_RE.search(line)
+                if match and int(match.group(1)) > 0:
+                    self.byte_rate = int(match.group(1)) * 1000 / 8
+            text = line.decode("utf-8", "replace").strip()
+            if text and not text.startswith(("Input #", "Output #", "Stream ", "  ")):
+                self._stderr_tail.append(text)
+
+    def _feed(self) -> None:
+        """Read the HTTP body, cut out ICY metadata, write the audio to ffmpeg's stdin."""
+        assert self._http is not None and self._process.stdin is not None
+        response = self._http.response
+        stdin = self._process.stdin
+        metaint_text = self._http.header("icy-metaint").strip()
+        metaint = int(metaint_text) if metaint_text.isdigit() else 0
+        until_meta = metaint
+        try:
+            while True:
+                want = min(_READ_BYTES, until_meta) if metaint else _READ_BYTES
+                chunk = response.read1(want)
+                if not chunk:
+                    self.end_reason = self.end_reason or "end of stream"
+                    return
+                stdin.write(chunk)
+                stdin.flush()
+                self.audio_bytes += len(chunk)
+                if metaint:
+                    until_meta -= len(chunk)
+                    if until_meta == 0:
+                        self._read_metadata(response)
+                        until_meta = metaint
+        except TimeoutError:
+            self.end_reason = self.end_reason or f"stall: no data for {self._stall_timeout_s:g} s"
+        except Exception as exc:
+            # BrokenPipeError: ffmpeg exited (its reason is on stderr); ValueError and
+            # AttributeError: close() aborted the response under a blocked read.
+            self.end_reason = self.end_reason or f"read error: {type(exc).__name__}: {exc}"
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    def _read_metadata(self, response: http.client.HTTPResponse) -> None:
+        length_byte = response.read(1)
+        if not length_byte:
+            return
+        length = length_byte[0] * 16
+        if length == 0:
+            return
+        data = response.read(length)
+        title = parse_stream_title(data)
+        if title is not None:
+            self.titles.append((self.audio_bytes, title))
+
+    def read(self, timeout_s: float) -> bytes | None:
+        ready, _, _ = select.select([self._stdout_fd], [], [], timeout_s)
+        if not ready:
+            return None
+        return os.read(self._stdout_fd, 64 * 1024)
+
+    def exit_code(self) -> int | None:
+        try:
+            return self._process.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def failure(self) -> str:
+        """Why the connection ended, for the log line."""
+        code = self._process.poll()
+        tail = "; ".join(self._stderr_tail)
+        reason = self.end_reason
+        if not reason:
+            reason = "end of stream" if code == 0 else f"decoder exited with status {code}"
+        return f"{reason} ({tail})" if tail else reason
+
+    def close(self) -> None:
+        """Stop the decoder and the reader; safe to call twice."""
+        if self._http is not None:
+            self._http.abort()
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        for stream in (self._process.stdout, self._process.stdin):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        if self._feeder is not None:
+            self._feeder.join(timeout=2.0)
+        self._stderr_thread.join(timeout=2.0)
+        if self._process.stderr is not None:
+            self._process.stderr.close()
+
+
+class NetworkSource:
+    """Blocks of a network stream, decoded by FFmpeg, reconnecting on any failure.
+
+    Parameters
+    ----------
+    url : str
+        ``http(s)://`` (Icecast, Shoutcast, a file, an HLS ``.m3u8`` playlist),
+        or any URL ffmpeg reads (``rtsp://``, ``srt://``, ``rtmp://``, ...).
+    sample_rate : int in [1000, 384000]
+        Rate of the yielded audio in Hz; ffmpeg resamples to it (16000: the
+        model's rate, so the worker does not resample).
+    block_seconds : float > 0
+        Seconds of audio per block; every block has exactly this many samples,
+        except the last one of a static stream.
+    fast : bool
+        Static streams only: yield as fast as they decode instead of in real time.
+    live : bool or None
+        ``None``: ask the server (one request now; an unreachable URL raises).
+        ``True``: take it as live (no request now: a station that is down at
+        start-up is retried like a drop).  ``False``: a static file or VOD.
+    stall_timeout_s : float > 0
+        No decoded audio for this long counts as a drop.
+    connect_timeout_s : float > 0
+        Timeout of the probe request.
+    backoff_initial_s, backoff_max_s : float > 0
+        Wait before the first reconnect attempt, doubled after each failed one up to the cap.
+    max_attempts : int > 0 or None
+        Consecutive failed connection attempts before giving up (``None``: never).
+    on_event : callable or None
+        Called with each :class:`SourceEvent`, in the thread iterating :meth:`blocks`,
+        before the block it refers to is yielded.  Events are also kept for
+        :meth:`pop_events`.
+    ffmpeg : str
+        The ffmpeg program.
+
+    Raises
+    ------
+    UsageError
+        A setting is out of range.
+    UnavailableError
+        ffmpeg is not installed, or (with ``live=None``) the URL cannot be opened.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        sample_rate: int = 16_000,
+        block_seconds: float = 0.1,
+        fast: bool = False,
+        live: bool | None = None,
+        stall_timeout_s: float = 15.0,
+        connect_timeout_s: float = 10.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        max_attempts: int | None = None,
+        on_event: Callable[[SourceEvent], None] | None = None,
+        ffmpeg: str = "ffmpeg",
+    ) -> None:
+        if not protocol.MIN_SAMPLE_RATE <= sample_rate <= protocol.MAX_SAMPLE_RATE:
+            raise UsageError(
+                f"sample_rate={sample_rate} must be in "
+                f"{protocol.MIN_SAMPLE_RATE}..{protocol.MAX_SAMPLE_RATE}"
+            )
+        for name, value in (
+            ("block_seconds", block_seconds),
+            ("stall_timeout_s", stall_timeout_s),
+            ("connect_timeout_s", connect_timeout_s),
+            ("backoff_initial_s", backoff_initial_s),
+            ("backoff_max_s", backoff_max_s),
+        ):
+            if not value > 0 or not math.isfinite(value):
+                raise UsageError(f"{name}={value} must be a positive number of seconds")
+        if max_attempts is not None and max_attempts < 1:
+            raise UsageError(f"max_attempts={max_attempts} must be >= 1 or None")
+        parts = urllib.parse.urlsplit(url)
+        if not parts.scheme or not (parts.netloc or parts.path):
+            raise UsageError(f"url={url!r} is not a URL; give e.g. http://host:8000/live.mp3")
+        resolved = shutil.which(ffmpeg)
+        if resolved is None:
+            raise UnavailableError(
+                f"{ffmpeg!r} not found: network streams are decoded by FFmpeg; "
+                "install it (apt-get install ffmpeg)"
+            )
+        self.url = url
+        self.name = _name_of(url)
+        self.sample_rate = int(sample_rate)
+        self.block_frames = max(1, round(block_seconds * self.sample_rate))
+        self.block_seconds = self.block_frames / self.sample_rate
+        self.fast = fast
+        self.stall_timeout_s = stall_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.max_attempts = max_attempts
+        self.on_event = on_event
+        self._ffmpeg = resolved
+        self._events: collections.deque[SourceEvent] = collections.deque(maxlen=1000)
+        self._connection: _Connection | None = None
+        self._closed = False
+        self.blocks_read = 0
+        self.connects = 0
+        self.drops = 0
+        self.stalls = 0
+        self.connect_failures = 0
+        self.gap_blocks = 0
+        self.titles = 0
+        self.title = ""
+        self._playlist = parts.scheme in _HTTP_SCHEMES and _is_playlist(url, "")
+        if live is None:
+            live = self._probe()
+        self.live = bool(live)
+
+    # -- Source protocol -------------------------------------------------------
+
+    def status_fields(self) -> dict[str, int]:
+        return {
+            "blocks_read": self.blocks_read,
+            "connects": self.connects,
+            "drops": self.drops,
+            "stalls": self.stalls,
+            "connect_failures": self.connect_failures,
+            "gap_blocks": self.gap_blocks,
+            "titles": self.titles,
+        }
+
+    def pop_events(self) -> list[SourceEvent]:
+        """The events since the last call, oldest first (at most the last 1000)."""
+        events = []
+        while self._events:
+            events.append(self._events.popleft())
+        return events
+
+    def close(self) -> None:
+        """Stop the decoder and the network reader; safe to call twice."""
+        self._closed = True
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    def blocks(self, stop: threading.Event) -> Iterator[Block]:
+        """Yield blocks until a static stream ends, ``stop`` is set, or attempts run out.
+
+        Raises
+        ------
+        UnavailableError
+            ``max_attempts`` consecutive connection attempts failed.
+        """
+        if self._closed:
+            raise RuntimeError("blocks() on a closed NetworkSource")
+        logger.info(
+            "reading url=%s live=%s sample_rate=%d block_seconds=%g fast=%s",
+            self.url,
+            self.live,
+            self.sample_rate,
+            self.block_seconds,
+            self.fast,
+        )
+        block_bytes = self.block_frames * 4
+        index = 0  # the next block's index: its start on the audio timeline is index * block
+        backoff_s = self.backoff_initial_s
+        failed_attempts = 0
+        down_since: float | None = None  # wall time the audio stopped; None while it flows
+        down_at_s = 0.0
+        last_capture = -math.inf
+        pace = _Pace(time.monotonic(), time.time(), 0)
+        while not stop.is_set():
+            resume_s = 0.0 if self.live else index * self.block_seconds
+            try:
+                connection = self._connect(resume_s=resume_s)
+            except _ConnectError as exc:
+                failed_attempts += 1
+                self.connect_failures += 1
+                logger.warning(
+                    "connect failed url=%s reason=%s attempt=%d retry_in_s=%.1f",
+                    self.url,
+                    exc,
+                    failed_attempts,
+                    backoff_s,
+                )
+                if self.max_attempts is not None and failed_attempts >= self.max_attempts:
+                    raise UnavailableError(
+                        f"cannot open {self.url} after {failed_attempts} attempts ({exc}); "
+                        "check the URL and that the station is up"
+                    ) from None
+                if stop.wait(backoff_s):
+                    return
+                backoff_s = min(backoff_s * 2, self.backoff_max_s)
+                continue
+            self._connection = connection
+            self.connects += 1
+            pending = bytearray()
+            start_index: int | None = None  # index of this connection's first block
+            titles: list[tuple[float, str]] = []
+            last_data = time.monotonic()
+            reason = ""
+            ended_cleanly = False
+            try:
+                while not stop.is_set():
+                    data = connection.read(_POLL_S)
+                    if data is None:
+                        if time.monotonic() - last_data >= self.stall_timeout_s:
+                            self.stalls += 1
+                            reason = f"stall: no audio for {self.stall_timeout_s:g} s"
+                            break
+                        continue
+                    if not data:
+                        code = connection.exit_code()
+                        ended_cleanly = not self.live and code == 0 and not connection.end_reason
+                        reason = connection.failure()
+                        break
+                    last_data = time.monotonic()
+                    pending += data
+                    while len(pending) >= block_bytes:
+                        now = time.time()
+                        if start_index is None:
+                            # This connection's first block: account for the outage before it.
+                            if down_since is not None:
+                                index = self._resumed(index, down_since, now)
+                                down_since = None
+                            start_index = index
+                            pace = _Pace(time.monotonic(), now, index * self.block_frames)
+                        self._collect_titles(connection, start_index, index, titles)
+                        start_s = index * self.block_seconds
+                        end_s = start_s + self.block_seconds
+                        for at_s, title in [t for t in titles if t[0] < end_s]:
+                            titles.remove((at_s, title))
+                            self._title_changed(title, max(at_s, start_s), now)
+                        samples = np.frombuffer(bytes(pending[:block_bytes]), dtype="<f4")
+                        del pending[:block_bytes]
+                        block = self._block(index, samples, now, last_capture, pace)
+                        last_capture = block.capture_time
+                        if not self._wait_due(index + 1, stop, pace):
+                            return
+                        index += 1
+                        self.blocks_read += 1
+                        failed_attempts = 0
+                        if (index - start_index) * self.block_seconds >= _STABLE_AFTER_S:
+                            backoff_s = self.backoff_initial_s
+                        yield block
+                if stop.is_set():
+                    return
+            finally:
+                self._connection = None
+                connection.close()
+            if ended_cleanly:
+                tail = np.frombuffer(bytes(pending[: len(pending) // 4 * 4]), dtype="<f4")
+                if tail.size:
+                    self.blocks_read += 1
+                    yield self._block(index, tail, time.time(), last_capture, pace)
+                logger.info("stream ended url=%s blocks=%d", self.url, self.blocks_read)
+                return
+            # A drop; the partial block in hand is discarded with the outage.
+            self.drops += 1
+            if down_since is None:
+                down_since = time.time()
+                down_at_s = index * self.block_seconds
+            logger.warning(
+                "stream dropped url=%s reason=%s at_s=%.1f drops=%d retry_in_s=%.1f",
+                self.url,
+                reason,
+                down_at_s,
+                self.drops,
+                backoff_s,
+            )
+            self._emit(SourceEvent("source_down", time.time(), down_at_s, reason=reason))
+            if stop.wait(backoff_s):
+                return
+            backoff_s = min(backoff_s * 2, self.backoff_max_s)
+
+    # -- internals -------------------------------------------------------------
+
+    def _resumed(self, index: int, down_since: float, now: float) -> int:
+        """The first block after an outage: log it, emit ``source_up``, return its index.
+
+        A live stream lost the audio of the outage: the index jumps by it (at least one
+        block), which the worker sees as a sequence gap.  A static stream resumed where it
+        stopped, so its index does not move.
+        """
+        outage_s = max(0.0, now - self.block_seconds - down_since)
+        if self.live and self.blocks_read:
+            skipped = max(1, round(outage_s / self.block_seconds))
+            index += skipped
+            self.gap_blocks += skipped
+        logger.info(
+            "reconnected url=%s outage_s=%.1f at_s=%.1f connects=%d",
+            self.url,
+            outage_s,
+            index * self.block_seconds,
+            self.connects,
+        )
+        self._emit(SourceEvent("source_up", now, index * self.block_seconds, outage_s=outage_s))
+        return index
+
+    def _collect_titles(
+        self,
+        connection: _Connection,
+        start_index: int,
+        index: int,
+        titles: list[tuple[float, str]],
+    ) -> None:
+        """Move the connection's ICY titles to ``titles`` as (audio position, title)."""
+        start_s = start_index * self.block_seconds
+        while connection.titles:
+            byte_offset, title = connection.titles.popleft()
+            if not connection.titles_seen:
+                # The first metadata of a connection names what is playing since its start.
+                connection.titles_seen = True
+                titles.append((start_s, title))
+                continue
+            rate = connection.byte_rate
+            if rate <= 0:  # no declared bit rate: bytes fed per second decoded so far
+                decoded_s = (index - start_index) * self.block_seconds
+                rate = connection.audio_bytes / decoded_s if decoded_s > 0 else 0.0
+            titles.append((start_s + (byte_offset / rate if rate > 0 else 0.0), title))
+
+    def _block(
+        self, index: int, samples: np.ndarray, now: float, last_capture: float, pace: _Pace
+    ) -> Block:
+        if self.live:
+            # Arrival time of the block's end minus its length; never earlier than the last one.
+            capture_time = max(now - samples.size / self.sample_rate, last_capture)
+        else:
+            offset_frames = index * self.block_frames - pace.origin_frames
+            capture_time = pace.start_unix + offset_frames / self.sample_rate
+        return Block(
+            index=index,
+            samples=np.ascontiguousarray(samples, dtype=np.float32),
+            sample_rate=self.sample_rate,
+            capture_time=capture_time,
+        )
+
+    def _wait_due(self, next_index: int, stop: threading.Event, pace: _Pace) -> bool:
+        """Static streams in real time: wait until the block's last sample is due."""
+        if self.live or self.fast:
+            return not stop.is_set()
+        offset_frames = next_index * self.block_frames - pace.origin_frames
+        delay = pace.start_mono + offset_frames / self.sample_rate - time.monotonic()
+        return not (delay > 0 and stop.wait(delay))
+
+    def _title_changed(self, title: str, at_s: float, now: float) -> None:
+        if title == self.title:
+            return
+        self.title = title
+        self.titles += 1
+        logger.info("now playing url=%s at_s=%.1f title=%r", self.url, at_s, title)
+        self._emit(SourceEvent("now_playing", now, at_s, title=title))
+
+    def _emit(self, event: SourceEvent) -> None:
+        self._events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _probe(self) -> bool:
+        """Ask the server whether the stream is live; raise ``UnavailableError`` if unreachable."""
+        scheme = urllib.parse.urlsplit(self.url).scheme.lower()
+        if scheme not in _HTTP_SCHEMES:
+            return scheme in _LIVE_SCHEMES
+        try:
+            opened = _open_http(self.url, timeout_s=self.connect_timeout_s)
+            try:
+                content_type = opened.header("Content-Type")
+                if _is_playlist(opened.url, content_type):
+                    self._playlist = True
+                    text = opened.response.read(_MAX_PLAYLIST_BYTES).decode("utf-8", "replace")
+                    return not _playlist_is_vod(opened.url, text, timeout_s=self.connect_timeout_s)
+                icy = any(
+                    name.lower().startswith(("icy-", "ice-")) for name in opened.response.headers
+                )
+                return icy or not opened.header("Content-Length")
+            finally:
+                opened.abort()
+        except (_ConnectError, OSError, http.client.HTTPException) as exc:
+            raise UnavailableError(
+                f"cannot open {self.url}: {exc}; check the URL and that the station is up"
+            ) from None
+
+    def _connect(self, *, resume_s: float) -> _Connection:
+        """Open one connection; raise :class:`_ConnectError` if it cannot be had."""
+        if self._closed:
+            raise _ConnectError("source closed")
+        output = [
+            "-vn",
+            "-map",
+            "0:a:0",
+            "-f",
+            "f32le",
+            "-acodec",
+            "pcm_f32le",
+            "-ac",
+            "1",
+            "-ar",
+            str(self.sample_rate),
+            "pipe:1",
+        ]
+        base = [self._ffmpeg, "-hide_banner", "-nostats", "-loglevel", "info"]
+        scheme = urllib.parse.urlsplit(self.url).scheme.lower()
+        if self.live and scheme in _HTTP_SCHEMES and not self._playlist:
+            opened = _open_http(self.url, timeout_s=self.stall_timeout_s)
+            if _is_playlist(opened.url, opened.header("Content-Type")):
+                opened.abort()
+                self._playlist = True
+            else:
+                return _Connection(
+                    [*base, *_input_format(opened.header("Content-Type")), "-i", "pipe:0", *output],
+                    http_response=opened,
+                    stall_timeout_s=self.stall_timeout_s,
+                )
+        seek = ["-ss", f"{resume_s:.6f}"] if resume_s > 0 else []
+        return _Connection(
+            [*base, "-nostdin", *seek, "-i", self.url, *output],
+            http_response=None,
+            stall_timeout_s=self.stall_timeout_s,
+        )
+
+
+def _input_format(content_type: str) -> list[str]:
+    """ffmpeg options naming the demuxer of a live HTTP stream from its Content-Type.
+
+    Probing a stream joined mid-way on a pipe takes ffmpeg several seconds of audio
+    (it wants many consecutive frames); naming the format starts decoding at once.
+    """
+    media_type = content_type.split(";")[0].strip().lower()
+    demuxer = _DEMUXERS.get(media_type)
+    if demuxer is None:
+        return ["-probesize", "65536"]
+    return ["-f", demuxer]
+
+
+#: Content-Type of live streams -> ffmpeg demuxer.
+_DEMUXERS: Final = {
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "audio/mpeg3": "mp3",
+    "audio/aac": "aac",
+    "audio/aacp": "aac",
+    "audio/x-aac": "aac",
+    "audio/ogg": "ogg",
+    "application/ogg": "ogg",
+    "audio/opus": "ogg",
+    "audio/x-ogg": "ogg",
+    "audio/flac": "flac",
+    "audio/x-flac": "flac",
+}
+
+
+def _name_of(url: str) -> str:
+    """A short name for the default stream id: the host and the last path part."""
+    parts = urllib.parse.urlsplit(url)
+    stem = parts.path.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    host = parts.hostname or parts.scheme
+    return f"{host}-{stem}" if stem else host
