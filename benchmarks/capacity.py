@@ -30,11 +30,8 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.latency import run_config
 from benchmarks.streaming_hop import WINDOW_GFLOP

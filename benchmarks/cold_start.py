@@ -27,12 +27,10 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from protocol import AudioFrame, encode_audio  # noqa: E402
-from protocol.subscriber import Subscriber  # noqa: E402
-from tools.demo_audio import demo_signal  # noqa: E402
+from benchmarks.common import ROOT
+from protocol import AudioFrame, encode_audio
+from protocol.subscriber import Subscriber
+from tools.demo_audio import demo_signal
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 

@@ -15,7 +15,7 @@ Steps (each skipped when its output exists, unless --retrain):
 
 Prints a table and writes ``<run>/benchmark.json``::
 
-    python benchmarks/distill_student.py [--run runs/distill_student] [--music ../shared/music]
+    python -m benchmarks.distill_student [--run runs/distill_student] [--music ../shared/music]
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from benchmarks.common import ROOT
 
 
 def time_per_window(predict, windows: np.ndarray, batch: int, repeats: int) -> float:
@@ -49,10 +48,10 @@ def time_per_window(predict, windows: np.ndarray, batch: int, repeats: int) -> f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--config", type=Path, default=REPO / "training/configs/distill_student.toml"
+        "--config", type=Path, default=ROOT / "training/configs/distill_student.toml"
     )
-    parser.add_argument("--run", type=Path, default=REPO / "runs/distill_student")
-    parser.add_argument("--music", type=Path, default=REPO.parent / "shared/music")
+    parser.add_argument("--run", type=Path, default=ROOT / "runs/distill_student")
+    parser.add_argument("--music", type=Path, default=ROOT.parent / "shared/music")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--windows", type=int, default=128, help="windows timed per pass")
     parser.add_argument("--repeats", type=int, default=3)

@@ -10,9 +10,9 @@ one untimed pass:
 * baseline, musicnn's way: ``librosa.load`` at 16 kHz, ``librosa``'s mel
   spectrogram, ``log10(1 + 10000 mel)``, then all of a file's windows through
   the original TF-1 graph in one batch;
-* ours: :func:`tools.tag.tag_file` (``model.audio.load_audio``, ``log_mel``,
+* ours: :func:`model.tagging.tag_file` (``model.audio`` decoding, ``log_mel``,
   ``Tagger.predict`` in batches of 32);
-* ours, overlapped: :func:`tools.tag.tag_files`, what ``python -m tools.tag``
+* ours, overlapped: :func:`model.tagging.tag_files`, what ``python -m tools.tag``
   runs: decoding and log-mel of the next files in a thread pool while the model
   tags the current one.
 
@@ -44,7 +44,7 @@ def write_synthetic_folder(folder: Path, *, files: int, seconds: float, seed: in
     """Write ``files`` music-like 44.1 kHz stereo wav files of ``seconds`` each."""
     import soundfile as sf
 
-    from benchmarks.streaming_hop import synthetic_music
+    from benchmarks.common import synthetic_music
 
     rng = np.random.default_rng(seed)
     paths = []
@@ -81,8 +81,8 @@ def musicnn_pipeline(model: str) -> tuple[Pipeline, Callable[[], None]]:
 
 
 def tag_file_pipeline(tagger: Tagger) -> Pipeline:
-    """Ours, one file after another: :func:`tools.tag.tag_file`."""
-    from tools.tag import tag_file
+    """Ours, one file after another: :func:`model.tagging.tag_file`."""
+    from model.tagging import tag_file
 
     def run(paths: list[Path]) -> dict[Path, np.ndarray]:
         return {
@@ -94,8 +94,8 @@ def tag_file_pipeline(tagger: Tagger) -> Pipeline:
 
 
 def overlapped_pipeline(tagger: Tagger, *, workers: int) -> Pipeline:
-    """Ours with decoding overlapped: :func:`tools.tag.tag_files` (what the CLI runs)."""
-    from tools.tag import FileTags, tag_files
+    """Ours with decoding overlapped: :func:`model.tagging.tag_files` (what the CLI runs)."""
+    from model.tagging import FileTags, tag_files
 
     def run(paths: list[Path]) -> dict[Path, np.ndarray]:
         results = {}
@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline, close = musicnn_pipeline(args.model)
         pipelines: dict[str, Pipeline] = {
             "musicnn (librosa + TF-1 graph)": baseline,
-            "ours: tools.tag.tag_file": tag_file_pipeline(tagger),
+            "ours: model.tagging.tag_file": tag_file_pipeline(tagger),
             f"ours, decoding overlapped ({args.workers} threads)": overlapped_pipeline(
                 tagger, workers=args.workers
             ),

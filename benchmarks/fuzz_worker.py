@@ -46,11 +46,8 @@ import msgpack
 import numpy as np
 import zmq
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from config import load_config  # noqa: E402
-from protocol import (  # noqa: E402
+from config import load_config
+from protocol import (
     AudioFrame,
     EndOfStream,
     ProtocolError,

@@ -121,7 +121,7 @@ def backends(name: str, *, threads: int) -> tuple[dict[str, Predict], Callable[[
 
 def test_windows(count: int, *, seed: int) -> np.ndarray:
     """``count`` log-mel windows (187 frames) cut from synthetic music-like signals."""
-    from benchmarks.streaming_hop import synthetic_music
+    from benchmarks.common import synthetic_music
     from model import log_mel
 
     rng = np.random.default_rng(seed)

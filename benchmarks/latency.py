@@ -1,6 +1,6 @@
 """End-to-end latency of the inference worker under real-time load.
 
-    python benchmarks/latency.py [--seconds 30] [--streams 1 16] [--hop-seconds 0.5]
+    python -m benchmarks.latency [--seconds 30] [--streams 1 16] [--hop-seconds 0.5]
 
 For each stream count a worker subprocess (``python -m inference``) is started
 on private ipc endpoints; a load generator sends real-time paced 0.1 s blocks
@@ -32,12 +32,10 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from protocol import AudioFrame, EndOfStream, encode_audio, encode_end  # noqa: E402
-from protocol.subscriber import Subscriber  # noqa: E402
-from tools.demo_audio import demo_signal  # noqa: E402
+from benchmarks.common import ROOT
+from protocol import AudioFrame, EndOfStream, encode_audio, encode_end
+from protocol.subscriber import Subscriber
+from tools.demo_audio import demo_signal
 
 BLOCK_SECONDS = 0.1
 SAMPLE_RATE = 16000

@@ -6,7 +6,7 @@
 precision (convolutions and matrix products in bfloat16, accumulated in
 float32).  The switch is process-wide, so each precision runs in its own
 subprocess of this script over the same seeded synthetic music
-(:func:`benchmarks.streaming_hop.synthetic_music`, 16 streams): ``Tagger.predict``
+(:func:`benchmarks.common.synthetic_music`, 16 streams): ``Tagger.predict``
 per window at batch 1 and 16, and the streaming model per 0.5 s hop for 1 and
 16 streams (:func:`benchmarks.streaming_hop.measure`).  The parent prints the
 medians, the speed-up against float32 (the baseline, run in the same
@@ -22,33 +22,22 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.common import ROOT, cpu_description
+
 STREAMS = 16
 HOP_SECONDS = 0.5
 PRECISIONS = ("float32", "bfloat16")
 
 
-def median_ms(call: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``call()`` in ms, after two untimed calls."""
-    call()
-    call()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return 1e3 * float(np.median(times))
-
-
 def child(precision: str, out: Path, *, repeats: int, seconds: float) -> None:
     """Measure one precision in this process and save the results to ``out`` (.npz)."""
-    from benchmarks.streaming_hop import measure, synthetic_music
+    from benchmarks.common import median_ms, synthetic_music
+    from benchmarks.streaming_hop import measure
     from model import load_tagger, log_mel
     from model.streaming import StreamingMusicnn
 
@@ -65,22 +54,13 @@ def child(precision: str, out: Path, *, repeats: int, seconds: float) -> None:
     streaming = StreamingMusicnn(tagger.network, window_frames=frames)
     hop = spec.frames_for(HOP_SECONDS)
     for batch in (1, STREAMS):
-        states = [streaming.new_state() for _ in range(batch)]
+        states = [streaming.new_cache() for _ in range(batch)]
         streaming.push(states, [mel[:hop] for mel in mels[:batch]])  # trace the shapes
         row = measure(tagger, streaming, mels[:batch], hop_frames=hop, repeats=repeats)
         results[f"hop_{batch}"] = row.streaming_ms
     probabilities = np.concatenate([tagger.tag_mel(mel)[1] for mel in mels])
     arrays = {key: np.array(value) for key, value in results.items()}
     np.savez(out, probabilities=probabilities, **arrays)  # type: ignore[arg-type]
-
-
-def cpu_flags() -> str:
-    from model.tagger import _cpu_has_bfloat16
-
-    has = _cpu_has_bfloat16()
-    if has is None:
-        return "unknown (no /proc/cpuinfo)"
-    return "yes (AVX512_BF16 or AMX)" if has else "no: bfloat16 is emulated and slower here"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with np.load(out) as data:
                 runs[precision] = {key: data[key] for key in data.files}
     base, fast = runs["float32"], runs["bfloat16"]
-    print(f"CPU bfloat16 instructions: {cpu_flags()}")
+    print(f"CPU: {cpu_description()}")
     print(f"{'MSD_musicnn, median ms':<40} {'float32':>8} {'bfloat16':>9} {'speed-up':>8}")
     rows = (
         ("Tagger.predict, batch 1, per window", "predict_1"),
@@ -127,5 +107,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     raise SystemExit(main())

@@ -42,25 +42,12 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from protocol.subscriber import Subscriber  # noqa: E402
+from benchmarks.common import ROOT, proc_status_mib
+from protocol.subscriber import Subscriber
 
 AUDIO_SUFFIXES = (".ogg", ".wav", ".flac", ".mp3")
 RSS_INTERVAL_S = 5.0
 READY_TIMEOUT_S = 180.0
-
-
-def read_rss_mib(pid: int) -> float | None:
-    """Resident memory of ``pid`` in MiB (``VmRSS``), or None when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
-    return None
 
 
 class Pipeline:
@@ -188,7 +175,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             while time.monotonic() < end:
                 now = time.monotonic()
                 if now >= next_rss:
-                    value = read_rss_mib(pid)
+                    value = proc_status_mib(pid)
                     if value is None:
                         raise RuntimeError("the worker died; see " + str(folder / "worker.log"))
                     rss.append((now - started, value))

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from benchmarks.common import synthetic_music
+
 if TYPE_CHECKING:
     from model.streaming import StreamingMusicnn
     from model.tagger import Tagger
@@ -33,40 +35,6 @@ HOPS_SECONDS = (0.5, 1.0)
 #: Forward FLOPs of MSD_musicnn per full 187-frame window (TensorFlow's profiler).
 WINDOW_GFLOP = 2.81
 BATCHES = (1, 16)
-
-
-def synthetic_music(
-    seconds: float, *, rng: np.random.Generator, sample_rate: int = 16000
-) -> np.ndarray:
-    """A music-like mono signal: drums, a bass line and chords that change every bar.
-
-    Parameters
-    ----------
-    seconds : float > 0
-    rng : np.random.Generator
-    sample_rate : int > 0
-
-    Returns
-    -------
-    np.ndarray [shape=(round(seconds * sample_rate),)], float32 in [-1, 1]
-    """
-    n = round(seconds * sample_rate)
-    t = np.arange(n) / sample_rate
-    beat = 60.0 / rng.uniform(70, 160)
-    phase = (t % beat) / beat
-    kick = np.sin(2 * np.pi * 55 * t) * np.exp(-phase * 12)
-    hat = rng.standard_normal(n) * np.exp(-((t % (beat / 2)) / beat) * 60) * 0.3
-    y = kick * rng.uniform(0.3, 1.0) + hat * rng.uniform(0.0, 1.0)
-    bar = 4 * beat
-    for start in np.arange(0, seconds, bar):
-        part = (t >= start) & (t < start + bar)
-        root = 110 * 2 ** (rng.integers(-5, 7) / 12)
-        for ratio, level in ((1.0, 0.4), (1.26, 0.2), (1.5, 0.2), (4.0, 0.1)):
-            f = root * ratio
-            harmonics = sum(np.sin(2 * np.pi * f * k * t[part]) / k for k in (1, 2, 3))
-            y[part] += level * harmonics * (0.6 + 0.4 * np.sin(2 * np.pi * t[part] / beat))
-    y += rng.standard_normal(n) * rng.uniform(0.001, 0.02)
-    return (0.9 * y / np.abs(y).max()).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -91,7 +59,7 @@ def measure(
     """Interleave streaming hops and full recomputations over ``len(mels)`` streams."""
     window = streaming.window_frames
     lookahead = streaming.lookahead_frames
-    states = [streaming.new_state() for _ in mels]
+    states = [streaming.new_cache() for _ in mels]
     position = window + lookahead
     streaming.push(states, [mel[:position] for mel in mels])
     stream_s, full_s, diffs = [], [], []
@@ -140,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Trace every shape once before timing.
     for batch in BATCHES:
         tagger.predict(np.stack([mel[: streaming.window_frames] for mel in mels[:batch]]))
-        states = [streaming.new_state() for _ in range(batch)]
+        states = [streaming.new_cache() for _ in range(batch)]
         for hop in hops:
             streaming.push(states, [mel[:hop] for mel in mels[:batch]])
 

@@ -22,17 +22,16 @@ import tempfile
 import threading
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from benchmarks.common import proc_status_mib
 from benchmarks.latency import generate, start_worker
 
 
 def status_mib(pid: int, field: str) -> float:
-    """``field`` (e.g. "VmRSS") of ``/proc/PID/status`` in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"/proc/{pid}/status has no {field}")
+    """``field`` of ``/proc/PID/status`` in MiB; the worker must be alive."""
+    value = proc_status_mib(pid, field)
+    if value is None:
+        raise RuntimeError(f"/proc/{pid}/status has no {field}: did the worker exit?")
+    return value
 
 
 def import_tensorflow_rss_mib() -> float:
