@@ -39,7 +39,7 @@ from monitor.history import (
     check_positive,
 )
 from tagstream import cli
-from tools import add_subscription_arguments, check_at_least
+from tools import add_subscription_arguments, check_at_least, command
 
 __all__ = ["build_parser", "main", "render_dashboard", "run_dashboard", "sparkline"]
 
@@ -297,14 +297,7 @@ def run(ctx: cli.Context) -> int:
     return cli.ExitStatus.OK
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    *,
-    stdout: TextIO | None = None,
-    stderr: TextIO | None = None,
-) -> int:
-    """Run the terminal dashboard; return the exit status."""
-    return cli.run(build_parser(), run, argv, stdout=stdout, stderr=stderr, long_running=True)
+main = command(build_parser, run, long_running=True)
 
 
 if __name__ == "__main__":

@@ -8,18 +8,19 @@
 The worker (``python -m inference``) and the streamer (``python -m streamer``)
 run as child processes on ipc endpoints in a fresh temporary folder, so nothing
 clashes with other workers; their logs go to files in that folder (shown on
-failure).  The view is the terminal dashboard of :mod:`tools.dashboard`.
-Ctrl-C or SIGTERM stops all of them within about a second; the children also
-get SIGTERM if this process dies (Linux ``PR_SET_PDEATHSIG``).
+failure).  The view is the terminal dashboard of :mod:`tools.dashboard`, over
+the history model of :mod:`monitor.history`.  The children run in their own
+process group, so a terminal's Ctrl-C reaches only this process, which then
+stops them; Ctrl-C or SIGTERM stops all of them within about a second, and the
+children also get SIGTERM if this process dies (Linux ``PR_SET_PDEATHSIG``).
 
-Exit status (:class:`ExitStatus`): 0 done or stopped, 1 unexpected error,
-2 usage or config error, 3 the worker or the streamer failed.
+Exit status (README "Exit status"): 0 done or stopped, 1 unexpected error,
+2 usage or config error, 3 a missing ``--file``, or the worker or the streamer failed.
 """
 
 from __future__ import annotations
 
 import argparse
-import enum
 import logging
 import shutil
 import signal
@@ -28,17 +29,21 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from config import ConfigError, load_config
-from tools.dashboard import DashboardModel, render_dashboard
+from monitor import connect
+from monitor.history import DashboardModel
+from tagstream import cli
+from tagstream.errors import UnavailableError
+from tools import command
+from tools.dashboard import render_dashboard
 
-__all__ = ["ExitStatus", "LiveError", "LiveOptions", "main", "render", "run_live"]
+if TYPE_CHECKING:
+    from config import Config
+
+__all__ = ["LiveError", "LiveOptions", "build_parser", "main", "render", "run_live"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +57,7 @@ TOP_TAGS = 10
 STREAM_ID = "live"
 
 
-class ExitStatus(enum.IntEnum):
-    OK = 0
-    ERROR = 1
-    USAGE = 2
-    CHILD_FAILED = 3
-
-
-class LiveError(RuntimeError):
+class LiveError(UnavailableError):
     """A child process failed; the message names it and its last log line."""
 
 
@@ -118,6 +116,7 @@ class _Children:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                process_group=0,  # the terminal's Ctrl-C is ours; we stop the children
                 preexec_fn=_die_with_parent,
             )
         finally:
@@ -143,24 +142,42 @@ class _Children:
                 process.kill()
                 process.wait()
 
+    def worker_running(self) -> bool:
+        """Whether the worker still runs.
 
-def _wait_ready(children: _Children, stop: threading.Event) -> None:
-    worker = children.processes["worker"]
+        Raises
+        ------
+        LiveError
+            It exited with a failure status.  A worker that exited 0 was
+            stopped by a signal (SIGTERM from outside): a normal stop.
+        """
+        worker = self.processes["worker"]
+        if worker.poll() is None:
+            return True
+        if worker.returncode != 0:
+            raise LiveError(f"the worker failed ({worker.returncode}): {self.log_tail('worker')}")
+        logger.info("the worker stopped; stopping")
+        return False
+
+
+def _wait_ready(children: _Children, stop: threading.Event) -> bool:
+    """Wait until the worker is ready; ``False`` if stopped (or it stopped) first."""
     log = children.folder / "worker.log"
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not stop.is_set():
         if log.exists() and " ready " in log.read_text(errors="replace"):
-            return
-        if worker.poll() is not None:
-            raise LiveError(
-                f"the worker exited ({worker.returncode}): {children.log_tail('worker')}"
-            )
+            return True
+        if not children.worker_running():
+            return False
         if time.monotonic() > deadline:
             raise LiveError(f"the worker was not ready after {READY_TIMEOUT_S:g} s")
         stop.wait(0.1)
+    return False
 
 
-def run_live(options: LiveOptions, *, stop: threading.Event, out: TextIO) -> ExitStatus:
+def run_live(
+    options: LiveOptions, *, stop: threading.Event, out: TextIO, settings: Config | None = None
+) -> None:
     """Start the worker and the streamer, show their tags until ``stop`` or the end.
 
     Parameters
@@ -170,13 +187,22 @@ def run_live(options: LiveOptions, *, stop: threading.Event, out: TextIO) -> Exi
         Set it (e.g. from a signal handler) to stop everything.
     out : text stream
         Where the live view is drawn.
+    settings : config.Config or None
+        The settings of ``options.config`` (loaded here when ``None``).
+
+    Raises
+    ------
+    LiveError
+        The worker or the streamer failed.
     """
     from rich.console import Console
     from rich.live import Live
 
-    from protocol.subscriber import Subscriber
+    if settings is None:
+        from config import load_config
 
-    cfg = load_config(options.config)  # fail early, in one line, on a bad config
+        settings = load_config(options.config)  # fail early, in one line, on a bad config
+    cfg = settings
     folder = Path(tempfile.mkdtemp(prefix="tagstream-live-"))
     children = _Children(folder)
     try:
@@ -200,10 +226,9 @@ def run_live(options: LiveOptions, *, stop: threading.Event, out: TextIO) -> Exi
             "streamer", "--endpoint", input_endpoint, "--stream-id", STREAM_ID, *source,
             *config_args,
         ]  # fmt: skip
-        _wait_ready(children, stop)
-        if stop.is_set():
-            return ExitStatus.OK
-        with Subscriber(publish_endpoint, security=cfg.security) as subscriber:
+        if not _wait_ready(children, stop):
+            return
+        with connect(publish_endpoint, security=cfg.security) as subscriber:
             streamer = children.start("streamer", streamer_args)
             model = DashboardModel(history_seconds=cfg.web.history_seconds)
             ended_at: float | None = None
@@ -215,8 +240,8 @@ def run_live(options: LiveOptions, *, stop: threading.Event, out: TextIO) -> Exi
                     if update is not None:
                         model.add(update)
                         last_update = time.monotonic()
-                    if children.processes["worker"].poll() is not None:
-                        raise LiveError(f"the worker stopped: {children.log_tail('worker')}")
+                    if not children.worker_running():
+                        break
                     if ended_at is None and streamer.poll() is not None:
                         if streamer.returncode != 0:
                             raise LiveError(
@@ -231,66 +256,35 @@ def run_live(options: LiveOptions, *, stop: threading.Event, out: TextIO) -> Exi
                         now = time.monotonic()
                         if now - max(ended_at, last_update) > DRAIN_QUIET_S:
                             break
-        return ExitStatus.OK
     finally:
         children.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.live",
-        description="Tag live audio (or the demo tune) in the terminal.",
+    parser = cli.parser(
+        "python -m tools.live", "Tag live audio (or the demo tune) in the terminal."
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--device", metavar="D", help='capture device, e.g. "hw:1"')
     source.add_argument("--file", metavar="PATH", help="stream a file in real time")
     parser.add_argument("--once", action="store_true", help="play the file or demo once, exit")
-    parser.add_argument("--config", metavar="PATH", help="config file (default: config.toml)")
-    parser.add_argument(
-        "--traceback", action="store_true", help="show the full traceback on errors"
-    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
-         stderr: TextIO | None = None) -> int:  # fmt: skip
-    """Run the live demo; return the exit status (:class:`ExitStatus`)."""
-    out = stdout if stdout is not None else sys.stdout
-    err = stderr if stderr is not None else sys.stderr
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+def run(ctx: cli.Context) -> int:
+    """The command's body: run the worker, the streamer and the view until stopped."""
+    args = ctx.args
     if args.file is not None and not Path(args.file).is_file():
-        print(f"error: --file {args.file}: no such file", file=err)
-        return int(ExitStatus.USAGE)
-    stop = threading.Event()
+        raise UnavailableError(f"--file {args.file}: no such file; check the path")
+    cfg = ctx.load_config()
+    options = LiveOptions(device=args.device, file=args.file, once=args.once, config=args.config)
+    with ctx.on_stop(ctx.stop.set):  # polled: the children are stopped on the way out
+        run_live(options, stop=ctx.stop, out=ctx.stdout, settings=cfg)
+    return cli.ExitStatus.OK
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        options = LiveOptions(
-            device=args.device, file=args.file, once=args.once, config=args.config
-        )
-        return int(run_live(options, stop=stop, out=out))
-    except KeyboardInterrupt:
-        return int(ExitStatus.OK)
-    except (ConfigError, LiveError) as exc:
-        if args.traceback:
-            traceback.print_exc(file=err)
-        print(f"error: {exc}", file=err)
-        return int(ExitStatus.USAGE if isinstance(exc, ConfigError) else ExitStatus.CHILD_FAILED)
-    except Exception as exc:  # the CLI's one error boundary
-        if args.traceback:
-            traceback.print_exc(file=err)
-        print(f"error: {type(exc).__name__}: {exc} (rerun with --traceback for details)", file=err)
-        return int(ExitStatus.ERROR)
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+main = command(build_parser, run, long_running=True)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import TextIO
 
 from config import RecordConfig
 from monitor.recorder import Recorder
 from tagstream import cli
-from tools import add_subscription_arguments
+from tools import add_subscription_arguments, command
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -82,14 +80,7 @@ def run(ctx: cli.Context) -> int:
     return cli.ExitStatus.OK
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    *,
-    stdout: TextIO | None = None,
-    stderr: TextIO | None = None,
-) -> int:
-    """Run the recorder until Ctrl-C or SIGTERM; return the exit status."""
-    return cli.run(build_parser(), run, argv, stdout=stdout, stderr=stderr, long_running=True)
+main = command(build_parser, run, long_running=True)
 
 
 if __name__ == "__main__":

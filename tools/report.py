@@ -23,13 +23,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from collections.abc import Sequence
-from typing import TextIO
 
 from monitor.report import build_report, format_report, parse_time, write_outputs
 from tagstream import cli
 from tagstream.errors import UsageError
-from tools import check_at_least
+from tools import check_at_least, command
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -81,14 +79,7 @@ def run(ctx: cli.Context) -> int:
     return cli.ExitStatus.OK
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    *,
-    stdout: TextIO | None = None,
-    stderr: TextIO | None = None,
-) -> int:
-    """Run the report; return the exit status."""
-    return cli.run(build_parser(), run, argv, stdout=stdout, stderr=stderr)
+main = command(build_parser, run)
 
 
 if __name__ == "__main__":

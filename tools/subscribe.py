@@ -9,39 +9,28 @@ Without ``--json`` one readable line per update::
 
 With ``--json`` one JSON object per line, exactly ``TagUpdate.to_json_dict()``.
 
-Exit status (:class:`ExitStatus`): 0 done (``--count`` reached, Ctrl-C, SIGTERM
-or a broken pipe), 1 unexpected error, 2 usage or config error, 3 no update
-for ``--timeout`` seconds.
+Exit status (README "Exit status"): 0 done (``--count`` reached, Ctrl-C,
+SIGTERM or a broken pipe), 1 unexpected error, 2 usage or config error, 3 no
+update for ``--timeout`` seconds, 4 an endpoint that cannot be subscribed to.
 """
 
 from __future__ import annotations
 
 import argparse
-import enum
 import json
-import logging
-import signal
 import sys
-import traceback
 from collections.abc import Sequence
-from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
-from config import ConfigError, SecurityConfig, load_config
+from monitor import connect
 from protocol import TagUpdate
+from tagstream import cli
+from tagstream.errors import UnavailableError
+from tools import add_subscription_arguments, check_at_least, command
 
-__all__ = ["ExitStatus", "format_update", "main", "run"]
-
-logger = logging.getLogger(__name__)
-
-
-class ExitStatus(enum.IntEnum):
-    OK = 0
-    ERROR = 1
-    USAGE = 2
-    TIMEOUT = 3
+__all__ = ["build_parser", "format_update", "main", "print_updates", "run"]
 
 
 def format_update(update: TagUpdate, *, top_k: int = 5) -> str:
@@ -58,7 +47,7 @@ def format_update(update: TagUpdate, *, top_k: int = 5) -> str:
     return f"{update.stream}  {update.start_s:.2f}-{update.end_s:.2f} s  {tags}"
 
 
-def run(
+def print_updates(
     endpoints: Sequence[str],
     *,
     out: TextIO,
@@ -67,21 +56,45 @@ def run(
     top_k: int = 5,
     count: int | None = None,
     timeout_s: float | None = None,
-    security: SecurityConfig | None = None,
-) -> ExitStatus:
-    """Print updates until ``count`` are printed or ``timeout_s`` passes without one.
+    security: Any = None,
+) -> int:
+    """Print updates until ``count`` are printed (``None``: until interrupted).
+
+    Parameters
+    ----------
+    endpoints : sequence of str
+        Worker PUB endpoints.
+    out : text stream
+        One line per update (flushed).
+    streams : sequence of str or None
+        Only these stream ids.
+    as_json : bool
+        ``TagUpdate.to_json_dict()`` as one JSON object per line, instead of
+        :func:`format_update`.
+    top_k, count, timeout_s
+        Tags per readable line, updates before returning, seconds without an
+        update before giving up (``None``: wait forever).
+    security : config.SecurityConfig or None
+        CURVE keys for the subscription.
 
     Returns
     -------
-    ExitStatus
-        ``OK`` after ``count`` updates, ``TIMEOUT`` when the subscription went idle.
-    """
-    from protocol.subscriber import subscribe
+    int
+        Updates printed.
 
+    Raises
+    ------
+    tagstream.errors.UnavailableError
+        No update came for ``timeout_s`` seconds.
+    tagstream.errors.EndpointError
+        An endpoint cannot be subscribed to.
+    """
     printed = 0
-    updates = subscribe(endpoints, streams=streams or None, timeout_s=timeout_s, security=security)
-    try:
-        for update in updates:
+    with connect(endpoints, streams=streams or None, security=security) as subscriber:
+        while count is None or printed < count:
+            update = subscriber.receive(timeout_s=timeout_s)
+            if update is None:
+                raise UnavailableError(f"no update for {timeout_s:g} s; is the worker running?")
             if as_json:
                 line = json.dumps(update.to_json_dict(), separators=(",", ":"))
             else:
@@ -89,93 +102,47 @@ def run(
             out.write(line + "\n")
             out.flush()
             printed += 1
-            if count is not None and printed >= count:
-                return ExitStatus.OK
-    finally:
-        updates.close()
-    return ExitStatus.OK if count is None and timeout_s is None else ExitStatus.TIMEOUT
+    return printed
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.subscribe",
-        description="Print tag updates published by tagstream inference workers.",
+    parser = cli.parser(
+        "python -m tools.subscribe",
+        "Print tag updates published by tagstream inference workers.",
         epilog="Endpoints default to config.toml [subscribe] endpoints.",
     )
-    parser.add_argument("--config", metavar="PATH", help="config file (default: config.toml)")
-    parser.add_argument(
-        "--endpoint", action="append", metavar="E", help="worker PUB endpoint (repeatable)"
-    )
-    parser.add_argument("--stream", action="append", metavar="ID", help="only this stream id")
+    add_subscription_arguments(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--top", type=int, default=5, metavar="K", help="tags per line (5)")
     parser.add_argument("--count", type=int, metavar="N", help="stop after N updates")
     parser.add_argument(
         "--timeout", type=float, metavar="S", help="stop (exit 3) after S seconds without updates"
     )
-    parser.add_argument(
-        "--traceback", action="store_true", help="show the full traceback on errors"
-    )
     return parser
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    *,
-    stdout: TextIO | None = None,
-    stderr: TextIO | None = None,
-) -> int:
-    """Run the subscriber CLI; return the exit status (:class:`ExitStatus`)."""
-    out = stdout if stdout is not None else sys.stdout
-    err = stderr if stderr is not None else sys.stderr
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+def run(ctx: cli.Context) -> int:
+    """The command's body: print updates until ``--count``, ``--timeout`` or a signal."""
+    args = ctx.args
+    check_at_least("--top", args.top)
+    check_at_least("--count", args.count)
+    if args.timeout is not None and not args.timeout > 0:
+        raise cli.usage(f"--timeout={args.timeout} must be greater than 0")
+    cfg = ctx.load_config({"subscribe.endpoints": args.endpoint})
+    print_updates(
+        cfg.subscribe.endpoints,
+        out=ctx.stdout,
+        streams=args.stream,
+        as_json=args.json,
+        top_k=args.top,
+        count=args.count,
+        timeout_s=args.timeout,
+        security=cfg.security,
+    )
+    return cli.ExitStatus.OK
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        for name, value, least in (("--top", args.top, 1), ("--count", args.count, 1)):
-            if value is not None and value < least:
-                raise ConfigError(f"{name}={value} must be at least {least}")
-        if args.timeout is not None and not args.timeout > 0:
-            raise ConfigError(f"--timeout={args.timeout} must be greater than 0")
-        cfg = load_config(args.config, overrides={"subscribe.endpoints": args.endpoint})
-        logging.basicConfig(
-            level=cfg.logging.level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=err,
-        )
-        status = run(
-            cfg.subscribe.endpoints,
-            out=out,
-            streams=args.stream,
-            as_json=args.json,
-            top_k=args.top,
-            count=args.count,
-            timeout_s=args.timeout,
-            security=cfg.security,
-        )
-        if status == ExitStatus.TIMEOUT:
-            print(f"error: no update for {args.timeout:g} s; is the worker running?", file=err)
-        return int(status)
-    except (KeyboardInterrupt, BrokenPipeError):
-        return int(ExitStatus.OK)
-    except ConfigError as exc:
-        if args.traceback:
-            traceback.print_exc(file=err)
-        print(f"error: {exc}", file=err)
-        return int(ExitStatus.USAGE)
-    except Exception as exc:  # the CLI's one error boundary
-        if args.traceback:
-            traceback.print_exc(file=err)
-        print(f"error: {type(exc).__name__}: {exc} (rerun with --traceback for details)", file=err)
-        return int(ExitStatus.ERROR)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+main = command(build_parser, run, long_running=True)
 
 
 if __name__ == "__main__":

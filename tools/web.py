@@ -43,10 +43,10 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final, Self, TextIO
+from typing import Any, Final, Self
 
 import zmq
 
@@ -56,7 +56,7 @@ from monitor.history import HISTORY_SECONDS, DashboardModel, StreamHistory
 from protocol import TagUpdate
 from tagstream import cli
 from tagstream.errors import EndpointError, UsageError
-from tools import add_subscription_arguments
+from tools import add_subscription_arguments, command
 
 __all__ = [
     "STATIC_FOLDER",
@@ -631,14 +631,7 @@ def run(ctx: cli.Context) -> int:
     return cli.ExitStatus.OK
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    *,
-    stdout: TextIO | None = None,
-    stderr: TextIO | None = None,
-) -> int:
-    """Run the web dashboard until Ctrl-C or SIGTERM; return the exit status."""
-    return cli.run(build_parser(), run, argv, stdout=stdout, stderr=stderr, long_running=True)
+main = command(build_parser, run, long_running=True)
 
 
 if __name__ == "__main__":
