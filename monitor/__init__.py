@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tagstream.errors import EndpointError
 
 if TYPE_CHECKING:
+    from protocol.security import SecuritySettings
     from protocol.subscriber import Subscriber
 
 __all__ = ["connect"]
@@ -26,7 +27,7 @@ def connect(
     endpoints: str | Iterable[str],
     *,
     streams: Iterable[str] | None = None,
-    security: Any = None,
+    security: SecuritySettings | None = None,
     context: Any = None,
 ) -> Subscriber:
     """Subscribe to worker PUB endpoints (see :class:`protocol.subscriber.Subscriber`).
@@ -37,8 +38,8 @@ def connect(
         Worker publish endpoints.
     streams : iterable of str or None
         Only these stream ids (``None``: all).
-    security : config.SecurityConfig or None
-        CURVE keys (``[security]``).
+    security : protocol.security.SecuritySettings or None
+        CURVE keys, e.g. ``config.SecurityConfig`` (``[security]``).
     context : zmq.Context or None
         Defaults to ``zmq.Context.instance()``.
 

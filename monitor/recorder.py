@@ -20,13 +20,16 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Final, Self
 
 import zmq
 
 from config import RecordConfig
 from monitor import connect
 from monitor.store import RecordWriter
+
+if TYPE_CHECKING:
+    from protocol.security import SecuritySettings
 
 __all__ = ["Recorder"]
 
@@ -61,8 +64,8 @@ class Recorder:
         Defaults to ``zmq.Context.instance()``.
     clock : callable
         Wall clock for ``recorded_time`` and retention (Unix seconds).
-    security : config.SecurityConfig or None
-        CURVE keys for the SUB socket (:mod:`protocol.security`).
+    security : protocol.security.SecuritySettings or None
+        CURVE keys for the SUB socket, e.g. ``config.SecurityConfig``.
 
     Raises
     ------
@@ -89,7 +92,7 @@ class Recorder:
         streams: Iterable[str] | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         clock: Callable[[], float] = time.time,
-        security: Any = None,
+        security: SecuritySettings | None = None,
     ) -> None:
         self.settings = settings if settings is not None else RecordConfig()
         self.clock = clock

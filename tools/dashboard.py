@@ -25,7 +25,7 @@ import logging
 import sys
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from monitor.history import (
 )
 from tagstream import cli
 from tools import add_subscription_arguments, check_at_least, command
+
+if TYPE_CHECKING:
+    from protocol.security import SecuritySettings
 
 __all__ = ["build_parser", "main", "render_dashboard", "run_dashboard", "sparkline"]
 
@@ -205,7 +208,7 @@ def run_dashboard(
     top_k: int = TOP_TAGS,
     history_seconds: float = HISTORY_SECONDS,
     count: int | None = None,
-    security: Any = None,
+    security: SecuritySettings | None = None,
 ) -> None:
     """Show the dashboard until ``stop`` is set or ``count`` updates were received.
 
@@ -222,8 +225,8 @@ def run_dashboard(
         Only these stream ids (default: every stream).
     top_k, history_seconds, count
         Tags per stream, seconds of history, updates before stopping (``None``: no limit).
-    security : config.SecurityConfig or None
-        CURVE keys for the subscription (``[security]`` in ``config.toml``).
+    security : protocol.security.SecuritySettings or None
+        CURVE keys for the subscription, e.g. ``config.SecurityConfig`` (``[security]``).
 
     Raises
     ------

@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from protocol import TagUpdate
 from tagstream import cli
 from tagstream.errors import UnavailableError
 from tools import add_subscription_arguments, check_at_least, command
+
+if TYPE_CHECKING:
+    from protocol.security import SecuritySettings
 
 __all__ = ["build_parser", "format_update", "main", "print_updates", "run"]
 
@@ -56,7 +59,7 @@ def print_updates(
     top_k: int = 5,
     count: int | None = None,
     timeout_s: float | None = None,
-    security: Any = None,
+    security: SecuritySettings | None = None,
 ) -> int:
     """Print updates until ``count`` are printed (``None``: until interrupted).
 
@@ -74,8 +77,8 @@ def print_updates(
     top_k, count, timeout_s
         Tags per readable line, updates before returning, seconds without an
         update before giving up (``None``: wait forever).
-    security : config.SecurityConfig or None
-        CURVE keys for the subscription.
+    security : protocol.security.SecuritySettings or None
+        CURVE keys for the subscription, e.g. ``config.SecurityConfig``.
 
     Returns
     -------

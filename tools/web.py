@@ -46,7 +46,7 @@ import urllib.parse
 from collections.abc import Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import zmq
 
@@ -57,6 +57,9 @@ from protocol import TagUpdate
 from tagstream import cli
 from tagstream.errors import EndpointError, UsageError
 from tools import add_subscription_arguments, command
+
+if TYPE_CHECKING:
+    from protocol.security import SecuritySettings
 
 __all__ = [
     "STATIC_FOLDER",
@@ -365,8 +368,8 @@ class WebDashboard:
         Only these stream ids (default: every stream).
     history_seconds : float > 0
         Audio seconds of history kept and drawn per stream.
-    security : config.SecurityConfig or None
-        CURVE keys for the subscription.
+    security : protocol.security.SecuritySettings or None
+        CURVE keys for the subscription, e.g. ``config.SecurityConfig``.
     context : zmq.Context or None
         Defaults to ``zmq.Context.instance()``.
 
@@ -393,7 +396,7 @@ class WebDashboard:
         token: str | None = None,
         streams: Iterable[str] | None = None,
         history_seconds: float = HISTORY_SECONDS,
-        security: Any = None,
+        security: SecuritySettings | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
         self.endpoints = (endpoints,) if isinstance(endpoints, str) else tuple(endpoints)
