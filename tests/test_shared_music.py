@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.tag import ExitStatus, main
+from tagstream.errors import ExitStatus
+from tools.tag import main
 
 MUSIC = Path(__file__).resolve().parents[2] / "shared" / "music"
 pytestmark = pytest.mark.skipif(

@@ -1,4 +1,4 @@
-"""python -m tools.tag on real decoded files of every format."""
+"""python -m tools.tag and model.tagging on real decoded files of every format."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,11 @@ import pytest
 import soundfile as sf
 
 from model import MSD_TAGS
-from model.tagger import _cpu_has_bfloat16
-from tools.tag import ExitStatus, main
+from model.audio import load_audio
+from model.tagger import Tagger, _cpu_has_bfloat16, load_tagger
+from model.tagging import FileTags, tag_file
+from tagstream.errors import ExitStatus
+from tools.tag import main
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +106,7 @@ def test_hop_seconds_overlaps_windows(audio_files: Path) -> None:
 def test_bad_files_fail_alone_with_one_line_each(audio_files: Path) -> None:
     names = ["missing.wav", "corrupt.mp3", "empty.wav", "short.wav", "song.wav"]
     status, out, err = _run([str(audio_files / n) for n in names])
-    assert status == ExitStatus.FILE_FAILED
+    assert status == ExitStatus.ERROR
     assert len(out.splitlines()) == 1 and "song.wav" in out
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 4
@@ -132,7 +136,7 @@ def test_bad_config_and_model_exit_codes(audio_files: Path, tmp_path: Path) -> N
     assert status == ExitStatus.USAGE
     assert err.strip() == "error: tagging.top_k: must be greater than 0, got 0"
     status, _, err = _run([str(audio_files / "song.wav"), "--model", str(tmp_path / "nope")])
-    assert status == ExitStatus.MODEL
+    assert status == ExitStatus.UNAVAILABLE
     assert "neither a pretrained name" in err and len(err.strip().splitlines()) == 1
 
 
@@ -151,12 +155,17 @@ def test_hop_shorter_than_a_frame_is_a_usage_error(audio_files: Path) -> None:
 def test_many_files_are_tagged_in_order_while_decoding_ahead(audio_files: Path) -> None:
     names = ["song.flac", "missing.wav", "song.wav", "short.wav", "song.ogg"] * 3
     status, out, err = _run([*(str(audio_files / n) for n in names), "--json"])
-    assert status == ExitStatus.FILE_FAILED
+    assert status == ExitStatus.ERROR
     tagged = [json.loads(line)["path"] for line in out.splitlines()]
     assert tagged == [str(audio_files / n) for n in names if n.startswith("song")]
     assert err.count("error:") == 6
 
 
+@pytest.mark.skipif(
+    not _cpu_has_bfloat16(),
+    reason="this CPU has no bfloat16 instructions (AVX512_BF16 or AMX): --precision bfloat16 "
+    "would run in float32 and the comparison could not fail",
+)
 def test_bfloat16_precision_tags_like_float32(audio_files: Path) -> None:
     """--precision bfloat16 is process-wide in TensorFlow, so it runs in a child process."""
     path = str(audio_files / "stereo.wav")
@@ -173,5 +182,94 @@ def test_bfloat16_precision_tags_like_float32(audio_files: Path) -> None:
     tags = [np.array(list(result["tags"].values())) for result in (bfloat16, float32)]
     difference = np.abs(tags[0] - tags[1])
     assert difference.max() < 0.05
-    if _cpu_has_bfloat16():  # the flag reached the model: the arithmetic changed
-        assert difference.max() > 1e-5
+    assert difference.max() > 1e-5  # the flag reached the model: the arithmetic changed
+
+
+# ---------------------------------------------------------------------------
+# The library: model.tagging
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tagger() -> Tagger:
+    return load_tagger("MSD_musicnn")
+
+
+@pytest.mark.parametrize("block_seconds", [0.37, 10.0])
+def test_tag_file_windows_are_tag_audio_s(
+    audio_files: Path, tagger: Tagger, block_seconds: float
+) -> None:
+    """Decoding and windowing block by block gives Tagger.tag_audio's windows of the whole file."""
+    path = audio_files / "song.ogg"
+    result = tag_file(path, tagger, hop_seconds=1.0, block_seconds=block_seconds)
+    assert isinstance(result, FileTags)
+    assert (result.path, result.model, result.padded, result.silent) == (
+        str(path),
+        "MSD_musicnn",
+        False,
+        False,
+    )
+    starts, probabilities = tagger.tag_audio(load_audio(path), hop_frames=62)
+    assert [w.start_s for w in result.windows] == [round(float(s), 3) for s in starts]
+    ours = np.array([list(w.tags.values()) for w in result.windows])
+    np.testing.assert_allclose(ours, probabilities, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(list(result.tags.values()), probabilities.mean(axis=0), atol=1e-4)
+
+
+def _peak_traced_bytes(path: Path, tagger: Tagger) -> tuple[int, FileTags]:
+    tracemalloc.start()
+    try:
+        result = tag_file(path, tagger)
+        return tracemalloc.get_traced_memory()[1], result
+    finally:
+        tracemalloc.stop()
+
+
+def test_tag_file_memory_does_not_grow_with_length(tmp_path: Path, tagger: Tagger) -> None:
+    """Files are read in blocks: a 10-minute file peaks where a 100-second one does."""
+    ten_seconds = _song(10.0, 16000, 1)
+    paths = {}
+    for seconds in (100, 600):
+        paths[seconds] = tmp_path / f"{seconds}.wav"
+        sf.write(paths[seconds], np.tile(ten_seconds, (seconds // 10, 1)), 16000, subtype="PCM_16")
+    tag_file(paths[100], tagger)  # warm up: TensorFlow's and librosa's one-time allocations
+    short_peak, _ = _peak_traced_bytes(paths[100], tagger)
+    long_peak, result = _peak_traced_bytes(paths[600], tagger)
+    assert len(result.windows) == 200
+    whole_file = 600 * 16000 * 4  # what decoding it at once would hold (float32)
+    assert long_peak < whole_file / 2, f"peak {long_peak / 1e6:.1f} MB"
+    # Only the per-window results grow (200 windows x 50 tags): well under 25 %.
+    assert long_peak < 1.25 * short_peak, (long_peak, short_peak)
+
+
+def _strict_json(line: str) -> dict:
+    """Parse one line of JSON, failing on NaN and Infinity (which JSON does not have)."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"invalid JSON constant {constant}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_nan_inf_and_huge_samples_are_handled_like_the_worker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Scattered NaN does not turn music into silence; huge samples never print bare NaN."""
+    music = _song(7.0, 44100, 1)[:, 0]
+    scattered = music.copy()
+    scattered[::997] = np.nan
+    scattered[1000] = np.inf
+    huge = music * np.float32(1e30)
+    for name, y in (("clean", music), ("scattered", scattered), ("huge", huge)):
+        sf.write(tmp_path / f"{name}.wav", y, 44100, subtype="FLOAT")
+    names = ("clean", "scattered", "huge")
+    status, out, err = _run([*(str(tmp_path / f"{name}.wav") for name in names), "--json"])
+    assert status == ExitStatus.OK, err
+    clean, scattered_tags, huge_tags = (_strict_json(line) for line in out.splitlines())
+    reference = np.array(list(clean["tags"].values()))
+    for result in (scattered_tags, huge_tags):
+        values = np.array(list(result["tags"].values()))
+        assert np.isfinite(values).all() and ((values >= 0) & (values <= 1)).all()
+    np.testing.assert_allclose(list(scattered_tags["tags"].values()), reference, atol=0.05)
+    assert "silent" not in caplog.text
+    assert "replaced=" in caplog.text
