@@ -1,41 +1,121 @@
-"""A short run of benchmarks/fuzz_worker.py in CI: a real worker, real sockets, hostile input.
+"""Hostile input against the decoders and a real worker (real model, real ZeroMQ over ipc).
 
-``python -m benchmarks.fuzz_worker --messages 100000`` is the long run; this one
-sends a few thousand mutated and hypothesis-drawn messages and checks that
-nothing crashed, that the worker counted every bad message under the reason
-the decoder gives, and that a valid stream is still tagged afterwards.
+A few thousand mutated and hypothesis-drawn messages (:mod:`protocol.fuzzing`,
+the generators ``python -m benchmarks.fuzz_worker`` also uses for its long
+run): nothing may crash, the worker must count every bad message under the
+reason the decoder gives here, and a valid stream sent afterwards must still be
+tagged.  That stream is also the barrier: a PUSH socket keeps order, so once its
+update arrives the worker has read every message before it.
 """
 
 from __future__ import annotations
 
-import io
+import collections
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import zmq
 
-from benchmarks.fuzz_worker import mutate, print_table, run_fuzz
+from config import load_config
+from inference import Worker
 from model import load_tagger
+from protocol import decode_update
+from protocol.fuzzing import (
+    ValidMessages,
+    corpus,
+    expected_reject,
+    mutate,
+    updates_corpus,
+    valid_stream,
+)
+
+MESSAGES = 3000
+#: Bound on every wait; only turns a hang into a failure.
+DEADLINE_S = 120.0
+
+
+@pytest.fixture(scope="module")
+def tagger() -> Any:
+    return load_tagger("MSD_musicnn")
+
+
+@pytest.fixture
+def worker(tagger: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """A worker in a thread on private ipc endpoints (short paths: unix sockets)."""
+    folder = tmp_path_factory.mktemp("fuzz", numbered=True)
+    config = load_config(
+        overrides={
+            "inference.input_endpoint": f"ipc://{folder}/in",
+            "inference.publish_endpoint": f"ipc://{folder}/out",
+            "inference.hop_seconds": 3.0,
+        }
+    )
+    with Worker(config, tagger=tagger) as running:
+        running.start()
+        running.run_in_thread()
+        yield running
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_fuzzed_messages_never_crash_and_are_all_counted(seed: int) -> None:
-    tagger = load_tagger("MSD_musicnn")
-    result = run_fuzz(messages=3000, seed=seed, baseline_messages=1000, tagger=tagger)
-    table = io.StringIO()
-    print_table(result, out=table)
-    assert result.sent == 3000
-    assert result.crashes == 0, table.getvalue()
-    assert result.bad > 1000 and result.valid > 0, table.getvalue()  # both kinds were sent
-    assert len(result.expected_rejects) >= 8, table.getvalue()  # many reasons exercised
-    assert sum(v for k, v in result.worker_rejects.items() if k != "internal") == result.bad
-    assert result.rejects_match, table.getvalue()
-    assert result.worker_answering, table.getvalue()
-    assert result.update_messages == 3000 and sum(result.update_rejects.values()) > 0
+def test_fuzzed_messages_never_crash_and_are_all_counted(seed: int, worker: Worker) -> None:
+    messages = list(corpus(MESSAGES, seed, hypothesis_share=0.1))
+    expected: collections.Counter[str] = collections.Counter()
+    for message in messages:
+        reason = expected_reject(message)  # a decoder crash raises here and fails the test
+        if reason is not None:
+            expected[reason] += 1
+    assert sum(expected.values()) > MESSAGES // 3  # mostly bad, and
+    assert sum(expected.values()) < MESSAGES  # some still valid after mutation
+    assert len(expected) >= 8, expected  # many reject reasons exercised
+
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        push = context.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.setsockopt(zmq.SNDHWM, 100_000)
+        push.connect(worker.input_endpoint)
+        sub = context.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"alive:")
+        sub.connect(worker.publish_endpoint)
+        for message in messages:
+            push.send_multipart(message)
+        # Resent under a new name until an update comes: the SUB may join late.
+        answered, attempt, sent = False, 0, len(messages)
+        deadline = time.monotonic() + DEADLINE_S
+        while not answered and time.monotonic() < deadline:
+            alive = valid_stream(f"alive:{attempt}", seed=seed)
+            for message in alive:
+                push.send_multipart(message)
+            sent += len(alive)
+            attempt += 1
+            while not answered and sub.poll(2000):
+                answered = decode_update(sub.recv_multipart()).stream.startswith("alive:")
+    finally:
+        context.destroy(linger=0)
+    assert answered, "the worker no longer tags a valid stream after the fuzz"
+
+    stats = worker.wait_for(lambda s: s.messages >= sent, timeout_s=DEADLINE_S)
+    rejected = dict(stats.rejected)
+    assert rejected.pop("internal", 0) == 0, stats.rejected
+    assert rejected == dict(expected)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_fuzzed_updates_are_rejected_by_reason_never_crash(seed: int) -> None:
+    updates = updates_corpus(MESSAGES, seed)
+    reasons = collections.Counter(expected_reject(m, decode_update) for m in updates)
+    valid = reasons.pop(None, 0)
+    assert valid > 0 and sum(reasons.values()) > MESSAGES // 3, reasons
+    assert len(reasons) >= 5, reasons
 
 
 def test_mutations_change_messages() -> None:
-    import random
-
     rng = random.Random(0)
-    base = [b"\x81\xa7version\x01", b"\x00" * 16]
+    base = ValidMessages(rng).audio()
     changed = sum(mutate(base, rng) != base for _ in range(200))
     assert changed > 150
+    assert expected_reject(base) is None
