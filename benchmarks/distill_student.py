@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    import logging
+    from tagstream import cli
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cli.setup_logging("INFO")
     from model.tagger import load_tagger
     from training.config import load_train_config
     from training.datasets import Track, find_audio
