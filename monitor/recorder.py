@@ -15,6 +15,7 @@ lasts); the batch is dropped and counted, and recording goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Final, Self
 import zmq
 
 from config import RecordConfig
+from config.schema import build
 from monitor import connect
 from monitor.store import RecordWriter
 
@@ -69,6 +71,8 @@ class Recorder:
 
     Raises
     ------
+    config.ConfigError
+        A setting out of range (``record.commit_interval_seconds: must be ...``).
     monitor.store.StoreError
         The database cannot be opened.
     tagstream.errors.EndpointError
@@ -94,7 +98,9 @@ class Recorder:
         clock: Callable[[], float] = time.time,
         security: SecuritySettings | None = None,
     ) -> None:
-        self.settings = settings if settings is not None else RecordConfig()
+        # the settings file's checks, for settings built in code too
+        given = settings if settings is not None else RecordConfig()
+        self.settings = build(RecordConfig, dataclasses.asdict(given), prefix="record.")
         self.clock = clock
         self.writer = RecordWriter(db_path, synchronous=self.settings.synchronous)
         try:
