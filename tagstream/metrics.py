@@ -1,5 +1,8 @@
 """Prometheus metrics and a health check over HTTP: what a supervisor scrapes and polls.
 
+Operations, not wire format: it lives beside the process edge
+(:mod:`tagstream.cli`), and the worker and the streamer serve it.
+
 Off by default; ``config.toml`` ``[metrics]`` turns it on per process
 (``worker_port``, ``streamer_port``; ``bind``).  One small HTTP server per
 process answers:

@@ -18,12 +18,14 @@ import numpy as np
 import pytest
 import soundfile
 import zmq
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import load_config
 from inference import Worker
 from model import load_tagger
 from protocol import AudioFrame, EndOfStream, encode_audio, encode_end
+from tagstream.metrics import MetricsServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE_S = 60.0
@@ -100,20 +102,31 @@ def test_worker_metrics_and_health_while_tagging(tmp_path: Path) -> None:
             push.send_multipart(encode_audio(frame))
         push.send_multipart([b"\xc1"])  # not msgpack: rejected, reason "header"
         push.send_multipart([msgpack.packb({"version": 7, "kind": "end"})])  # reason "version"
-        wait_for(lambda: worker.stats().windows >= 2, "two windows")
-        status, body = get(base + "/metrics")
-        assert status == 200
-        got = samples(body)
+        # Wait on the scrape itself (every message counted, both rejects, two updates
+        # published), then check that same scrape: no race with the worker's counters.
+        header = ("tagstream_worker_rejected_messages_total", (("reason", "header"),))
+        version = ("tagstream_worker_rejected_messages_total", (("reason", "version"),))
+        got: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+        def scraped_all() -> bool:
+            status, body = get(base + "/metrics")
+            assert status == 200
+            got.clear()
+            got.update(samples(body))
+            return (
+                got.get(("tagstream_worker_messages_total", ()), 0) >= 52
+                and got.get(header, 0) >= 1
+                and got.get(version, 0) >= 1
+                and got.get(("tagstream_worker_latency_seconds_count", ()), 0) >= 2
+                and got.get(("tagstream_worker_windows_total", ()), 0) >= 2
+                and got.get(("tagstream_worker_model_seconds_count", ()), 0) >= 1
+            )
+
+        wait_for(scraped_all, "52 messages, 2 rejects and 2 updates in /metrics")
         assert got[("tagstream_worker_streams", ())] == 1
-        assert got[("tagstream_worker_windows_total", ())] >= 2
-        assert got[("tagstream_worker_messages_total", ())] >= 52
-        assert got[("tagstream_worker_latency_seconds_count", ())] >= 2
-        assert got[("tagstream_worker_model_seconds_count", ())] >= 1
+        assert got[("tagstream_worker_messages_total", ())] == 52
         assert got[("tagstream_worker_model_seconds_sum", ())] > 0
-        wait_for(lambda: worker.stats().rejected_total >= 2, "the two rejects")
-        got = samples(get(base + "/metrics")[1])
-        assert got[("tagstream_worker_rejected_messages_total", (("reason", "header"),))] == 1
-        assert got[("tagstream_worker_rejected_messages_total", (("reason", "version"),))] == 1
+        assert got[header] == 1 and got[version] == 1
         assert got[("tagstream_worker_drops_total", (("reason", "refused"),))] == 0
         push.send_multipart(encode_end(EndOfStream(stream="metrics:a", seq=50)))
         push.close(linger=0)
@@ -127,6 +140,30 @@ def test_worker_metrics_and_health_while_tagging(tmp_path: Path) -> None:
         context.destroy(linger=0)
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(base + "/healthz", timeout=5)  # closed with the worker
+
+
+def test_metrics_server_serves_health_from_its_check_and_closes_twice() -> None:
+    answers: list[tuple[bool, dict[str, Any]]] = [(True, {"streams": 3}), (False, {})]
+
+    def health() -> tuple[bool, dict[str, Any]]:
+        if not answers:
+            raise RuntimeError("check failed")
+        return answers.pop(0)
+
+    server = MetricsServer(CollectorRegistry(), port=free_port(), health=health)
+    server.start()
+    try:
+        status, body = get(server.url + "/healthz")
+        assert status == 200 and json.loads(body) == {"status": "ok", "streams": 3}
+        assert get(server.url + "/healthz")[0] == 503
+        status, body = get(server.url + "/healthz?verbose=1")  # a raising check is unhealthy
+        assert status == 503 and "check failed" in json.loads(body)["error"]
+        assert get(server.url + "/metrics")[0] == 200
+    finally:
+        server.close()
+        server.close()
+    with pytest.raises(ValueError, match="port=70000"):
+        MetricsServer(CollectorRegistry(), port=70000, health=health)
 
 
 def test_metrics_are_off_by_default() -> None:
