@@ -8,16 +8,17 @@ Library first (the CLI in :mod:`streamer.cli` is a thin layer over these)::
     Streamer(source, endpoint="tcp://127.0.0.1:5555").run()
 
 Live capture uses :class:`streamer.capture.DeviceSource`, imported lazily so
-that file streaming works on machines without PortAudio.
+that file streaming works on machines without PortAudio.  Files are decoded by
+the one audio path, :mod:`model.audio`.  Errors are :mod:`tagstream.errors`
+classes: a missing device or file is an ``UnavailableError`` (exit status 3),
+bad usage a ``UsageError`` (2).
 """
 
 from streamer.core import (
     Block,
-    ExitStatus,
     Sender,
     Source,
     Streamer,
-    StreamerError,
     StreamerStats,
     default_stream_id,
 )
@@ -25,12 +26,10 @@ from streamer.files import FileSource
 
 __all__ = [
     "Block",
-    "ExitStatus",
     "FileSource",
     "Sender",
     "Source",
     "Streamer",
-    "StreamerError",
     "StreamerStats",
     "default_stream_id",
 ]

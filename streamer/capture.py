@@ -43,7 +43,9 @@ from typing import Any
 import numpy as np
 
 import protocol
-from streamer.core import Block, ExitStatus, StreamerError
+from model.audio import to_mono
+from streamer.core import Block
+from tagstream.errors import TagstreamError, UnavailableError, UsageError
 
 __all__ = [
     "DeviceSource",
@@ -65,9 +67,8 @@ def _sounddevice() -> ModuleType:
     try:
         import sounddevice
     except OSError as exc:
-        raise StreamerError(
-            f"cannot load PortAudio ({exc}); install it, e.g. apt-get install libportaudio2",
-            status=ExitStatus.ERROR,
+        raise TagstreamError(
+            f"cannot load PortAudio ({exc}); install it, e.g. apt-get install libportaudio2"
         ) from None
     module: ModuleType = sounddevice
     return module
@@ -90,7 +91,7 @@ def list_input_devices() -> list[InputDevice]:
 
     Raises
     ------
-    StreamerError
+    tagstream.errors.TagstreamError
         If PortAudio cannot be loaded.
     """
     sd = _sounddevice()
@@ -116,10 +117,9 @@ def list_input_devices() -> list[InputDevice]:
     return devices
 
 
-def _no_match(spec: str) -> StreamerError:
-    return StreamerError(
-        f"no input device matches {spec!r}; list them with python -m streamer --list-devices",
-        status=ExitStatus.NO_INPUT,
+def _no_match(spec: str) -> UnavailableError:
+    return UnavailableError(
+        f"no input device matches {spec!r}; list them with python -m streamer --list-devices"
     )
 
 
@@ -141,8 +141,8 @@ def match_device(spec: str, devices: Sequence[InputDevice]) -> int | None:
 
     Raises
     ------
-    StreamerError
-        ``NO_INPUT`` if ``spec`` has one of those forms but no input device fits.
+    tagstream.errors.UnavailableError
+        If ``spec`` has one of those forms but no input device fits.
     """
     spec = spec.strip()
     if spec.isdigit():
@@ -166,9 +166,9 @@ def resolve_device(spec: str) -> InputDevice:
 
     Raises
     ------
-    StreamerError
-        ``NO_INPUT`` with a one-line message when nothing (or more than one
-        device) matches, or there is no default input.
+    tagstream.errors.UnavailableError
+        With a one-line message when nothing (or more than one device)
+        matches, or there is no default input.
     """
     sd = _sounddevice()
     devices = list_input_devices()
@@ -177,10 +177,9 @@ def resolve_device(spec: str) -> InputDevice:
         for device in devices:
             if device.is_default:
                 return device
-        raise StreamerError(
+        raise UnavailableError(
             "no default input device; pick one with --device "
-            "(list them with python -m streamer --list-devices)",
-            status=ExitStatus.NO_INPUT,
+            "(list them with python -m streamer --list-devices)"
         )
     index = match_device(spec, devices)
     if index is None:
@@ -188,10 +187,9 @@ def resolve_device(spec: str) -> InputDevice:
             info = sd.query_devices(spec, kind="input")
         except ValueError as exc:
             if "Multiple" in str(exc):
-                raise StreamerError(
+                raise UnavailableError(
                     f"several input devices match {spec!r}; give an index or a longer name "
-                    "(python -m streamer --list-devices)",
-                    status=ExitStatus.NO_INPUT,
+                    "(python -m streamer --list-devices)"
                 ) from None
             raise _no_match(spec) from None
         index = int(info["index"])
@@ -223,8 +221,10 @@ class DeviceSource:
 
     Raises
     ------
-    StreamerError
-        ``NO_INPUT`` if the device does not exist or cannot be opened.
+    tagstream.errors.UnavailableError
+        If the device does not exist or cannot be opened.
+    tagstream.errors.UsageError
+        If the sample rate is outside the protocol's range.
 
     Notes
     -----
@@ -271,10 +271,9 @@ class DeviceSource:
         info = resolve_device(self.device)
         rate = self.requested_sample_rate or round(info.default_sample_rate)
         if not protocol.MIN_SAMPLE_RATE <= rate <= protocol.MAX_SAMPLE_RATE:
-            raise StreamerError(
+            raise UsageError(
                 f"sample rate {rate} Hz is outside "
-                f"{protocol.MIN_SAMPLE_RATE}..{protocol.MAX_SAMPLE_RATE}",
-                status=ExitStatus.USAGE,
+                f"{protocol.MIN_SAMPLE_RATE}..{protocol.MAX_SAMPLE_RATE}"
             )
         block_frames = max(1, round(self.block_seconds * rate))
         self.sample_rate = rate  # read by the callback
@@ -289,10 +288,9 @@ class DeviceSource:
             )
             stream.start()
         except (sd.PortAudioError, ValueError) as exc:
-            raise StreamerError(
+            raise UnavailableError(
                 f"cannot open input device {self.name!r} ({info.name}) at {rate} Hz, "
-                f"{self.channels} channel(s): {exc}",
-                status=ExitStatus.NO_INPUT,
+                f"{self.channels} channel(s): {exc}"
             ) from None
         self._stream = stream
         logger.info(
@@ -373,10 +371,9 @@ class DeviceSource:
                     self._queue.qsize(),
                 )
                 logged_drops, last_drop_log = drops, last_block
-            mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
             yield Block(
                 index=index,
-                samples=np.ascontiguousarray(mono, dtype=np.float32),
+                samples=np.ascontiguousarray(to_mono(data)),
                 sample_rate=self.sample_rate,
                 capture_time=capture_time,
             )
@@ -401,7 +398,7 @@ class DeviceSource:
             self._next_index += lost_blocks
             try:
                 self._open()
-            except StreamerError as exc:
+            except TagstreamError as exc:
                 self._next_index -= lost_blocks
                 logger.warning("input device still unavailable device=%r error=%s", self.name, exc)
                 continue

@@ -11,39 +11,38 @@ Examples
     python -m streamer --file song.flac --fast
     python -m streamer --list-devices
 
-Exit status: see :class:`streamer.core.ExitStatus` (0 ok or stopped by Ctrl-C /
-SIGTERM, 1 error, 2 bad usage or config, 3 input device or file unavailable).
+Exit status (:class:`tagstream.errors.ExitStatus`): 0 ok or stopped by Ctrl-C /
+SIGTERM, 1 error, 2 bad usage or config, 3 input device or file unavailable,
+4 the metrics port cannot be bound.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
-import traceback
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from types import FrameType
-from typing import Any, TextIO
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
-from config import ConfigError, MetricsConfig, load_config
-from protocol.security import SecurityError
-from streamer.core import ExitStatus, Source, Streamer, StreamerError
+from config import MetricsConfig
+from streamer.core import Source, Streamer
+from tagstream import cli
+from tagstream.errors import EndpointError, ExitStatus, UsageError
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    from tagstream.metrics import MetricsServer
+
+__all__ = ["build_parser", "main", "run"]
 
 logger = logging.getLogger("streamer")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m streamer",
-        description="Send live or recorded audio to the tagstream inference worker.",
-        epilog="Settings not given here come from config.toml [streamer].",
+    parser = cli.parser(
+        "python -m streamer",
+        "Send live or recorded audio to the tagstream inference worker.",
+        epilog="Settings not given here come from the settings file's [streamer] section.",
     )
-    parser.add_argument("--config", metavar="PATH", help="config file (default: config.toml)")
     parser.add_argument("--endpoint", help="worker input endpoint, e.g. tcp://127.0.0.1:5555")
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
@@ -62,9 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fast", action="store_true", help="with --file: send as fast as the worker takes it"
-    )
-    parser.add_argument(
-        "--traceback", action="store_true", help="show the full traceback on errors"
     )
     return parser
 
@@ -87,48 +83,22 @@ def _print_devices(out: TextIO) -> None:
     print("* = default input; pass --device INDEX, a name, or an ALSA name such as hw:1", file=out)
 
 
-@contextmanager
-def _stop_on_signals(streamer: Streamer) -> Iterator[None]:
-    """SIGINT/SIGTERM ask the streamer to stop; a second one interrupts at once."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        # No logging here: a handler that writes to stderr while the main thread is
-        # writing a log line raises "reentrant call" inside the interrupted write.
-        if streamer.stopped:
-            raise KeyboardInterrupt
-        streamer.stop()
-
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    else:
-        previous = {}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _run(args: argparse.Namespace, out: TextIO) -> ExitStatus:
+def run(ctx: cli.Context) -> ExitStatus:
+    """Stream until the source ends or Ctrl-C / SIGTERM; the body :func:`main` hands to cli.run."""
+    args = ctx.args
     if args.list_devices:
-        _print_devices(out)
+        _print_devices(ctx.stdout)
         return ExitStatus.OK
     if args.fast and not args.file:
-        raise StreamerError("--fast only applies to --file", status=ExitStatus.USAGE)
-    cfg = load_config(
-        args.config,
-        overrides={
+        raise UsageError("--fast only applies to --file")
+    cfg = ctx.load_config(
+        {
             "streamer.endpoint": args.endpoint,
             "streamer.device": args.device,
             "streamer.sample_rate": args.sample_rate,
             "streamer.channels": args.channels,
             "streamer.stream_id": args.stream_id,
-        },
-    )
-    logging.basicConfig(
-        level=cfg.logging.level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        }
     )
     settings = cfg.streamer
     source: Source
@@ -149,19 +119,18 @@ def _run(args: argparse.Namespace, out: TextIO) -> ExitStatus:
             queue_blocks=settings.queue_blocks,
             retry_seconds=settings.reopen_seconds,
         )
-    endpoint = settings.endpoint
-    if settings.endpoints and not args.endpoint:  # scale-out: this stream's worker
-        from streamer.core import default_stream_id
-        from streamer.routing import endpoint_for
-
-        try:
-            endpoint = endpoint_for(
-                settings.stream_id or default_stream_id(source.name), settings.endpoints
-            )
-        except ValueError as exc:
-            source.close()
-            raise StreamerError(f"streamer.endpoints: {exc}", status=ExitStatus.USAGE) from None
     try:
+        endpoint = settings.endpoint
+        if settings.endpoints and not args.endpoint:  # scale-out: this stream's worker
+            from streamer.core import default_stream_id
+            from streamer.routing import endpoint_for
+
+            try:
+                endpoint = endpoint_for(
+                    settings.stream_id or default_stream_id(source.name), settings.endpoints
+                )
+            except ValueError as exc:
+                raise UsageError(f"streamer.endpoints: {exc}") from None
         streamer = Streamer(
             source,
             endpoint=endpoint,
@@ -170,12 +139,12 @@ def _run(args: argparse.Namespace, out: TextIO) -> ExitStatus:
             status_interval_s=settings.status_interval_seconds,
             security=cfg.security,
         )
+        metrics_server = _start_metrics(cfg.metrics, streamer)
     except BaseException:
         source.close()
         raise
-    metrics_server = _start_metrics(cfg.metrics, streamer, source)
     try:
-        with _stop_on_signals(streamer):
+        with ctx.on_stop(streamer.stop):
             streamer.run()
     finally:
         if metrics_server is not None:
@@ -183,8 +152,14 @@ def _run(args: argparse.Namespace, out: TextIO) -> ExitStatus:
     return ExitStatus.OK
 
 
-def _start_metrics(settings: MetricsConfig, streamer: Streamer, source: Source) -> Any:
-    """Serve /metrics and /healthz on ``metrics.streamer_port`` (None when it is 0)."""
+def _start_metrics(settings: MetricsConfig, streamer: Streamer) -> MetricsServer | None:
+    """Serve /metrics and /healthz on ``metrics.streamer_port`` (None when it is 0).
+
+    Raises
+    ------
+    tagstream.errors.EndpointError
+        The port cannot be bound (exit status 4).
+    """
     if not settings.streamer_port:
         return None
     from tagstream.metrics import MetricsServer, StreamerMetrics
@@ -202,11 +177,9 @@ def _start_metrics(settings: MetricsConfig, streamer: Streamer, source: Source) 
     try:
         server.start()
     except OSError as exc:
-        source.close()
-        raise StreamerError(
+        raise EndpointError(
             f"cannot serve metrics.streamer_port={settings.streamer_port} on "
-            f"{settings.bind!r} ({exc}); pick another port",
-            status=ExitStatus.USAGE,
+            f"{settings.bind!r} ({exc}); pick another port"
         ) from None
     return server
 
@@ -217,7 +190,7 @@ def main(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
-    """Run the streamer CLI; return the exit status (see :class:`ExitStatus`).
+    """Run ``python -m streamer``; return the exit status (:class:`ExitStatus`).
 
     Parameters
     ----------
@@ -226,25 +199,8 @@ def main(
     stdout, stderr : text streams or None
         Where the device list and the error line go (default: ``sys.stdout`` / ``sys.stderr``).
     """
-    out = stdout if stdout is not None else sys.stdout
-    err = stderr if stderr is not None else sys.stderr
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return int(exc.code or 0)
-    try:
-        return int(_run(args, out))
-    except KeyboardInterrupt:
-        return int(ExitStatus.OK)
-    except (ConfigError, SecurityError, StreamerError) as exc:
-        status = exc.status if isinstance(exc, StreamerError) else ExitStatus.USAGE
-        if args.traceback:
-            traceback.print_exc(file=err)
-        print(f"error: {exc}", file=err)
-        return int(status)
-    except Exception as exc:  # the CLI's one error boundary
-        if args.traceback:
-            traceback.print_exc(file=err)
-        print(f"error: {type(exc).__name__}: {exc} (rerun with --traceback for details)", file=err)
-        return int(ExitStatus.ERROR)
+    return cli.run(build_parser(), run, argv, stdout=stdout, stderr=stderr, long_running=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,7 +10,6 @@ them, wraps them in :class:`protocol.AudioFrame` and sends them with
 from __future__ import annotations
 
 import dataclasses
-import enum
 import logging
 import socket as socket_module
 import threading
@@ -24,14 +23,13 @@ import zmq
 import protocol
 from config import SecurityConfig
 from protocol.security import secure_client
+from tagstream.errors import UsageError
 
 __all__ = [
     "Block",
-    "ExitStatus",
     "Sender",
     "Source",
     "Streamer",
-    "StreamerError",
     "StreamerStats",
     "default_stream_id",
 ]
@@ -46,35 +44,6 @@ CLOSE_LINGER_MS = 30_000
 STOP_LINGER_MS = 200
 #: Longest wait of one blocking send before the stop flag is checked again.
 _SEND_SLICE_MS = 200
-
-
-class ExitStatus(enum.IntEnum):
-    """Exit codes of ``python -m streamer``."""
-
-    OK = 0
-    """Finished: the file ended, or stopped by Ctrl-C / SIGTERM."""
-    ERROR = 1
-    """Unexpected failure (a socket error, PortAudio failing mid-run, a bug)."""
-    USAGE = 2
-    """Bad command line or config (including ``ConfigError``)."""
-    NO_INPUT = 3
-    """The input does not exist or cannot be opened: no such device, missing or corrupt file."""
-
-
-class StreamerError(Exception):
-    """The streamer cannot go on; the message is one line for the user.
-
-    Parameters
-    ----------
-    message : str
-        What went wrong and what to do about it.
-    status : ExitStatus
-        The exit code ``python -m streamer`` returns for it.
-    """
-
-    def __init__(self, message: str, *, status: ExitStatus = ExitStatus.ERROR) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -157,6 +126,8 @@ class Sender:
 
     Raises
     ------
+    tagstream.errors.UsageError
+        ``endpoint`` is not a ZeroMQ address.
     protocol.security.SecurityError
         CURVE is required for ``endpoint`` and a key setting is missing.
     """
@@ -184,9 +155,7 @@ class Sender:
             self._socket.connect(endpoint)
         except zmq.ZMQError as exc:
             self.close()
-            raise StreamerError(
-                f"cannot connect to endpoint {endpoint!r}: {exc}", status=ExitStatus.USAGE
-            ) from None
+            raise UsageError(f"cannot connect to endpoint {endpoint!r}: {exc}") from None
         except BaseException:
             self.close()
             raise
@@ -263,7 +232,7 @@ class Streamer:
         try:
             protocol.check_stream_id(self.stream_id)
         except protocol.ProtocolError as exc:
-            raise StreamerError(f"bad stream id: {exc}", status=ExitStatus.USAGE) from None
+            raise UsageError(f"bad stream id: {exc}") from None
         self.send_hwm = send_hwm
         self.status_interval_s = status_interval_s
         self._context = context
@@ -296,8 +265,9 @@ class Streamer:
 
         Raises
         ------
-        StreamerError
-            If the endpoint is invalid or the source fails for good.
+        tagstream.errors.TagstreamError
+            If the endpoint is invalid (:class:`~tagstream.errors.UsageError`) or the
+            source fails for good (:class:`~tagstream.errors.UnavailableError`).
         """
         # An own context (unless one was given) so that terminating it below waits for the
         # queued tail (up to the linger) instead of losing it at interpreter exit.

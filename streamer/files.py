@@ -1,4 +1,4 @@
-"""Audio files as a source: decoded with soundfile, sent at the file's own rate."""
+"""Audio files as a source: decoded by the one audio path, sent at the file's own rate."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import soundfile
-
 import protocol
-from streamer.core import Block, ExitStatus, StreamerError
+from model.audio import AudioReader
+from streamer.core import Block
+from tagstream.errors import UnavailableError, UsageError
 
 __all__ = ["FileSource"]
 
@@ -35,57 +34,60 @@ class FileSource:
 
     Raises
     ------
-    StreamerError
-        ``NO_INPUT`` if the file is missing or cannot be decoded, or its rate
-        is outside the protocol's range.
+    model.audio.AudioError
+        The file is missing or cannot be decoded (an ``UnavailableError``, exit status 3).
+    tagstream.errors.UnavailableError
+        Its rate is outside the protocol's range.
+    tagstream.errors.UsageError
+        ``block_seconds`` is not positive.
 
     Notes
     -----
-    Channels are downmixed to mono by their mean.  ``capture_time`` is the wall
-    time at which streaming started plus the block's offset in the file.
+    Decoding is :class:`model.audio.AudioReader`'s, as for file tagging and
+    training: channels are downmixed by their mean, NaN and infinite samples
+    replaced, and the file's own rate is kept (the worker resamples).
+    ``capture_time`` is the wall time at which streaming started plus the
+    block's offset in the file.
     """
 
     live = False
 
     def __init__(self, path: str | Path, *, block_seconds: float = 0.1, realtime: bool = True):
         if not block_seconds > 0:
-            raise StreamerError(
-                f"block_seconds={block_seconds} must be > 0", status=ExitStatus.USAGE
-            )
+            raise UsageError(f"block_seconds={block_seconds} must be > 0")
         self.path = Path(path)
         self.name = self.path.stem
         self.realtime = realtime
-        if not self.path.is_file():
-            raise StreamerError(f"no such audio file: {self.path}", status=ExitStatus.NO_INPUT)
-        try:
-            self._file: soundfile.SoundFile | None = soundfile.SoundFile(self.path)
-        except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
-            raise StreamerError(
-                f"cannot decode {self.path}: {exc}", status=ExitStatus.NO_INPUT
-            ) from None
-        self.sample_rate = int(self._file.samplerate)
+        self._reader: AudioReader | None = AudioReader(self.path)
+        self.sample_rate = self._reader.info.sample_rate
         if not protocol.MIN_SAMPLE_RATE <= self.sample_rate <= protocol.MAX_SAMPLE_RATE:
             self.close()
-            raise StreamerError(
+            raise UnavailableError(
                 f"{self.path}: sample rate {self.sample_rate} Hz is outside "
-                f"{protocol.MIN_SAMPLE_RATE}..{protocol.MAX_SAMPLE_RATE}",
-                status=ExitStatus.NO_INPUT,
+                f"{protocol.MIN_SAMPLE_RATE}..{protocol.MAX_SAMPLE_RATE}"
             )
-        self.channels = int(self._file.channels)
+        self.channels = self._reader.info.channels
+        self._duration_s = self._reader.info.duration_s
         self.block_frames = max(1, round(block_seconds * self.sample_rate))
         self.blocks_read = 0
 
     @property
     def duration_s(self) -> float:
         """Length of the file in seconds (0 if unknown)."""
-        return 0.0 if self._file is None else self._file.frames / self.sample_rate
+        return self._duration_s
 
     def status_fields(self) -> dict[str, int]:
         return {"blocks_read": self.blocks_read}
 
     def blocks(self, stop: threading.Event) -> Iterator[Block]:
-        """Yield the file's blocks in order, paced in real time unless ``realtime=False``."""
-        if self._file is None:
+        """Yield the file's blocks in order, paced in real time unless ``realtime=False``.
+
+        Raises
+        ------
+        model.audio.AudioError
+            The file fails to decode mid-way.
+        """
+        if self._reader is None:
             raise RuntimeError("blocks() on a closed FileSource")
         logger.info(
             "reading file path=%s sample_rate=%d channels=%d duration_s=%.2f realtime=%s",
@@ -98,24 +100,16 @@ class FileSource:
         start_unix = time.time()
         start_mono = time.monotonic()
         offset_frames = 0
-        while not stop.is_set():
-            try:
-                data = self._file.read(self.block_frames, dtype="float32", always_2d=True)
-            except (soundfile.LibsndfileError, RuntimeError) as exc:
-                raise StreamerError(
-                    f"cannot decode {self.path} after {offset_frames} frames: {exc}",
-                    status=ExitStatus.NO_INPUT,
-                ) from None
-            if data.shape[0] == 0:
+        for samples in self._reader.blocks(self.block_frames):
+            if stop.is_set():
                 return
-            mono = data[:, 0].copy() if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
             block = Block(
                 index=self.blocks_read,
-                samples=np.ascontiguousarray(mono, dtype=np.float32),
+                samples=samples,
                 sample_rate=self.sample_rate,
                 capture_time=start_unix + offset_frames / self.sample_rate,
             )
-            offset_frames += data.shape[0]
+            offset_frames += len(samples)
             if self.realtime:
                 # A live capture delivers a block once its last sample is recorded.
                 due = start_mono + offset_frames / self.sample_rate
@@ -127,6 +121,6 @@ class FileSource:
 
     def close(self) -> None:
         """Close the file; safe to call twice."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()

@@ -19,8 +19,9 @@ import zmq
 
 import protocol
 from protocol import AudioFrame, EndOfStream
-from streamer import ExitStatus, FileSource, Streamer, StreamerError
+from streamer import FileSource, Streamer
 from streamer.cli import main
+from tagstream.errors import ExitStatus, UnavailableError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RECEIVE_TIMEOUT_MS = 10_000
@@ -253,14 +254,14 @@ def error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_missing_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nope.wav"
-    assert main(["--file", str(missing)]) == ExitStatus.NO_INPUT
+    assert main(["--file", str(missing)]) == ExitStatus.UNAVAILABLE
     assert str(missing) in error_line(capsys)
 
 
 def test_corrupt_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(100))
-    assert main(["--file", str(corrupt)]) == ExitStatus.NO_INPUT
+    assert main(["--file", str(corrupt)]) == ExitStatus.UNAVAILABLE
     assert "cannot decode" in error_line(capsys)
 
 
@@ -269,7 +270,7 @@ def test_corrupt_file_with_traceback_flag_shows_the_trace(
 ) -> None:
     corrupt = tmp_path / "corrupt.flac"
     corrupt.write_bytes(b"not audio at all")
-    assert main(["--file", str(corrupt), "--traceback"]) == ExitStatus.NO_INPUT
+    assert main(["--file", str(corrupt), "--traceback"]) == ExitStatus.UNAVAILABLE
     assert "Traceback" in capsys.readouterr().err
 
 
@@ -300,6 +301,23 @@ def test_bad_endpoint_is_a_usage_error(
     assert "nowhere" in error_line(capsys)
 
 
+def test_metrics_port_in_use_is_an_endpoint_error(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "a.wav"
+    write_noise(path, rng, seconds=0.1, rate=8000, channels=1, subtype="PCM_16")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = tmp_path / "metrics.toml"
+        config.write_text(f"[metrics]\nstreamer_port = {taken.getsockname()[1]}\n")
+        status = main(
+            ["--config", str(config), "--file", str(path), "--endpoint", "tcp://127.0.0.1:9"]
+        )
+    assert status == ExitStatus.ENDPOINT
+    assert "metrics.streamer_port" in error_line(capsys)
+
+
 @pytest.mark.parametrize(
     "argv",
     [["--device", "pulse", "--file", "a.wav"], ["--fast"], ["--sample-rate", "fast"]],
@@ -311,14 +329,14 @@ def test_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_file_source_rejects_missing_file_directly(tmp_path: Path) -> None:
-    with pytest.raises(StreamerError) as info:
+    with pytest.raises(UnavailableError) as info:
         FileSource(tmp_path / "missing.flac")
-    assert info.value.status == ExitStatus.NO_INPUT
+    assert info.value.status == ExitStatus.UNAVAILABLE
 
 
 @needs_portaudio
 def test_missing_device_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--device", "hw:7"]) == ExitStatus.NO_INPUT
+    assert main(["--device", "hw:7"]) == ExitStatus.UNAVAILABLE
     assert error_line(capsys) == (
         "error: no input device matches 'hw:7'; list them with python -m streamer --list-devices"
     )
@@ -326,7 +344,7 @@ def test_missing_device_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
 
 @needs_portaudio
 def test_missing_named_device_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--device", "no such sound card 1234"]) == ExitStatus.NO_INPUT
+    assert main(["--device", "no such sound card 1234"]) == ExitStatus.UNAVAILABLE
     assert "no such sound card 1234" in error_line(capsys)
 
 
@@ -359,9 +377,9 @@ def test_alsa_hw_names_match_portaudio_device_names() -> None:
     assert match_device("7", devices) == 7
     assert match_device("pulse", devices) is None  # left to sounddevice's name matching
     for missing in ("hw:2", "hw:1,5", "8"):
-        with pytest.raises(StreamerError) as info:
+        with pytest.raises(UnavailableError) as info:
             match_device(missing, devices)
-        assert info.value.status == ExitStatus.NO_INPUT
+        assert info.value.status == ExitStatus.UNAVAILABLE
         assert f"'{missing}'" in str(info.value)
 
 
