@@ -356,6 +356,8 @@ class _Connection:
         #: (audio byte offset in this connection, title) found by the ICY reader.
         self.titles: collections.deque[tuple[int, str]] = collections.deque()
         self.titles_seen = False
+        #: The network read timed out (the ICY reader saw no bytes for ``stall_timeout_s``).
+        self.stalled = False
         self.audio_bytes = 0
         self.byte_rate = 0.0
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=5)
@@ -388,14 +390,19 @@ class _Connection:
             self._feeder.start()
 
     def _drain_stderr(self, stream: IO[bytes]) -> None:
+        """Keep ffmpeg's last warnings and errors; take the bit rate from its stream line."""
         for line in stream:
+            level, _, text_bytes = line.partition(b"] ")
+            if not text_bytes:
+                level, text_bytes = b"", line
             if self.byte_rate == 0.0:
-                match = _BITRATE_RE.search(line)
+                match = _BITRATE_RE.search(text_bytes)
                 if match and int(match.group(1)) > 0:
                     self.byte_rate = int(match.group(1)) * 1000 / 8
-            text = line.decode("utf-8", "replace").strip()
-            if text and not text.startswith(("Input #", "Output #", "Stream ", "  ")):
-                self._stderr_tail.append(text)
+            if level.endswith((b"[warning", b"[error", b"[fatal", b"[panic")):
+                text = text_bytes.decode("utf-8", "replace").strip()
+                if text:
+                    self._stderr_tail.append(text)
 
     def _feed(self) -> None:
         """Read the HTTP body, cut out ICY metadata, write the audio to ffmpeg's stdin."""
@@ -421,6 +428,7 @@ class _Connection:
                         self._read_metadata(response)
                         until_meta = metaint
         except TimeoutError:
+            self.stalled = True
             self.end_reason = self.end_reason or f"stall: no data for {self._stall_timeout_s:g} s"
         except Exception as exc:
             # BrokenPipeError: ffmpeg exited (its reason is on stderr); ValueError and
@@ -691,6 +699,8 @@ class NetworkSource:
                         code = connection.exit_code()
                         ended_cleanly = not self.live and code == 0 and not connection.end_reason
                         reason = connection.failure()
+                        if connection.stalled:
+                            self.stalls += 1
                         break
                     last_data = time.monotonic()
                     pending += data
@@ -876,7 +886,8 @@ class NetworkSource:
             str(self.sample_rate),
             "pipe:1",
         ]
-        base = [self._ffmpeg, "-hide_banner", "-nostats", "-loglevel", "info"]
+        # "level": each stderr line says its level, so warnings are kept and the rest parsed.
+        base = [self._ffmpeg, "-hide_banner", "-nostats", "-loglevel", "level+info"]
         scheme = urllib.parse.urlsplit(self.url).scheme.lower()
         if self.live and scheme in _HTTP_SCHEMES and not self._playlist:
             opened = _open_http(self.url, timeout_s=self.stall_timeout_s)

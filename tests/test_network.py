@@ -1,0 +1,612 @@
+"""streamer.network against real servers: Icecast, an HLS folder over HTTP, a raw ICY server.
+
+Needs Debian's ``icecast2`` and ``ffmpeg`` (``scripts/install.sh --dev``); tests that need
+one of them skip with the reason when it is missing.  No timed assertions: every wait has a
+generous deadline and fails with what was seen so far.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import grp
+import http.server
+import os
+import pwd
+import shutil
+import signal
+import socket
+import socketserver
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from streamer.core import Block
+from streamer.network import NetworkSource, SourceEvent, parse_stream_title
+from tagstream.errors import UnavailableError, UsageError
+
+FFMPEG = shutil.which("ffmpeg")
+ICECAST = shutil.which("icecast2") or shutil.which("icecast")
+needs_ffmpeg = pytest.mark.skipif(
+    FFMPEG is None, reason="needs Debian's ffmpeg (apt-get install ffmpeg)"
+)
+needs_icecast = pytest.mark.skipif(
+    ICECAST is None or FFMPEG is None,
+    reason="needs Debian's icecast2 and ffmpeg (apt-get install icecast2 ffmpeg)",
+)
+
+TONE_HZ = 440.0
+SYNTH_RATE = 44_100
+SOURCE_PASSWORD = "source-pw"
+ADMIN_PASSWORD = "admin-pw"
+MOUNT = "/live.mp3"
+
+
+# ---------------------------------------------------------------------------
+# Audio
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synth_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 s of a 440 Hz tone at -12 dBFS with a little seeded noise, 44.1 kHz stereo."""
+    rng = np.random.default_rng(13)
+    t = np.arange(10 * SYNTH_RATE) / SYNTH_RATE
+    tone = 0.25 * np.sin(2 * np.pi * TONE_HZ * t) + 0.005 * rng.standard_normal(t.size)
+    path = tmp_path_factory.mktemp("audio") / "synth.wav"
+    soundfile.write(path, np.stack([tone, tone], axis=1).astype(np.float32), SYNTH_RATE)
+    return path
+
+
+def dominant_hz(block: Block) -> float:
+    """The strongest frequency of a block (Hann window, resolution sample_rate / size)."""
+    spectrum = np.abs(np.fft.rfft(block.samples * np.hanning(block.samples.size)))
+    return float(np.argmax(spectrum) * block.sample_rate / block.samples.size)
+
+
+def is_tone(block: Block) -> bool:
+    return block.samples.size >= 1600 and abs(dominant_hz(block) - TONE_HZ) <= 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(
+    predicate: Callable[[], bool], *, timeout_s: float, what: Callable[[], str] | str
+) -> None:
+    """Poll ``predicate`` until true; fail with ``what`` (what was seen) after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {timeout_s:g} s: {what() if callable(what) else what}")
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------
+# A real Icecast server and a real FFmpeg source client
+# ---------------------------------------------------------------------------
+
+
+class Icecast:
+    """Debian's icecast2 on a free loopback port with a generated config.
+
+    Icecast refuses to run as root unless ``<changeowner>`` names a user to switch
+    to: as root the config makes it ``nobody`` (whose group is looked up), and its
+    folder is made world-writable for the logs; as another user no switch is needed.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="tagstream-icecast-"))
+        security = ""
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            group = grp.getgrgid(nobody.pw_gid).gr_name
+            security = (
+                "<security><chroot>0</chroot><changeowner>"
+                f"<user>nobody</user><group>{group}</group></changeowner></security>"
+            )
+            self.root.chmod(0o777)
+        config = f"""<icecast>
+  <limits><clients>20</clients><sources>4</sources><source-timeout>10</source-timeout>
+    <burst-on-connect>1</burst-on-connect><burst-size>65536</burst-size></limits>
+  <authentication><source-password>{SOURCE_PASSWORD}</source-password>
+    <admin-user>admin</admin-user><admin-password>{ADMIN_PASSWORD}</admin-password>
+  </authentication>
+  <hostname>127.0.0.1</hostname>
+  <listen-socket><port>{self.port}</port><bind-address>127.0.0.1</bind-address></listen-socket>
+  <fileserve>0</fileserve>
+  <paths><logdir>{self.root}</logdir><pidfile>{self.root}/icecast.pid</pidfile>
+    <webroot>/usr/share/icecast2/web</webroot><adminroot>/usr/share/icecast2/admin</adminroot>
+  </paths>
+  <logging><accesslog>access.log</accesslog><errorlog>error.log</errorlog>
+    <loglevel>3</loglevel></logging>
+  {security}
+</icecast>
+"""
+        self.config = self.root / "icecast.xml"
+        self.config.write_text(config)
+        self.config.chmod(0o644)
+        assert ICECAST is not None
+        self.process = subprocess.Popen(
+            [ICECAST, "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.source: subprocess.Popen[bytes] | None = None
+        wait_for(self._answers, timeout_s=30, what=self._log)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{MOUNT}"
+
+    def _log(self) -> str:
+        error_log = self.root / "error.log"
+        text = error_log.read_text(errors="replace")[-2000:] if error_log.exists() else ""
+        return f"icecast exit={self.process.poll()} error.log tail: {text}"
+
+    def _answers(self) -> bool:
+        if self.process.poll() is not None:
+            stderr = self.process.stderr.read() if self.process.stderr else ""
+            pytest.fail(f"icecast2 exited with {self.process.returncode}: {stderr}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answers
+        except OSError:
+            return False
+
+    def mount_is_up(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url, timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.HTTPError, OSError):
+            return False
+
+    def start_source(self, wav: Path) -> None:
+        """FFmpeg as the source client: the wav looped for ever, 128 kbit/s mp3, in real time."""
+        assert FFMPEG is not None
+        self.source = subprocess.Popen(
+            [
+                FFMPEG,
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-re",
+                "-stream_loop",
+                "-1",
+                "-i",
+                str(wav),
+                "-c:a",
+                "libmp3lame",
+                "-b:a",
+                "128k",
+                "-content_type",
+                "audio/mpeg",
+                "-f",
+                "mp3",
+                f"icecast://source:{SOURCE_PASSWORD}@127.0.0.1:{self.port}{MOUNT}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self.mount_is_up, timeout_s=30, what=self._log)
+
+    def kill_source(self) -> None:
+        if self.source is not None:
+            self.source.send_signal(signal.SIGKILL)
+            self.source.wait()
+            self.source = None
+
+    def set_title(self, title: str) -> None:
+        """Icecast's admin metadata endpoint, as a station's playout system calls it."""
+        query = urllib.parse.urlencode({"mount": MOUNT, "mode": "updinfo", "song": title})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/admin/metadata?{query}",
+            headers={
+                "Authorization": "Basic "
+                + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read().decode()
+        assert "<return>1</return>" in body, body
+
+    def close(self) -> None:
+        self.kill_source()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def icecast() -> Iterator[Icecast]:
+    server = Icecast()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class Reader:
+    """Iterates a source's blocks in a thread, keeping blocks and events for the test."""
+
+    def __init__(self, source: NetworkSource) -> None:
+        self.source = source
+        self.blocks: list[Block] = []
+        self.events: list[SourceEvent] = []
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.stop = threading.Event()
+        source.on_event = self.events.append
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for block in self.source.blocks(self.stop):
+                self.blocks.append(block)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def kinds(self) -> list[str]:
+        return [event.kind for event in self.events]
+
+    def seen(self) -> str:
+        return (
+            f"{len(self.blocks)} blocks, events {self.events}, "
+            f"status {self.source.status_fields()}, error {self.error!r}"
+        )
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(timeout=10)
+        assert not self._thread.is_alive(), "blocks() did not return within 10 s of stop"
+        self.source.close()
+        if self.error is not None:
+            raise self.error
+
+
+@needs_icecast
+def test_icecast_stream_is_decoded_and_titles_arrive_with_their_position(
+    icecast: Icecast, synth_wav: Path
+) -> None:
+    icecast.start_source(synth_wav)
+    source = NetworkSource(icecast.url, block_seconds=0.1, stall_timeout_s=20)
+    assert source.live, "an Icecast mount is live"
+    reader = Reader(source)
+    try:
+        wait_for(lambda: len(reader.blocks) >= 20, timeout_s=60, what=reader.seen)
+        icecast.set_title("Alice Band - First Song")
+        wait_for(lambda: source.title == "Alice Band - First Song", timeout_s=60, what=reader.seen)
+        delivered_s = len(reader.blocks) * source.block_seconds
+        icecast.set_title("Bob Trio - Second Song")
+        wait_for(lambda: source.title == "Bob Trio - Second Song", timeout_s=60, what=reader.seen)
+    finally:
+        reader.close()
+    titles = [(e.at_s, e.title) for e in reader.events if e.kind == "now_playing"]
+    assert [title for _, title in titles] == ["Alice Band - First Song", "Bob Trio - Second Song"]
+    first_at, second_at = titles[0][0], titles[1][0]
+    # Each change lies after the audio delivered before it was made, in audio order.
+    assert 2.0 <= first_at < second_at
+    assert second_at >= delivered_s
+    assert source.status_fields()["titles"] == 2
+    assert source.status_fields()["drops"] == 0
+    blocks = reader.blocks
+    assert [b.index for b in blocks] == list(range(len(blocks))), "no gap without a drop"
+    assert all(b.samples.size == 1600 and b.sample_rate == 16000 for b in blocks)
+    assert sum(is_tone(b) for b in blocks[10:]) >= 0.95 * len(blocks[10:]), "the tone came through"
+    captures = [b.capture_time for b in blocks]
+    assert captures == sorted(captures)
+
+
+@needs_icecast
+def test_source_killed_and_restarted_is_a_counted_gap_then_audio_resumes(
+    icecast: Icecast, synth_wav: Path
+) -> None:
+    icecast.start_source(synth_wav)
+    source = NetworkSource(icecast.url, block_seconds=0.1, backoff_initial_s=0.2, backoff_max_s=1.0)
+    reader = Reader(source)
+    try:
+        wait_for(lambda: len(reader.blocks) >= 30, timeout_s=60, what=reader.seen)
+        icecast.kill_source()
+        wait_for(lambda: "source_down" in reader.kinds(), timeout_s=60, what=reader.seen)
+        before = len(reader.blocks)
+        # The mount is gone: attempts fail (404) until the source is back.
+        wait_for(lambda: source.connect_failures >= 1, timeout_s=60, what=reader.seen)
+        assert "source_up" not in reader.kinds()
+        icecast.start_source(synth_wav)
+        wait_for(lambda: len(reader.blocks) >= before + 30, timeout_s=60, what=reader.seen)
+    finally:
+        reader.close()
+    status = source.status_fields()
+    assert status["drops"] == 1
+    assert status["connects"] == 2
+    assert status["connect_failures"] >= 1
+    assert status["gap_blocks"] >= 1
+    down = next(e for e in reader.events if e.kind == "source_down")
+    up = next(e for e in reader.events if e.kind == "source_up")
+    assert down.reason
+    assert up.outage_s > 0
+    blocks = reader.blocks
+    last_before, first_after = blocks[before - 1], blocks[before]
+    # The wire sees a sequence gap as long as the outage, never stale audio.
+    assert first_after.index - last_before.index - 1 == status["gap_blocks"]
+    assert down.at_s == pytest.approx((last_before.index + 1) * source.block_seconds)
+    assert up.at_s == pytest.approx(first_after.index * source.block_seconds)
+    assert up.at_s - down.at_s == pytest.approx(up.outage_s, abs=0.2)
+    assert first_after.capture_time > last_before.capture_time
+    indexes = [b.index for b in blocks]
+    assert indexes == sorted(set(indexes))
+    assert sum(is_tone(b) for b in blocks[before + 5 :]) >= 0.9 * len(blocks[before + 5 :])
+
+
+# ---------------------------------------------------------------------------
+# HLS made by FFmpeg's HLS muxer, served by http.server
+# ---------------------------------------------------------------------------
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder served over HTTP on a free loopback port: (folder, base URL)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def ffmpeg_encode(source: Path, *args: str) -> None:
+    assert FFMPEG is not None
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(source), *args],
+        check=True,
+        timeout=120,
+    )
+
+
+@needs_ffmpeg
+def test_hls_vod_is_read_to_its_end(synth_wav: Path, http_folder: tuple[Path, str]) -> None:
+    folder, base = http_folder
+    ffmpeg_encode(
+        synth_wav,
+        *("-c:a", "aac", "-b:a", "96k", "-f", "hls", "-hls_time", "2"),
+        *("-hls_playlist_type", "vod", "-hls_segment_filename", str(folder / "seg%03d.ts")),
+        str(folder / "index.m3u8"),
+    )
+    assert len(list(folder.glob("seg*.ts"))) >= 4
+    source = NetworkSource(f"{base}/index.m3u8", fast=True, block_seconds=0.1)
+    assert not source.live, "a playlist with #EXT-X-ENDLIST is VOD"
+    try:
+        blocks = list(source.blocks(threading.Event()))
+    finally:
+        source.close()
+    total_s = sum(b.samples.size for b in blocks) / 16000
+    assert total_s == pytest.approx(10.0, abs=0.15)
+    assert [b.index for b in blocks] == list(range(len(blocks)))
+    assert all(b.samples.size == 1600 for b in blocks[:-1])
+    assert sum(is_tone(b) for b in blocks[:-1]) >= 0.95 * (len(blocks) - 1)
+    assert source.status_fields()["drops"] == 0
+    assert source.status_fields()["connects"] == 1
+
+
+@needs_ffmpeg
+def test_static_file_url_is_paced_in_real_time(
+    synth_wav: Path, http_folder: tuple[Path, str]
+) -> None:
+    folder, base = http_folder
+    ffmpeg_encode(synth_wav, "-t", "3", "-c:a", "libmp3lame", "-b:a", "128k", str(folder / "a.mp3"))
+    source = NetworkSource(f"{base}/a.mp3", block_seconds=0.1)
+    assert not source.live, "a file with a Content-Length and no ICY headers is static"
+    started = time.monotonic()
+    try:
+        blocks = list(source.blocks(threading.Event()))
+    finally:
+        source.close()
+    elapsed_s = time.monotonic() - started
+    total_s = sum(b.samples.size for b in blocks) / 16000
+    assert total_s == pytest.approx(3.0, abs=0.1)
+    # Paced: it cannot have been delivered faster than its schedule (a lower bound only).
+    assert elapsed_s >= total_s - 0.15
+    assert [b.capture_time for b in blocks] == sorted(b.capture_time for b in blocks)
+
+
+# ---------------------------------------------------------------------------
+# A raw ICY server (Shoutcast v1 answers "ICY 200 OK"): exact title positions, stalls
+# ---------------------------------------------------------------------------
+
+METAINT = 8192
+
+
+def icy_body(audio: bytes, titles: dict[int, str]) -> bytes:
+    """``audio`` with an ICY metadata block every METAINT bytes; ``titles`` maps the
+    number of the metadata block (0 = the first, after METAINT bytes) to a new title."""
+    out = bytearray()
+    for number, start in enumerate(range(0, len(audio), METAINT)):
+        out += audio[start : start + METAINT]
+        if start + METAINT > len(audio):
+            break
+        if number in titles:
+            text = f"StreamTitle='{titles[number]}';StreamUrl='';".encode()
+            text += b"\0" * (-len(text) % 16)
+            out += bytes([len(text) // 16]) + text
+        else:
+            out += b"\0"
+    return bytes(out)
+
+
+class IcyServer(socketserver.ThreadingTCPServer):
+    """Answers every GET with ``ICY 200 OK`` and ``body``; ``hold_open`` keeps the socket
+    open after the body (a stall) until the server closes."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, body: bytes, *, hold_open: bool = False) -> None:
+        self.body = body
+        self.hold_open = hold_open
+        self.closing = threading.Event()
+        self.connections = 0
+        super().__init__(("127.0.0.1", 0), _IcyHandler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/stream"
+
+    def close(self) -> None:
+        self.closing.set()
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=10)
+
+
+class _IcyHandler(socketserver.StreamRequestHandler):
+    server: IcyServer
+
+    def handle(self) -> None:
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        self.server.connections += 1
+        try:
+            self.wfile.write(
+                b"ICY 200 OK\r\nicy-name:test\r\ncontent-type:audio/mpeg\r\n"
+                + f"icy-br:128\r\nicy-metaint:{METAINT}\r\n\r\n".encode()
+                + self.server.body
+            )
+            self.wfile.flush()
+        except OSError:
+            return
+        if self.server.hold_open:
+            self.server.closing.wait(60)
+
+
+@pytest.fixture(scope="module")
+def mp3_bytes(synth_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The synth as constant 128 kbit/s mp3 (16000 bytes a second), without tags."""
+    path = tmp_path_factory.mktemp("mp3") / "cbr.mp3"
+    ffmpeg_encode(
+        synth_wav,
+        *("-c:a", "libmp3lame", "-b:a", "128k", "-write_xing", "0", "-id3v2_version", "0"),
+        str(path),
+    )
+    return path.read_bytes()
+
+
+@needs_ffmpeg
+def test_icy_titles_are_placed_at_their_byte_position(mp3_bytes: bytes) -> None:
+    # Title "One" in the first metadata block, "Two" in the 10th: after 10 * 8192 bytes
+    # of 128 kbit/s audio = 5.12 s.
+    server = IcyServer(icy_body(mp3_bytes, {0: "One", 9: "Two"}), hold_open=True)
+    source = NetworkSource(server.url, live=True, stall_timeout_s=30)
+    reader = Reader(source)
+    try:
+        wait_for(lambda: source.title == "Two", timeout_s=60, what=reader.seen)
+    finally:
+        reader.close()
+        server.close()
+    titles = [(e.at_s, e.title) for e in reader.events if e.kind == "now_playing"]
+    assert titles == [(0.0, "One"), (pytest.approx(10 * METAINT / 16000, abs=0.001), "Two")]
+
+
+@needs_ffmpeg
+def test_a_stalled_stream_is_dropped_and_reconnected(mp3_bytes: bytes) -> None:
+    server = IcyServer(icy_body(mp3_bytes[: 2 * 16000], {}), hold_open=True)
+    source = NetworkSource(
+        server.url, live=True, stall_timeout_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.2
+    )
+    reader = Reader(source)
+    try:
+        wait_for(lambda: source.stalls >= 2, timeout_s=60, what=reader.seen)
+    finally:
+        reader.close()
+        server.close()
+    assert server.connections >= 2
+    down = [e for e in reader.events if e.kind == "source_down"]
+    assert down and all(e.reason.startswith("stall") for e in down)
+    assert "source_up" in reader.kinds()
+    indexes = [b.index for b in reader.blocks]
+    assert len(set(np.diff(indexes).tolist())) > 1, "the reconnect shows as an index jump"
+
+
+# ---------------------------------------------------------------------------
+# Parsing and argument checks
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metadata", "title"),
+    [
+        (b"StreamTitle='Artist - Song';StreamUrl='http://x';", "Artist - Song"),
+        (b"StreamTitle='';\0\0\0", ""),
+        (b"StreamTitle='It's; here';StreamUrl='';", "It's; here"),
+        (b"StreamTitle='Caf\xc3\xa9';", "Café"),
+        (b"StreamTitle='Caf\xe9';", "Café"),
+        (b"StreamUrl='x';", None),
+    ],
+)
+def test_parse_stream_title(metadata: bytes, title: str | None) -> None:
+    assert parse_stream_title(metadata) == title
+
+
+@needs_ffmpeg
+def test_unreachable_url_is_unavailable() -> None:
+    with pytest.raises(UnavailableError, match=r"cannot open http://127\.0\.0\.1"):
+        NetworkSource(f"http://127.0.0.1:{free_port()}/nothing.mp3", connect_timeout_s=5)
+
+
+@needs_ffmpeg
+def test_attempts_run_out_as_unavailable() -> None:
+    source = NetworkSource(
+        f"http://127.0.0.1:{free_port()}/x.mp3", live=True, max_attempts=2, backoff_initial_s=0.05
+    )
+    with pytest.raises(UnavailableError, match="after 2 attempts"):
+        list(source.blocks(threading.Event()))
+    assert source.status_fields()["connect_failures"] == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"sample_rate": 10}, {"block_seconds": 0}, {"stall_timeout_s": -1}, {"max_attempts": 0}],
+)
+def test_bad_settings_are_usage_errors(kwargs: dict[str, float]) -> None:
+    with pytest.raises(UsageError):
+        NetworkSource("http://127.0.0.1:1/x.mp3", live=True, **kwargs)  # type: ignore[arg-type]
