@@ -1,8 +1,10 @@
 """The model contract: what a saved model needs to be fed and what it returns.
 
-A model folder holds ``model.keras`` beside ``contract.json``; the worker sizes
-its window from the contract and :func:`model.load_tagger` refuses a folder
-whose contract does not match its network.
+A model folder (:mod:`model.folder`) holds ``model.keras`` beside
+``contract.json``; the worker sizes its window from the contract and
+:func:`model.load_tagger` refuses a folder whose contract does not match its
+network.  ``architecture`` always names a network of the one registry,
+:data:`model.architectures.ARCHITECTURES`.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.architectures import ARCHITECTURES
 from model.features import MUSICNN_FEATURES, FeatureSpec
+from model.folder import CONTRACT_FILE, MODEL_FILE
+from tagstream.errors import UnavailableError
 
 __all__ = ["CONTRACT_FILE", "MODEL_FILE", "MSD_TAGS", "ContractError", "ModelContract"]
 
-CONTRACT_FILE = "contract.json"
-MODEL_FILE = "model.keras"
 FORMAT_VERSION = 1
 
 #: The 50 Last.fm tags of the Million Song Dataset top-50 benchmark, in model output order.
@@ -33,7 +36,7 @@ MSD_TAGS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-class ContractError(ValueError):
+class ContractError(UnavailableError, ValueError):
     """A model folder's contract is missing, malformed or disagrees with its network."""
 
 
@@ -46,7 +49,7 @@ class ModelContract:
     name : str
         Shown to users and carried in every tag update.
     architecture : str
-        Key of :data:`model.architectures.ARCHITECTURES` (or "custom").
+        Key of :data:`model.architectures.ARCHITECTURES`: the network's builder.
     tags : tuple of str
         Output order of the probabilities.
     features : FeatureSpec
@@ -67,6 +70,14 @@ class ModelContract:
     preprocessing: str = "log10(1 + 10000 * mel_power), float32"
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ContractError(
+                f"model {self.name}: architecture={self.architecture!r} is not a registered "
+                f"network ({', '.join(ARCHITECTURES)}); add its builder to "
+                "model.architectures.ARCHITECTURES"
+            )
 
     @property
     def window_seconds(self) -> float:

@@ -5,33 +5,36 @@ ships ``MSD_musicnn`` and ``MSD_vgg`` as checkpoint folders whose files have no
 name (``.index``, ``.data-00000-of-00001``, ``.meta``) and whose ``checkpoint``
 file points to the author's home, so ``tf.train.load_checkpoint`` fails on
 them; ``tf.compat.v1.train.NewCheckpointReader(folder + "/")`` reads them.
-The checkpoints also hold Adam slots, which are skipped.
+The checkpoints also hold Adam slots, which are skipped.  The networks are
+those of the one registry (:data:`model.architectures.ARCHITECTURES`); the
+converted model is written as a model folder by :mod:`model.tagger` through
+:func:`model.folder.save_model_folder`.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
-from model.architectures import build_musicnn, build_vgg
+from model.architectures import ARCHITECTURES
 from model.contract import MSD_TAGS, ModelContract
+from tagstream.errors import UnavailableError
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["PRETRAINED", "ConversionError", "checkpoint_dir", "convert", "read_checkpoint"]
 
-#: Pretrained models this module converts: name -> (architecture, builder).
-PRETRAINED: dict[str, tuple[str, Callable[..., keras.Model]]] = {
-    "MSD_musicnn": ("musicnn", build_musicnn),
-    "MSD_vgg": ("vgg", build_vgg),
-}
+#: Pretrained models this module converts: name -> architecture (a registry key).
+PRETRAINED: dict[str, str] = {"MSD_musicnn": "musicnn", "MSD_vgg": "vgg"}
 SOURCE = "musicnn 0.1.0 wheel (Pons & Serra, ISC licence)"
 _MISSING = "install it with: .venv/bin/pip install --no-deps musicnn==0.1.0"
 
 
-class ConversionError(RuntimeError):
+class ConversionError(UnavailableError, RuntimeError):
     """The musicnn wheel is missing or its checkpoint does not fit the Keras network."""
 
 
@@ -107,9 +110,9 @@ def convert(name: str) -> tuple[keras.Model, ModelContract]:
         raise ConversionError(
             f"unknown pretrained model {name!r}; choose one of {list(PRETRAINED)}"
         )
-    architecture, builder = PRETRAINED[name]
+    architecture = PRETRAINED[name]
     checkpoint = read_checkpoint(name)
-    network = builder(name=name)
+    network = ARCHITECTURES[architecture](name=name)
     for layer in network.layers:
         if not layer.weights:
             continue

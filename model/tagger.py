@@ -5,8 +5,9 @@
 
 Pretrained names are converted from the musicnn wheel once and cached as a
 model folder (``model.keras`` + ``contract.json``) under ``cache_dir``; the
-same folder format is what ``python -m training export`` writes, so a path to
-such a folder works wherever a name does.
+same folder format (:mod:`model.folder`) is what training checkpoints and
+``python -m training export`` write, so a path to such a folder works wherever
+a name does.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from model.contract import MODEL_FILE, ContractError, ModelContract
+from model.contract import ContractError, ModelContract
 from model.convert import PRETRAINED, convert
 from model.features import log_mel
+from model.folder import MODEL_FILE, ModelLoadError, load_network, save_model_folder
 
 __all__ = ["DEVICES", "PRECISIONS", "ModelLoadError", "Tagger", "load_tagger", "window_starts"]
 
@@ -35,10 +35,6 @@ DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("float32", "bfloat16")
 CACHE_FORMAT = "v1"  # bump when the conversion changes, so stale caches are rebuilt
 _device_lock = threading.Lock()
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be found, converted or loaded; the message says what to do."""
 
 
 def _select_device(device: str) -> str:
@@ -241,20 +237,12 @@ def _cache_folder(name: str, cache_dir: Path) -> Path:
 
 
 def _convert_to_cache(name: str, folder: Path) -> None:
-    """Convert the pretrained ``name`` and write it to ``folder`` atomically."""
+    """Convert the pretrained ``name`` and write it to ``folder`` atomically.
+
+    Another process converting at the same time may win; its copy is as good.
+    """
     network, contract = convert(name)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
-    try:
-        network.save(staging / MODEL_FILE)
-        contract.save(staging)
-        try:
-            os.replace(staging, folder)
-        except OSError:  # another process won the race; its copy is as good as ours
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    save_model_folder(folder, network, contract, replace=False)
     logger.info("converted model=%s cache=%s", name, folder)
 
 
@@ -283,16 +271,19 @@ def load_tagger(
     device: str = "auto",
     precision: str = "float32",
 ) -> Tagger:
-    """Load a tagger: a pretrained name ("MSD_musicnn", "MSD_vgg") or a model folder path."""
-    import keras
+    """Load a tagger: a pretrained name ("MSD_musicnn", "MSD_vgg") or a model folder path.
 
+    A model folder is any folder :mod:`model.folder` describes: a converted
+    pretrained model, an exported model or a training checkpoint.
+
+    Raises
+    ------
+    ModelLoadError, ContractError
+        The model cannot be had (both :class:`~tagstream.errors.UnavailableError`,
+        exit status 3).
+    """
     folder = resolve_model_folder(name_or_path, cache_dir=cache_dir)
     contract = ModelContract.load(folder)
-    try:
-        network = keras.saving.load_model(folder / MODEL_FILE, compile=False)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"{folder / MODEL_FILE}: cannot load ({exc}); delete the folder to rebuild it"
-        ) from None
+    network = load_network(folder)
     logger.debug("loaded model=%s folder=%s", contract.name, folder)
     return Tagger(network, contract, device=device, precision=precision)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,137 @@ def test_window_starts_follow_musicnn_batching() -> None:
     assert list(window_starts(186, 187)) == []
     assert list(window_starts(600, 187)) == [0, 187, 374]
     assert list(window_starts(300, 187, 50)) == [0, 50, 100]
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def test_registry_knows_every_architecture_a_contract_can_name() -> None:
+    from model.architectures import ARCHITECTURES
+
+    assert set(PRETRAINED.values()) <= set(ARCHITECTURES)
+    with pytest.raises(ContractError, match="'resnet50' is not a registered network"):
+        ModelContract(name="x", architecture="resnet50")
+    data = ModelContract(name="x", architecture="vgg").to_dict()
+    with pytest.raises(ContractError, match="'custom' is not a registered network"):
+        ModelContract.from_dict({**data, "architecture": "custom"})
+
+
+# --------------------------------------------------------------------------- model folders
+
+
+def _fill(text: str) -> Callable[[Path], None]:
+    def fill(staging: Path) -> None:
+        (staging / "model.keras").write_text(text)
+        (staging / "contract.json").write_text(text)
+
+    return fill
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_write_folder_replaces_a_folder_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    from model.folder import write_folder
+
+    target = tmp_path / "m"
+    assert write_folder(target, _fill("old"))
+    (target / "stale.txt").write_text("from the old folder")
+    assert write_folder(target, _fill("new"))
+    assert sorted(p.name for p in target.iterdir()) == ["contract.json", "model.keras"]
+    assert (target / "model.keras").read_text() == "new"
+    assert _leftovers(tmp_path) == []
+
+
+def test_write_folder_without_replace_keeps_the_first_writer(tmp_path: Path) -> None:
+    from model.folder import write_folder
+
+    target = tmp_path / "m"
+    assert write_folder(target, _fill("first"), replace=False)
+    assert not write_folder(target, _fill("second"), replace=False)
+    assert (target / "model.keras").read_text() == "first"
+    assert _leftovers(tmp_path) == []
+
+
+def test_interrupted_write_leaves_the_old_folder_intact(tmp_path: Path) -> None:
+    from model.folder import write_folder
+
+    target = tmp_path / "m"
+    write_folder(target, _fill("old"))
+
+    def interrupted(staging: Path) -> None:
+        (staging / "model.keras").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_folder(target, interrupted)
+    assert (target / "model.keras").read_text() == "old"
+    assert _leftovers(tmp_path) == []
+
+
+_KILLED_WRITER = """
+import sys
+from model.folder import write_folder
+def fill(staging):
+    (staging / "model.keras").write_text("new, half written")
+    print("ready", flush=True)
+    sys.stdin.read()  # killed here
+write_folder(sys.argv[1], fill)
+"""
+
+
+def test_killed_write_leaves_the_old_folder_and_the_next_write_cleans_up(tmp_path: Path) -> None:
+    from model.folder import write_folder
+
+    target = tmp_path / "m"
+    write_folder(target, _fill("old"))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(target)],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    finally:
+        child.kill()
+        child.wait()
+    assert (target / "model.keras").read_text() == "old"
+    assert [name.startswith(".m.tmp-") for name in _leftovers(tmp_path)] == [True]
+    write_folder(target, _fill("new"))
+    assert (target / "model.keras").read_text() == "new"
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_write_killed_mid_swap_is_recovered(tmp_path: Path) -> None:
+    """Killed after the old folder went aside and before the new one came in."""
+    from model.folder import recover, write_folder
+
+    target = tmp_path / "m"
+    write_folder(target, _fill("old"))
+    target.rename(tmp_path / ".m.old")  # what such a kill leaves
+    assert recover(target) and (target / "model.keras").read_text() == "old"
+    target.rename(tmp_path / ".m.old")
+
+    def check_old_is_back(staging: Path) -> None:
+        assert (target / "model.keras").read_text() == "old"
+        _fill("new")(staging)
+
+    write_folder(target, check_old_is_back)
+    assert (target / "model.keras").read_text() == "new"
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_model_folder_that_does_not_load_is_unavailable(tmp_path: Path) -> None:
+    from model.folder import save_model_folder
+    from tagstream.errors import ExitStatus
+
+    tagger = load_tagger("MSD_vgg", cache_dir=tmp_path / "cache")
+    save_model_folder(tmp_path / "m", tagger.network, tagger.contract)
+    assert load_tagger(str(tmp_path / "m")).contract == tagger.contract
+    (tmp_path / "m" / "model.keras").write_bytes(b"not a keras file")
+    with pytest.raises(ModelLoadError, match="cannot load") as raised:
+        load_tagger(str(tmp_path / "m"))
+    assert raised.value.status == ExitStatus.UNAVAILABLE

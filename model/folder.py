@@ -1,0 +1,214 @@
+"""THE model folder: its file names, its one atomic writer and its network loader.
+
+A model folder is what every process loads (:func:`model.load_tagger`)::
+
+    model.keras      the Keras network (built-in layers only)
+    contract.json    its :class:`~model.contract.ModelContract`
+    model.tflite     optional: the same network for TFLite (``training export``)
+    state.json       a training checkpoint's training state (``training/checkpoint.py``)
+
+Three things write one: the conversion of a pretrained model into the cache
+(:mod:`model.tagger`), training checkpoints and ``training export``.  All go
+through :func:`write_folder`, which never leaves a half-written folder behind
+and never has a moment in which neither the old nor the new folder is on disk:
+
+1. the files are written into a temporary sibling ``.<name>.tmp-XXXX`` and
+   flushed to disk (``fsync``);
+2. an existing folder is renamed aside to ``.<name>.old``;
+3. the new folder is renamed into place and the parent folder flushed;
+4. the old one is removed.
+
+A process killed during 1 leaves the old folder as it was (and a stale
+temporary folder, which the next replacing write removes).  Killed between 2
+and 3, the old folder waits complete at ``.<name>.old``; the next write puts
+it back first (:func:`recover`).
+
+Nothing here imports TensorFlow until a network is saved or loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tagstream.errors import UnavailableError
+
+if TYPE_CHECKING:
+    import keras
+
+    from model.contract import ModelContract
+
+__all__ = [
+    "CONTRACT_FILE",
+    "MODEL_FILE",
+    "TFLITE_FILE",
+    "ModelLoadError",
+    "load_network",
+    "recover",
+    "save_model_folder",
+    "write_folder",
+]
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+CONTRACT_FILE = "contract.json"
+TFLITE_FILE = "model.tflite"
+
+
+class ModelLoadError(UnavailableError, RuntimeError):
+    """The model could not be found, converted or loaded; the message says what to do."""
+
+
+def _aside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def _staging_prefix(target: Path) -> str:
+    return f".{target.name}.tmp-"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file below ``folder``, then the folders themselves."""
+    for root, _dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            _fsync(Path(root) / name)
+        _fsync(Path(root))
+
+
+def recover(target: str | os.PathLike[str]) -> bool:
+    """Put back an old folder left aside by a write that was killed mid-swap.
+
+    Returns
+    -------
+    bool
+        Whether ``target`` was missing and its ``.<name>.old`` was put back.
+    """
+    target = Path(target)
+    aside = _aside(target)
+    if target.exists() or not aside.is_dir():
+        return False
+    os.rename(aside, target)
+    logger.warning("recovered folder=%s from an interrupted write", target)
+    return True
+
+
+def write_folder(
+    target: str | os.PathLike[str],
+    fill: Callable[[Path], None],
+    *,
+    replace: bool = True,
+) -> bool:
+    """Write the folder ``target`` atomically (see the module doc).
+
+    Parameters
+    ----------
+    target : path-like
+        The folder to write; its parent is created.
+    fill : callable (Path) -> None
+        Writes the folder's files into the empty temporary folder it is given.
+    replace : bool
+        Replace an existing ``target`` (one writer per target: stale temporary
+        folders of ``target`` are removed).  With ``False`` an existing
+        ``target`` wins: another process that wrote the same content first
+        (the conversion cache) keeps its folder and this copy is dropped.
+
+    Returns
+    -------
+    bool
+        Whether this call's folder is now at ``target``.
+    """
+    target = Path(target)
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    aside = _aside(target)
+    if replace:
+        recover(target)
+        shutil.rmtree(aside, ignore_errors=True)
+        for stale in parent.glob(_staging_prefix(target) + "*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=parent))
+    try:
+        fill(staging)
+        _fsync_tree(staging)
+        if not replace:
+            try:
+                os.rename(staging, target)
+            except OSError:  # another writer was first; its folder is as good as ours
+                shutil.rmtree(staging, ignore_errors=True)
+                return False
+        elif target.exists():
+            os.rename(target, aside)
+            os.rename(staging, target)
+        else:
+            os.rename(staging, target)
+        _fsync(parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if replace:
+            recover(target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return True
+
+
+def save_model_folder(
+    target: str | os.PathLike[str],
+    network: keras.Model,
+    contract: ModelContract,
+    *,
+    files: Mapping[str, bytes | str] | None = None,
+    replace: bool = True,
+) -> bool:
+    """Write ``network`` and ``contract`` (plus ``files``: name -> content) as a model folder.
+
+    ``network`` is saved as it is: a compiled network carries its optimizer
+    state (a training checkpoint), one loaded with ``compile=False`` does not.
+    Returns what :func:`write_folder` returns.
+    """
+
+    def fill(staging: Path) -> None:
+        network.save(staging / MODEL_FILE)
+        contract.save(staging)
+        for name, content in (files or {}).items():
+            path = staging / name
+            if isinstance(content, str):
+                path.write_text(content)
+            else:
+                path.write_bytes(content)
+
+    return write_folder(target, fill, replace=replace)
+
+
+def load_network(folder: str | os.PathLike[str], *, compile: bool = False) -> Any:
+    """The Keras network of a model folder.
+
+    Raises
+    ------
+    ModelLoadError
+        ``model.keras`` is missing or cannot be read (exit status 3).
+    """
+    import keras
+
+    path = Path(folder) / MODEL_FILE
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelLoadError(
+            f"{path}: cannot load ({reason}); delete the folder to rebuild a pretrained "
+            "model, or write it again (training export)"
+        ) from None
