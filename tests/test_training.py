@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -216,7 +218,7 @@ def test_msd_dataset(tmp_path: Path, source: str) -> None:
 
 
 def _tiny_teacher(folder: Path, tags: tuple[str, ...] = ("calm", "loud", "busy")) -> Path:
-    from training.architectures import build_student
+    from model.architectures import build_student
 
     network = build_student(n_tags=len(tags), width=0.125, name="teacher")
     folder.mkdir(parents=True, exist_ok=True)
@@ -324,11 +326,13 @@ def test_fixed_windows_pad_short_files_and_space_long_ones(tmp_path: Path) -> No
 # --------------------------------------------------------------------------- architectures
 
 
-@pytest.mark.parametrize("name", ["fcn4", "crnn", "musicnn", "short_chunk_resnet", "student"])
+@pytest.mark.parametrize(
+    "name", ["fcn4", "crnn", "musicnn", "short_chunk_resnet", "student", "vgg"]
+)
 def test_architectures_take_mel_and_return_tags(name: str, rng: np.random.Generator) -> None:
-    from training.architectures import ARCHITECTURES
+    from model.architectures import ARCHITECTURES
 
-    network = ARCHITECTURES[name](n_tags=5, width=0.125)
+    network = ARCHITECTURES[name](n_tags=5, width=0.125, dropout=0.1)
     assert network.inputs[0].name == "mel" and network.layers[-1].name == "tags"
     assert network.layers[-1].output is network.outputs[0]
     out = np.asarray(network(rng.random((2, WINDOW, 96), dtype=np.float32), training=False))
@@ -365,7 +369,7 @@ def test_finetune_musicnn_replaces_head_and_freezes(tmp_path: Path) -> None:
 def test_a_few_steps_lower_the_loss(tmp_path: Path, synthetic_set: Path) -> None:
     import keras
 
-    from training.architectures import build_student
+    from model.architectures import build_student
     from training.train import compile_model
 
     config = load_train_config(_config(tmp_path, synthetic_set), overrides={"train.epochs": 1})
@@ -406,8 +410,10 @@ def test_training_writes_checkpoints_with_config_and_tensorboard(
 ) -> None:
     run, _ = trained_run
     state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
-    assert state["epoch"] == 3 and state["tags"] == sorted(SYNTHETIC_TAGS)
-    assert state["config"]["model"]["architecture"] == "student"
+    contract = ModelContract.load(run / "checkpoints" / "last")
+    assert state["epoch"] == 3 and contract.tags == tuple(sorted(SYNTHETIC_TAGS))
+    assert state["config"]["model"]["architecture"] == contract.architecture == "student"
+    assert contract.extra["epoch"] == 3 and contract.name == "run"
     assert set(state["logs"]) >= {"loss", "val_loss", "val_roc_auc_macro", "val_pr_auc_macro"}
     assert (run / "checkpoints" / "best" / "model.keras").is_file()
     from training.tensorboard_plot import read_scalars
@@ -435,8 +441,8 @@ def test_export_loads_with_identical_outputs_and_close_tflite(
 ) -> None:
     from model.tagger import Tagger, load_tagger
     from training.__main__ import main
+    from training.checkpoint import load_checkpoint
     from training.export import TFLITE_ATOL, TFLiteTagger
-    from training.train import load_checkpoint
 
     run, _ = trained_run
     stdout = io.StringIO()
@@ -447,12 +453,25 @@ def test_export_loads_with_identical_outputs_and_close_tflite(
     assert code == 0, stdout.getvalue()
     exported = load_tagger(str(tmp_path / "m"), device="cpu")
     assert exported.name == "syn" and exported.tags == tuple(sorted(SYNTHETIC_TAGS))
-    network, _ = load_checkpoint(run / "checkpoints" / "best")
+    network, _, _ = load_checkpoint(run / "checkpoints" / "best")
     original = Tagger(network, exported.contract, device="cpu")
     windows = rng.random((5, WINDOW, 96), dtype=np.float32) * 4
     np.testing.assert_array_equal(exported.predict(windows), original.predict(windows))
     lite = TFLiteTagger(tmp_path / "m" / "model.tflite").predict(windows)
     np.testing.assert_allclose(lite, original.predict(windows), atol=TFLITE_ATOL)
+    # The contract is the checkpoint's, copied (renamed); training state stays behind.
+    checkpoint = ModelContract.load(run / "checkpoints" / "best")
+    assert exported.contract == checkpoint.replace(name="syn")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "contract.json",
+        "model.keras",
+        "model.tflite",
+    ]
+    code = main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "m"), "--no-tflite"])
+    assert code == 0  # replaces the folder, atomically: nothing left beside it
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["contract.json", "model.keras"]
+    assert load_tagger(str(tmp_path / "m")).contract == checkpoint
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m")]
 
 
 def test_evaluate_cli_writes_json_and_png(trained_run: tuple[Path, Path], tmp_path: Path) -> None:
@@ -483,15 +502,109 @@ def test_evaluate_cli_writes_json_and_png(trained_run: tuple[Path, Path], tmp_pa
 
 
 def test_cli_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
-    from training.__main__ import ExitCode, main
+    from tagstream.errors import ExitStatus
+    from training.__main__ import main
 
     bad = tmp_path / "bad.toml"
     bad.write_text('[data]\nmanifest = "m.csv"\n[train]\nlearning_rate = "fast"\n')
     stderr = io.StringIO()
-    assert main(["train", "--config", str(bad)], stderr=stderr) == ExitCode.USAGE
+    assert main(["train", "--config", str(bad)], stderr=stderr) == ExitStatus.USAGE
     assert stderr.getvalue() == "error: train.learning_rate: expected a number, got 'fast'\n"
     stderr = io.StringIO()
     code = main(
         ["export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "x")], stderr=stderr
     )
-    assert code == ExitCode.DATA and "not a checkpoint" in stderr.getvalue()
+    assert code == ExitStatus.UNAVAILABLE and "not a checkpoint" in stderr.getvalue()
+    stderr = io.StringIO()
+    code = main(["evaluate", "--model", str(tmp_path), "--manifest", "m.csv"], stderr=stderr)
+    assert code == ExitStatus.UNAVAILABLE and "not found" in stderr.getvalue()
+
+
+# --------------------------------------------------------------------------- one settings schema
+
+
+def test_architecture_choices_are_the_registry() -> None:
+    from config import choices
+    from model.architectures import ARCHITECTURES
+    from training.config import ModelSettings
+
+    assert choices(ModelSettings, "architecture") == tuple(ARCHITECTURES)
+
+
+_CHILD = """
+import sys
+from training.__main__ import main
+status = main(sys.argv[1:])
+print("loaded:", ",".join(m for m in ("tensorflow", "keras") if m in sys.modules))
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize(
+    ("setting", "status", "message"),
+    [
+        ("[train]\nlearning_rate = inf", 2, "train.learning_rate: expected a finite number"),
+        ("[train]\nbatch_size = 1_000_000_000", 2, "train.batch_size: must be at most"),
+        ('[model]\narchitecture = "resnet50"', 2, "model.architecture: expected one of"),
+        ("[model]\ndropout = 1.0", 2, "model.dropout: must be at most"),
+        (b"[data]\ncache_dir = '\xff'", 2, "not UTF-8"),
+        ("--out holds a run", 2, "already holds a run"),
+        ("--resume nothing", 2, "holds no run to resume"),
+        ("manifest missing", 3, "manifest not found"),
+    ],
+)
+def test_bad_settings_fail_before_tensorflow_loads(
+    tmp_path: Path, setting: str | bytes, status: int, message: str
+) -> None:
+    """Every check that can fail runs before TensorFlow is imported (so in well under a second)."""
+    (tmp_path / "m.csv").write_text("path,tags\n")
+    config = tmp_path / "train.toml"
+    base = f'[data]\nmanifest = "{tmp_path / "m.csv"}"\n'
+    args = ["train", "--config", str(config), "--out", str(tmp_path / "run")]
+    if isinstance(setting, bytes):
+        config.write_bytes(setting)
+    elif setting.startswith("--out"):
+        config.write_text(base)
+        (tmp_path / "run" / "checkpoints" / "last").mkdir(parents=True)
+    elif setting.startswith("--resume"):
+        config.write_text(base)
+        args.append("--resume")
+    elif setting.startswith("manifest"):
+        config.write_text('[data]\nmanifest = "nope.csv"\n')
+    else:
+        config.write_text(base + setting + "\n")
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD, *args],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == status, child.stderr
+    assert message in child.stderr.strip().splitlines()[-1]
+    assert child.stderr.startswith("error: ")
+    assert child.stdout == "loaded: \n"
+
+
+# ----------------------------------------------------------- checkpoints are model folders
+
+
+def test_checkpoint_loads_as_a_model_folder(
+    trained_run: tuple[Path, Path], rng: np.random.Generator
+) -> None:
+    from model.tagger import load_tagger
+    from training.checkpoint import load_checkpoint
+
+    run, _ = trained_run
+    for name in ("last", "best"):
+        tagger = load_tagger(str(run / "checkpoints" / name), device="cpu")
+        assert tagger.contract == ModelContract.load(run / "checkpoints" / name)
+        assert tagger.tags == tuple(sorted(SYNTHETIC_TAGS))
+    network, contract, state = load_checkpoint(run / "checkpoints" / "last")
+    assert contract == tagger.contract.replace(source=contract.source, extra=contract.extra)
+    assert state["epoch"] == contract.extra["epoch"] == 3
+    windows = rng.random((3, WINDOW, 96), dtype=np.float32) * 4
+    last = load_tagger(str(run / "checkpoints" / "last"), device="cpu")
+    np.testing.assert_allclose(
+        last.predict(windows), np.asarray(network(windows, training=False)), atol=1e-6
+    )

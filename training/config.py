@@ -1,15 +1,18 @@
-"""Training settings: one frozen :class:`TrainConfig` read from a TOML file.
+"""Training settings: one frozen :class:`TrainConfig`, a second schema over the one loader.
 
 A training config is its own file (``training/configs/*.toml`` are commented
-examples), separate from the runtime ``config.toml``.  It has three sections,
-``[data]``, ``[model]`` and ``[train]``, each a frozen dataclass.  Unknown
-keys, wrong types and values outside their allowed set fail at start-up with
-the key's full name, in the style of :mod:`config`::
+examples), separate from the runtime ``config.toml``, read by the same
+machinery (:mod:`config.schema`): three sections, ``[data]``, ``[model]`` and
+``[train]``, each a frozen dataclass whose fields carry their allowed values
+and ranges (``setting(...)``); command-line ``choices`` come from the same
+fields (``config.choices(ModelSettings, "architecture")``).  Unknown keys, wrong
+types and values out of range fail with the key's full name::
 
     >>> load_train_config("run.toml", overrides={"train.epochs": "many"})
     Traceback (most recent call last):
-    config.ConfigError: train.epochs: expected an integer, got 'many'
+    config.schema.ConfigError: train.epochs: expected an integer, got 'many'
 
+Nothing here imports TensorFlow: every check runs before a network is built.
 Checkpoints carry the config they were trained with (:meth:`TrainConfig.to_dict`
 / :meth:`TrainConfig.from_dict`), so resuming, evaluating and exporting never
 guess a setting.
@@ -18,16 +21,16 @@ guess a setting.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
-import typing
 from pathlib import Path
 from typing import Any
 
-from config import ConfigError, coerce_setting
+from config.schema import ConfigError, apply_overrides, build, read_toml, setting
+from model.architectures import ARCHITECTURES
 
 __all__ = [
     "DATA_FORMATS",
     "FREEZE_CHOICES",
+    "INIT_CHOICES",
     "LR_SCHEDULES",
     "ConfigError",
     "DataConfig",
@@ -47,7 +50,7 @@ INIT_CHOICES = ("", "MSD_musicnn")
 class DataConfig:
     """Where the examples come from.  Relative paths are relative to the config file."""
 
-    format: str = "manifest"
+    format: str = setting("manifest", choices=DATA_FORMATS)
     #: Feature cache folder (log-mel float16 .npy files, see training.pipeline).
     cache_dir: str = "~/.cache/tagstream/features"
     #: Restrict / order the tag vocabulary; empty = the dataset's own (MSD: MSD_TAGS).
@@ -64,49 +67,50 @@ class DataConfig:
     # --- format = "distill"
     teacher: str = "MSD_musicnn"
     teacher_cache_dir: str = "~/.cache/tagstream"
-    teacher_hop_frames: int = 187
-    teacher_top_k: int = 3
-    max_seconds_per_file: float = 0.0
+    teacher_hop_frames: int = setting(187, above=0, max=100_000)
+    teacher_top_k: int = setting(3, above=0, max=10_000)
+    max_seconds_per_file: float = setting(0.0, min=0, max=86_400)
     # --- manifest and distill: fraction of files held out when no explicit split is given
-    valid_fraction: float = 0.15
-    test_fraction: float = 0.0
+    valid_fraction: float = setting(0.15, min=0, max=1)
+    test_fraction: float = setting(0.0, min=0, max=1)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
     """Which network, its input length and where its weights start."""
 
-    architecture: str = "fcn4"
-    window_frames: int = 187
+    #: A key of the one registry, model.architectures.ARCHITECTURES.
+    architecture: str = setting("fcn4", choices=tuple(ARCHITECTURES))
+    window_frames: int = setting(187, above=0, max=100_000)
     #: Channel width multiplier of the architecture (1.0 = the paper's widths).
-    width: float = 1.0
-    dropout: float = 0.3
+    width: float = setting(1.0, above=0, max=64)
+    dropout: float = setting(0.3, min=0, max=0.99)
     #: "" (random) or a pretrained name whose weights start the network (musicnn only).
-    init: str = ""
-    freeze: str = "none"
+    init: str = setting("", choices=INIT_CHOICES)
+    freeze: str = setting("none", choices=FREEZE_CHOICES)
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
     """Adam, the learning-rate schedule, early stopping and the epoch size."""
 
-    epochs: int = 30
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    lr_schedule: str = "cosine"
+    epochs: int = setting(30, above=0, max=1_000_000)
+    batch_size: int = setting(32, above=0, max=65_536)
+    learning_rate: float = setting(1e-3, above=0, max=10)
+    lr_schedule: str = setting("cosine", choices=LR_SCHEDULES)
     #: Cosine: final learning rate as a fraction of the first one.
-    min_lr_fraction: float = 0.01
+    min_lr_fraction: float = setting(0.01, min=0, max=1)
     #: Plateau: factor and patience (epochs) of the reduction.
-    plateau_factor: float = 0.2
-    plateau_patience: int = 2
-    early_stopping_patience: int = 5
+    plateau_factor: float = setting(0.2, above=0, max=1)
+    plateau_patience: int = setting(2, above=0, max=1_000_000)
+    early_stopping_patience: int = setting(5, above=0, max=1_000_000)
     #: Random crops drawn per labelled training file per epoch.
-    crops_per_file: int = 1
+    crops_per_file: int = setting(1, above=0, max=10_000)
     #: Validation windows per file (evenly spaced; song-level mean).  0 = all.
-    valid_windows_per_file: int = 4
+    valid_windows_per_file: int = setting(4, min=0, max=1_000_000)
     seed: int = 0
     #: Example mel inputs written to TensorBoard as images at each epoch end.
-    tensorboard_images: int = 3
+    tensorboard_images: int = setting(3, min=0, max=100)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,51 +145,9 @@ class TrainConfig:
         return TrainConfig.from_dict(data)
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelSettings, "train": OptimConfig}
-_ALLOWED: dict[str, tuple[str, ...]] = {
-    "data.format": DATA_FORMATS,
-    "model.freeze": FREEZE_CHOICES,
-    "model.init": INIT_CHOICES,
-    "train.lr_schedule": LR_SCHEDULES,
-}
-_POSITIVE = {
-    "data.teacher_hop_frames",
-    "data.teacher_top_k",
-    "model.window_frames",
-    "model.width",
-    "train.epochs",
-    "train.batch_size",
-    "train.learning_rate",
-    "train.plateau_factor",
-    "train.plateau_patience",
-    "train.early_stopping_patience",
-    "train.crops_per_file",
-}
-_FRACTIONS = {"data.valid_fraction", "data.test_fraction", "model.dropout", "train.min_lr_fraction"}
-
-
-def _check_value(key: str, value: Any) -> None:
-    if key in _ALLOWED and value not in _ALLOWED[key]:
-        choices = ", ".join(repr(c) for c in _ALLOWED[key])
-        raise ConfigError(f"{key}: expected one of {choices}, got {value!r}")
-    if key in _POSITIVE and not value > 0:
-        raise ConfigError(f"{key}: must be greater than 0, got {value!r}")
-    if key in _FRACTIONS and not 0 <= value < 1:
-        raise ConfigError(f"{key}: must be in [0, 1), got {value!r}")
-    if key == "train.valid_windows_per_file" and value < 0:
-        raise ConfigError(f"{key}: must be 0 or more, got {value!r}")
-
-
 def _check_combination(config: TrainConfig) -> None:
-    """Cross-field rules, each reported under the key the user must change."""
-    from training.architectures import ARCHITECTURES
-
+    """Rules across fields, each reported under the key the user must change."""
     model = config.model
-    if model.architecture not in ARCHITECTURES:
-        raise ConfigError(
-            f"model.architecture: expected one of {', '.join(ARCHITECTURES)}, "
-            f"got {model.architecture!r}"
-        )
     if model.init and model.architecture != "musicnn":
         raise ConfigError(
             f"model.init: {model.init!r} weights fit architecture 'musicnn' only, "
@@ -215,26 +177,10 @@ def _check_combination(config: TrainConfig) -> None:
 
 
 def _build(data: dict[str, Any], *, base_dir: str) -> TrainConfig:
-    for unknown in sorted(set(data) - set(_SECTIONS)):
-        raise ConfigError(f"{unknown}: unknown section; the sections are " + ", ".join(_SECTIONS))
-    sections: dict[str, Any] = {}
-    for section, cls in _SECTIONS.items():
-        raw = data.get(section, {})
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{section}: expected a [section], got {raw!r}")
-        hints = typing.get_type_hints(cls)
-        for key in sorted(set(raw) - set(hints)):
-            raise ConfigError(
-                f"{section}.{key}: unknown setting; {section} has " + ", ".join(sorted(hints))
-            )
-        values = {}
-        for name, tp in hints.items():
-            if name in raw:
-                full = f"{section}.{name}"
-                values[name] = coerce_setting(full, raw[name], tp, wrap_string=False)
-                _check_value(full, values[name])
-        sections[section] = cls(**values)
-    config = TrainConfig(**sections, base_dir=base_dir)
+    sections = ("data", "model", "train")  # base_dir is no setting of the file
+    for unknown in sorted(set(data) - set(sections)):
+        raise ConfigError(f"{unknown}: unknown section; the sections are {', '.join(sections)}")
+    config = dataclasses.replace(build(TrainConfig, data, wrap_string=False), base_dir=base_dir)
     _check_combination(config)
     return config
 
@@ -250,32 +196,19 @@ def load_train_config(
         A TOML file with ``[data]``, ``[model]`` and ``[train]`` sections; ``None``
         gives the defaults (only useful with ``overrides``).
     overrides : dict {"section.key": value}
-        Command-line values; ``None`` values are ignored.
+        Command-line values; ``None`` values are ignored.  They pass the same
+        checks as the file's values.
 
     Raises
     ------
     ConfigError
-        One line naming the offending key.
+        One line naming the offending key (a :class:`~tagstream.errors.UsageError`,
+        exit status 2).
     """
     data: dict[str, Any] = {}
     base_dir = "."
     if path is not None:
-        path = Path(path)
-        try:
-            with path.open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: training config not found; pass --config PATH") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-        base_dir = str(path.resolve().parent)
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        section, _, key = dotted.partition(".")
-        if not key:
-            raise ConfigError(f"{dotted}: an override must name section.key")
-        data.setdefault(section, {})
-        if isinstance(data[section], dict):
-            data[section][key] = value
+        data = read_toml(path)
+        base_dir = str(Path(path).resolve().parent)
+    apply_overrides(data, overrides or {})
     return _build(data, base_dir=base_dir)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model.contract import MSD_TAGS
+from tagstream.errors import UnavailableError, UsageError
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -63,8 +64,8 @@ SPLITS = ("train", "valid", "test")
 _TRACK_ID = re.compile(r"^(TR[A-Z0-9]{16})")
 
 
-class DatasetError(ValueError):
-    """A dataset file is missing or malformed; the message names the file."""
+class DatasetError(UnavailableError, ValueError):
+    """A dataset file is missing or malformed; the message names the file (exit status 3)."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class TaggedSet:
 
     def split(self, name: str) -> list[Track]:
         if name not in SPLITS:
-            raise DatasetError(f"split={name!r} must be one of {', '.join(SPLITS)}")
+            raise UsageError(f"split={name!r} must be one of {', '.join(SPLITS)}")
         return {"train": self.train, "valid": self.valid, "test": self.test}[name]
 
 

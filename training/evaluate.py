@@ -24,12 +24,14 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from model.contract import CONTRACT_FILE
+from config.schema import ConfigError
+from model.folder import CONTRACT_FILE
+from training.checkpoint import STATE_FILE, find_checkpoint
 from training.config import TrainConfig
 from training.datasets import DatasetError, Track, load_dataset, read_manifest
 from training.metrics import song_level, spearman_per_track, tagging_metrics
 from training.pipeline import FeatureCache, WindowTable, fixed_windows, read_windows
-from training.train import _cache_for, find_checkpoint, load_checkpoint, song_targets, split_table
+from training.train import _cache_for, song_targets, split_table
 
 __all__ = [
     "LoadedModel",
@@ -57,25 +59,26 @@ class LoadedModel:
 
 
 def load_for_evaluation(path: str | os.PathLike[str]) -> LoadedModel:
-    """An exported model folder (or pretrained name) or a training checkpoint / run folder."""
-    folder = Path(path).expanduser()
-    if (folder / CONTRACT_FILE).is_file() or not folder.exists():
-        from model.tagger import load_tagger
+    """A model folder (exported, or a checkpoint), a run folder or a pretrained name.
 
-        tagger = load_tagger(str(path), device="cpu")
-        return LoadedModel(
-            tagger.name,
-            tagger.tags,
-            tagger.contract.window_frames,
-            lambda x: _batched(tagger.predict, x),
-        )
-    checkpoint = find_checkpoint(folder)
-    network, state = load_checkpoint(checkpoint)
+    Every one of them loads through :func:`model.load_tagger`; a checkpoint (or
+    a run folder's best one) is named by its folder, any other model by its
+    contract.
+    """
+    from model.tagger import load_tagger
+
+    folder = Path(path).expanduser()
+    name = None
+    if folder.exists() and not (folder / CONTRACT_FILE).is_file():  # a run folder
+        folder = find_checkpoint(folder)
+    if (folder / STATE_FILE).is_file():
+        name = str(folder)
+    tagger = load_tagger(str(folder) if folder.exists() else str(path), device="cpu")
     return LoadedModel(
-        str(checkpoint),
-        tuple(state["tags"]),
-        int(state["window_frames"]),
-        lambda x: network.predict(x, batch_size=64, verbose=0),
+        name or tagger.name,
+        tagger.tags,
+        tagger.contract.window_frames,
+        lambda x: _batched(tagger.predict, x),
     )
 
 
@@ -141,7 +144,9 @@ def evaluate(
         Feature cache for ``manifest`` (default ``~/.cache/tagstream/features``).
     """
     if (config is None) == (manifest is None):
-        raise DatasetError("evaluate needs exactly one of --config or --manifest")
+        raise ConfigError("evaluate needs exactly one of --config or --manifest")
+    if manifest is not None and not Path(manifest).is_file():
+        raise DatasetError(f"{manifest}: manifest not found; check the path")
     model = load_for_evaluation(model_path)
     top_k = 3
     if config is not None:
@@ -151,6 +156,7 @@ def evaluate(
             split = "valid"
         cache = _cache_for(config)
         top_k = config.data.teacher_top_k
+        table: WindowTable | None = None
         if dataset.teacher:
             table = split_table(
                 config.replace("model", window_frames=model.window_frames),
@@ -161,13 +167,6 @@ def evaluate(
             )
         else:
             tracks = _relabel(dataset.split(split), dataset.tags, model.tags)
-            table = fixed_windows(
-                tracks,
-                cache,
-                n_tags=len(model.tags),
-                window_frames=model.window_frames,
-                progress=progress,
-            )
         source = f"config split={split}"
     else:
         assert manifest is not None
@@ -176,6 +175,9 @@ def evaluate(
 
         tracks = [Track(p, _multi_hot(ts, model.tags), p.stem) for p, ts in rows]
         cache = FeatureCache(cache_dir or "~/.cache/tagstream/features")
+        table = None
+        source = f"manifest {manifest}"
+    if table is None:  # labelled tracks: whole windows, hop = window
         table = fixed_windows(
             tracks,
             cache,
@@ -183,7 +185,6 @@ def evaluate(
             window_frames=model.window_frames,
             progress=progress,
         )
-        source = f"manifest {manifest}"
     if len(table.feature_files) == 0:
         raise DatasetError(f"nothing to evaluate in the {source}")
     result = evaluate_table(model, table, top_k=top_k)

@@ -1,31 +1,31 @@
 """Export a checkpoint as a model folder: ``model.keras`` + ``contract.json`` + ``model.tflite``.
 
-The folder is what :func:`model.load_tagger`, the streaming worker and
-``python -m tools.tag --model DIR`` load.  The Keras file is saved without
-optimizer state and uses built-in layers only.  ``model.tflite`` is converted
-from a concrete function with a dynamic batch axis; outputs agree with the
-Keras model within :data:`TFLITE_ATOL`.
+A checkpoint already is a model folder (:mod:`training.checkpoint`); export
+copies its contract (renamed if asked), saves the network without the
+optimizer state and without ``state.json``, and adds the other formats.  The
+folder is what :func:`model.load_tagger`, the streaming worker and
+``python -m tools.tag --model DIR`` load, written by the one atomic writer
+(:func:`model.folder.write_folder`).  ``model.tflite`` is converted from a
+concrete function with a dynamic batch axis; outputs agree with the Keras model
+within :data:`TFLITE_ATOL`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model.contract import MODEL_FILE, ModelContract
-from model.features import FeatureSpec
-from training.train import find_checkpoint, load_checkpoint
+from model.folder import TFLITE_FILE, save_model_folder
+from training.checkpoint import find_checkpoint, load_checkpoint
 
 __all__ = ["TFLITE_ATOL", "TFLITE_FILE", "TFLiteTagger", "export_checkpoint", "to_tflite"]
 
 logger = logging.getLogger(__name__)
 
-TFLITE_FILE = "model.tflite"
 #: Largest absolute difference between TFLite and Keras probabilities the tests accept.
 TFLITE_ATOL = 1e-4
 
@@ -90,9 +90,9 @@ def export_checkpoint(
     checkpoint : path-like
         A checkpoint folder, its ``model.keras``, or a run folder.
     out_dir : path-like
-        The model folder to write (replaced if it exists).
+        The model folder to write (replaced atomically if it exists).
     name : str or None
-        Model name in the contract; default: the run folder's name.
+        Model name in the contract; default: the checkpoint's (the run folder's name).
     tflite : bool
         Also write ``model.tflite``.
 
@@ -102,35 +102,15 @@ def export_checkpoint(
         ``out_dir``.
     """
     folder = find_checkpoint(checkpoint)
-    network, state = load_checkpoint(folder, compile=False)
-    features = FeatureSpec(**state["features"])
-    run_name = folder.parent.parent.name if folder.parent.name == "checkpoints" else folder.name
-    contract = ModelContract(
-        name=name or run_name,
-        architecture=str(state["architecture"]),
-        tags=tuple(state["tags"]),
-        features=features,
-        window_frames=int(state["window_frames"]),
-        source=f"tagstream training, checkpoint {folder.resolve()}",
-        extra={
-            "epoch": state.get("epoch"),
-            "monitor": state.get("monitor"),
-            "best": state.get("best"),
-            "teacher": state.get("teacher", ""),
-            "init": state["config"]["model"].get("init", ""),
-        },
-    )
-    out = Path(out_dir)
-    staging = out.with_name(out.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    network.save(staging / MODEL_FILE)
-    contract.save(staging)
+    network, contract, _state = load_checkpoint(folder, compile=False)
+    if name:
+        contract = contract.replace(name=name)
+    files: dict[str, bytes | str] = {}
     if tflite:
-        blob = to_tflite(network, window_frames=contract.window_frames, n_mels=features.n_mels)
-        (staging / TFLITE_FILE).write_bytes(blob)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staging, out)
+        files[TFLITE_FILE] = to_tflite(
+            network, window_frames=contract.window_frames, n_mels=contract.features.n_mels
+        )
+    out = Path(out_dir)
+    save_model_folder(out, network, contract, files=files)
     logger.info("exported checkpoint=%s model=%s folder=%s", folder, contract.name, out)
     return out

@@ -2,23 +2,23 @@
 
 A run folder ``<out>`` holds::
 
-    checkpoints/last/   model.keras (with optimizer state) + state.json
+    checkpoints/last/   a model folder: model.keras (with optimizer state),
+                        contract.json, state.json (see training.checkpoint)
     checkpoints/best/   the same, for the best validation macro ROC-AUC
     tensorboard/        train/ and validation/ (Keras), tags/ (per-tag AUC, mel images)
 
-``state.json`` carries the :class:`~training.config.TrainConfig`, the tag list,
-the feature settings, the epoch count and the early-stopping and
-learning-rate bookkeeping, so ``--resume`` continues exactly where the run
-stopped and ``export`` never guesses.
+A checkpoint is a model folder: ``load_tagger("<out>/checkpoints/best")`` runs
+it.  ``state.json`` carries the :class:`~training.config.TrainConfig`, the epoch
+count and the early-stopping and learning-rate bookkeeping, so ``--resume``
+continues exactly where the run stopped; the contract carries the tags, the
+feature settings and the window, so ``export`` copies it and never guesses.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,16 @@ from typing import Any
 import keras
 import numpy as np
 
+from model.contract import ModelContract
 from model.features import MUSICNN_FEATURES
 from training.architectures import build_model
+from training.checkpoint import (
+    CHECKPOINTS,
+    check_run_folder,
+    load_checkpoint,
+    read_state,
+    save_checkpoint,
+)
 from training.config import ConfigError, TrainConfig
 from training.datasets import DatasetError, TaggedSet, load_dataset
 from training.metrics import binarise_top_k, song_level, tagging_metrics
@@ -47,8 +55,6 @@ __all__ = [
     "TaggingMetrics",
     "TrainResult",
     "compile_model",
-    "find_checkpoint",
-    "load_checkpoint",
     "prepare_data",
     "train",
 ]
@@ -56,8 +62,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MONITOR = "val_roc_auc_macro"
-STATE_FILE = "state.json"
-MODEL_FILE = "model.keras"
 
 
 @dataclass
@@ -107,14 +111,16 @@ def split_table(
     )
 
 
-def prepare_data(config: TrainConfig, *, progress: bool = True) -> PreparedData:
-    """Load the dataset, fill the feature cache and build the train/valid tables."""
-    dataset = load_dataset(config)
+def prepare_data(
+    config: TrainConfig, *, dataset: TaggedSet | None = None, progress: bool = True
+) -> PreparedData:
+    """Load the dataset (unless given), fill the feature cache, build the train/valid tables."""
+    dataset = dataset if dataset is not None else load_dataset(config)
     if not dataset.train:
         raise DatasetError("no training tracks: check the data paths of the config")
     if not dataset.valid:
-        raise DatasetError(
-            "no validation tracks: set data.valid_fraction > 0 or data.valid_manifest"
+        raise ConfigError(
+            "data.valid_fraction: no validation tracks; set it above 0 or set data.valid_manifest"
         )
     cache = _cache_for(config)
     if dataset.teacher:
@@ -228,8 +234,14 @@ class TaggingMetrics(keras.callbacks.Callback):
         self._writer.flush()
 
 
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping whose counters survive ``--resume`` (restored after on_train_begin)."""
+class _Resumable(keras.callbacks.Callback):
+    """A Keras callback whose ``counters`` survive ``--resume``.
+
+    Keras resets them in ``on_train_begin``; they are restored right after
+    from ``state`` (what :meth:`state` returned when the checkpoint was written).
+    """
+
+    counters: tuple[str, ...] = ()
 
     def __init__(self, *args: Any, state: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -237,51 +249,64 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
-        self.wait = int(self.resume_state.get("wait", 0))
-        self.best = self.resume_state.get("best")
+        for name in self.counters:
+            if name in self.resume_state:
+                setattr(self, name, self.resume_state[name])
 
     def state(self) -> dict[str, Any]:
-        return {"wait": int(self.wait), "best": None if self.best is None else float(self.best)}
-
-
-class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
-    """ReduceLROnPlateau whose counters survive ``--resume``."""
-
-    def __init__(self, *args: Any, state: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.resume_state = state or {}
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        super().on_train_begin(logs)
-        self.wait = int(self.resume_state.get("wait", 0))
-        self.best: float | None = self.resume_state.get("best", self.best)
-        self.cooldown_counter = int(self.resume_state.get("cooldown_counter", 0))
-
-    def state(self) -> dict[str, Any]:
-        best = None if self.best is None else float(self.best)
+        values = {name: getattr(self, name) for name in self.counters}
         return {
-            "wait": int(self.wait),
-            "best": best,
-            "cooldown_counter": int(self.cooldown_counter),
+            k: v if v is None else float(v) if k == "best" else int(v) for k, v in values.items()
         }
 
 
+class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
+    """EarlyStopping whose counters survive ``--resume``."""
+
+    counters = ("wait", "best")
+
+
+class ResumableReduceLROnPlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose counters survive ``--resume``."""
+
+    counters = ("wait", "best", "cooldown_counter")
+
+
 class Checkpointer(keras.callbacks.Callback):
-    """Writes ``checkpoints/last`` every epoch and ``checkpoints/best`` on improvement."""
+    """Writes ``checkpoints/last`` every epoch and ``checkpoints/best`` on improvement.
+
+    Each is a model folder: the network, ``contract`` (its ``extra`` updated
+    with the epoch and the score) and the training state.
+    """
 
     def __init__(
         self,
         folder: Path,
         *,
+        contract: ModelContract,
         base_state: dict[str, Any],
         stateful: dict[str, Any],
         best: float | None = None,
     ) -> None:
         super().__init__()
         self.folder = folder
+        self.contract = contract
         self.base_state = base_state
         self.stateful = stateful
         self.best = best
+
+    def _save(self, name: str, state: dict[str, Any]) -> None:
+        folder = self.folder / name
+        contract = self.contract.replace(
+            source=f"tagstream training, checkpoint {folder.resolve()}",
+            extra={
+                **self.contract.extra,
+                "epoch": state["epoch"],
+                "monitor": MONITOR,
+                "best": state["best"],
+            },
+        )
+        save_checkpoint(folder, self.model, contract, state)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
@@ -300,9 +325,9 @@ class Checkpointer(keras.callbacks.Callback):
             "callbacks": {name: cb.state() for name, cb in self.stateful.items()},
             "logs": {k: float(v) for k, v in logs.items() if isinstance(v, int | float)},
         }
-        save_checkpoint(self.folder / "last", self.model, state)
+        self._save("last", state)
         if improved or not (self.folder / "best").is_dir():
-            save_checkpoint(self.folder / "best", self.model, state)
+            self._save("best", state)
         logger.info(
             "epoch=%d loss=%.4f val_loss=%.4f %s=%.4f best=%s",
             epoch + 1,
@@ -312,47 +337,6 @@ class Checkpointer(keras.callbacks.Callback):
             logs.get(MONITOR, float("nan")),
             self.best,
         )
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(folder: Path, network: keras.Model, state: dict[str, Any]) -> None:
-    """Write ``model.keras`` + ``state.json`` to ``folder``, replacing it atomically."""
-    staging = folder.with_name(folder.name + ".tmp")
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    network.save(staging / MODEL_FILE)
-    (staging / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def find_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A checkpoint folder from itself, its ``model.keras``, or a run folder (-> best)."""
-    folder = Path(path).expanduser()
-    if folder.is_file() and folder.name == MODEL_FILE:
-        folder = folder.parent
-    for candidate in (folder, folder / "checkpoints" / "best", folder / "checkpoints" / "last"):
-        if (candidate / STATE_FILE).is_file() and (candidate / MODEL_FILE).is_file():
-            return candidate
-    raise DatasetError(
-        f"{path}: not a checkpoint (expected {STATE_FILE} + {MODEL_FILE}, or a run folder)"
-    )
-
-
-def load_checkpoint(
-    path: str | os.PathLike[str], *, compile: bool = False
-) -> tuple[keras.Model, dict[str, Any]]:
-    """The network and state of a checkpoint (see :func:`find_checkpoint`)."""
-    folder = find_checkpoint(path)
-    state = json.loads((folder / STATE_FILE).read_text())
-    network = keras.saving.load_model(folder / MODEL_FILE, compile=compile)
-    return network, state
 
 
 # --------------------------------------------------------------------------- training
@@ -385,23 +369,12 @@ class TrainResult:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-def _check_resume_config(saved: TrainConfig, config: TrainConfig) -> None:
-    """Only ``[train]`` settings may change when resuming."""
-    old, new = saved.to_dict(), config.to_dict()
-    for section in ("data", "model"):
-        for key, value in new[section].items():
-            if old[section].get(key) != value:
-                raise ConfigError(
-                    f"{section}.{key}: the checkpoint was trained with {old[section].get(key)!r}, "
-                    f"the config says {value!r}; use another --out or restore the setting"
-                )
-
-
 def train(
     config: TrainConfig,
     out_dir: str | os.PathLike[str],
     *,
     resume: bool = False,
+    dataset: TaggedSet | None = None,
     verbose: int = 1,
     progress: bool = True,
 ) -> TrainResult:
@@ -415,26 +388,23 @@ def train(
     resume : bool
         Continue from ``<out_dir>/checkpoints/last``; the config may only change
         ``[train]`` settings (e.g. more epochs).
+    dataset : TaggedSet or None
+        The config's dataset when already loaded (``load_dataset(config)``).
     verbose : {0, 1, 2}
         Keras' progress output (1 = a progress bar per epoch).
     progress : bool
         Progress bars for the feature cache and teacher targets.
     """
     out = Path(out_dir)
-    checkpoints = out / "checkpoints"
+    checkpoints = out / CHECKPOINTS
+    check_run_folder(config, out, resume=resume)
     resume_state: dict[str, Any] = {}
     if resume:
-        network, resume_state = load_checkpoint(checkpoints / "last", compile=True)
-        _check_resume_config(TrainConfig.from_dict(resume_state["config"]), config)
-    elif (checkpoints / "last").is_dir():
-        raise ConfigError(
-            f"--out {out}: already holds a run; "
-            "pass --resume to continue it or choose another --out"
-        )
+        network, resumed, resume_state = load_checkpoint(checkpoints / "last", compile=True)
     keras.utils.set_random_seed(config.train.seed + int(resume_state.get("epoch", 0)))
-    data = prepare_data(config, progress=progress)
+    data = prepare_data(config, dataset=dataset, progress=progress)
     tags = data.dataset.tags
-    if resume and tuple(resume_state["tags"]) != tags:
+    if resume and resumed.tags != tags:
         raise DatasetError("the dataset's tags differ from the checkpoint's; use another --out")
     steps_per_epoch = math.ceil(len(data.train) / config.train.batch_size)
     if not resume:
@@ -475,19 +445,23 @@ def train(
         )
         stateful["plateau"] = plateau
         callbacks.append(plateau)
-    base_state = {
-        "config": config.to_dict(),
-        "tags": list(tags),
-        "features": MUSICNN_FEATURES.to_dict(),
-        "window_frames": window,
-        "architecture": config.model.architecture,
-        "teacher": data.dataset.teacher,
-        "monitor": MONITOR,
-    }
+    contract = ModelContract(
+        name=out.resolve().name,
+        architecture=config.model.architecture,
+        tags=tags,
+        features=MUSICNN_FEATURES,
+        window_frames=window,
+        extra={"teacher": data.dataset.teacher, "init": config.model.init},
+    )
+    base_state = {"config": config.to_dict(), "monitor": MONITOR}
     callbacks += [
         early,
         Checkpointer(
-            checkpoints, base_state=base_state, stateful=stateful, best=resume_state.get("best")
+            checkpoints,
+            contract=contract,
+            base_state=base_state,
+            stateful=stateful,
+            best=resume_state.get("best"),
         ),
     ]
     if tensorboard_available():
@@ -510,8 +484,8 @@ def train(
         shuffle=False,
     )
     state = (
-        json.loads((checkpoints / "last" / STATE_FILE).read_text())
-        if (checkpoints / "last" / STATE_FILE).is_file()
+        read_state(checkpoints / "last")
+        if (checkpoints / "last").is_dir()
         else {"epoch": initial_epoch, "best": resume_state.get("best")}
     )
     return TrainResult(
