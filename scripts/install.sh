@@ -56,7 +56,12 @@ if [[ ! -f "$stamp" ]]; then
   .venv/bin/python -m pip install -q --no-deps musicnn==0.1.0
   # The project itself, editable: `tagstream` in .venv/bin, imports from this checkout.
   # Its dependencies are the pins above; the build backend is requirements.txt's setuptools.
-  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+  # (Its output, only setuptools' notes on editable installs, is shown when it fails.)
+  if ! log=$(.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1); then
+    echo "$log" >&2
+    echo "error: installing tagstream itself failed (above)" >&2
+    exit 1
+  fi
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
