@@ -1,8 +1,8 @@
 """Streaming musicnn: compute only the new mel frames of each hop, not the whole window.
 
 >>> streaming = StreamingMusicnn(tagger.network)
->>> state = streaming.new_state()
->>> probabilities = streaming.push_one(state, mel_frames)   # (50,) or None
+>>> cache = streaming.new_cache()
+>>> probabilities = streaming.push_one(cache, mel_frames)   # (50,) or None
 
 musicnn's front end (7-frame timbral and 32/64/128-frame temporal convolutions)
 and mid end (three 7-frame convolutions) are convolutions along time, and its
@@ -25,7 +25,7 @@ probabilities are therefore ready 73 frames after its last frame arrived, and
 differ slightly from recomputing the window alone (``Tagger.predict``, the
 exact mode): the mid-end features of interior frames are identical to running
 the network over the whole signal, only the edge frames of each window differ.
-At the start of a stream the state holds zeros, exactly like the 'same'
+At the start of a stream the cache holds zeros, exactly like the 'same'
 padding of the whole-signal computation.
 """
 
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["StreamState", "StreamingMusicnn"]
+__all__ = ["StreamCache", "StreamingMusicnn"]
 
 _FRONT_BN = {
     "conv2d": "batch_normalization_1",
@@ -56,8 +56,8 @@ _BACKEND = ("batch_normalization_9", "dense", "batch_normalization_10", "dense_1
 
 
 @dataclass
-class StreamState:
-    """The cache of one stream; create it with :meth:`StreamingMusicnn.new_state`.
+class StreamCache:
+    """The cache of one stream; create it with :meth:`StreamingMusicnn.new_cache`.
 
     Attributes
     ----------
@@ -159,14 +159,14 @@ class StreamingMusicnn:
             self._step_graph, input_signature=signature
         ).get_concrete_function()
 
-    def new_state(self) -> StreamState:
-        """The state of a stream before its first frame (zero padding, like 'same')."""
+    def new_cache(self) -> StreamCache:
+        """The cache of a stream before its first frame (zero padding, like 'same')."""
         zeros = {key: np.zeros(shape, np.float32) for key, shape in self._context.items()}
         features = np.zeros((self.window_frames, self.feature_channels), np.float32)
-        return StreamState(frames_seen=0, features=features, **zeros)
+        return StreamCache(frames_seen=0, features=features, **zeros)
 
     def push(
-        self, states: Sequence[StreamState], frames_per_stream: Sequence[np.ndarray]
+        self, caches: Sequence[StreamCache], frames_per_stream: Sequence[np.ndarray]
     ) -> list[np.ndarray | None]:
         """Add mel frames to many streams; return each one's latest window probabilities.
 
@@ -174,7 +174,7 @@ class StreamingMusicnn:
 
         Parameters
         ----------
-        states : sequence of StreamState
+        caches : sequence of StreamCache
             Updated in place.
         frames_per_stream : sequence of np.ndarray [shape=(n_i, n_mels)]
             Log-mel frames (:func:`model.features.log_mel`), ``n_i >= 0``.
@@ -186,14 +186,14 @@ class StreamingMusicnn:
             ``lookahead_frames`` before the stream's newest frame; ``None`` until
             ``window_frames + lookahead_frames`` frames have been pushed.
         """
-        return [probabilities for _, probabilities in self._push(states, frames_per_stream)]
+        return [probabilities for _, probabilities in self._push(caches, frames_per_stream)]
 
-    def push_one(self, state: StreamState, frames: np.ndarray) -> np.ndarray | None:
+    def push_one(self, cache: StreamCache, frames: np.ndarray) -> np.ndarray | None:
         """:meth:`push` for a single stream."""
-        return self.push([state], [frames])[0]
+        return self.push([cache], [frames])[0]
 
     def push_features(
-        self, states: Sequence[StreamState], frames_per_stream: Sequence[np.ndarray]
+        self, caches: Sequence[StreamCache], frames_per_stream: Sequence[np.ndarray]
     ) -> list[np.ndarray]:
         """Like :meth:`push`, but return the mid-end feature frames each push completed.
 
@@ -204,18 +204,18 @@ class StreamingMusicnn:
             arrived, in order; the first ``lookahead_frames`` pushed frames
             complete none.
         """
-        return [features for features, _ in self._push(states, frames_per_stream)]
+        return [features for features, _ in self._push(caches, frames_per_stream)]
 
-    def window_ready(self, state: StreamState) -> bool:
-        """Whether ``state`` has a whole window of completed feature frames."""
-        return state.frames_seen - self.lookahead_frames >= self.window_frames
+    def window_ready(self, cache: StreamCache) -> bool:
+        """Whether ``cache`` has a whole window of completed feature frames."""
+        return cache.frames_seen - self.lookahead_frames >= self.window_frames
 
     def _push(
-        self, states: Sequence[StreamState], frames_per_stream: Sequence[np.ndarray]
+        self, caches: Sequence[StreamCache], frames_per_stream: Sequence[np.ndarray]
     ) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Push every stream; return its completed feature frames and window probabilities."""
-        if len(states) != len(frames_per_stream):
-            raise ValueError(f"got {len(states)} states but {len(frames_per_stream)} frame arrays")
+        if len(caches) != len(frames_per_stream):
+            raise ValueError(f"got {len(caches)} caches but {len(frames_per_stream)} frame arrays")
         frames_list = [np.asarray(frames, dtype=np.float32) for frames in frames_per_stream]
         groups: dict[int, list[int]] = defaultdict(list)
         for index, frames in enumerate(frames_list):
@@ -226,21 +226,21 @@ class StreamingMusicnn:
                 )
             groups[len(frames)].append(index)
         empty = np.zeros((0, self.feature_channels), np.float32)
-        results: list[tuple[np.ndarray, np.ndarray | None]] = [(empty, None)] * len(states)
+        results: list[tuple[np.ndarray, np.ndarray | None]] = [(empty, None)] * len(caches)
         for n_new, members in groups.items():
             new_features = [empty] * len(members)
             if n_new > 0:
                 new_features = self._push_group(
-                    [states[i] for i in members], np.stack([frames_list[i] for i in members])
+                    [caches[i] for i in members], np.stack([frames_list[i] for i in members])
                 )
             for i, features in zip(members, new_features, strict=True):
-                state = states[i]
-                done = max(state.frames_seen - self.lookahead_frames, 0)
+                cache = caches[i]
+                done = max(cache.frames_seen - self.lookahead_frames, 0)
                 completed = done - max(done - n_new, 0)
-                results[i] = (features[n_new - completed :], state.probabilities)
+                results[i] = (features[n_new - completed :], cache.probabilities)
         return results
 
-    def _push_group(self, states: list[StreamState], frames: np.ndarray) -> list[np.ndarray]:
+    def _push_group(self, caches: list[StreamCache], frames: np.ndarray) -> list[np.ndarray]:
         """One batched step for streams that all add the same number of frames.
 
         Returns the feature frames of ``[L - lookahead, L + n - lookahead)`` per
@@ -248,21 +248,21 @@ class StreamingMusicnn:
         """
         outputs = self._step(
             frames,
-            np.array([state.frames_seen for state in states], dtype=np.int32),
-            *(np.stack([getattr(state, key) for state in states]) for key in self._context),
-            np.stack([state.features for state in states]),
+            np.array([cache.frames_seen for cache in caches], dtype=np.int32),
+            *(np.stack([getattr(cache, key) for cache in caches]) for key in self._context),
+            np.stack([cache.features for cache in caches]),
         )
         inputs, front, midend_1, midend_2, features, new_features, probabilities = (
             output.numpy() for output in outputs
         )
-        for i, state in enumerate(states):
-            state.frames_seen += frames.shape[1]
-            state.inputs = inputs[i]
-            state.front = front[i]
-            state.midend_1 = midend_1[i]
-            state.midend_2 = midend_2[i]
-            state.features = features[i]
-            state.probabilities = probabilities[i] if self.window_ready(state) else None
+        for i, cache in enumerate(caches):
+            cache.frames_seen += frames.shape[1]
+            cache.inputs = inputs[i]
+            cache.front = front[i]
+            cache.midend_1 = midend_1[i]
+            cache.midend_2 = midend_2[i]
+            cache.features = features[i]
+            cache.probabilities = probabilities[i] if self.window_ready(cache) else None
         return list(new_features)
 
     def _step_graph(

@@ -71,13 +71,13 @@ def push_in_chunks(
     streaming: StreamingMusicnn, mel: np.ndarray, sizes: list[int]
 ) -> tuple[np.ndarray, list[tuple[int, np.ndarray | None]]]:
     """Push ``mel`` in chunks; return all completed features and (frames seen, output) per push."""
-    state = streaming.new_state()
+    cache = streaming.new_cache()
     features, outputs, start = [], [], 0
     for size in sizes:
         chunk = mel[start : start + size]
         start += len(chunk)
-        features += streaming.push_features([state], [chunk])
-        outputs.append((state.frames_seen, state.probabilities))
+        features += streaming.push_features([cache], [chunk])
+        outputs.append((cache.frames_seen, cache.probabilities))
     return np.concatenate(features), outputs
 
 
@@ -163,20 +163,20 @@ def test_batched_streams_equal_separate(
     streaming: StreamingMusicnn, rng: np.random.Generator
 ) -> None:
     mels = [music_mel(7.0, rng) for _ in range(4)]
-    batched = [streaming.new_state() for _ in mels]
-    separate = [streaming.new_state() for _ in mels]
+    batched = [streaming.new_cache() for _ in mels]
+    separate = [streaming.new_cache() for _ in mels]
     offsets = [0, 10, 10, 57]  # streams started at different times
     steps = [[17, 31, 31, 3], [31, 31, 31, 31], [0, 62, 31, 31]] + [[31, 31, 62, 31]] * 9
     starts = list(offsets)
     for i, (mel, offset) in enumerate(zip(mels, offsets, strict=True)):
-        for state in (batched[i], separate[i]):
-            streaming.push([state], [mel[:offset]])
+        for cache in (batched[i], separate[i]):
+            streaming.push([cache], [mel[:offset]])
     for sizes in steps:
         chunks = [mel[s : s + n] for mel, s, n in zip(mels, starts, sizes, strict=True)]
         starts = [s + n for s, n in zip(starts, sizes, strict=True)]
         together = streaming.push(batched, chunks)
         alone = [
-            streaming.push_one(state, chunk) for state, chunk in zip(separate, chunks, strict=True)
+            streaming.push_one(cache, chunk) for cache, chunk in zip(separate, chunks, strict=True)
         ]
         for a, b in zip(together, alone, strict=True):
             assert (a is None) == (b is None)
@@ -189,6 +189,6 @@ def test_rejects_other_networks_and_bad_frames(streaming: StreamingMusicnn) -> N
     with pytest.raises(ValueError, match="not a musicnn"):
         StreamingMusicnn(build_vgg())
     with pytest.raises(ValueError, match=r"must have shape \(n, 96\)"):
-        streaming.push_one(streaming.new_state(), np.zeros((5, 40), np.float32))
-    with pytest.raises(ValueError, match="states but"):
-        streaming.push([streaming.new_state()], [])
+        streaming.push_one(streaming.new_cache(), np.zeros((5, 40), np.float32))
+    with pytest.raises(ValueError, match="caches but"):
+        streaming.push([streaming.new_cache()], [])
