@@ -128,7 +128,11 @@ def main(
         err.write(f"error: unknown command {name!r}; {hint}run tagstream --help for the list\n")
         return int(ExitStatus.USAGE)
     streams = {k: v for k, v in (("stdout", stdout), ("stderr", stderr)) if v is not None}
-    return int(importlib.import_module(command.module).main(rest, **streams))
+    try:
+        module = importlib.import_module(command.module)
+    except KeyboardInterrupt:  # Ctrl-C while importing, before the command's own handlers
+        return int(ExitStatus.INTERRUPTED)
+    return int(module.main(rest, **streams))
 
 
 def console() -> None:

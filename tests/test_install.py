@@ -11,6 +11,8 @@ which copy answered.
 
 from __future__ import annotations
 
+import importlib
+import io
 import os
 import shutil
 import subprocess
@@ -21,6 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tagstream.__main__ import COMMANDS
+from tagstream.__main__ import main as tagstream_main
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -106,6 +111,24 @@ def _tagstream(
         text=True,
         timeout=TIMEOUT_S,
     )
+
+
+def test_every_subcommand_names_a_module_with_main() -> None:
+    for name, command in COMMANDS.items():
+        assert callable(importlib.import_module(command.module).main), name
+
+
+def test_the_dispatcher_hands_the_rest_of_the_line_and_the_streams_on(tmp_path: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["keys", "generate", "--out", str(tmp_path), "--name", "w"]
+    assert tagstream_main(argv, stdout=out, stderr=err) == 0
+    assert out.getvalue().startswith(f"public key: {tmp_path / 'w.key'}")
+    assert tagstream_main(argv, stdout=out, stderr=err) == 2  # the command's own usage error
+    assert err.getvalue().strip().endswith("exists already; pick another --name or pass --force")
+    helped = io.StringIO()
+    assert tagstream_main(["help", "keys"], stdout=helped) == 0
+    assert helped.getvalue().startswith("usage: ")
+    assert tagstream_main([], stderr=io.StringIO()) == 2
 
 
 def test_wheel_holds_every_package_and_its_data_files_and_nothing_else(wheel: Path) -> None:
