@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -584,6 +585,41 @@ def test_bad_settings_fail_before_tensorflow_loads(
     assert message in child.stderr.strip().splitlines()[-1]
     assert child.stderr.startswith("error: ")
     assert child.stdout == "loaded: \n"
+
+
+def test_ctrl_c_stops_training_with_130(tmp_path: Path) -> None:
+    """A batch command: Ctrl-C exits 130 (here while it waits to read its manifest)."""
+    manifest = tmp_path / "m.csv"
+    os.mkfifo(manifest)
+    config = tmp_path / "train.toml"
+    config.write_text(f'[data]\nmanifest = "{manifest}"\n')
+    child = subprocess.Popen(
+        [sys.executable, "-m", "training", "train", "--config", str(config), "--out", "run"],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with manifest.open("w"):  # returns once the child has opened it to read
+            child.send_signal(signal.SIGINT)
+            _, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 130, stderr
+    assert "Traceback" not in stderr
+
+
+def test_unreadable_manifest_is_one_line_with_status_3(tmp_path: Path) -> None:
+    from training.__main__ import main
+
+    (tmp_path / "m.csv").write_bytes(b"path,tags\n\xff.wav,rock\n")
+    config = tmp_path / "train.toml"
+    config.write_text(f'[data]\nmanifest = "{tmp_path / "m.csv"}"\n')
+    stderr = io.StringIO()
+    code = main(["train", "--config", str(config), "--out", str(tmp_path / "r")], stderr=stderr)
+    assert code == 3 and stderr.getvalue().startswith("error: ")
+    assert "not UTF-8 text" in stderr.getvalue()
 
 
 # ----------------------------------------------------------- checkpoints are model folders

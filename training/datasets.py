@@ -145,6 +145,10 @@ def read_manifest(
         text = csv_path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DatasetError(f"{csv_path}: manifest not found") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{csv_path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+    except OSError as exc:
+        raise DatasetError(f"{csv_path}: cannot be read ({exc.strerror})") from None
     reader = csv.DictReader(text.splitlines())
     if reader.fieldnames is None or not {"path", "tags"} <= set(reader.fieldnames):
         raise DatasetError(
