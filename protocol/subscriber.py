@@ -22,8 +22,9 @@ import zmq
 
 from protocol import ProtocolError, TagUpdate, check_stream_id, decode_update
 from protocol.security import NO_KEYS, SecuritySettings, secure_client
+from tagstream.errors import UsageError
 
-__all__ = ["Subscriber", "subscribe"]
+__all__ = ["Subscriber", "SubscriberError", "subscribe"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ logger = logging.getLogger(__name__)
 _POLL_SLICE_MS = 500
 #: Least seconds between two log lines about rejected messages.
 _REJECT_LOG_INTERVAL_S = 5.0
+
+
+class SubscriberError(UsageError, ValueError):
+    """A subscription that cannot be made as asked (exit status 2); the message says why."""
 
 
 class Subscriber:
@@ -48,6 +53,13 @@ class Subscriber:
         CURVE keys, e.g. ``config.SecurityConfig`` (:mod:`protocol.security`);
         ``None`` = the defaults ("auto", no keys), which refuse
         (``SecurityError``) an endpoint beyond loopback.
+
+    Raises
+    ------
+    SubscriberError
+        No endpoint (exit status 2 at the command-line boundary).
+    protocol.security.SecurityError
+        CURVE is required for an endpoint and its keys are missing (exit status 2).
 
     Attributes
     ----------
@@ -74,7 +86,10 @@ class Subscriber:
     ) -> None:
         endpoint_list = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not endpoint_list:
-            raise ValueError("endpoints must name at least one endpoint")
+            raise SubscriberError(
+                "no endpoint to subscribe to: name at least one worker publish endpoint "
+                "(--endpoint, or [subscribe] endpoints in config.toml)"
+            )
         if isinstance(streams, str):
             streams = [streams]
         self.streams: frozenset[str] | None = (

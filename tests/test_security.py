@@ -30,7 +30,7 @@ from protocol.security import (
     is_local_endpoint,
     secure_client,
 )
-from protocol.subscriber import Subscriber
+from protocol.subscriber import Subscriber, SubscriberError
 from streamer import Sender
 from streamer.cli import main as streamer_main
 from tagstream.errors import ExitStatus
@@ -110,6 +110,9 @@ def test_clients_refuse_to_connect_beyond_loopback_without_keys(tmp_path: Path) 
         Sender("tcp://192.0.2.1:5555")
     with pytest.raises(SecurityError, match=r"security\.client_secret_key is not set"):
         Subscriber("tcp://192.0.2.1:5556")
+    with pytest.raises(SubscriberError, match="no endpoint to subscribe to") as excinfo:
+        Subscriber([])
+    assert excinfo.value.status == ExitStatus.USAGE
     wav = tmp_path / "a.wav"
     import soundfile
 
