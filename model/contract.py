@@ -121,6 +121,12 @@ class ModelContract:
             raise ContractError(f"malformed contract: {exc!r}") from None
 
     def save(self, folder: Path) -> None:
+        """Write ``contract.json`` into ``folder``, as it is.
+
+        To write a whole model folder atomically use
+        :func:`model.folder.save_model_folder`, which calls this in its
+        temporary folder.
+        """
         (folder / CONTRACT_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
