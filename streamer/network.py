@@ -11,12 +11,23 @@ pipe (``-f f32le -ac 1 -ar RATE pipe:1``)::
 
 Why a subprocess and not PyAV
 -----------------------------
-``python -m benchmarks.network_decode`` decodes the same 128 kbit/s mp3 both
-ways.  On this project's machine (AMD EPYC, 2 cores, ffmpeg 5.1, PyAV 18.1)
-both cost well under 1 % of one core per real-time stream, and the
-subprocess path costs about the same CPU as PyAV for the same work (the table
-and the ratio are in ``docs/STATIONS.md``).  With the cost a wash, the
-subprocess wins on everything else that matters for a station monitor:
+``python -m benchmarks.network_decode`` decodes the same 128 kbit/s mp3, served
+like an Icecast mount, three ways.  On this project's machine (AMD EPYC, 2
+cores; Debian's ffmpeg 5.1, PyAV 18.1), CPU per real-time stream (``--realtime``):
+
+==========================================  ============  ======
+path                                         % of a core   ratio
+==========================================  ============  ======
+ffmpeg subprocess, ICY read here (stations)      0.85       1.00
+ffmpeg subprocess reading the URL (HLS, files)   0.70       0.83
+PyAV in-process                                  0.65       0.76
+==========================================  ============  ======
+
+PyAV is a quarter cheaper (0.2 % of a core per stream: about 150 streams per
+core instead of 120 for the decoding alone), and the difference is this
+module's Python ICY reader and one more pipe copy, not the decoder.  The
+subprocess is still the choice, because for a station monitor a wedged
+decoder matters more than a fifth of a percent of a core:
 
 * a stalled or wedged decoder is *killed*: no read inside a C library that
   cannot be interrupted, no thread left hanging, memory given back at once;
@@ -24,8 +35,8 @@ subprocess wins on everything else that matters for a station monitor:
 * it holds no GIL, so many stations decode in parallel on several cores;
 * Debian's ffmpeg ships every demuxer, codec and protocol (https via GnuTLS,
   HLS, rtsp, srt, rtmp) and gets security updates through apt; PyAV's wheels
-  pin their own FFmpeg build and have no wheel for every platform we run on
-  (none for Python 3.11 since PyAV 19).
+  pin their own FFmpeg build, and PyAV 19 already needs Python 3.12, so this
+  project (3.11) would be held at 18.x.
 
 The one thing FFmpeg does not hand back is ICY metadata (``StreamTitle``), so
 live HTTP streams are read here, with ``Icy-MetaData: 1``: the metadata blocks

@@ -171,15 +171,25 @@ class Icecast:
         except OSError:
             return False
 
-    def mount_is_up(self) -> bool:
+    def mount_is_up(self, mount: str = MOUNT) -> bool:
         try:
-            with urllib.request.urlopen(self.url, timeout=2) as response:
+            url = f"http://127.0.0.1:{self.port}{mount}"
+            with urllib.request.urlopen(url, timeout=2) as response:
                 return bool(response.status == 200)
         except (urllib.error.HTTPError, OSError):
             return False
 
-    def start_source(self, wav: Path) -> None:
-        """FFmpeg as the source client: the wav looped for ever, 128 kbit/s mp3, in real time."""
+    def start_source(
+        self,
+        wav: Path,
+        *,
+        mount: str = MOUNT,
+        codec: tuple[str, ...] = ("-c:a", "libmp3lame", "-b:a", "128k"),
+        content_type: str = "audio/mpeg",
+        muxer: str = "mp3",
+    ) -> None:
+        """FFmpeg as the source client: the wav looped for ever, 128 kbit/s mp3 by default,
+        in real time; returns once the mount is up."""
         assert FFMPEG is not None
         self.source = subprocess.Popen(
             [
@@ -193,20 +203,17 @@ class Icecast:
                 "-1",
                 "-i",
                 str(wav),
-                "-c:a",
-                "libmp3lame",
-                "-b:a",
-                "128k",
+                *codec,
                 "-content_type",
-                "audio/mpeg",
+                content_type,
                 "-f",
-                "mp3",
-                f"icecast://source:{SOURCE_PASSWORD}@127.0.0.1:{self.port}{MOUNT}",
+                muxer,
+                f"icecast://source:{SOURCE_PASSWORD}@127.0.0.1:{self.port}{mount}",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for(self.mount_is_up, timeout_s=30, what=self._log)
+        wait_for(lambda: self.mount_is_up(mount), timeout_s=30, what=self._log)
 
     def kill_source(self) -> None:
         if self.source is not None:
@@ -366,6 +373,40 @@ def test_source_killed_and_restarted_is_a_counted_gap_then_audio_resumes(
     assert sum(is_tone(b) for b in blocks[before + 5 :]) >= 0.9 * len(blocks[before + 5 :])
 
 
+@needs_icecast
+@pytest.mark.parametrize(
+    ("mount", "codec", "content_type", "muxer"),
+    [
+        ("/live.aac", ("-c:a", "aac", "-b:a", "96k"), "audio/aac", "adts"),
+        ("/live.opus", ("-c:a", "libopus", "-b:a", "64k"), "audio/ogg", "ogg"),
+        ("/live.ogg", ("-c:a", "libvorbis", "-q:a", "3"), "application/ogg", "ogg"),
+    ],
+    ids=["aac", "opus", "vorbis"],
+)
+def test_icecast_codecs_are_decoded(
+    icecast: Icecast,
+    synth_wav: Path,
+    mount: str,
+    codec: tuple[str, ...],
+    content_type: str,
+    muxer: str,
+) -> None:
+    icecast.start_source(
+        synth_wav, mount=mount, codec=codec, content_type=content_type, muxer=muxer
+    )
+    source = NetworkSource(f"http://127.0.0.1:{icecast.port}{mount}", stall_timeout_s=20)
+    assert source.live
+    reader = Reader(source)
+    try:
+        wait_for(lambda: len(reader.blocks) >= 40, timeout_s=60, what=reader.seen)
+    finally:
+        reader.close()
+    blocks = reader.blocks
+    assert [b.index for b in blocks] == list(range(len(blocks)))
+    assert sum(is_tone(b) for b in blocks[10:]) >= 0.95 * len(blocks[10:])
+    assert source.status_fields()["drops"] == 0
+
+
 # ---------------------------------------------------------------------------
 # HLS made by FFmpeg's HLS muxer, served by http.server
 # ---------------------------------------------------------------------------
@@ -425,6 +466,40 @@ def test_hls_vod_is_read_to_its_end(synth_wav: Path, http_folder: tuple[Path, st
     assert sum(is_tone(b) for b in blocks[:-1]) >= 0.95 * (len(blocks) - 1)
     assert source.status_fields()["drops"] == 0
     assert source.status_fields()["connects"] == 1
+
+
+@needs_ffmpeg
+def test_live_hls_is_followed(synth_wav: Path, http_folder: tuple[Path, str]) -> None:
+    folder, base = http_folder
+    assert FFMPEG is not None
+    # A live playlist: 1 s segments, the last 4 listed, no #EXT-X-ENDLIST, written in real time.
+    command = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re"]
+    command += ["-stream_loop", "-1", "-i", str(synth_wav), "-c:a", "aac", "-b:a", "64k"]
+    command += ["-f", "hls", "-hls_time", "1", "-hls_list_size", "4"]
+    command += ["-hls_flags", "delete_segments", "-hls_segment_filename"]
+    command += [str(folder / "live%05d.ts"), str(folder / "live.m3u8")]
+    muxer = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(
+            lambda: len(list(folder.glob("live*.ts"))) >= 3 and (folder / "live.m3u8").exists(),
+            timeout_s=60,
+            what=lambda: str(sorted(p.name for p in folder.iterdir())),
+        )
+        source = NetworkSource(f"{base}/live.m3u8", stall_timeout_s=20)
+        assert source.live, "a playlist without #EXT-X-ENDLIST is live"
+        reader = Reader(source)
+        try:
+            # More than the playlist held at the start: new segments were fetched as they came.
+            wait_for(lambda: len(reader.blocks) >= 80, timeout_s=60, what=reader.seen)
+        finally:
+            reader.close()
+    finally:
+        muxer.kill()
+        muxer.wait()
+    blocks = reader.blocks
+    assert [b.index for b in blocks] == list(range(len(blocks)))
+    assert sum(is_tone(b) for b in blocks[10:]) >= 0.9 * len(blocks[10:])
+    assert source.status_fields()["drops"] == 0
 
 
 @needs_ffmpeg
