@@ -127,6 +127,7 @@ def main(
         hint = f"did you mean {close[0]!r}? " if close else ""
         err.write(f"error: unknown command {name!r}; {hint}run tagstream --help for the list\n")
         return int(ExitStatus.USAGE)
+    cli.PROG = f"tagstream {name}"
     streams = {k: v for k, v in (("stdout", stdout), ("stderr", stderr)) if v is not None}
     try:
         module = importlib.import_module(command.module)

@@ -68,6 +68,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+#: Set by the ``tagstream`` dispatcher (``"tagstream tag"``) so that ``--help`` and usage
+#: errors name the command the user typed; ``None`` keeps each module's own ``prog``.
+PROG: str | None = None
+
 
 def parser(
     prog: str, description: str, *, epilog: str | None = None, config: bool = True
@@ -83,7 +87,7 @@ def parser(
     config : bool
         Add ``--config PATH`` (commands that read settings).
     """
-    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    p = argparse.ArgumentParser(prog=PROG or prog, description=description, epilog=epilog)
     if config:
         p.add_argument(
             "--config",
