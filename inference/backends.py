@@ -1,75 +1,220 @@
-"""Streaming mode of the inference worker: per-stream musicnn caches, one batched push per hop.
+"""The worker's model backends: which waiting windows are due, and how they are computed.
 
-In exact mode (``inference.mode = "exact"``) the worker recomputes every due
-window from its mel frames.  In streaming mode (``"streaming"``) each stream
-keeps a :class:`model.streaming.StreamState`; its new mel frames are pushed
-through :class:`model.streaming.StreamingMusicnn`, which computes only the new
-frames of the front and mid end.  A window ``[s, s + window_frames)`` is
-computed when ``lookahead_frames`` (73 for musicnn, 1.168 s) more frames have
-arrived, by pushing exactly the frames up to that point, so an update describes
-the same window (same ``start_s``, ``end_s`` and ``capture_time``) as in exact
-mode, 1.168 s later, with probabilities within ~0.1 of the exact ones
-(:mod:`model.streaming` explains why they differ).  With a steady hop every
-due stream pushes ``hop_frames`` frames, so the due streams of one hop run as
-one batch.
+The worker (:mod:`inference.worker`) holds one :class:`Backend` and runs one
+loop around it::
 
-Windows whose look-ahead will never come (the stream ended, had a long gap, or
-was forgotten) are recomputed exactly from their mel frames, like exact mode.
+    streams' pending windows --take_due--> [DueWindow] --run--> probabilities --> updates
+
+A backend answers four questions:
+
+- *look-ahead*: how many mel frames must follow a window's last frame before
+  it can be computed (:attr:`Backend.lookahead_frames`; the streams keep that
+  many frames for it, :class:`inference.windows.StreamSettings`);
+- *what is due*: :meth:`Backend.take_due` takes, from the streams with
+  waiting windows, those it can compute now (a fair share per stream, at most
+  ``limit``);
+- *run it*: :meth:`Backend.run` computes a batch of due windows;
+- *per-stream cache*: :meth:`Backend.new_cache` makes what the backend keeps
+  for one stream between calls (``None`` when it keeps nothing); it lives in
+  :attr:`inference.windows.StreamState.backend_cache` and is made afresh for
+  every segment of the stream (:meth:`Backend.cache_for`).
+
+``inference.mode`` names the backend (:data:`BACKENDS`):
+
+- ``"exact"`` (:class:`ExactBackend`): every window is recomputed from its mel
+  frames by ``Tagger.predict``, as soon as its last frame has arrived.
+- ``"streaming"`` (:class:`StreamingBackend`): each stream keeps a
+  :class:`model.streaming.StreamCache`; its new mel frames are pushed through
+  :class:`model.streaming.StreamingMusicnn`, which computes only the new frames
+  of the front and mid end.  A window ``[s, s + window_frames)`` is computed
+  when ``lookahead_frames`` (73 for musicnn, 1.168 s) more frames have arrived,
+  by pushing exactly the frames up to that point, so an update describes the
+  same window (same ``start_s``, ``end_s`` and ``capture_time``) as in exact
+  mode, 1.168 s later, with probabilities within ~0.1 of the exact ones
+  (:mod:`model.streaming` explains why they differ).  With a steady hop every
+  due stream pushes ``hop_frames`` frames, so the due streams of one hop run as
+  one batch.  Windows whose look-ahead will never come (the stream ended, had
+  a long gap, or was forgotten) are recomputed exactly from their mel frames.
+
+Another way of running the model (ONNX Runtime, say) is another subclass of
+:class:`Backend` and an entry in :data:`BACKENDS` (and in the choices of
+``inference.mode``); the worker does not change.
 """
 
 from __future__ import annotations
 
+import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from inference.streams import PendingWindow, StreamState
+from inference.errors import SettingsError
+from inference.windows import PendingWindow, StreamState
+from model.contract import ModelContract
 
-__all__ = ["MODES", "DueWindow", "StreamingBackend", "StreamingError"]
-
-#: The values of ``inference.mode``.
-MODES = ("exact", "streaming")
-
-
-class StreamingError(ValueError):
-    """The model cannot be streamed (only musicnn architectures can)."""
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "DueWindow",
+    "ExactBackend",
+    "StreamingBackend",
+    "backend_class",
+]
 
 
 @dataclass(frozen=True, eq=False)
 class DueWindow:
-    """A window ready for the model, with its stream and (streaming) the frames to push.
+    """A window taken for the model, with the stream it belongs to.
 
     Attributes
     ----------
     state : StreamState
+        The stream's state (its update is made by ``state.make_update``).
     window : PendingWindow
-    frames : np.ndarray [shape=(n, n_mels)] or None
-        The stream's frames up to the end of the window's look-ahead; ``None``
-        when the window is recomputed exactly from ``window.mel``.
+    lookahead_s : float >= 0
+        Seconds of audio after the window that its computation waited for; the
+        worker's latency counts from the last sample an update needed.
     """
 
     state: StreamState
     window: PendingWindow
-    frames: np.ndarray | None
+    lookahead_s: float = 0.0
 
 
-class StreamingBackend:
-    """Runs due windows of many streams: streamable ones pushed, the others exactly.
+class Backend(abc.ABC):
+    """How the worker computes tag probabilities for due windows.
 
     Parameters
     ----------
     tagger : model.Tagger
-        A musicnn tagger (``tagger.network`` is streamed; ``tagger.predict``
-        recomputes the windows that cannot be streamed).
+        The loaded model.
 
     Raises
     ------
-    StreamingError
+    SettingsError
+        If this backend cannot run ``tagger``'s model.
+    """
+
+    #: The ``inference.mode`` value that selects this backend.
+    mode: ClassVar[str]
+
+    def __init__(self, tagger: Any) -> None:
+        self.tagger = tagger
+        #: Mel frames that must follow a window's last frame before it is due.
+        self.lookahead_frames: int = 0
+
+    @classmethod
+    def check(cls, contract: ModelContract) -> None:
+        """Raise :class:`SettingsError` if the model of ``contract`` cannot run here.
+
+        Called before the model is loaded (no TensorFlow), so a mode that does
+        not fit the model fails at once; the default accepts every model.
+        """
+        return None
+
+    @property
+    def lookahead_seconds(self) -> float:
+        """Delay the look-ahead adds to every update it computes."""
+        return float(self.lookahead_frames * self.tagger.contract.features.frame_seconds)
+
+    def warm_up(self, *, max_batch: int, hop_frames: int) -> None:
+        """Run the model once at its largest batch, so memory peaks at start and calls are fast.
+
+        Parameters
+        ----------
+        max_batch : int > 0
+            The most windows :meth:`run` will get at once.
+        hop_frames : int > 0
+            Mel frames between two windows of a stream.
+        """
+        self.tagger.warm_up(batch_size=max_batch)
+
+    def new_cache(self) -> Any:
+        """What the backend keeps about one stream before its first frame (``None``: nothing)."""
+        return None
+
+    def cache_for(self, state: StreamState, segment: int) -> Any:
+        """``state``'s cache for ``segment``: a new one when the stream started a new segment."""
+        if state.backend_cache is None or state.backend_cache_segment != segment:
+            state.backend_cache = self.new_cache()
+            state.backend_cache_segment = segment
+        return state.backend_cache
+
+    @abc.abstractmethod
+    def take_due(self, states: Sequence[StreamState], limit: int) -> list[DueWindow]:
+        """Take up to ``limit`` due windows from ``states`` (streams with windows waiting).
+
+        Streams are served in turn, so a busy stream cannot starve the others;
+        ended streams come first in ``states``.  A window taken is removed from
+        its stream; one left behind is taken by a later call.
+        """
+
+    @abc.abstractmethod
+    def run(self, due: Sequence[DueWindow]) -> np.ndarray:
+        """Tag probabilities of ``due``, in order.
+
+        Returns
+        -------
+        np.ndarray [shape=(len(due), n_tags)], float32
+        """
+
+    @abc.abstractmethod
+    def has_due(self, states: Sequence[StreamState]) -> bool:
+        """Whether :meth:`take_due` would take a window now (nothing is taken)."""
+
+
+class ExactBackend(Backend):
+    """Every window recomputed from its mel frames by ``Tagger.predict`` (``mode = "exact"``).
+
+    A window is due as soon as its last frame arrives; :meth:`take_due` takes
+    one window per stream in turn until ``limit`` windows are taken.
+    """
+
+    mode = "exact"
+
+    def take_due(self, states: Sequence[StreamState], limit: int) -> list[DueWindow]:
+        due: list[DueWindow] = []
+        waiting = [state for state in states if state.pending]
+        while waiting and len(due) < limit:
+            for state in list(waiting):
+                if len(due) >= limit:
+                    break
+                due.extend(DueWindow(state, window) for window in state.take_pending(1))
+                if not state.pending:
+                    waiting.remove(state)
+        return due
+
+    def run(self, due: Sequence[DueWindow]) -> np.ndarray:
+        return self.tagger.predict(np.stack([item.window.mel for item in due]))
+
+    def has_due(self, states: Sequence[StreamState]) -> bool:
+        return any(state.pending for state in states)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class _PushedWindow(DueWindow):
+    """A streamed window: ``frames`` are the stream's mel frames up to its look-ahead's end."""
+
+    frames: np.ndarray
+
+
+class StreamingBackend(Backend):
+    """Streamable windows pushed through per-stream musicnn caches, the others exactly.
+
+    ``mode = "streaming"``; musicnn models only.
+
+    Raises
+    ------
+    SettingsError
         If the tagger's network is not a musicnn.
     """
 
+    mode = "streaming"
+
     def __init__(self, tagger: Any) -> None:
+        super().__init__(tagger)
         from model.streaming import StreamingMusicnn
 
         try:
@@ -77,28 +222,44 @@ class StreamingBackend:
                 tagger.network, window_frames=tagger.contract.window_frames
             )
         except ValueError as exc:
-            raise StreamingError(
-                f"inference.mode = 'streaming' needs a musicnn model, {tagger.name!r} is not "
-                "one; use mode = 'exact' or a musicnn model"
-            ) from exc
-        self.tagger = tagger
-        self.lookahead_frames: int = self.model.lookahead_frames
+            raise SettingsError(self._refusal(tagger.name)) from exc
+        self.lookahead_frames = self.model.lookahead_frames
 
-    @property
-    def lookahead_seconds(self) -> float:
-        """Delay the look-ahead adds to every streamed update."""
-        return float(self.lookahead_frames * self.tagger.contract.features.frame_seconds)
+    @classmethod
+    def check(cls, contract: ModelContract) -> None:
+        if contract.architecture != "musicnn":
+            raise SettingsError(cls._refusal(contract.name))
 
-    def warm_up(self, hop_frames: int) -> None:
-        """Trace the streaming step for the first push and for a hop, so real calls are fast."""
+    @staticmethod
+    def _refusal(name: str) -> str:
+        return (
+            f"inference.mode = 'streaming' needs a musicnn model, {name!r} is not one; "
+            "use mode = 'exact' or a musicnn model"
+        )
+
+    def warm_up(self, *, max_batch: int, hop_frames: int) -> None:
+        """Warm up the exact path (for windows without look-ahead), then trace the first push
+        and a hop's, so real calls are fast."""
+        super().warm_up(max_batch=max_batch, hop_frames=hop_frames)
         n_mels = self.tagger.contract.features.n_mels
-        state = self.model.new_state()
+        cache = self.model.new_cache()
         first = self.model.window_frames + self.lookahead_frames
         with self._device():
-            self.model.push([state], [np.zeros((first, n_mels), np.float32)])
-            self.model.push([state], [np.zeros((hop_frames, n_mels), np.float32)])
+            self.model.push([cache], [np.zeros((first, n_mels), np.float32)])
+            self.model.push([cache], [np.zeros((hop_frames, n_mels), np.float32)])
 
-    def take_due(self, states: list[StreamState], limit: int) -> list[DueWindow]:
+    def new_cache(self) -> Any:
+        return self.model.new_cache()
+
+    def _frames_needed(self, state: StreamState, window: PendingWindow) -> int:
+        """Frames still to push before ``window`` and its look-ahead are in the stream's cache."""
+        cache = state.backend_cache
+        pushed = 0
+        if cache is not None and state.backend_cache_segment == window.segment:
+            pushed = cache.frames_seen
+        return window.end_frame + self.lookahead_frames - pushed
+
+    def take_due(self, states: Sequence[StreamState], limit: int) -> list[DueWindow]:
         """At most one due window per stream (the oldest), at most ``limit`` in all.
 
         A streamable window is due once the stream has buffered the frames up
@@ -106,6 +267,7 @@ class StreamingBackend:
         Windows that cannot be streamed are always due.
         """
         due: list[DueWindow] = []
+        lookahead_s = self.lookahead_seconds
         for state in states:
             if len(due) >= limit:
                 break
@@ -114,44 +276,69 @@ class StreamingBackend:
                 continue
             if not window.streamable:
                 state.take_pending(1)
-                due.append(DueWindow(state, window, None))
+                due.append(DueWindow(state, window))
                 continue
-            if state.backend_state is None or state.backend_segment != window.segment:
-                state.backend_state = self.model.new_state()
-                state.backend_segment = window.segment
-            needed = window.end_frame + self.lookahead_frames - state.backend_state.frames_seen
+            self.cache_for(state, window.segment)
+            needed = self._frames_needed(state, window)
             if needed <= 0:  # pragma: no cover - every push ends at one window's due point
                 state.take_pending(1)
-                due.append(DueWindow(state, window, None))
+                due.append(DueWindow(state, window))
             elif state.frames_buffered >= needed:
                 state.take_pending(1)
-                due.append(DueWindow(state, window, state.take_frames(needed)))
+                frames = state.take_frames(needed)
+                due.append(_PushedWindow(state, window, lookahead_s, frames=frames))
         return due
 
-    def run(self, due: list[DueWindow]) -> np.ndarray:
-        """Tag probabilities of ``due``, in order (one batched push plus one exact batch).
-
-        Returns
-        -------
-        np.ndarray [shape=(len(due), n_tags)], float32
-        """
+    def run(self, due: Sequence[DueWindow]) -> np.ndarray:
+        """One batched push for the streamed windows plus one exact batch for the others."""
         result = np.zeros((len(due), len(self.tagger.tags)), dtype=np.float32)
-        streamed = [i for i, d in enumerate(due) if d.frames is not None]
-        exact = [i for i, d in enumerate(due) if d.frames is None]
-        if streamed:
+        pushed = [(i, item) for i, item in enumerate(due) if isinstance(item, _PushedWindow)]
+        exact = [i for i, item in enumerate(due) if not isinstance(item, _PushedWindow)]
+        if pushed:
             with self._device():
                 outputs = self.model.push(
-                    [due[i].state.backend_state for i in streamed],
-                    [frames for i in streamed if (frames := due[i].frames) is not None],
+                    [item.state.backend_cache for _, item in pushed],
+                    [item.frames for _, item in pushed],
                 )
-            for i, probabilities in zip(streamed, outputs, strict=True):
+            for (i, _), probabilities in zip(pushed, outputs, strict=True):
                 assert probabilities is not None  # the window and its look-ahead were pushed
                 result[i] = probabilities
         if exact:
             result[exact] = self.tagger.predict(np.stack([due[i].window.mel for i in exact]))
         return result
 
+    def has_due(self, states: Sequence[StreamState]) -> bool:
+        for state in states:
+            window = state.peek_pending()
+            if window is not None and (
+                not window.streamable or state.frames_buffered >= self._frames_needed(state, window)
+            ):
+                return True
+        return False
+
     def _device(self) -> Any:
         import tensorflow as tf
 
         return tf.device(self.tagger.device)
+
+
+#: The backends by ``inference.mode``.
+BACKENDS: dict[str, type[Backend]] = {
+    backend.mode: backend for backend in (ExactBackend, StreamingBackend)
+}
+
+
+def backend_class(mode: str) -> type[Backend]:
+    """The backend of ``inference.mode = mode``.
+
+    Raises
+    ------
+    SettingsError
+        If no backend has that mode.
+    """
+    try:
+        return BACKENDS[mode]
+    except KeyError:
+        raise SettingsError(
+            f"inference.mode={mode!r} names no backend; choose one of {', '.join(BACKENDS)}"
+        ) from None

@@ -1,7 +1,7 @@
-"""Per-stream state of the inference worker, free of sockets and of the model.
+"""Per-stream sliding windows of the inference worker, free of sockets and of the model.
 
 One :class:`StreamState` per stream turns received :class:`protocol.AudioFrame`
-blocks into due :class:`PendingWindow` objects::
+blocks into :class:`PendingWindow` objects::
 
     audio block -> sequence check (duplicates dropped, gaps filled or reset)
                 -> mono float32 (NaN/inf replaced, counted)
@@ -10,9 +10,10 @@ blocks into due :class:`PendingWindow` objects::
                 -> WindowScheduler (ring buffer of window_frames; a window every hop)
                 -> PendingWindow (mel window, audio time, capture time)
 
-The worker batches pending windows of all streams through the model and hands
-each window's probabilities back to :meth:`StreamState.make_update`, which
-applies the exponential moving average and builds the :class:`protocol.TagUpdate`.
+The worker's model backend (:mod:`inference.backends`) decides which pending
+windows are due and runs them in batches; each window's probabilities go back
+to :meth:`StreamState.make_update`, which applies the exponential moving
+average and builds the :class:`protocol.TagUpdate`.
 
 Timing
 ------
@@ -63,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from inference.errors import SettingsError
 from model import FeatureSpec, MelExtractor
 from model.audio import SAMPLE_LIMIT, Resampler, finite_samples, to_mono_float32
 from protocol import AudioFrame, TagUpdate
@@ -74,6 +76,7 @@ __all__ = [
     "AcceptResult",
     "ExponentialAverage",
     "PendingWindow",
+    "SettingsError",
     "StreamSettings",
     "StreamState",
     "WindowScheduler",
@@ -83,10 +86,6 @@ __all__ = [
 MAX_FILL_SECONDS = 10.0
 #: Received blocks remembered per stream for the audio-time -> capture-time mapping.
 MAX_ANCHORS = 256
-
-
-class SettingsError(ValueError):
-    """Worker settings that cannot work with the model's contract."""
 
 
 @dataclass(frozen=True)
@@ -108,10 +107,11 @@ class StreamSettings:
     max_pending_windows : int > 0
         Most windows one stream may have waiting for the model.
     lookahead_frames : int >= 0
-        0 (exact mode): a window is due when its last frame arrives.  More
-        (streaming mode, :mod:`model.streaming`): the stream also keeps its new
-        mel frames for the streaming model, and a window is computed once this
-        many frames have followed it (:attr:`PendingWindow.streamable`).
+        The model backend's (:attr:`inference.backends.Backend.lookahead_frames`).
+        0 (exact backend): a window is due when its last frame arrives.  More
+        (streaming backend, :mod:`model.streaming`): the stream also keeps its
+        new mel frames for the backend, and a window is computed once this many
+        frames have followed it (:attr:`PendingWindow.streamable`).
     """
 
     spec: FeatureSpec
@@ -384,9 +384,10 @@ class StreamState:
         Monotonic time of the last accepted message.
     segment : int
         Segments started so far (0 for the first); bumped by long gaps and format changes.
-    backend_state : object
-        Streaming mode: the worker's per-stream model cache (``None`` until it
-        makes one), with ``backend_segment`` the segment it belongs to.
+    backend_cache : object
+        The model backend's cache for this stream (``None`` until the backend
+        makes one; the streaming backend's :class:`model.streaming.StreamCache`),
+        with ``backend_cache_segment`` the segment it belongs to.
     """
 
     def __init__(self, stream: str, *, settings: StreamSettings, now: float) -> None:
@@ -416,8 +417,8 @@ class StreamState:
         self._segment_origin_s = 0.0  # audio time of the current segment's first sample
         self._segment_input_samples = 0  # samples received (at the input rate) in the segment
         self.segment = 0
-        self.backend_state: Any = None
-        self.backend_segment = -1
+        self.backend_cache: Any = None
+        self.backend_cache_segment = -1
         self._segment_frames = 0  # mel frames made in the current segment
         self._frames: collections.deque[np.ndarray] = collections.deque()  # not yet taken
         self._frames_buffered = 0
@@ -499,7 +500,12 @@ class StreamState:
             self._mark_exact(lambda w: w.end_frame + lookahead > self._segment_frames)
 
     def drop_lookahead(self) -> None:
-        """Streaming mode: no more frames will come; every waiting window is recomputed exactly."""
+        """No more frames will come: every window waiting for its look-ahead is recomputed exactly.
+
+        Nothing to do without a look-ahead (exact backend).
+        """
+        if not self.settings.lookahead_frames:
+            return
         self._mark_exact(lambda w: True)
         self._frames.clear()
         self._frames_buffered = 0

@@ -7,10 +7,11 @@
 
 One loop owns both sockets: it waits up to :data:`POLL_INTERVAL_S` for input,
 drains what is queued (at most ``max_batch`` messages), lets each stream's
-:class:`inference.streams.StreamState` cut due windows, runs the windows of all
-streams through ``Tagger.predict`` in batches of up to ``max_batch`` (taking
-one window per stream in turn, so a busy stream cannot starve the others) and
-publishes one :class:`protocol.TagUpdate` per window.
+:class:`inference.windows.StreamState` cut windows, asks the model backend
+(:class:`inference.backends.Backend`, chosen by ``inference.mode``) for the
+due windows of all streams in batches of up to ``max_batch`` (one window per
+stream in turn, so a busy stream cannot starve the others), runs each batch
+and publishes one :class:`protocol.TagUpdate` per window.
 
 Nothing a peer sends stops the loop: malformed messages are rejected by the
 protocol and counted by reason, NaN/inf samples are replaced and counted,
@@ -18,7 +19,7 @@ streams beyond ``max_streams`` are refused and counted, and an unexpected error
 while handling one message is logged and counted as ``internal``.  Memory is
 bounded by the receive high-water mark (:data:`RECEIVE_HWM` messages per peer),
 the maximum message size (ZeroMQ drops peers that exceed it) and the per-stream
-limits of :mod:`inference.streams`.
+limits of :mod:`inference.windows`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ import numpy as np
 import zmq
 
 from config import Config
-from inference.streams import AcceptResult, PendingWindow, StreamSettings, StreamState
+from inference.backends import Backend, DueWindow, backend_class
+from inference.errors import EndpointBindError, SettingsError
+from inference.windows import AcceptResult, StreamSettings, StreamState
 from protocol import (
     MAX_BUFFER_BYTES,
     AudioFrame,
@@ -46,10 +49,10 @@ from protocol import (
     decode_input,
     encode_update,
 )
-from tagstream.metrics import MetricsServer, WorkerMetrics
 from protocol.security import SecurityError, check_server, secure_server, start_authenticator
+from tagstream.metrics import MetricsServer, WorkerMetrics
 
-__all__ = ["POLL_INTERVAL_S", "RECEIVE_HWM", "Worker", "WorkerError", "WorkerStats"]
+__all__ = ["POLL_INTERVAL_S", "RECEIVE_HWM", "Worker", "WorkerStats"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,21 +69,6 @@ LOG_INTERVAL_S = 5.0
 MAX_LATENCY_SAMPLES = 100_000
 #: /healthz says unavailable when the loop has not turned for this long.
 HEALTH_LOOP_STALE_S = 10.0
-
-
-class WorkerError(RuntimeError):
-    """The worker cannot start; ``reason`` is "endpoint" (cannot bind) or "settings".
-
-    Parameters
-    ----------
-    message : str
-        One line naming the problem and what to do.
-    reason : {"endpoint", "settings"}
-    """
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -206,7 +194,8 @@ class Worker:
         self._idle.set()
         self._closed = False
         self.settings: StreamSettings | None = None
-        self._streaming: Any = None  # model.streaming.StreamingMusicnn in streaming mode
+        #: The model backend (:mod:`inference.backends`), made by :meth:`start`.
+        self.backend: Backend | None = None
         self._streams: dict[str, StreamState] = {}
         self._ending: list[StreamState] = []  # ended streams whose windows still wait
         self._counts: collections.Counter[str] = collections.Counter()
@@ -226,14 +215,18 @@ class Worker:
     # -- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load and warm up the model, then bind the PULL and PUB sockets.
+        """Check the settings, load and warm up the model, then bind the PULL and PUB sockets.
+
+        Every settings check runs before the model (and TensorFlow) loads.
 
         Raises
         ------
-        WorkerError
-            If an endpoint cannot be bound or the settings disagree with the model.
-        model.ModelLoadError
-            If the model cannot be loaded.
+        inference.SettingsError
+            If the settings cannot work with the model or the endpoints (exit status 2).
+        inference.EndpointBindError
+            If an endpoint or the metrics port cannot be bound (exit status 4).
+        model.ModelLoadError, model.ContractError
+            If the model cannot be loaded (exit status 3).
         """
         if self._closed:
             raise RuntimeError("start() on a closed Worker")
@@ -243,7 +236,11 @@ class Worker:
         try:  # before the model loads: a missing key fails at once
             check_server(self.config.security, endpoints)
         except SecurityError as exc:
-            raise WorkerError(str(exc), reason="settings") from None
+            raise SettingsError(str(exc)) from None
+        backend = backend_class(cfg.mode)
+        contract = self.tagger.contract if self.tagger is not None else self._read_contract()
+        self._stream_settings(contract)
+        backend.check(contract)
         self._start_metrics_server()
         if self.tagger is None:
             from model import load_tagger
@@ -254,21 +251,12 @@ class Worker:
                 device=self.config.model.device,
                 precision=self.config.model.precision,
             )
-        contract = self.tagger.contract
-        try:
-            self.settings = StreamSettings.from_seconds(
-                spec=contract.features,
-                window_frames=contract.window_frames,
-                window_seconds=cfg.window_seconds,
-                hop_seconds=cfg.hop_seconds,
-                ema_seconds=cfg.ema_seconds,
-                max_gap_seconds=cfg.max_gap_seconds,
-            )
-        except ValueError as exc:
-            raise WorkerError(str(exc), reason="settings") from None
-        self.tagger.warm_up(batch_size=self.config.inference.max_batch)
-        if cfg.mode == "streaming":
-            self._start_streaming()
+            contract = self.tagger.contract
+        self.backend = backend(self.tagger)
+        self.settings = dataclasses.replace(
+            self._stream_settings(contract), lookahead_frames=self.backend.lookahead_frames
+        )
+        self.backend.warm_up(max_batch=cfg.max_batch, hop_frames=self.settings.hop_frames)
         if self._context is None:
             self._context = zmq.Context()
         self._auth = start_authenticator(self._context, self.config.security, endpoints)
@@ -298,6 +286,39 @@ class Worker:
             time.monotonic() - started,
         )
 
+    def _read_contract(self) -> Any:
+        """The contract of ``config.model.name`` without loading the network (no TensorFlow).
+
+        Only for the checks before the model loads; the loaded model's own
+        contract is checked again.
+        """
+        from model.contract import ModelContract
+        from model.convert import PRETRAINED
+        from model.tagger import resolve_model_folder
+
+        name = self.config.model.name
+        if name in PRETRAINED:  # converted with the contract's defaults (model.convert)
+            return ModelContract(name=name, architecture=PRETRAINED[name])
+        return ModelContract.load(resolve_model_folder(name, cache_dir=self.config.model.cache_dir))
+
+    def _stream_settings(self, contract: Any) -> StreamSettings:
+        """The streams' settings from ``config.inference`` and the model's ``contract``.
+
+        Raises
+        ------
+        inference.SettingsError
+            If the window or hop cannot work with the model.
+        """
+        cfg = self.config.inference
+        return StreamSettings.from_seconds(
+            spec=contract.features,
+            window_frames=contract.window_frames,
+            window_seconds=cfg.window_seconds,
+            hop_seconds=cfg.hop_seconds,
+            ema_seconds=cfg.ema_seconds,
+            max_gap_seconds=cfg.max_gap_seconds,
+        )
+
     def _start_metrics_server(self) -> None:
         metrics = self.config.metrics
         if not metrics.worker_port:
@@ -308,10 +329,9 @@ class Worker:
         try:
             server.start()
         except OSError as exc:
-            raise WorkerError(
+            raise EndpointBindError(
                 f"cannot serve metrics.worker_port={metrics.worker_port} on {metrics.bind!r} "
-                f"({exc}); pick another port",
-                reason="endpoint",
+                f"({exc}); pick another port"
             ) from None
         self._metrics_server = server
 
@@ -345,8 +365,8 @@ class Worker:
                 if exc.errno == zmq.EADDRINUSE
                 else ("check")
             )
-            raise WorkerError(
-                f"cannot bind {key}={endpoint!r} ({exc}); {hint} endpoint", reason="endpoint"
+            raise EndpointBindError(
+                f"cannot bind {key}={endpoint!r} ({exc}); {hint} endpoint"
             ) from None
         return socket
 
@@ -382,11 +402,9 @@ class Worker:
 
     def step(self, poller: zmq.Poller | None = None) -> None:
         """One loop iteration: wait for input, handle it, run due windows, housekeeping."""
-        assert self._input is not None
-        # Streaming mode: windows waiting for their look-ahead are not work to do yet.
-        busy = self._streaming is None and (
-            any(state.pending for state in self._streams.values()) or bool(self._ending)
-        )
+        assert self._input is not None and self.backend is not None
+        # Windows waiting for their look-ahead (streaming backend) are not work to do yet.
+        busy = self.backend.has_due(self._waiting())
         timeout_ms = 0 if busy else int(POLL_INTERVAL_S * 1000)
         ready = poller.poll(timeout_ms) if poller is not None else self._input.poll(timeout_ms)
         if ready:
@@ -569,8 +587,8 @@ class Worker:
         """Forget ``state`` once its waiting windows are published."""
         if self._streams.get(state.stream) is state:
             del self._streams[state.stream]
-        if self._streaming is not None and not state.ended:
-            state.drop_lookahead()  # no more audio will come: waiting windows go exact
+        if not state.ended:
+            state.drop_lookahead()  # no more audio will come: windows waiting for it go exact
         if state.pending:
             self._ending.append(state)
 
@@ -600,116 +618,55 @@ class Worker:
 
     # -- model ------------------------------------------------------------------------
 
-    def _take_batch(self, limit: int) -> list[tuple[StreamState, PendingWindow]]:
-        """Up to ``limit`` windows, one per stream in turn (ended streams first)."""
-        batch: list[tuple[StreamState, PendingWindow]] = []
-        states = [s for s in self._ending if s.pending] + [
+    def _waiting(self) -> list[StreamState]:
+        """Streams with windows waiting for the model, ended streams first."""
+        return [s for s in self._ending if s.pending] + [
             s for s in self._streams.values() if s.pending
         ]
-        while states and len(batch) < limit:
-            for state in list(states):
-                if len(batch) >= limit:
-                    break
-                batch.extend((state, window) for window in state.take_pending(1))
-                if not state.pending:
-                    states.remove(state)
-        self._ending = [s for s in self._ending if s.pending]
-        return batch
 
     def _run_batches(self) -> None:
-        assert self.tagger is not None
-        if self._streaming is not None:
-            self._run_streaming()
-            return
+        """Run the backend's due windows in batches of up to ``max_batch`` until none is due."""
+        assert self.backend is not None
         limit = self.config.inference.max_batch
         while not self._stop.is_set():
-            batch = self._take_batch(limit)
-            if not batch:
-                return
-            model_started = time.perf_counter()
-            try:
-                probabilities = self.tagger.predict(np.stack([w.mel for _, w in batch]))
-            except Exception as exc:  # keep serving; the windows are lost
-                self._counts["dropped"] += len(batch)
-                self._log_limited("predict", logging.ERROR, "model call failed error=%r", exc)
-                continue
-            self._publish_batch(
-                [(state, window, 0.0) for state, window in batch],
-                probabilities,
-                model_seconds=time.perf_counter() - model_started,
-            )
-
-    def _start_streaming(self) -> None:
-        """Streaming mode: build the per-stream musicnn cache runner (musicnn models only)."""
-        from inference.streaming import StreamingBackend, StreamingError
-
-        assert self.settings is not None
-        try:
-            self._streaming = StreamingBackend(self.tagger)
-        except StreamingError as exc:
-            raise WorkerError(str(exc), reason="settings") from None
-        self.settings = dataclasses.replace(
-            self.settings, lookahead_frames=self._streaming.lookahead_frames
-        )
-        self._streaming.warm_up(self.settings.hop_frames)
-
-    def _run_streaming(self) -> None:
-        """Streaming mode: each round pushes one due window per stream as one batch."""
-        assert self.tagger is not None and self._streaming is not None
-        limit = self.config.inference.max_batch
-        lag_s = self._streaming.lookahead_seconds
-        while not self._stop.is_set():
-            states = [s for s in self._ending if s.pending] + [
-                s for s in self._streams.values() if s.pending
-            ]
-            due = self._streaming.take_due(states, limit)
+            due = self.backend.take_due(self._waiting(), limit)
             self._ending = [s for s in self._ending if s.pending]
             if not due:
                 return
             model_started = time.perf_counter()
             try:
-                probabilities = self._streaming.run(due)
+                probabilities = self.backend.run(due)
             except Exception as exc:  # keep serving; the windows are lost
                 self._counts["dropped"] += len(due)
                 self._log_limited("predict", logging.ERROR, "model call failed error=%r", exc)
                 continue
-            # Latency counts from the last sample an update needed: the look-ahead's, when
-            # streamed; windows recomputed exactly (item.frames is None) waited for none.
             self._publish_batch(
-                [
-                    (item.state, item.window, lag_s if item.frames is not None else 0.0)
-                    for item in due
-                ],
-                probabilities,
-                model_seconds=time.perf_counter() - model_started,
+                due, probabilities, model_seconds=time.perf_counter() - model_started
             )
 
     def _publish_batch(
-        self,
-        batch: list[tuple[Any, Any, float]],
-        probabilities: np.ndarray,
-        *,
-        model_seconds: float,
+        self, due: list[DueWindow], probabilities: np.ndarray, *, model_seconds: float
     ) -> None:
-        """Publish one model call's windows: ``batch`` holds (state, window, look-ahead s)."""
+        """Publish one model call's windows, in order."""
         assert self.tagger is not None
         self._counts["batches"] += 1
-        self._batch_sizes[len(batch)] += 1
+        self._batch_sizes[len(due)] += 1
         published_time = time.time()
         latencies = []
-        for (state, window, lookahead_s), row in zip(batch, probabilities, strict=True):
-            update = state.make_update(
-                window,
+        for item, row in zip(due, probabilities, strict=True):
+            update = item.state.make_update(
+                item.window,
                 row,
                 model=self.tagger.name,
                 tags=self.tagger.tags,
                 published_time=published_time,
             )
             self._send(update)
-            latencies.append(published_time - (window.capture_time + lookahead_s))
+            # Latency counts from the last sample the update needed: its look-ahead's, if any.
+            latencies.append(published_time - (item.window.capture_time + item.lookahead_s))
         room = max(MAX_LATENCY_SAMPLES - len(self._latencies), 0)
         self._latencies.extend(latencies[:room])
-        self._counts["windows"] += len(batch)
+        self._counts["windows"] += len(due)
         self.metrics.observe_batch(model_seconds=model_seconds, latencies_s=latencies)
 
     def _send(self, update: Any) -> None:

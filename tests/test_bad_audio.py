@@ -21,7 +21,7 @@ from test_worker import (  # noqa: F401 - fixtures used by name
     tagger,
 )
 
-from inference.streams import SAMPLE_LIMIT
+from model.audio import SAMPLE_LIMIT
 from protocol import MAX_BUFFER_BYTES, ProtocolError, decode_input
 
 HOP_S = 3.0

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from test_pipeline import DEADLINE_S, Processes
 
+from inference.ready import wait_ready
 from protocol.subscriber import Subscriber
 from streamer.routing import endpoint_for
 from tools.demo_audio import write_demo_wav
@@ -69,7 +70,16 @@ def test_two_workers_share_the_streams(processes: Processes, tmp_path: Path) -> 
         Subscriber(publishes[1]) as second,
         Subscriber(publishes) as both,
     ):
-        workers = [processes.worker(f"worker{i}", inputs[i], publishes[i]) for i in range(2)]
+        workers = []
+        for i in range(2):
+            ready_file = str(tmp_path / f"worker{i}.json")
+            workers.append(
+                processes.start(f"worker{i}", "inference", "--input", inputs[i],
+                                "--publish", publishes[i], "--ready-file", ready_file)
+            )  # fmt: skip
+        for i, worker in enumerate(workers):
+            ready = wait_ready(tmp_path / f"worker{i}.json", process=worker, timeout_s=DEADLINE_S)
+            assert ready["input_endpoint"] == inputs[i], ready
         time.sleep(0.5)  # the subscriptions reach the freshly bound PUB sockets
         args = ("streamer", "--config", str(config), "--file", wav, "--fast", "--stream-id")
         streamers = [processes.start(f"streamer-{s}", *args, s) for s in streams]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from test_pipeline import DEADLINE_S, Processes, processes  # noqa: F401 - fixture
 
+from inference.ready import READY_KEYS, wait_ready
 from tools.demo_audio import write_demo_wav
 
 #: Generous bound on the time from the signal to the exit (the target is 1 s).
@@ -84,7 +85,15 @@ def test_every_process_stops_within_the_bound(
     input_endpoint, publish_endpoint = f"ipc://{tmp_path}/in", f"ipc://{tmp_path}/out"
     db = tmp_path / "onair.db"
     live = processes.start("live", "tools.live", stdout=subprocess.DEVNULL)
-    worker = processes.worker("worker", input_endpoint, publish_endpoint)
+    ready_file = tmp_path / "worker.json"
+    worker = processes.start(
+        "worker", "inference", "--input", input_endpoint, "--publish", publish_endpoint,
+        "--ready-file", str(ready_file),
+    )  # fmt: skip
+    ready = wait_ready(ready_file, process=worker, timeout_s=DEADLINE_S)
+    assert set(ready) == set(READY_KEYS) and ready["pid"] == worker.pid
+    assert ready["input_endpoint"] == input_endpoint
+    assert ready["publish_endpoint"] == publish_endpoint
     subscribe = processes.start(
         "subscribe", "tools.subscribe", "--endpoint", publish_endpoint, "--json",
         "--timeout", str(DEADLINE_S), stdout=subprocess.PIPE,
@@ -116,6 +125,7 @@ def test_every_process_stops_within_the_bound(
     for process in (streamer, subscribe, record, worker, live):
         assert process.returncode == 0, process.args
     assert not [pid for pid in live_children if alive(pid)], "tools.live left children"
+    assert not ready_file.exists(), "the worker left its ready file behind"
     log = processes.log("record")
     assert "Traceback" not in log
     final = [line for line in log.splitlines() if "recorder status" in line][-1]

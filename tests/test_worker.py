@@ -7,25 +7,32 @@ synthesized with a seeded ``rng``.
 
 from __future__ import annotations
 
+import json
 import math
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
 import zmq
 
-from config import Config, load_config
+from config import Config, InferenceConfig, choices, load_config
 from inference import (
+    BACKENDS,
     AcceptResult,
+    ExactBackend,
     ExponentialAverage,
+    SettingsError,
     StreamSettings,
     StreamState,
     WindowScheduler,
     Worker,
 )
-from inference.streams import SettingsError
 from model import MUSICNN_FEATURES, load_tagger, log_mel
 from model.audio import resample
 from model.tagger import window_starts
@@ -234,6 +241,87 @@ def test_pending_windows_are_capped(rng) -> None:
     feed(state, frames_of(music(rng, 4.0)))
     assert state.pending == 5
     assert state.dropped > 0
+
+
+# -- backends ----------------------------------------------------------------------------
+
+
+def test_every_mode_has_a_backend() -> None:
+    assert set(BACKENDS) == set(choices(InferenceConfig, "mode"))
+    assert all(BACKENDS[mode].mode == mode for mode in BACKENDS)
+
+
+def test_exact_backend_takes_one_window_per_stream_in_turn(rng) -> None:
+    states = []
+    for name, seconds in (("a", 5.0), ("b", 5.0), ("c", 3.2)):
+        state = StreamState(f"test:{name}", settings=settings(), now=0.0)
+        feed(state, frames_of(music(rng, seconds), stream=f"test:{name}"))
+        states.append(state)
+    before = [state.pending for state in states]
+    assert before[0] >= 3 and before[1] >= 3 and before[2] == 1
+    backend = ExactBackend(tagger=None)  # choosing windows needs no model
+    assert backend.has_due(states)
+    due = backend.take_due(states, limit=5)
+    assert [item.state.stream for item in due] == [
+        "test:a", "test:b", "test:c", "test:a", "test:b"
+    ]  # fmt: skip
+    assert all(item.lookahead_s == 0.0 for item in due)
+    assert [state.pending for state in states] == [before[0] - 2, before[1] - 2, 0]
+    assert [item.window.start_s for item in due[:2]] == [0.0, 0.0]
+    assert due[3].window.start_s == pytest.approx(31 * FRAME_S)  # each stream's oldest first
+    assert not backend.has_due([states[2]])
+
+
+# -- the command: every settings check before TensorFlow ------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Runs ``python -m inference``'s main once per argv in one process; prints, per run, the exit
+#: status, the last stderr line and whether TensorFlow had been imported by then.
+_MAIN_PER_ARGV = """
+import io, json, sys
+from inference.__main__ import main
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    status = main(argv, stderr=err)
+    last_line = err.getvalue().strip().splitlines()[-1:]
+    print(json.dumps([status, last_line, "tensorflow" in sys.modules]))
+"""
+
+
+def test_bad_settings_exit_before_tensorflow_loads(tmp_path: Path) -> None:
+    wrong_window = tmp_path / "window.toml"
+    wrong_window.write_text("[inference]\nwindow_seconds = 2.0\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        metrics = tmp_path / "metrics.toml"
+        metrics.write_text(f"[metrics]\nworker_port = {busy.getsockname()[1]}\n")
+        cases = [
+            (["--hop-seconds", "0.001"], 2, "inference.hop_seconds=0.001 is shorter"),
+            (["--hop-seconds", "inf"], 2, "inference.hop_seconds"),
+            (["--config", str(wrong_window)], 2, "inference.window_seconds=2"),
+            (["--mode", "streaming", "--model", "MSD_vgg"], 2, "needs a musicnn model"),
+            (["--mode", "fast"], 2, "invalid choice: 'fast'"),
+            (["--precision", "float16"], 2, "invalid choice: 'float16'"),
+            (["--model", str(tmp_path / "missing")], 3, "nor a model folder"),
+            (["--config", str(metrics)], 4, "metrics.worker_port"),
+        ]
+        result = subprocess.run(
+            [sys.executable, "-c", _MAIN_PER_ARGV, json.dumps([argv for argv, _, _ in cases])],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S,
+        )
+    assert result.returncode == 0, result.stderr
+    runs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(runs) == len(cases), result.stdout
+    for (argv, status, message), (got_status, last_line, tensorflow) in zip(
+        cases, runs, strict=True
+    ):
+        assert got_status == status, (argv, last_line)
+        assert last_line and "error: " in last_line[0] and message in last_line[0], argv
+        assert not tensorflow, f"{argv}: TensorFlow was imported before the error"
 
 
 # -- a real worker over tcp ---------------------------------------------------------------
