@@ -134,6 +134,13 @@ _POLL_S: Final = 0.2
 _STABLE_AFTER_S: Final = 10.0
 _USER_AGENT: Final = "tagstream/0.1 (+network source)"
 _BITRATE_RE: Final = re.compile(rb"Stream #\d+:\d+.*?: Audio: .*?(\d+) kb/s")
+#: ffmpeg's ``-loglevel level+...`` tag, and the ``[name @ 0x...]`` context before it.
+_LEVEL_RE: Final = re.compile(rb"\[(info|warning|error|fatal|panic)\] ")
+_CONTEXT_RE: Final = re.compile(rb"\[(\w+) @ 0x[0-9a-f]+\] ")
+#: Contexts whose errors mean the input failed (not one bad frame of the audio).
+_INPUT_CONTEXTS: Final = frozenset(
+    {b"http", b"https", b"tcp", b"tls", b"hls", b"rtsp", b"rtmp", b"srt", b"udp", b"crypto"}
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,6 +371,9 @@ class _Connection:
         stall_timeout_s: float,
     ) -> None:
         self.end_reason = ""
+        #: The first error ffmpeg reported about its input ("" when none).
+        self.input_error = ""
+        self._input = command[command.index("-i") + 1]
         #: (audio byte offset in this connection, title) found by the ICY reader.
         self.titles: collections.deque[tuple[int, str]] = collections.deque()
         self.titles_seen = False
@@ -401,19 +411,28 @@ class _Connection:
             self._feeder.start()
 
     def _drain_stderr(self, stream: IO[bytes]) -> None:
-        """Keep ffmpeg's last warnings and errors; take the bit rate from its stream line."""
+        """Keep ffmpeg's last warnings and errors; take the bit rate from its stream line.
+
+        An error of the input (a protocol such as http, or the URL itself) is remembered
+        in :attr:`input_error`: ffmpeg exits with status 0 when an HTTP body ends early.
+        """
         for line in stream:
-            level, _, text_bytes = line.partition(b"] ")
-            if not text_bytes:
-                level, text_bytes = b"", line
             if self.byte_rate == 0.0:
-                match = _BITRATE_RE.search(text_bytes)
+                match = _BITRATE_RE.search(line)
                 if match and int(match.group(1)) > 0:
                     self.byte_rate = int(match.group(1)) * 1000 / 8
-            if level.endswith((b"[warning", b"[error", b"[fatal", b"[panic")):
-                text = text_bytes.decode("utf-8", "replace").strip()
-                if text:
-                    self._stderr_tail.append(text)
+            level = _LEVEL_RE.search(line)
+            if level is None or level.group(1) == b"info":
+                continue
+            text = line[level.end() :].decode("utf-8", "replace").strip()
+            context = _CONTEXT_RE.match(line)
+            if text:
+                self._stderr_tail.append(text)
+            if level.group(1) != b"warning" and (
+                (context is not None and context.group(1) in _INPUT_CONTEXTS)
+                or (context is None and text.startswith(self._input + ":"))
+            ):
+                self.input_error = self.input_error or text
 
     def _feed(self) -> None:
         """Read the HTTP body, cut out ICY metadata, write the audio to ffmpeg's stdin."""
@@ -477,7 +496,7 @@ class _Connection:
         """Why the connection ended, for the log line."""
         code = self._process.poll()
         tail = "; ".join(self._stderr_tail)
-        reason = self.end_reason
+        reason = self.end_reason or self.input_error
         if not reason:
             reason = "end of stream" if code == 0 else f"decoder exited with status {code}"
         return f"{reason} ({tail})" if tail else reason
@@ -669,7 +688,7 @@ class NetworkSource:
         while not stop.is_set():
             resume_s = 0.0 if self.live else index * self.block_seconds
             try:
-                connection = self._connect(resume_s=resume_s)
+                opened = self._connect_unless_stopped(resume_s=resume_s, stop=stop)
             except _ConnectError as exc:
                 failed_attempts += 1
                 self.connect_failures += 1
@@ -689,7 +708,9 @@ class NetworkSource:
                     return
                 backoff_s = min(backoff_s * 2, self.backoff_max_s)
                 continue
-            self._connection = connection
+            if opened is None:
+                return
+            connection = self._connection = opened
             self.connects += 1
             pending = bytearray()
             start_index: int | None = None  # index of this connection's first block
@@ -708,7 +729,12 @@ class NetworkSource:
                         continue
                     if not data:
                         code = connection.exit_code()
-                        ended_cleanly = not self.live and code == 0 and not connection.end_reason
+                        ended_cleanly = (
+                            not self.live
+                            and code == 0
+                            and not connection.end_reason
+                            and not connection.input_error
+                        )
                         reason = connection.failure()
                         if connection.stalled:
                             self.stalls += 1
@@ -878,6 +904,36 @@ class NetworkSource:
             raise UnavailableError(
                 f"cannot open {self.url}: {exc}; check the URL and that the station is up"
             ) from None
+
+    def _connect_unless_stopped(
+        self, *, resume_s: float, stop: threading.Event
+    ) -> _Connection | None:
+        """:meth:`_connect` in a thread, so that ``stop`` is obeyed within 0.2 s (``None``)."""
+        outcome: list[_Connection | BaseException] = []
+
+        def attempt() -> None:
+            try:
+                connection = self._connect(resume_s=resume_s)
+            except BaseException as exc:  # handed to the caller's thread below
+                outcome.append(exc)
+                return
+            outcome.append(connection)
+            if stop.is_set():
+                connection.close()
+
+        thread = threading.Thread(target=attempt, name="network-connect", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(_POLL_S)
+            if stop.is_set():
+                return None  # a connection made after this is closed by attempt()
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        if stop.is_set():
+            result.close()
+            return None
+        return result
 
     def _connect(self, *, resume_s: float) -> _Connection:
         """Open one connection; raise :class:`_ConnectError` if it cannot be had."""

@@ -523,6 +523,64 @@ def test_static_file_url_is_paced_in_real_time(
     assert [b.capture_time for b in blocks] == sorted(b.capture_time for b in blocks)
 
 
+class _CutFirstHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.body`` (no Range support); the first answer stops half-way."""
+
+    server: _CutFirstServer
+
+    def do_GET(self) -> None:
+        body = self.server.body
+        self.server.requests += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/mpeg")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if self.server.requests == 1 else body)
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _CutFirstServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.requests = 0
+        super().__init__(("127.0.0.1", 0), _CutFirstHandler)
+
+
+@needs_ffmpeg
+def test_static_stream_cut_short_resumes_where_it_stopped(synth_wav: Path, tmp_path: Path) -> None:
+    mp3 = tmp_path / "a.mp3"
+    ffmpeg_encode(synth_wav, "-t", "6", "-c:a", "libmp3lame", "-b:a", "128k", str(mp3))
+    server = _CutFirstServer(mp3.read_bytes())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/a.mp3"
+    source = NetworkSource(url, live=False, fast=True, backoff_initial_s=0.1)
+    events: list[SourceEvent] = []
+    source.on_event = events.append
+    try:
+        blocks = list(source.blocks(threading.Event()))
+    finally:
+        source.close()
+        server.shutdown()
+        server.server_close()
+    status = source.status_fields()
+    assert status["drops"] == 1, events
+    assert status["connects"] == 2
+    assert [e.kind for e in events] == ["source_down", "source_up"]
+    assert "prematurely" in events[0].reason or "error" in events[0].reason
+    # Nothing lost and nothing played twice: the blocks run on without a jump to the end.
+    assert [b.index for b in blocks] == list(range(len(blocks)))
+    assert status["gap_blocks"] == 0
+    total_s = sum(b.samples.size for b in blocks) / 16000
+    assert total_s == pytest.approx(6.0, abs=0.1)
+    assert sum(is_tone(b) for b in blocks[:-1]) >= 0.95 * (len(blocks) - 1)
+
+
 # ---------------------------------------------------------------------------
 # A raw ICY server (Shoutcast v1 answers "ICY 200 OK"): exact title positions, stalls
 # ---------------------------------------------------------------------------
