@@ -11,6 +11,7 @@ import base64
 import functools
 import grp
 import http.server
+import itertools
 import os
 import pwd
 import shutil
@@ -371,6 +372,58 @@ def test_source_killed_and_restarted_is_a_counted_gap_then_audio_resumes(
     indexes = [b.index for b in blocks]
     assert indexes == sorted(set(indexes))
     assert sum(is_tone(b) for b in blocks[before + 5 :]) >= 0.9 * len(blocks[before + 5 :])
+
+
+@needs_icecast
+def test_streamer_sends_the_outage_as_a_sequence_gap(icecast: Icecast, synth_wav: Path) -> None:
+    """Through the real Streamer and wire: the worker sees the drop as a seq gap, then an end."""
+    import zmq
+
+    import protocol
+    from streamer.core import Streamer
+
+    icecast.start_source(synth_wav)
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    source = NetworkSource(icecast.url, backoff_initial_s=0.2, backoff_max_s=1.0)
+    streamer = Streamer(source, endpoint=f"tcp://127.0.0.1:{port}", stream_id="station")
+    thread = threading.Thread(target=streamer.run, daemon=True)
+    thread.start()
+    received: list[protocol.InputMessage] = []
+
+    def receive_until(predicate: Callable[[], bool], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                pytest.fail(f"{len(received)} messages; status {source.status_fields()}")
+            if pull.poll(200):
+                received.append(protocol.decode_input(pull.recv_multipart()))
+
+    def frames() -> list[protocol.AudioFrame]:
+        return [m for m in received if isinstance(m, protocol.AudioFrame)]
+
+    try:
+        receive_until(lambda: len(frames()) >= 30, 60)
+        icecast.kill_source()
+        receive_until(lambda: source.drops >= 1 and source.connect_failures >= 1, 60)
+        icecast.start_source(synth_wav)
+        receive_until(
+            lambda: source.connects >= 2 and frames()[-1].seq > source.gap_blocks + 40, 60
+        )
+        streamer.stop()
+        receive_until(lambda: isinstance(received[-1], protocol.EndOfStream), 30)
+    finally:
+        streamer.stop()
+        thread.join(timeout=10)
+        pull.close(linger=0)
+        context.term()
+    assert not thread.is_alive()
+    seqs = [f.seq for f in frames()]
+    jumps = [b - a for a, b in itertools.pairwise(seqs) if b != a + 1]
+    assert jumps == [source.gap_blocks + 1], "exactly one gap, as long as the outage"
+    assert received[-1].seq == seqs[-1] + 1
+    assert all(f.stream == "station" and f.sample_rate == 16000 for f in frames())
 
 
 @needs_icecast
