@@ -9,6 +9,7 @@ that only turn a hang into a failure; nothing asserts on how long anything took.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from inference.ready import NotReadyError, wait_ready
 from model.tagger import window_starts
 from protocol.subscriber import Subscriber
 from tools.demo_audio import write_demo_wav
@@ -58,14 +60,16 @@ class Processes:
         return (self.folder / f"{name}.log").read_text(errors="replace")
 
     def worker(self, name: str, input_endpoint: str, publish_endpoint: str):
+        """Start a worker and wait for its ready file (not for a log line)."""
+        ready_file = self.folder / f"{name}.ready"
         process = self.start(
-            name, "inference", "--input", input_endpoint, "--publish", publish_endpoint
-        )
-        deadline = time.monotonic() + DEADLINE_S
-        while " ready " not in self.log(name):
-            assert process.poll() is None, f"worker exited: {self.log(name)[-2000:]}"
-            assert time.monotonic() < deadline, "worker never became ready"
-            time.sleep(0.1)
+            name, "inference", "--input", input_endpoint, "--publish", publish_endpoint,
+            "--ready-file", str(ready_file),
+        )  # fmt: skip
+        try:
+            wait_ready(ready_file, process=process, timeout_s=DEADLINE_S)
+        except NotReadyError as exc:
+            pytest.fail(f"{exc}: {self.log(name)[-2000:]}")
         return process
 
     def cleanup(self) -> None:
@@ -162,3 +166,36 @@ def test_live_plays_a_file_once_and_exits(processes: Processes, tmp_path: Path) 
     out, _ = live.communicate(timeout=DEADLINE_S)
     assert live.returncode == 0, processes.log("live")
     assert "tagstream live - live" in out.decode()
+
+
+def _children(pid: int) -> dict[int, str]:
+    """``{pid: command line}`` of the direct children of ``pid`` (from /proc)."""
+    found: dict[int, str] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            try:
+                found[kid] = Path(f"/proc/{kid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+    return found
+
+
+def test_live_stops_quietly_when_its_worker_is_stopped(
+    processes: Processes, tmp_path: Path
+) -> None:
+    """A worker stopped by a signal exits 0: live stops too, with no error line and status 0."""
+    wav = write_demo_wav(str(tmp_path / "loop.wav"), seconds=4.0)
+    live = processes.start("live", "tools.live", "--file", wav, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + DEADLINE_S
+    while len(kids := _children(live.pid)) < 2:  # the streamer starts once the worker is ready
+        assert live.poll() is None, processes.log("live")
+        assert time.monotonic() < deadline, "tools.live never started its worker and streamer"
+        time.sleep(0.1)
+    (worker,) = [pid for pid, command in kids.items() if " inference " in command]
+    os.kill(worker, signal.SIGTERM)
+    assert live.wait(timeout=DEADLINE_S) == 0, processes.log("live")
+    assert "error:" not in processes.log("live")

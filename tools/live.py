@@ -160,12 +160,13 @@ class _Children:
         return False
 
 
-def _wait_ready(children: _Children, stop: threading.Event) -> bool:
-    """Wait until the worker is ready; ``False`` if stopped (or it stopped) first."""
-    log = children.folder / "worker.log"
+def _wait_ready(children: _Children, ready_file: Path, stop: threading.Event) -> bool:
+    """Wait for the worker's ready file; ``False`` if stopped (or it stopped) first."""
+    from inference.ready import read_ready_file
+
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not stop.is_set():
-        if log.exists() and " ready " in log.read_text(errors="replace"):
+        if read_ready_file(ready_file) is not None:
             return True
         if not children.worker_running():
             return False
@@ -208,11 +209,13 @@ def run_live(
     try:
         input_endpoint = f"ipc://{folder}/input"
         publish_endpoint = f"ipc://{folder}/publish"
+        ready_file = folder / "worker.ready"
         config_args = ["--config", options.config] if options.config else []
         children.start(
             "worker",
-            ["inference", "--input", input_endpoint, "--publish", publish_endpoint, *config_args],
-        )
+            ["inference", "--input", input_endpoint, "--publish", publish_endpoint,
+             "--ready-file", str(ready_file), *config_args],
+        )  # fmt: skip
         if options.device is not None:
             source = ["--device", options.device]
         elif options.file is not None:
@@ -226,7 +229,7 @@ def run_live(
             "streamer", "--endpoint", input_endpoint, "--stream-id", STREAM_ID, *source,
             *config_args,
         ]  # fmt: skip
-        if not _wait_ready(children, stop):
+        if not _wait_ready(children, ready_file, stop):
             return
         with connect(publish_endpoint, security=cfg.security) as subscriber:
             streamer = children.start("streamer", streamer_args)
