@@ -517,7 +517,7 @@ def test_cli_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
     )
     assert code == ExitStatus.UNAVAILABLE and "not a checkpoint" in stderr.getvalue()
     stderr = io.StringIO()
-    code = main(["evaluate", "--model", str(tmp_path), "--manifest", "m.csv"], stderr=stderr)
+    code = main(["evaluate", "--model", "MSD_musicnn", "--manifest", "m.csv"], stderr=stderr)
     assert code == ExitStatus.UNAVAILABLE and "not found" in stderr.getvalue()
 
 
@@ -584,6 +584,31 @@ def test_bad_settings_fail_before_tensorflow_loads(
     assert child.returncode == status, child.stderr
     assert message in child.stderr.strip().splitlines()[-1]
     assert child.stderr.startswith("error: ")
+    assert child.stdout == "loaded: \n"
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["evaluate", "--model", "MSD_nope", "--manifest", "m.csv"], "neither a pretrained"),
+        (["evaluate", "--model", ".", "--manifest", "m.csv"], "not a checkpoint"),
+        (["export", "--checkpoint", ".", "--out", "x"], "not a checkpoint"),
+    ],
+)
+def test_missing_models_fail_before_tensorflow_loads(
+    tmp_path: Path, command: list[str], message: str
+) -> None:
+    (tmp_path / "m.csv").write_text("path,tags\n")
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD, *command],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 3, child.stderr
+    assert child.stderr.startswith("error: ") and message in child.stderr
     assert child.stdout == "loaded: \n"
 
 

@@ -94,7 +94,10 @@ def run(ctx: cli.Context) -> int:
         )
         return cli.ExitStatus.OK
     if args.command == "evaluate":
+        from training.checkpoint import model_to_load
+
         split_of = load_train_config(args.config) if args.config else None
+        model_to_load(args.model)
         from training.evaluate import evaluate, format_table
 
         evaluated = evaluate(

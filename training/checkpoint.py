@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from config.schema import ConfigError
 from model.contract import ModelContract
+from model.convert import PRETRAINED
 from model.folder import (
     CONTRACT_FILE,
     MODEL_FILE,
@@ -45,6 +46,7 @@ __all__ = [
     "check_run_folder",
     "find_checkpoint",
     "load_checkpoint",
+    "model_to_load",
     "read_state",
     "save_checkpoint",
 ]
@@ -76,6 +78,32 @@ def find_checkpoint(path: str | os.PathLike[str]) -> Path:
         f"{path}: not a checkpoint (expected {MODEL_FILE}, {CONTRACT_FILE} and "
         f"{STATE_FILE}, or a run folder)"
     )
+
+
+def model_to_load(path: str | os.PathLike[str]) -> str:
+    """What to hand :func:`model.load_tagger` for ``path``, checked without loading anything.
+
+    A pretrained name as it is; the model folder of an exported model or a
+    checkpoint (or of its ``model.keras``); a run folder's best checkpoint.
+
+    Raises
+    ------
+    ModelLoadError
+        ``path`` is none of these (exit status 3).
+    """
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        if str(path) in PRETRAINED:
+            return str(path)
+        raise ModelLoadError(
+            f"model {str(path)!r} is neither a pretrained name ({', '.join(PRETRAINED)}) "
+            "nor a model folder, checkpoint or run folder"
+        )
+    if folder.is_file() and folder.name == MODEL_FILE:
+        folder = folder.parent
+    if (folder / CONTRACT_FILE).is_file():
+        return str(folder)
+    return str(find_checkpoint(folder))
 
 
 def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -25,8 +25,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from config.schema import ConfigError
-from model.folder import CONTRACT_FILE
-from training.checkpoint import STATE_FILE, find_checkpoint
+from training.checkpoint import STATE_FILE, model_to_load
 from training.config import TrainConfig
 from training.datasets import DatasetError, Track, load_dataset, read_manifest
 from training.metrics import song_level, spearman_per_track, tagging_metrics
@@ -67,15 +66,11 @@ def load_for_evaluation(path: str | os.PathLike[str]) -> LoadedModel:
     """
     from model.tagger import load_tagger
 
-    folder = Path(path).expanduser()
-    name = None
-    if folder.exists() and not (folder / CONTRACT_FILE).is_file():  # a run folder
-        folder = find_checkpoint(folder)
-    if (folder / STATE_FILE).is_file():
-        name = str(folder)
-    tagger = load_tagger(str(folder) if folder.exists() else str(path), device="cpu")
+    target = model_to_load(path)
+    tagger = load_tagger(target, device="cpu")
+    is_checkpoint = (Path(target) / STATE_FILE).is_file()
     return LoadedModel(
-        name or tagger.name,
+        target if is_checkpoint else tagger.name,
         tagger.tags,
         tagger.contract.window_frames,
         lambda x: _batched(tagger.predict, x),
