@@ -401,13 +401,19 @@ class _Connection:
             raise _ConnectError(f"cannot run {command[0]}: {exc}") from None
         assert self._process.stdout is not None and self._process.stderr is not None
         self._stdout_fd = self._process.stdout.fileno()
+        # poll, not select: a streamer following many stations has descriptors past 1024.
+        self._poller = select.poll()
+        self._poller.register(self._stdout_fd, select.POLLIN)
         self._stderr_thread = threading.Thread(
-            target=self._drain_stderr, args=(self._process.stderr,), daemon=True
+            target=self._drain_stderr,
+            args=(self._process.stderr,),
+            name="network-ffmpeg-log",
+            daemon=True,
         )
         self._stderr_thread.start()
         self._feeder: threading.Thread | None = None
         if http_response is not None:
-            self._feeder = threading.Thread(target=self._feed, daemon=True)
+            self._feeder = threading.Thread(target=self._feed, name="network-icy", daemon=True)
             self._feeder.start()
 
     def _drain_stderr(self, stream: IO[bytes]) -> None:
@@ -481,8 +487,7 @@ class _Connection:
             self.titles.append((self.audio_bytes, title))
 
     def read(self, timeout_s: float) -> bytes | None:
-        ready, _, _ = select.select([self._stdout_fd], [], [], timeout_s)
-        if not ready:
+        if not self._poller.poll(timeout_s * 1000):
             return None
         return os.read(self._stdout_fd, 64 * 1024)
 
@@ -682,7 +687,6 @@ class NetworkSource:
         backoff_s = self.backoff_initial_s
         failed_attempts = 0
         down_since: float | None = None  # wall time the audio stopped; None while it flows
-        down_at_s = 0.0
         last_capture = -math.inf
         pace = _Pace(time.monotonic(), time.time(), 0)
         while not stop.is_set():
@@ -711,7 +715,6 @@ class NetworkSource:
             if opened is None:
                 return
             connection = self._connection = opened
-            self.connects += 1
             pending = bytearray()
             start_index: int | None = None  # index of this connection's first block
             titles: list[tuple[float, str]] = []
@@ -745,6 +748,7 @@ class NetworkSource:
                         now = time.time()
                         if start_index is None:
                             # This connection's first block: account for the outage before it.
+                            self.connects += 1
                             if down_since is not None:
                                 index = self._resumed(index, down_since, now)
                                 down_since = None
@@ -780,20 +784,36 @@ class NetworkSource:
                     yield self._block(index, tail, time.time(), last_capture, pace)
                 logger.info("stream ended url=%s blocks=%d", self.url, self.blocks_read)
                 return
-            # A drop; the partial block in hand is discarded with the outage.
-            self.drops += 1
-            if down_since is None:
+            if start_index is None:
+                # Connected, but not one block came: a failed attempt, not a drop.
+                failed_attempts += 1
+                self.connect_failures += 1
+                logger.warning(
+                    "connect failed url=%s reason=%s attempt=%d retry_in_s=%.1f",
+                    self.url,
+                    reason,
+                    failed_attempts,
+                    backoff_s,
+                )
+                if self.max_attempts is not None and failed_attempts >= self.max_attempts:
+                    raise UnavailableError(
+                        f"no audio from {self.url} after {failed_attempts} attempts ({reason}); "
+                        "check the URL and that the station is up"
+                    )
+            else:
+                # A drop; the partial block in hand is discarded with the outage.
+                self.drops += 1
                 down_since = time.time()
                 down_at_s = index * self.block_seconds
-            logger.warning(
-                "stream dropped url=%s reason=%s at_s=%.1f drops=%d retry_in_s=%.1f",
-                self.url,
-                reason,
-                down_at_s,
-                self.drops,
-                backoff_s,
-            )
-            self._emit(SourceEvent("source_down", time.time(), down_at_s, reason=reason))
+                logger.warning(
+                    "stream dropped url=%s reason=%s at_s=%.1f drops=%d retry_in_s=%.1f",
+                    self.url,
+                    reason,
+                    down_at_s,
+                    self.drops,
+                    backoff_s,
+                )
+                self._emit(SourceEvent("source_down", down_since, down_at_s, reason=reason))
             if stop.wait(backoff_s):
                 return
             backoff_s = min(backoff_s * 2, self.backoff_max_s)

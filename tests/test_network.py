@@ -753,6 +753,24 @@ def test_a_stalled_stream_is_dropped_and_reconnected(mp3_bytes: bytes) -> None:
     assert len(set(np.diff(indexes).tolist())) > 1, "the reconnect shows as an index jump"
 
 
+@needs_ffmpeg
+def test_a_server_that_answers_without_audio_is_a_failed_attempt_not_a_drop() -> None:
+    server = IcyServer(b"")
+    source = NetworkSource(server.url, live=True, max_attempts=3, backoff_initial_s=0.05)
+    events: list[SourceEvent] = []
+    source.on_event = events.append
+    try:
+        with pytest.raises(UnavailableError, match=r"no audio from .* after 3 attempts"):
+            list(source.blocks(threading.Event()))
+    finally:
+        source.close()
+        server.close()
+    assert server.connections == 3
+    status = source.status_fields()
+    assert (status["connect_failures"], status["connects"], status["drops"]) == (3, 0, 0)
+    assert events == [], "no source_down without audio having flowed"
+
+
 # ---------------------------------------------------------------------------
 # Parsing and argument checks
 # ---------------------------------------------------------------------------
