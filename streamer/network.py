@@ -609,6 +609,8 @@ class NetworkSource:
                 "install it (apt-get install ffmpeg)"
             )
         self.url = url
+        #: The URL for logs and messages: a password in it is replaced by ``***``.
+        self.shown_url = _without_password(url)
         self.name = _name_of(url)
         self.sample_rate = int(sample_rate)
         self.block_frames = max(1, round(block_seconds * self.sample_rate))
@@ -676,7 +678,7 @@ class NetworkSource:
             raise RuntimeError("blocks() on a closed NetworkSource")
         logger.info(
             "reading url=%s live=%s sample_rate=%d block_seconds=%g fast=%s",
-            self.url,
+            self.shown_url,
             self.live,
             self.sample_rate,
             self.block_seconds,
@@ -694,18 +696,19 @@ class NetworkSource:
             try:
                 opened = self._connect_unless_stopped(resume_s=resume_s, stop=stop)
             except _ConnectError as exc:
+                why = str(exc).replace(self.url, self.shown_url)
                 failed_attempts += 1
                 self.connect_failures += 1
                 logger.warning(
                     "connect failed url=%s reason=%s attempt=%d retry_in_s=%.1f",
-                    self.url,
-                    exc,
+                    self.shown_url,
+                    why,
                     failed_attempts,
                     backoff_s,
                 )
                 if self.max_attempts is not None and failed_attempts >= self.max_attempts:
                     raise UnavailableError(
-                        f"cannot open {self.url} after {failed_attempts} attempts ({exc}); "
+                        f"cannot open {self.shown_url} after {failed_attempts} attempts ({why}); "
                         "check the URL and that the station is up"
                     ) from None
                 if stop.wait(backoff_s):
@@ -738,7 +741,7 @@ class NetworkSource:
                             and not connection.end_reason
                             and not connection.input_error
                         )
-                        reason = connection.failure()
+                        reason = connection.failure().replace(self.url, self.shown_url)
                         if connection.stalled:
                             self.stalls += 1
                         break
@@ -782,7 +785,7 @@ class NetworkSource:
                 if tail.size:
                     self.blocks_read += 1
                     yield self._block(index, tail, time.time(), last_capture, pace)
-                logger.info("stream ended url=%s blocks=%d", self.url, self.blocks_read)
+                logger.info("stream ended url=%s blocks=%d", self.shown_url, self.blocks_read)
                 return
             if start_index is None:
                 # Connected, but not one block came: a failed attempt, not a drop.
@@ -790,15 +793,15 @@ class NetworkSource:
                 self.connect_failures += 1
                 logger.warning(
                     "connect failed url=%s reason=%s attempt=%d retry_in_s=%.1f",
-                    self.url,
+                    self.shown_url,
                     reason,
                     failed_attempts,
                     backoff_s,
                 )
                 if self.max_attempts is not None and failed_attempts >= self.max_attempts:
                     raise UnavailableError(
-                        f"no audio from {self.url} after {failed_attempts} attempts ({reason}); "
-                        "check the URL and that the station is up"
+                        f"no audio from {self.shown_url} after {failed_attempts} attempts "
+                        f"({reason}); check the URL and that the station is up"
                     )
             else:
                 # A drop; the partial block in hand is discarded with the outage.
@@ -807,7 +810,7 @@ class NetworkSource:
                 down_at_s = index * self.block_seconds
                 logger.warning(
                     "stream dropped url=%s reason=%s at_s=%.1f drops=%d retry_in_s=%.1f",
-                    self.url,
+                    self.shown_url,
                     reason,
                     down_at_s,
                     self.drops,
@@ -834,7 +837,7 @@ class NetworkSource:
             self.gap_blocks += skipped
         logger.info(
             "reconnected url=%s outage_s=%.1f at_s=%.1f connects=%d",
-            self.url,
+            self.shown_url,
             outage_s,
             index * self.block_seconds,
             self.connects,
@@ -893,7 +896,7 @@ class NetworkSource:
             return
         self.title = title
         self.titles += 1
-        logger.info("now playing url=%s at_s=%.1f title=%r", self.url, at_s, title)
+        logger.info("now playing url=%s at_s=%.1f title=%r", self.shown_url, at_s, title)
         self._emit(SourceEvent("now_playing", now, at_s, title=title))
 
     def _emit(self, event: SourceEvent) -> None:
@@ -921,8 +924,9 @@ class NetworkSource:
             finally:
                 opened.abort()
         except (_ConnectError, OSError, http.client.HTTPException) as exc:
+            reason = str(exc).replace(self.url, self.shown_url)
             raise UnavailableError(
-                f"cannot open {self.url}: {exc}; check the URL and that the station is up"
+                f"cannot open {self.shown_url}: {reason}; check the URL and that the station is up"
             ) from None
 
     def _connect_unless_stopped(
@@ -1023,6 +1027,14 @@ _DEMUXERS: Final = {
     "audio/flac": "flac",
     "audio/x-flac": "flac",
 }
+
+
+def _without_password(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _name_of(url: str) -> str:

@@ -807,6 +807,17 @@ def test_attempts_run_out_as_unavailable() -> None:
     assert source.status_fields()["connect_failures"] == 2
 
 
+@needs_ffmpeg
+def test_a_password_in_the_url_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"http://user:s3cret@127.0.0.1:{free_port()}/x.mp3"
+    source = NetworkSource(url, live=True, max_attempts=2, backoff_initial_s=0.05)
+    with pytest.raises(UnavailableError) as raised:
+        list(source.blocks(threading.Event()))
+    assert "s3cret" not in str(raised.value) and "user:***@" in str(raised.value)
+    assert caplog.records and all("s3cret" not in r.getMessage() for r in caplog.records)
+    assert source.name == "127.0.0.1-x"
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"sample_rate": 10}, {"block_seconds": 0}, {"stall_timeout_s": -1}, {"max_attempts": 0}],
