@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUDIO_EXTENSIONS",
+    "DEFAULT_BLOCK_SECONDS",
     "SAMPLE_LIMIT",
     "AudioError",
     "AudioInfo",
