@@ -289,6 +289,9 @@ class AudioReader:
         self.info = AudioInfo(
             str(self.path), int(file.samplerate), int(file.channels), max(int(file.frames), 0)
         )
+        if self.info.frames == 0:
+            self.close()
+            raise AudioError(f"{self.path}: contains no audio")
         if sample_rate is not None:
             _check_rate("sample_rate", sample_rate)
         self.sample_rate = int(sample_rate or self.info.sample_rate)

@@ -265,6 +265,16 @@ def test_corrupt_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "cannot decode" in error_line(capsys)
 
 
+def test_file_without_audio_is_refused_like_tools_tag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file source decodes with model.audio, so it refuses what file tagging refuses."""
+    empty = tmp_path / "empty.wav"
+    soundfile.write(empty, np.zeros((0, 1), np.float32), 16000)
+    assert main(["--file", str(empty), "--fast"]) == ExitStatus.UNAVAILABLE
+    assert error_line(capsys) == f"error: {empty}: contains no audio"
+
+
 def test_corrupt_file_with_traceback_flag_shows_the_trace(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
