@@ -172,6 +172,7 @@ class Sink:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._busy = False
+        self._halted = False
         self._thread: threading.Thread | None = None
 
     # -- the caller's side -------------------------------------------------------
@@ -217,22 +218,36 @@ class Sink:
             while (self._queue or self._busy) and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(timeout=min(0.05, left))
 
-    def halt(self) -> None:
-        """Stop the thread (an attempt in flight is abandoned) and release the sink."""
+    def request_stop(self) -> None:
+        """Ask the thread to leave after its current attempt; does not wait."""
         with self._cond:
-            if self._stop.is_set():
+            self._stop.set()
+            self._cond.notify_all()
+
+    def halt(self, *, join_deadline: float | None = None) -> None:
+        """Stop the thread and release the sink; safe to call twice.
+
+        Waits for the thread until ``join_deadline`` (``time.monotonic()``; default
+        0.2 s from now).  An attempt still in flight then is abandoned to the
+        daemon thread, which keeps what it uses.
+        """
+        with self._cond:
+            if self._halted:
                 return
+            self._halted = True
             left = len(self._queue) + (1 if self._busy else 0)
             self._stop.set()
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=0.2)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            deadline = time.monotonic() + 0.2 if join_deadline is None else join_deadline
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if left:
             logger.warning(
                 "sink closed with alerts undelivered sink=%s undelivered=%d", self.name, left
             )
-        self._close()
+        if thread is None or not thread.is_alive():
+            self._close()
 
     # -- the thread's side ---------------------------------------------------------
 
@@ -247,6 +262,9 @@ class Sink:
                 self._busy = True
             try:
                 self._deliver(alert)
+            except Exception:  # a bug must not stop this sink's thread for good
+                self.stats.failed += 1
+                logger.exception("alert not delivered sink=%s rule=%s", self.name, alert.rule)
             finally:
                 with self._cond:
                     self._busy = False
@@ -421,7 +439,10 @@ class SinkSet:
         for sink in self.sinks.values():  # they drain side by side: one deadline for all
             sink.drain(deadline=deadline)
         for sink in self.sinks.values():
-            sink.halt()
+            sink.request_stop()
+        join_deadline = time.monotonic() + 0.2
+        for sink in self.sinks.values():
+            sink.halt(join_deadline=join_deadline)
 
     def __enter__(self) -> SinkSet:
         self.start()

@@ -119,6 +119,13 @@ def test_an_empty_table_is_refused() -> None:
         families_from_toml({})
 
 
+@pytest.fixture(scope="module")
+def tagger() -> object:
+    from model import load_tagger
+
+    return load_tagger("MSD_musicnn")
+
+
 @pytest.mark.skipif(
     not (SHARED_MUSIC / "gtzan").is_dir(),
     reason="../shared/music not found (real music for evaluation; absent on a fresh clone)",
@@ -132,11 +139,10 @@ def test_an_empty_table_is_refused() -> None:
         ("rock.00001.flac", "rock"),
     ],
 )
-def test_real_recordings_get_their_family(clip: str, family: str) -> None:
-    from model import load_tagger
+def test_real_recordings_get_their_family(clip: str, family: str, tagger: object) -> None:
     from model.tagging import tag_file
 
-    tags = tag_file(SHARED_MUSIC / "gtzan" / clip, load_tagger("MSD_musicnn")).tags
+    tags = tag_file(SHARED_MUSIC / "gtzan" / clip, tagger).tags  # type: ignore[arg-type]
     names = tuple(tags)
     dominant = DEFAULT_FAMILIES.dominant(np.array([tags[t] for t in names]), names)
     assert dominant is not None and dominant[0] == family, tags
