@@ -554,12 +554,14 @@ class AlertEngine:
         )
         if state is None:
             state = self._streams[stream] = _Stream(last_seen=now)
-        if restarted:  # the stream started over: audio time does too
-            for key in [k for k in (*self._held, *self._dominant) if k[1] == stream]:
-                rule = self._rule(key[0])
-                if rule.kind in ("threshold", "change"):
-                    self._held.pop(key, None)
-                    self._dominant.pop(key, None)
+        if restarted:  # the stream started over, and its audio time with it
+            for rule in self.rules.rules:
+                key = (rule.name, stream)
+                held = self._held.get(key)
+                if rule.kind == "threshold" and held is not None and not held.firing:
+                    del self._held[key]  # a condition not yet fired starts its clock again
+                elif rule.kind == "change" and key in self._dominant:
+                    self._dominant[key].candidate = None  # the dominant stays the reference
         state.last_seen, state.last_end_s, state.last_seq = now, update.end_s, update.seq
         for rule in self.rules.rules:
             if not self._watches(rule, stream):
@@ -635,12 +637,6 @@ class AlertEngine:
         return alerts
 
     # -- rule kinds -----------------------------------------------------------
-
-    def _rule(self, name: str) -> RuleSpec:
-        for rule in self.rules.rules:
-            if rule.name == name:
-                return rule
-        raise KeyError(name)  # pragma: no cover
 
     def _score(self, rule: RuleSpec, update: TagUpdate) -> float:
         values = update.smoothed if rule.score == "smoothed" else update.probabilities

@@ -238,7 +238,10 @@ for_seconds = 10
     assert feed.play(8, {"pop": 0.9}) == []
     feed.seq, feed.end_s = 0, 3.0  # the streamer restarted: seq and audio time start over
     assert feed.play(8, {"pop": 0.9}) == []
-    assert len(feed.play(3, {"pop": 0.9})) == 1
+    assert [a.status for a in feed.play(3, {"pop": 0.9})] == ["firing"]
+    feed.seq, feed.end_s = 0, 3.0  # a restart while firing: still the same condition ...
+    assert feed.play(20, {"pop": 0.9}) == []
+    assert [a.status for a in feed.play(1, {})] == ["resolved"]  # ... until it ends
 
 
 def test_events_and_dead_air_from_event_dicts() -> None:
