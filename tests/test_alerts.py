@@ -643,6 +643,27 @@ def firing(receiver: Receiver, stream: str, status: str = "firing") -> dict[str,
     return None
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_command_stops_cleanly_on_a_signal(tmp_path: Path, sig: signal.Signals) -> None:
+    """Long-running: Ctrl-C and SIGTERM exit 0, also with a sink stuck retrying."""
+    processes = Processes(tmp_path)
+    try:
+        with Receiver([500] * 100) as receiver, alert_command(
+            processes, tmp_path, f"ipc://{tmp_path}/nobody",
+            hook_sink(receiver.url) + '[[rule]]\nname = "r"\nkind = "missing"\n'
+            'streams = ["never"]\nfor_seconds = 0\n',
+        ) as alert:  # fmt: skip
+            wait_subscribed(processes)
+            wait_for(lambda: receiver.requests, "the first (failing) webhook attempt")
+            alert.send_signal(sig)
+            out, _ = alert.communicate(timeout=DEADLINE_S)
+    finally:
+        processes.cleanup()
+    assert alert.returncode == 0, processes.log("alert")
+    assert json.loads(out.decode().splitlines()[0])["stream"] == "never"
+    assert "error:" not in processes.log("alert")
+
+
 def test_a_stopped_stream_reaches_a_signed_webhook_and_its_return_resolves(
     worker: tuple[Processes, str, str], tmp_path: Path
 ) -> None:
