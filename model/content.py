@@ -1,0 +1,384 @@
+"""What a window holds: music, speech or silence, with probabilities and its level.
+
+>>> classifier = load_content_classifier()
+>>> result = classifier.classify(samples)        # 3 s, 16 kHz mono float32
+>>> result.content, result.probabilities["speech"], result.level_dbfs
+('speech', 0.97, -23.4)
+
+How it decides (docs/CONTENT.md has the evaluation):
+
+1. **Silence**: the window's level (:func:`level_dbfs`, RMS in dBFS where a
+   full-scale sine is 0 dBFS) below ``silence_dbfs`` (default -50).
+2. **Speech or music**: a logistic model over a few numbers of the window:
+   the Silero VAD's speech probabilities (a pretrained network shipped as ONNX
+   inside the MIT-licensed ``silero-vad`` wheel, run by ONNX Runtime without
+   torch) and four signal measures that tell talk from songs: how far the
+   quiet frames sit below the loud ones (a presenter's pauses fall to the
+   music bed; a song's accompaniment keeps the floor up), the 2-8 Hz
+   syllable-rate modulation of the loudness, how much the spectrum stays the
+   same from one frame to the next (held notes) and the spectral flux.  The
+   model's weights are fitted by ``python -m training.tune_content`` on
+   synthesised audio, Debian's wesnoth music and ``espeak-ng`` speech only,
+   and stored below as :data:`FITTED` (the script rewrites that block).
+
+A presenter talking over a music bed is speech; singing is music.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tagstream.errors import UnavailableError, UsageError
+
+__all__ = [
+    "CONTENTS",
+    "FEATURE_NAMES",
+    "FITTED",
+    "SAMPLE_RATE",
+    "ContentClassifier",
+    "ContentError",
+    "ContentResult",
+    "level_dbfs",
+    "load_content_classifier",
+    "window_features",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The classes, in the order of :attr:`ContentResult.probabilities`.
+CONTENTS: tuple[str, ...] = ("music", "speech", "silence")
+#: The sample rate the classifier takes (the worker's model rate; Silero VAD's rate).
+SAMPLE_RATE = 16000
+#: The numbers :func:`window_features` returns, in order.
+FEATURE_NAMES: tuple[str, ...] = (
+    "vad_mean",
+    "vad_active",
+    "floor_drop_db",
+    "syllable_modulation",
+    "spectral_persistence",
+    "spectral_flux",
+)
+#: The level of an all-zero window (dBFS), so that digital silence has a finite level.
+FLOOR_DBFS = -120.0
+
+#: The speech/music model: p(speech) = sigmoid(bias + weights . (features - mean) / scale),
+#: features in :data:`FEATURE_NAMES` order.  Written by ``python -m training.tune_content``
+#: (see its docstring for the data); "cv_accuracy" is its cross-validated accuracy there.
+# BEGIN FITTED (python -m training.tune_content rewrites this block)
+FITTED: dict[str, Any] = {
+    "mean": [0.470168, 0.467247, 16.539226, 0.560854, 0.649139, 0.439294],
+    "scale": [0.435678, 0.452965, 10.398764, 0.223172, 0.161653, 0.077605],
+    "weights": [2.363315, 0.763591, 3.125798, 0.275762, 1.23637, 2.190506],
+    "bias": -1.229812,
+    "windows": {"speech": 474, "music": 511},
+    "cv_accuracy": 0.9645,
+    "produced_by": "python -m training.tune_content --seed 0",
+}
+# END FITTED
+
+_VAD_DISTRIBUTION = "silero-vad"
+_VAD_FILE = "silero_vad_16k_sequence.onnx"
+_VAD_FRAME = 512  # samples per Silero frame at 16 kHz (32 ms)
+_VAD_CONTEXT = 64  # samples of the previous frame each frame is prefixed with
+_VAD_STATE = (1, 1, 128)
+_N_FFT = 512
+_HOP = 256
+_SILENCE_SLOPE_DB = 2.0  # width of the silence probability's transition around the threshold
+
+
+class ContentError(UnavailableError):
+    """The content classifier's model or weights cannot be had."""
+
+
+@dataclass(frozen=True)
+class ContentResult:
+    """One window's content.
+
+    Attributes
+    ----------
+    content : {"music", "speech", "silence"}
+    probabilities : dict[str, float]
+        One probability per class of :data:`CONTENTS`, summing to 1.
+    level_dbfs : float
+        RMS level in dBFS (full-scale sine = 0 dBFS), at least ``FLOOR_DBFS``.
+    speech_ratio : float
+        Fraction of the window's 32 ms frames that the VAD calls speech (0 for silence).
+    """
+
+    content: str
+    probabilities: dict[str, float]
+    level_dbfs: float
+    speech_ratio: float = 0.0
+    features: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields an update carries: content, probabilities, level_dbfs."""
+        return {
+            "content": self.content,
+            "content_probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
+            "level_dbfs": round(self.level_dbfs, 2),
+        }
+
+
+def level_dbfs(samples: np.ndarray) -> float:
+    """RMS level of ``samples`` in dBFS, where a full-scale sine reads 0 dBFS (AES17).
+
+    A sine of amplitude 0.25 reads -12.04; a full-scale square wave +3.01; an
+    empty or all-zero signal ``FLOOR_DBFS`` (-120).
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size == 0:
+        return FLOOR_DBFS
+    rms = float(np.sqrt(np.mean(x * x)))
+    if rms <= 0.0:
+        return FLOOR_DBFS
+    return max(FLOOR_DBFS, 20.0 * np.log10(rms * np.sqrt(2.0)))
+
+
+def _vad_model_path() -> Path:
+    """The Silero sequence model file inside the installed ``silero-vad`` wheel.
+
+    Found through the wheel's file list, so ``silero_vad`` (which imports torch)
+    is never imported.
+    """
+    try:
+        files = importlib.metadata.files(_VAD_DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ContentError(
+            "the speech detector needs the silero-vad wheel; install it with "
+            "`pip install --no-deps silero-vad==6.2.3` (scripts/install.sh does)"
+        ) from None
+    for entry in files:
+        if entry.name == _VAD_FILE:
+            path = Path(str(entry.locate()))
+            if path.is_file():
+                return path
+    raise ContentError(
+        f"the installed silero-vad wheel has no {_VAD_FILE}; "
+        "reinstall it with `pip install --no-deps --force-reinstall silero-vad==6.2.3`"
+    )
+
+
+class SileroVad:
+    """Silero VAD (v6, 16 kHz sequence export) through ONNX Runtime on one CPU thread.
+
+    Each call starts from a zero LSTM state, so windows are independent.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ContentError(
+                "the speech detector needs ONNX Runtime; install it with "
+                "`pip install onnxruntime` (scripts/install.sh does)"
+            ) from None
+        self.path = path or _vad_model_path()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own unexported classes
+            raise ContentError(f"cannot load the VAD model {self.path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def frame_probabilities(self, samples: np.ndarray) -> np.ndarray:
+        """Speech probability of every whole 32 ms frame of a 16 kHz signal.
+
+        Returns
+        -------
+        np.ndarray [shape=(len(samples) // 512,)], float32 in [0, 1]
+        """
+        x = np.ascontiguousarray(samples, dtype=np.float32)
+        n = len(x) // _VAD_FRAME
+        if n == 0:
+            return np.zeros(0, dtype=np.float32)
+        frames = x[: n * _VAD_FRAME].reshape(n, _VAD_FRAME)
+        context = np.zeros((n, _VAD_CONTEXT), dtype=np.float32)
+        context[1:] = frames[:-1, -_VAD_CONTEXT:]
+        state = np.zeros(_VAD_STATE, dtype=np.float32)
+        feed = {"input": np.concatenate([context, frames], axis=1), "h": state, "c": state}
+        with self._lock:
+            (probabilities,) = self._session.run(["speech_probs"], feed)
+        return np.asarray(probabilities, dtype=np.float32).reshape(-1)
+
+
+def window_features(samples: np.ndarray, vad_probabilities: np.ndarray) -> np.ndarray:
+    """The numbers the speech/music model weighs (:data:`FEATURE_NAMES`), for one window.
+
+    Parameters
+    ----------
+    samples : np.ndarray [shape=(n,)], 16 kHz mono float32
+    vad_probabilities : np.ndarray
+        :meth:`SileroVad.frame_probabilities` of ``samples``.
+
+    Returns
+    -------
+    np.ndarray [shape=(len(FEATURE_NAMES),)], float64
+    """
+    x = np.asarray(samples, dtype=np.float32)
+    p = np.asarray(vad_probabilities, dtype=np.float64)
+    vad_mean = float(p.mean()) if p.size else 0.0
+    vad_active = float((p > 0.5).mean()) if p.size else 0.0
+    if len(x) < _N_FFT * 2:
+        return np.array([vad_mean, vad_active, 0.0, 0.0, 1.0, 0.0])
+    frames = np.lib.stride_tricks.sliding_window_view(x, _N_FFT)[::_HOP]
+    power = np.abs(np.fft.rfft(frames * np.hanning(_N_FFT).astype(np.float32), axis=1)) ** 2
+    # Loudness per frame (dB) over the band that carries both voice and music.
+    band = power[:, 2:128]  # 62.5 Hz - 4 kHz
+    energy_db = 10.0 * np.log10(band.sum(axis=1) + 1e-10)
+    # A presenter's pauses drop to the bed; a song's floor stays up.
+    floor_drop = float(np.clip(np.percentile(energy_db, 90) - np.percentile(energy_db, 10), 0, 40))
+    # Syllable-rate (2-8 Hz) share of the loudness envelope's modulation (0.5-16 Hz).
+    envelope = energy_db - energy_db.mean()
+    spectrum = np.abs(np.fft.rfft(envelope * np.hanning(len(envelope)))) ** 2
+    hz = np.fft.rfftfreq(len(envelope), d=_HOP / SAMPLE_RATE)
+    total = spectrum[(hz >= 0.5) & (hz <= 16.0)].sum() + 1e-12
+    syllable = float(spectrum[(hz >= 2.0) & (hz <= 8.0)].sum() / total)
+    # Held notes: the log spectrum 64 ms later still looks the same.
+    log_spec = np.log(band + 1e-8)
+    log_spec = log_spec - log_spec.mean(axis=1, keepdims=True)
+    a, b = log_spec[:-4], log_spec[4:]
+    cos = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    persistence = float(np.median(cos))
+    # Spectral flux of the normalised magnitude spectrum.
+    mag = np.sqrt(band)
+    mag = mag / (mag.sum(axis=1, keepdims=True) + 1e-12)
+    flux = float(np.mean(np.abs(np.diff(mag, axis=0)).sum(axis=1)))
+    return np.array([vad_mean, vad_active, floor_drop, syllable, persistence, flux])
+
+
+@dataclass(frozen=True)
+class _Logistic:
+    """p(speech) = sigmoid(bias + weights . (features - mean) / scale)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: float
+
+    def speech_probability(self, features: np.ndarray) -> float:
+        z = self.bias + float(np.dot(self.weights, (features - self.mean) / self.scale))
+        return float(1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0))))
+
+
+def _logistic(params: dict[str, Any]) -> _Logistic:
+    """The model of ``params`` (the form of :data:`FITTED`)."""
+    try:
+        model = _Logistic(
+            mean=np.asarray(params["mean"], dtype=np.float64),
+            scale=np.asarray(params["scale"], dtype=np.float64),
+            weights=np.asarray(params["weights"], dtype=np.float64),
+            bias=float(params["bias"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ContentError(
+            f"content weights are malformed ({exc!r}); "
+            "rewrite them with `python -m training.tune_content`"
+        ) from exc
+    shape = (len(FEATURE_NAMES),)
+    if not model.mean.shape == model.scale.shape == model.weights.shape == shape:
+        raise ContentError(
+            f"content weights need {len(FEATURE_NAMES)} values each for mean, scale and "
+            "weights; rewrite them with `python -m training.tune_content`"
+        )
+    return model
+
+
+class ContentClassifier:
+    """Music, speech or silence per window.
+
+    Parameters
+    ----------
+    silence_dbfs : float
+        Windows whose level is below this are silence (default -50 dBFS).
+    params : dict, optional
+        Speech/music weights in the form of :data:`FITTED` (the default).
+    vad : SileroVad, optional
+        A loaded VAD to share; one is loaded otherwise.
+    """
+
+    def __init__(
+        self,
+        *,
+        silence_dbfs: float = -50.0,
+        params: dict[str, Any] | None = None,
+        vad: SileroVad | None = None,
+    ) -> None:
+        if not -120.0 < silence_dbfs < 0.0:
+            raise UsageError(
+                f"silence_dbfs={silence_dbfs} must lie between -120 and 0 dBFS; "
+                "-50 suits broadcast dead air"
+            )
+        self.silence_dbfs = float(silence_dbfs)
+        self._model = _logistic(FITTED if params is None else params)
+        self.vad = vad or SileroVad()
+
+    def speech_probability(self, samples: np.ndarray) -> tuple[float, np.ndarray]:
+        """p(speech | not silence) and the features it came from."""
+        x = np.asarray(samples, dtype=np.float32)
+        features = window_features(x, self.vad.frame_probabilities(x))
+        return self._model.speech_probability(features), features
+
+    def classify(self, samples: np.ndarray) -> ContentResult:
+        """Classify one window.
+
+        Parameters
+        ----------
+        samples : np.ndarray [shape=(n,)]
+            Mono float32 at 16 kHz; the worker's 3 s window (any length of at
+            least 64 ms works; the weights were fitted on 3 s).
+
+        Raises
+        ------
+        ValueError
+            ``samples`` is not one-dimensional.
+        """
+        x = np.asarray(samples, dtype=np.float32)
+        if x.ndim != 1:
+            raise ValueError(f"samples must be mono (one dimension), got shape {x.shape}")
+        level = level_dbfs(x)
+        # Silence is the level alone; its probability only softens the threshold's edge.
+        silence = float(1.0 / (1.0 + np.exp((level - self.silence_dbfs) / _SILENCE_SLOPE_DB)))
+        if level < self.silence_dbfs:
+            rest = 0.5 * (1.0 - silence)
+            return ContentResult(
+                "silence", {"music": rest, "speech": rest, "silence": silence}, level
+            )
+        speech, features = self.speech_probability(x)
+        probabilities = {
+            "music": (1.0 - silence) * (1.0 - speech),
+            "speech": (1.0 - silence) * speech,
+            "silence": silence,
+        }
+        content = "speech" if speech >= 0.5 else "music"
+        return ContentResult(
+            content,
+            probabilities,
+            level,
+            speech_ratio=float(features[1]),
+            features=dict(zip(FEATURE_NAMES, features.tolist(), strict=True)),
+        )
+
+
+def load_content_classifier(*, silence_dbfs: float = -50.0) -> ContentClassifier:
+    """A :class:`ContentClassifier` with the shipped weights and the wheel's VAD model.
+
+    Raises
+    ------
+    ContentError
+        onnxruntime or silero-vad is not installed, or the weights are unreadable
+        (an :class:`~tagstream.errors.UnavailableError`, exit status 3).
+    """
+    return ContentClassifier(silence_dbfs=silence_dbfs)

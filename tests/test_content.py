@@ -1,0 +1,234 @@
+"""model.content: music, speech or silence per 3 s window, and the window's level.
+
+Signals are made here (silence, noise, tones, chords, synthetic music) or spoken by
+Debian's espeak-ng; nothing from ../shared is used (benchmarks.content_eval does that).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import soxr
+
+from benchmarks.common import ROOT, synthetic_music
+from model.content import (
+    CONTENTS,
+    FITTED,
+    SAMPLE_RATE,
+    ContentClassifier,
+    ContentError,
+    level_dbfs,
+)
+from tagstream.errors import UnavailableError, UsageError
+
+WINDOW = 3 * SAMPLE_RATE
+T = np.arange(WINDOW) / SAMPLE_RATE
+
+
+def _needs_vad() -> None:
+    import importlib.util
+
+    for module, package in (("onnxruntime", "onnxruntime"), ("silero_vad", "silero-vad")):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{package} is not installed (scripts/install.sh installs it)")
+
+
+@pytest.fixture(scope="module")
+def classifier() -> ContentClassifier:
+    _needs_vad()
+    return ContentClassifier()
+
+
+def sine(hz: float, amplitude: float) -> np.ndarray:
+    return (amplitude * np.sin(2 * np.pi * hz * T)).astype(np.float32)
+
+
+def chords(rng: np.random.Generator) -> np.ndarray:
+    """Held triads with harmonics, a new one every 750 ms, at about -20 dBFS."""
+    y = np.zeros(WINDOW)
+    for start in range(0, WINDOW, WINDOW // 4):
+        part = slice(start, start + WINDOW // 4)
+        root = 220 * 2 ** (rng.integers(-5, 7) / 12)
+        for ratio in (1.0, 1.26, 1.5):
+            for k in (1, 2, 3, 4):
+                y[part] += np.sin(2 * np.pi * root * ratio * k * T[part]) / k
+    return (0.1 * y / np.abs(y).max()).astype(np.float32)
+
+
+def espeak(text: str, *, voice: str = "en-us") -> np.ndarray:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng; install.sh --dev)")
+    completed = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", "165", "--stdout", text],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    import io
+
+    y, sr = soundfile.read(io.BytesIO(completed.stdout), dtype="float32")
+    y = soxr.resample(y, sr, SAMPLE_RATE).astype(np.float32)
+    # A quiet room under the voice: espeak-ng leaves digital silence between words.
+    y += np.random.default_rng(5).standard_normal(len(y)).astype(np.float32) * 3e-4
+    return y
+
+
+# ---------------------------------------------------------------------------
+# Level
+# ---------------------------------------------------------------------------
+
+
+def test_level_of_a_sine_is_its_peak_in_dbfs() -> None:
+    assert level_dbfs(sine(440, 1.0)) == pytest.approx(0.0, abs=0.01)
+    assert level_dbfs(sine(1000, 0.25)) == pytest.approx(-12.04, abs=0.01)
+    assert level_dbfs(sine(100, 0.001)) == pytest.approx(-60.0, abs=0.01)
+
+
+def test_level_of_a_full_scale_square_is_plus_3_dbfs() -> None:
+    square = np.sign(sine(50, 1.0) + 1e-9)
+    assert level_dbfs(square) == pytest.approx(3.01, abs=0.01)
+
+
+def test_level_of_nothing_is_the_floor() -> None:
+    assert level_dbfs(np.zeros(WINDOW, dtype=np.float32)) == -120.0
+    assert level_dbfs(np.zeros(0, dtype=np.float32)) == -120.0
+    assert level_dbfs(np.full(10, 1e-9, dtype=np.float32)) == -120.0
+
+
+# ---------------------------------------------------------------------------
+# Silence
+# ---------------------------------------------------------------------------
+
+
+def test_digital_silence_is_silence(classifier: ContentClassifier) -> None:
+    result = classifier.classify(np.zeros(WINDOW, dtype=np.float32))
+    assert result.content == "silence"
+    assert result.level_dbfs == -120.0
+    assert result.probabilities["silence"] == pytest.approx(1.0)
+
+
+def test_quiet_noise_is_silence_below_the_threshold_only(classifier: ContentClassifier) -> None:
+    noise = np.random.default_rng(1).standard_normal(WINDOW).astype(np.float32)
+    quiet = noise * 10 ** (-60 / 20) / np.sqrt(2)  # -60 dBFS
+    assert level_dbfs(quiet) == pytest.approx(-60, abs=0.2)
+    assert classifier.classify(quiet).content == "silence"
+    lower = ContentClassifier(silence_dbfs=-70.0, vad=classifier.vad)
+    result = lower.classify(quiet)
+    assert result.content != "silence"
+    assert result.probabilities["silence"] < 0.01
+
+
+def test_probabilities_cover_the_three_classes(classifier: ContentClassifier) -> None:
+    for y in (np.zeros(WINDOW, dtype=np.float32), sine(440, 0.3)):
+        result = classifier.classify(y)
+        assert tuple(result.probabilities) == CONTENTS
+        assert sum(result.probabilities.values()) == pytest.approx(1.0)
+        assert max(result.probabilities, key=result.probabilities.__getitem__) == result.content
+        assert result.as_dict()["content"] == result.content
+
+
+# ---------------------------------------------------------------------------
+# Music and speech
+# ---------------------------------------------------------------------------
+
+
+def test_tones_and_chords_are_music(classifier: ContentClassifier) -> None:
+    rng = np.random.default_rng(3)
+    signals = [sine(440, 0.3), chords(rng)]
+    signals += [synthetic_music(3.0, rng=rng) * 0.3 for _ in range(3)]
+    contents = [classifier.classify(y).content for y in signals]
+    assert contents == ["music"] * len(signals)
+
+
+def test_espeak_speech_is_speech(classifier: ContentClassifier) -> None:
+    text = (
+        "Good morning, this is the news at seven. The council met last night "
+        "and agreed to build a new bridge over the river before the winter."
+    )
+    speech = espeak(text)
+    windows = [speech[s : s + WINDOW] for s in range(0, len(speech) - WINDOW + 1, WINDOW)]
+    assert len(windows) >= 2
+    results = [classifier.classify(w) for w in windows]
+    assert [r.content for r in results] == ["speech"] * len(windows)
+    assert all(r.speech_ratio > 0.5 for r in results)
+
+
+def test_espeak_speech_over_a_quiet_music_bed_is_speech(classifier: ContentClassifier) -> None:
+    speech = espeak("And now the weather for the weekend: sunny spells and a light breeze.")
+    speech = speech[:WINDOW]
+    bed = synthetic_music(3.0, rng=np.random.default_rng(9))[: len(speech)]
+    rms = float(np.sqrt(np.mean(speech**2)))
+    bed = bed * rms / float(np.sqrt(np.mean(bed**2))) * 10 ** (-15 / 20)  # bed 15 dB down
+    assert classifier.classify(speech + bed).content == "speech"
+
+
+# ---------------------------------------------------------------------------
+# Loading, offline, errors
+# ---------------------------------------------------------------------------
+
+
+def test_the_model_loads_and_runs_without_network_or_torch() -> None:
+    _needs_vad()
+    script = textwrap.dedent(
+        """
+        import socket, sys
+
+        def refuse(*args, **kwargs):
+            raise OSError("network use in an offline test")
+
+        socket.socket.connect = refuse
+        socket.create_connection = refuse
+        socket.getaddrinfo = refuse
+        import numpy as np
+        from model.content import load_content_classifier
+
+        classifier = load_content_classifier()
+        print(classifier.classify(np.zeros(48000, dtype=np.float32)).content)
+        t = np.arange(48000) / 16000
+        print(classifier.classify((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)).content)
+        print(classifier.vad.path)
+        print("torch" in sys.modules, "silero_vad" in sys.modules)
+        """
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "no_proxy": "*"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    silence, tone, path, imported = completed.stdout.splitlines()
+    assert (silence, tone) == ("silence", "music")
+    assert Path(path).name == "silero_vad_16k_sequence.onnx"
+    assert "silero_vad" in Path(path).parts
+    assert imported == "False False"
+
+
+def test_silence_threshold_outside_the_dbfs_range_is_a_usage_error() -> None:
+    _needs_vad()
+    for value in (0.0, 5.0, -120.0, -200.0):
+        with pytest.raises(UsageError, match="silence_dbfs"):
+            ContentClassifier(silence_dbfs=value)
+
+
+def test_malformed_weights_are_a_content_error(classifier: ContentClassifier) -> None:
+    bad = dict(FITTED, weights=[1.0, 2.0])
+    with pytest.raises(ContentError, match="tune_content"):
+        ContentClassifier(params=bad, vad=classifier.vad)
+    with pytest.raises(ContentError, match="malformed"):
+        ContentClassifier(params={"mean": [0.0]}, vad=classifier.vad)
+    assert issubclass(ContentError, UnavailableError)
+
+
+def test_stereo_input_is_refused(classifier: ContentClassifier) -> None:
+    with pytest.raises(ValueError, match="mono"):
+        classifier.classify(np.zeros((WINDOW, 2), dtype=np.float32))
