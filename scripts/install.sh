@@ -2,7 +2,8 @@
 # Install tagstream into .venv/ in this checkout: the pinned dependencies, then the
 # project itself (editable), which puts the `tagstream` command in .venv/bin.
 #   scripts/install.sh          runtime only
-#   scripts/install.sh --dev    plus what the tests need (pytest, ruff, mypy, PulseAudio)
+#   scripts/install.sh --dev    plus what the tests need (pytest, ruff, mypy, PulseAudio,
+#                               Chromium, Icecast, promtool, espeak-ng)
 # Debian packages are installed with apt-get when missing (as root, or through sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,9 +11,13 @@ cd "$(dirname "$0")/.."
 dev=0
 [[ "${1:-}" == "--dev" ]] && dev=1
 
-packages=(libportaudio2)
+# ffmpeg decodes network streams (python -m streamer --url).
+packages=(libportaudio2 ffmpeg)
 if (( dev )); then
-  packages+=(pulseaudio pulseaudio-utils libasound2-plugins chromium libatomic1)
+  # A private PulseAudio for capture tests, Chromium for the web page, Icecast for station
+  # streams, promtool (prometheus) for the alert rules, espeak-ng for synthetic speech.
+  packages+=(pulseaudio pulseaudio-utils libasound2-plugins chromium libatomic1
+             icecast2 prometheus espeak-ng)
 fi
 
 missing=()

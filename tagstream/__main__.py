@@ -65,6 +65,7 @@ COMMANDS: dict[str, Command] = {
     "web": Command("tools.web", "live tags of every stream in a web page"),
     "record": Command("tools.record", "record every tag update into SQLite"),
     "report": Command("tools.report", "summaries and plots of a recording"),
+    "alert": Command("tools.alert", "deliver alerts chosen by rules to webhooks and commands"),
     "keys": Command("tools.keys", "create CURVE key pairs for [security]"),
     "training": Command("training.__main__", "train, evaluate and export models"),
 }
