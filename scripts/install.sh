@@ -59,6 +59,9 @@ if [[ ! -f "$stamp" ]]; then
   .venv/bin/python -m pip install -q -r "$requirements"
   # musicnn ships the pretrained MSD weights; its metadata pins an ancient numpy, hence --no-deps.
   .venv/bin/python -m pip install -q --no-deps musicnn==0.1.0
+  # silero-vad ships the speech detector's ONNX file (model/content.py); its metadata asks
+  # for torch, which the ONNX file does not need, hence --no-deps.
+  .venv/bin/python -m pip install -q --no-deps silero-vad==6.2.3
   # The project itself, editable: `tagstream` in .venv/bin, imports from this checkout.
   # Its dependencies are the pins above; the build backend is requirements.txt's setuptools.
   # (Its output, only setuptools' notes on editable installs, is shown when it fails.)
