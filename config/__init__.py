@@ -98,6 +98,9 @@ class StreamerConfig:
     stream_id: str = ""
     status_interval_seconds: float = setting(10.0, above=0, max=_DAY)
     reopen_seconds: float = setting(3.0, above=0, max=_DAY)
+    stall_timeout_seconds: float = setting(15.0, above=0, max=3600)
+    reconnect_initial_seconds: float = setting(0.5, above=0, max=3600)
+    reconnect_max_seconds: float = setting(30.0, above=0, max=_DAY)
 
 
 @dataclasses.dataclass(frozen=True)

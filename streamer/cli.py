@@ -9,6 +9,7 @@ Examples
     python -m streamer --device pulse         # the PulseAudio/PipeWire default source
     python -m streamer --file song.flac       # a file, paced in real time
     python -m streamer --file song.flac --fast
+    python -m streamer --url http://radio.example:8000/live.mp3 --stream-id radio-1
     python -m streamer --list-devices
 
 Exit status (:class:`tagstream.errors.ExitStatus`): 0 ok or stopped by Ctrl-C /
@@ -50,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument("--file", metavar="PATH", help="stream an audio file instead")
     source.add_argument(
+        "--url",
+        help="a network stream: Icecast/Shoutcast, HLS (.m3u8), a file over HTTP(S), "
+        "rtsp/srt/rtmp (decoded by ffmpeg; reconnects by itself)",
+    )
+    source.add_argument(
         "--list-devices", action="store_true", help="print the input devices and exit"
     )
     parser.add_argument(
@@ -60,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--stream-id", metavar="ID", help='stream name (default "<hostname>:<device or file>")'
     )
     parser.add_argument(
-        "--fast", action="store_true", help="with --file: send as fast as the worker takes it"
+        "--fast",
+        action="store_true",
+        help="with --file or a static --url: send as fast as the worker takes it",
     )
     return parser
 
@@ -89,8 +97,8 @@ def run(ctx: cli.Context) -> ExitStatus:
     if args.list_devices:
         _print_devices(ctx.stdout)
         return ExitStatus.OK
-    if args.fast and not args.file:
-        raise UsageError("--fast only applies to --file")
+    if args.fast and not (args.file or args.url):
+        raise UsageError("--fast only applies to --file and --url")
     cfg = ctx.load_config(
         {
             "streamer.endpoint": args.endpoint,
@@ -108,6 +116,20 @@ def run(ctx: cli.Context) -> ExitStatus:
         if settings.sample_rate or settings.channels:
             logger.warning("sample_rate and channels are ignored for files: sent as decoded")
         source = FileSource(args.file, block_seconds=settings.block_seconds, realtime=not args.fast)
+    elif args.url:
+        from streamer.network import NetworkSource
+
+        if settings.channels:
+            logger.warning("channels is ignored for --url: sent as mono")
+        source = NetworkSource(
+            args.url,
+            sample_rate=settings.sample_rate or 16000,  # 0 = the model's rate
+            block_seconds=settings.block_seconds,
+            fast=args.fast,
+            stall_timeout_s=settings.stall_timeout_seconds,
+            backoff_initial_s=settings.reconnect_initial_seconds,
+            backoff_max_s=settings.reconnect_max_seconds,
+        )
     else:
         from streamer.capture import DeviceSource
 

@@ -825,3 +825,54 @@ def test_a_password_in_the_url_is_not_logged(caplog: pytest.LogCaptureFixture) -
 def test_bad_settings_are_usage_errors(kwargs: dict[str, float]) -> None:
     with pytest.raises(UsageError):
         NetworkSource("http://127.0.0.1:1/x.mp3", live=True, **kwargs)  # type: ignore[arg-type]
+
+
+@needs_ffmpeg
+def test_streamer_cli_sends_a_static_url_with_fast(
+    synth_wav: Path, http_folder: tuple[Path, str]
+) -> None:
+    """``python -m streamer --url URL --fast``: every block of the file, then the end message."""
+    import io
+
+    import zmq
+
+    import protocol
+    from streamer.cli import main
+
+    folder, base = http_folder
+    ffmpeg_encode(synth_wav, "-c:a", "libmp3lame", "-b:a", "128k", str(folder / "song.mp3"))
+    context = zmq.Context.instance()
+    pull = context.socket(zmq.PULL)
+    pull.linger = 0
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        status = main(
+            ["--url", f"{base}/song.mp3", "--fast", "--stream-id", "url-test",
+             "--endpoint", f"tcp://127.0.0.1:{port}"],
+            stdout=io.StringIO(), stderr=io.StringIO(),
+        )  # fmt: skip
+        assert status == 0
+        seconds, ended = 0.0, False
+        while pull.poll(5000):
+            message = protocol.decode_input(pull.recv_multipart(copy=False))
+            if isinstance(message, protocol.EndOfStream):
+                ended = True
+                break
+            assert message.stream == "url-test"
+            seconds += message.samples.shape[0] / message.sample_rate
+        assert ended
+        duration = soundfile.info(str(synth_wav)).duration
+        assert abs(seconds - duration) < 0.2, (seconds, duration)
+    finally:
+        pull.close()
+
+
+def test_streamer_cli_unreachable_url_exits_3_with_one_line() -> None:
+    import io
+
+    from streamer.cli import main
+
+    err = io.StringIO()
+    status = main(["--url", f"http://127.0.0.1:{free_port()}/x.mp3"], stderr=err)
+    assert status == 3
+    assert err.getvalue().startswith("error: ") and err.getvalue().count("\n") == 1
