@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import zmq
@@ -51,6 +51,9 @@ from protocol import (
 )
 from protocol.security import SecurityError, check_server, secure_server, start_authenticator
 from tagstream.metrics import MetricsServer, WorkerMetrics
+
+if TYPE_CHECKING:
+    from model.contract import ModelContract
 
 __all__ = ["POLL_INTERVAL_S", "RECEIVE_HWM", "Worker", "WorkerStats"]
 
@@ -286,7 +289,7 @@ class Worker:
             time.monotonic() - started,
         )
 
-    def _read_contract(self) -> Any:
+    def _read_contract(self) -> ModelContract:
         """The contract of ``config.model.name`` without loading the network (no TensorFlow).
 
         Only for the checks before the model loads; the loaded model's own
@@ -301,7 +304,7 @@ class Worker:
             return ModelContract(name=name, architecture=PRETRAINED[name])
         return ModelContract.load(resolve_model_folder(name, cache_dir=self.config.model.cache_dir))
 
-    def _stream_settings(self, contract: Any) -> StreamSettings:
+    def _stream_settings(self, contract: ModelContract) -> StreamSettings:
         """The streams' settings from ``config.inference`` and the model's ``contract``.
 
         Raises

@@ -22,6 +22,7 @@ from model import load_tagger
 from model.architectures import build_vgg
 from model.tagger import Tagger
 from protocol import EndOfStream, TagUpdate, encode_audio, encode_end
+from tagstream.errors import ExitStatus
 
 LOOKAHEAD_FRAMES = 73
 WINDOW = 187
@@ -146,4 +147,5 @@ def test_streaming_mode_refuses_a_model_that_is_not_musicnn(tagger: Tagger) -> N
     with pytest.raises(WorkerError, match="needs a musicnn model") as info:
         worker.start()
     assert info.value.reason == "settings"
+    assert info.value.status == ExitStatus.USAGE  # python -m inference exits 2
     worker.close()
