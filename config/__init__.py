@@ -75,6 +75,7 @@ class ModelConfig:
     cache_dir: str = "~/.cache/tagstream"
     device: str = setting("auto", choices=("auto", "cpu", "gpu"))
     precision: str = setting("float32", choices=("float32", "bfloat16"))
+    backend: str = setting("tensorflow", choices=("tensorflow", "onnxruntime"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,8 @@ A model folder is what every process loads (:func:`model.load_tagger`)::
 
     model.keras      the Keras network (built-in layers only)
     contract.json    its :class:`~model.contract.ModelContract`
+    model.onnx       optional: the same network for ONNX Runtime, built once from
+                     model.keras and keyed by its hash (:mod:`model.onnx`)
     model.tflite     optional: the same network for TFLite (``training export``)
     state.json       a training checkpoint's training state (``training/checkpoint.py``)
 
@@ -23,11 +25,17 @@ temporary folder, which the next replacing write removes).  Killed between 2
 and 3, the old folder waits complete at ``.<name>.old``; the next write puts
 it back first (:func:`recover`).
 
+One file is added to a folder that is already in place: ``model.onnx``, built
+the first time a model is loaded with the ONNX Runtime backend.  It goes
+through :func:`write_file` (temporary file, ``fsync``, rename over), so a
+reader sees the old file, the new file or none, never half of one.
+
 Nothing here imports TensorFlow until a network is saved or loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -46,11 +54,13 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTRACT_FILE",
     "MODEL_FILE",
+    "ONNX_FILE",
     "TFLITE_FILE",
     "ModelLoadError",
     "load_network",
     "recover",
     "save_model_folder",
+    "write_file",
     "write_folder",
 ]
 
@@ -58,6 +68,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 CONTRACT_FILE = "contract.json"
+ONNX_FILE = "model.onnx"
 TFLITE_FILE = "model.tflite"
 
 
@@ -165,18 +176,69 @@ def write_folder(
     return True
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux); 0o022 when unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def write_file(folder: str | os.PathLike[str], name: str, content: bytes) -> Path:
+    """Write one file into an existing folder atomically: all of it or nothing.
+
+    The bytes go to a temporary sibling, are flushed to disk and renamed over
+    ``folder / name``; two processes writing the same file leave one complete
+    copy.  Used for ``model.onnx``, built beside ``model.keras`` on first use.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    OSError
+        The folder cannot be written (read-only, full): nothing is left behind.
+    """
+    folder = Path(folder)
+    target = folder / name
+    fd, staging = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=folder)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would, not mkstemp's 0600
+        with os.fdopen(fd, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(staging, target)
+        _fsync(folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise
+    return target
+
+
 def save_model_folder(
     target: str | os.PathLike[str],
     network: keras.Model,
     contract: ModelContract,
     *,
     files: Mapping[str, bytes | str] | None = None,
+    derive: Callable[[Path], None] | None = None,
     replace: bool = True,
 ) -> bool:
     """Write ``network`` and ``contract`` (plus ``files``: name -> content) as a model folder.
 
     ``network`` is saved as it is: a compiled network carries its optimizer
     state (a training checkpoint), one loaded with ``compile=False`` does not.
+    ``derive``, when given, is called with the temporary folder once
+    ``model.keras`` and ``contract.json`` are in it, to add files made from
+    them (``training export`` adds ``model.onnx``, keyed by the hash of that
+    ``model.keras``), so they arrive in the same atomic write.
     Returns what :func:`write_folder` returns.
     """
 
@@ -189,6 +251,8 @@ def save_model_folder(
                 path.write_text(content)
             else:
                 path.write_bytes(content)
+        if derive is not None:
+            derive(staging)
 
     return write_folder(target, fill, replace=replace)
 

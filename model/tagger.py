@@ -1,7 +1,13 @@
-"""Load a tagger by name or path and run it as a compiled function.
+"""Load a tagger by name or path and run it with TensorFlow or ONNX Runtime.
 
->>> tagger = load_tagger("MSD_musicnn")
+>>> tagger = load_tagger("MSD_musicnn")                         # TensorFlow
+>>> tagger = load_tagger("MSD_musicnn", backend="onnxruntime")  # ONNX Runtime
 >>> probabilities = tagger.predict(windows)   # (n, 187, 96) -> (n, 50)
+
+Both backends are a :class:`BaseTagger` (checking, warm-up, whole-signal
+tagging) with their own ``_run``: :class:`Tagger` runs ``model.keras`` as a
+``tf.function``, :class:`model.onnx.OnnxTagger` runs ``model.onnx`` in an ONNX
+Runtime session without importing TensorFlow.
 
 Pretrained names are converted from the musicnn wheel once and cached as a
 model folder (``model.keras`` + ``contract.json``) under ``cache_dir``; the
@@ -12,13 +18,14 @@ a name does.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 import numpy as np
 
@@ -27,10 +34,23 @@ from model.convert import PRETRAINED, convert
 from model.features import log_mel
 from model.folder import MODEL_FILE, ModelLoadError, load_network, save_model_folder
 
-__all__ = ["DEVICES", "PRECISIONS", "ModelLoadError", "Tagger", "load_tagger", "window_starts"]
+if TYPE_CHECKING:
+    from model.onnx import OnnxTagger
+
+__all__ = [
+    "BACKENDS",
+    "DEVICES",
+    "PRECISIONS",
+    "BaseTagger",
+    "ModelLoadError",
+    "Tagger",
+    "load_tagger",
+    "window_starts",
+]
 
 logger = logging.getLogger(__name__)
 
+BACKENDS = ("tensorflow", "onnxruntime")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("float32", "bfloat16")
 CACHE_FORMAT = "v1"  # bump when the conversion changes, so stale caches are rebuilt
@@ -90,55 +110,24 @@ def _select_precision(precision: str) -> None:
         tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
 
 
-class Tagger:
-    """A Keras tagging network with its contract, run through one ``tf.function``.
+class BaseTagger(abc.ABC):
+    """A tagging network with its contract, behind one ``predict``; the backends' common part.
 
-    Parameters
+    A backend (:class:`Tagger` for TensorFlow, :class:`model.onnx.OnnxTagger`
+    for ONNX Runtime) implements :meth:`_run` over checked windows; checking,
+    warm-up and tagging whole signals are the same for every backend.
+
+    Attributes
     ----------
-    network : keras.Model
-        (batch, window_frames, n_mels) -> (batch, n_tags).
+    backend : str
+        The name ``model.backend`` gives it ("tensorflow", "onnxruntime").
     contract : ModelContract
-    device : {"auto", "cpu", "gpu"}
-    precision : {"float32", "bfloat16"}
-        "bfloat16" runs the convolutions and matrix products in bfloat16 on CPUs
-        that have bfloat16 instructions (process-wide, see :func:`_select_precision`).
     """
 
-    def __init__(
-        self,
-        network: Any,
-        contract: ModelContract,
-        *,
-        device: str = "auto",
-        precision: str = "float32",
-    ) -> None:
-        import tensorflow as tf
+    backend: ClassVar[str]
 
-        self.network = network
+    def __init__(self, contract: ModelContract) -> None:
         self.contract = contract
-        self.device = _select_device(device)
-        _select_precision(precision)
-        self.precision = precision
-        shape = tuple(network.inputs[0].shape)
-        expected = (contract.window_frames, contract.features.n_mels)
-        if shape[1:] != expected and not (shape[1] is None and shape[2] == expected[1]):
-            raise ContractError(
-                f"model {contract.name}: network input {shape[1:]} disagrees with "
-                f"its contract {expected}"
-            )
-        outputs = tuple(network.outputs[0].shape)[-1]
-        if outputs != len(contract.tags):
-            raise ContractError(
-                f"model {contract.name}: network has {outputs} outputs but its contract "
-                f"lists {len(contract.tags)} tags"
-            )
-        signature = [tf.TensorSpec((None, *expected), tf.float32)]
-
-        @tf.function(input_signature=signature, reduce_retracing=True)
-        def _predict(batch: tf.Tensor) -> tf.Tensor:
-            return network(batch, training=False)
-
-        self._predict = _predict
 
     @property
     def name(self) -> str:
@@ -147,6 +136,30 @@ class Tagger:
     @property
     def tags(self) -> tuple[str, ...]:
         return self.contract.tags
+
+    @abc.abstractmethod
+    def _run(self, windows: np.ndarray) -> np.ndarray:
+        """The network on ``windows`` (n >= 1, checked, contiguous float32) -> (n, n_tags)."""
+
+    def _check_network(self, input_shape: tuple[Any, ...], n_outputs: Any) -> None:
+        """Refuse a network whose input or output size disagrees with the contract.
+
+        ``input_shape`` is the network's input shape without the batch axis;
+        ``None`` (or a symbolic name) for the time axis accepts any length.
+        """
+        contract = self.contract
+        expected = (contract.window_frames, contract.features.n_mels)
+        time_free = not isinstance(input_shape[0], int)
+        if tuple(input_shape) != expected and not (time_free and input_shape[1] == expected[1]):
+            raise ContractError(
+                f"model {contract.name}: network input {tuple(input_shape)} disagrees with "
+                f"its contract {expected}"
+            )
+        if n_outputs != len(contract.tags):
+            raise ContractError(
+                f"model {contract.name}: network has {n_outputs} outputs but its contract "
+                f"lists {len(contract.tags)} tags"
+            )
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """Tag probabilities of log-mel windows.
@@ -159,8 +172,6 @@ class Tagger:
         -------
         np.ndarray [shape=(n, n_tags)], float32 in [0, 1]
         """
-        import tensorflow as tf
-
         windows = np.ascontiguousarray(windows, dtype=np.float32)
         if windows.ndim != 3 or windows.shape[1:] != (
             self.contract.window_frames,
@@ -172,16 +183,15 @@ class Tagger:
             )
         if len(windows) == 0:
             return np.zeros((0, len(self.tags)), dtype=np.float32)
-        with tf.device(self.device):
-            return self._predict(tf.constant(windows)).numpy()
+        return self._run(windows)
 
     def warm_up(self, *, batch_size: int = 1) -> None:
-        """Trace the compiled function once, so the first real call is fast.
+        """Run the network once, so the first real call is fast.
 
         With ``batch_size`` > 1 it also runs one call of that size: TensorFlow
-        keeps the memory of the largest batch it has run, so a server that
-        warms up with its largest batch holds its peak memory from the start
-        instead of growing towards it over hours.
+        and ONNX Runtime keep the memory of the largest batch they have run, so
+        a server that warms up with its largest batch holds its peak memory
+        from the start instead of growing towards it over hours.
         """
         shape = (self.contract.window_frames, self.contract.features.n_mels)
         self.predict(np.zeros((1, *shape)))
@@ -219,6 +229,54 @@ class Tagger:
         if not probabilities:
             return seconds, np.zeros((0, len(self.tags)), dtype=np.float32)
         return seconds, np.concatenate(probabilities)
+
+
+class Tagger(BaseTagger):
+    """A Keras tagging network with its contract, run through one ``tf.function``.
+
+    Parameters
+    ----------
+    network : keras.Model
+        (batch, window_frames, n_mels) -> (batch, n_tags).
+    contract : ModelContract
+    device : {"auto", "cpu", "gpu"}
+    precision : {"float32", "bfloat16"}
+        "bfloat16" runs the convolutions and matrix products in bfloat16 on CPUs
+        that have bfloat16 instructions (process-wide, see :func:`_select_precision`).
+    """
+
+    backend = "tensorflow"
+
+    def __init__(
+        self,
+        network: Any,
+        contract: ModelContract,
+        *,
+        device: str = "auto",
+        precision: str = "float32",
+    ) -> None:
+        import tensorflow as tf
+
+        super().__init__(contract)
+        self.network = network
+        self.device = _select_device(device)
+        _select_precision(precision)
+        self.precision = precision
+        self._check_network(tuple(network.inputs[0].shape)[1:], network.outputs[0].shape[-1])
+        expected = (contract.window_frames, contract.features.n_mels)
+        signature = [tf.TensorSpec((None, *expected), tf.float32)]
+
+        @tf.function(input_signature=signature, reduce_retracing=True)
+        def _predict(batch: tf.Tensor) -> tf.Tensor:
+            return network(batch, training=False)
+
+        self._predict = _predict
+
+    def _run(self, windows: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        with tf.device(self.device):
+            return self._predict(tf.constant(windows)).numpy()
 
 
 def window_starts(n_frames: int, window_frames: int, hop_frames: int | None = None) -> np.ndarray:
@@ -264,17 +322,59 @@ def resolve_model_folder(name_or_path: str, *, cache_dir: str | os.PathLike[str]
     return folder
 
 
+@overload
+def load_tagger(
+    name_or_path: str = ...,
+    *,
+    cache_dir: str | os.PathLike[str] = ...,
+    device: str = ...,
+    precision: str = ...,
+    backend: Literal["tensorflow"] = ...,
+) -> Tagger: ...
+
+
+@overload
+def load_tagger(
+    name_or_path: str = ...,
+    *,
+    cache_dir: str | os.PathLike[str] = ...,
+    device: str = ...,
+    precision: str = ...,
+    backend: Literal["onnxruntime"],
+) -> OnnxTagger: ...
+
+
+@overload
+def load_tagger(
+    name_or_path: str = ...,
+    *,
+    cache_dir: str | os.PathLike[str] = ...,
+    device: str = ...,
+    precision: str = ...,
+    backend: str,
+) -> BaseTagger: ...
+
+
 def load_tagger(
     name_or_path: str = "MSD_musicnn",
     *,
     cache_dir: str | os.PathLike[str] = "~/.cache/tagstream",
     device: str = "auto",
     precision: str = "float32",
-) -> Tagger:
+    backend: str = "tensorflow",
+) -> BaseTagger:
     """Load a tagger: a pretrained name ("MSD_musicnn", "MSD_vgg") or a model folder path.
 
     A model folder is any folder :mod:`model.folder` describes: a converted
     pretrained model, an exported model or a training checkpoint.
+
+    Parameters
+    ----------
+    backend : {"tensorflow", "onnxruntime"}
+        "tensorflow" runs ``model.keras`` (:class:`Tagger`); "onnxruntime" runs
+        the folder's ``model.onnx`` (:class:`model.onnx.OnnxTagger`), built from
+        ``model.keras`` the first time (that once with TensorFlow); when it is
+        up to date, TensorFlow is never imported.
 
     Raises
     ------
@@ -282,8 +382,14 @@ def load_tagger(
         The model cannot be had (both :class:`~tagstream.errors.UnavailableError`,
         exit status 3).
     """
+    if backend not in BACKENDS:
+        raise ModelLoadError(f"backend={backend!r} must be one of {', '.join(BACKENDS)}")
     folder = resolve_model_folder(name_or_path, cache_dir=cache_dir)
     contract = ModelContract.load(folder)
+    if backend == "onnxruntime":
+        from model.onnx import load_onnx_tagger
+
+        return load_onnx_tagger(folder, contract, device=device, precision=precision)
     network = load_network(folder)
     logger.debug("loaded model=%s folder=%s", contract.name, folder)
     return Tagger(network, contract, device=device, precision=precision)

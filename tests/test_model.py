@@ -14,7 +14,7 @@ import pytest
 from model import MSD_TAGS, ContractError, ModelContract, load_tagger, log_mel
 from model.convert import PRETRAINED, convert
 from model.reference import OriginalGraph
-from model.tagger import ModelLoadError, _cpu_has_bfloat16, window_starts
+from model.tagger import BACKENDS, ModelLoadError, _cpu_has_bfloat16, window_starts
 
 FIDELITY_ATOL = 1e-4
 
@@ -22,6 +22,12 @@ FIDELITY_ATOL = 1e-4
 @pytest.fixture(scope="module")
 def rng() -> np.random.Generator:
     return np.random.default_rng(7)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every model test that is not about one backend runs on each (``model.backend``)."""
+    return str(request.param)
 
 
 def _varied_windows(rng: np.random.Generator) -> np.ndarray:
@@ -63,8 +69,11 @@ def test_parameter_counts_match_checkpoints() -> None:
     assert counts == {"MSD_musicnn": 792_079, "MSD_vgg": 607_030}
 
 
-def test_cached_model_folder_reloads_identically(tmp_path: Path, rng: np.random.Generator) -> None:
-    tagger = load_tagger("MSD_vgg", cache_dir=tmp_path)
+def test_cached_model_folder_reloads_identically(
+    tmp_path: Path, rng: np.random.Generator, backend: str
+) -> None:
+    tagger = load_tagger("MSD_vgg", cache_dir=tmp_path, backend=backend)
+    assert tagger.backend == backend
     folder = next(tmp_path.glob("MSD_vgg-*"))
     assert (folder / "model.keras").is_file()
     contract = json.loads((folder / "contract.json").read_text())
@@ -79,27 +88,27 @@ def test_cached_model_folder_reloads_identically(tmp_path: Path, rng: np.random.
     assert contract["window_frames"] == 187
     windows = _varied_windows(rng)[:3]
     first = tagger.predict(windows)
-    again = load_tagger(str(folder), cache_dir=tmp_path / "unused").predict(windows)
-    np.testing.assert_array_equal(first, again)
+    again = load_tagger(str(folder), cache_dir=tmp_path / "unused", backend=backend)
+    np.testing.assert_array_equal(first, again.predict(windows))
     assert not (tmp_path / "unused").exists()
 
 
-def test_contract_disagreeing_with_network_is_refused(tmp_path: Path) -> None:
-    tagger = load_tagger("MSD_vgg", cache_dir=tmp_path)
+def test_contract_disagreeing_with_network_is_refused(tmp_path: Path, backend: str) -> None:
+    tagger = load_tagger("MSD_vgg", cache_dir=tmp_path, backend=backend)
     folder = next(tmp_path.glob("MSD_vgg-*"))
     ModelContract.load(folder).replace(tags=("rock", "pop")).save(folder)
     with pytest.raises(ContractError, match="2 tags"):
-        load_tagger(str(folder))
+        load_tagger(str(folder), backend=backend)
     del tagger
 
 
-def test_unknown_model_names_the_choices(tmp_path: Path) -> None:
+def test_unknown_model_names_the_choices(tmp_path: Path, backend: str) -> None:
     with pytest.raises(ModelLoadError, match="MSD_musicnn, MSD_vgg"):
-        load_tagger("MSD_nope", cache_dir=tmp_path)
+        load_tagger("MSD_nope", cache_dir=tmp_path, backend=backend)
 
 
-def test_predict_checks_window_shape() -> None:
-    tagger = load_tagger("MSD_musicnn")
+def test_predict_checks_window_shape(backend: str) -> None:
+    tagger = load_tagger("MSD_musicnn", backend=backend)
     with pytest.raises(ValueError, match=r"\(n, 187, 96\)"):
         tagger.predict(np.zeros((1, 100, 96)))
     assert tagger.predict(np.zeros((0, 187, 96))).shape == (0, 50)
@@ -269,14 +278,15 @@ def test_a_write_killed_mid_swap_is_recovered(tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
-def test_a_model_folder_that_does_not_load_is_unavailable(tmp_path: Path) -> None:
+def test_a_model_folder_that_does_not_load_is_unavailable(tmp_path: Path, backend: str) -> None:
+    """Also with a model.onnx built from the model.keras that was there before."""
     from model.folder import save_model_folder
     from tagstream.errors import ExitStatus
 
     tagger = load_tagger("MSD_vgg", cache_dir=tmp_path / "cache")
     save_model_folder(tmp_path / "m", tagger.network, tagger.contract)
-    assert load_tagger(str(tmp_path / "m")).contract == tagger.contract
+    assert load_tagger(str(tmp_path / "m"), backend=backend).contract == tagger.contract
     (tmp_path / "m" / "model.keras").write_bytes(b"not a keras file")
     with pytest.raises(ModelLoadError, match="cannot load") as raised:
-        load_tagger(str(tmp_path / "m"))
+        load_tagger(str(tmp_path / "m"), backend=backend)
     assert raised.value.status == ExitStatus.UNAVAILABLE

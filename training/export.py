@@ -1,13 +1,21 @@
-"""Export a checkpoint as a model folder: ``model.keras`` + ``contract.json`` + ``model.tflite``.
+"""Export a checkpoint as a model folder: ``model.keras`` + ``contract.json`` + ``model.onnx``.
 
 A checkpoint already is a model folder (:mod:`training.checkpoint`); export
 copies its contract (renamed if asked), saves the network without the
 optimizer state and without ``state.json``, and adds the other formats.  The
 folder is what :func:`model.load_tagger`, the streaming worker and
 ``python -m tools.tag --model DIR`` load, written by the one atomic writer
-(:func:`model.folder.write_folder`).  ``model.tflite`` is converted from a
-concrete function with a dynamic batch axis; outputs agree with the Keras model
-within :data:`TFLITE_ATOL`.
+(:func:`model.folder.write_folder`).
+
+``model.onnx`` (:func:`model.onnx.to_onnx`) is what ``model.backend =
+"onnxruntime"`` runs and what edge runtimes take (TensorRT on a Jetson,
+``docs/EDGE.md``); it carries the hash of the ``model.keras`` written beside it,
+so loading it never rebuilds it.  ``model.tflite`` (optional, off by default
+once the command line says so) is converted from a concrete function with a
+dynamic batch axis; outputs agree with the Keras model within
+:data:`TFLITE_ATOL`.  TFLite is on its way out here: ``tf.lite.Interpreter``
+is deprecated in favour of LiteRT, whose interpreter lacks the TensorFlow ops
+a GRU needs (``crnn``), and the edge runtimes this project targets take ONNX.
 """
 
 from __future__ import annotations
@@ -19,10 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from model.folder import TFLITE_FILE, save_model_folder
+from model.folder import ONNX_FILE, TFLITE_FILE, save_model_folder
+from model.onnx import source_key, to_onnx
 from training.checkpoint import find_checkpoint, load_checkpoint
 
-__all__ = ["TFLITE_ATOL", "TFLITE_FILE", "TFLiteTagger", "export_checkpoint", "to_tflite"]
+__all__ = [
+    "ONNX_FILE",
+    "TFLITE_ATOL",
+    "TFLITE_FILE",
+    "TFLiteTagger",
+    "export_checkpoint",
+    "to_tflite",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +98,7 @@ def export_checkpoint(
     *,
     name: str | None = None,
     tflite: bool = True,
+    onnx: bool = True,
 ) -> Path:
     """Write the model folder of a checkpoint (or of a run folder's best checkpoint).
 
@@ -95,6 +112,9 @@ def export_checkpoint(
         Model name in the contract; default: the checkpoint's (the run folder's name).
     tflite : bool
         Also write ``model.tflite``.
+    onnx : bool
+        Also write ``model.onnx`` (keyed by the hash of the ``model.keras``
+        written with it, so ``model.backend = "onnxruntime"`` loads it as is).
 
     Returns
     -------
@@ -110,7 +130,18 @@ def export_checkpoint(
         files[TFLITE_FILE] = to_tflite(
             network, window_frames=contract.window_frames, n_mels=contract.features.n_mels
         )
+
+    def add_onnx(staging: Path) -> None:
+        (staging / ONNX_FILE).write_bytes(
+            to_onnx(
+                network,
+                window_frames=contract.window_frames,
+                n_mels=contract.features.n_mels,
+                key=source_key(staging),
+            )
+        )
+
     out = Path(out_dir)
-    save_model_folder(out, network, contract, files=files)
+    save_model_folder(out, network, contract, files=files, derive=add_onnx if onnx else None)
     logger.info("exported checkpoint=%s model=%s folder=%s", folder, contract.name, out)
     return out

@@ -1,0 +1,279 @@
+"""The ONNX Runtime backend: ``model.onnx`` built once from ``model.keras``, run without TensorFlow.
+
+>>> tagger = load_tagger("MSD_musicnn", backend="onnxruntime")   # model.load_tagger
+
+:func:`load_onnx_tagger` runs a model folder's ``model.onnx``.  The file is
+built from ``model.keras`` the first time the folder is loaded with this
+backend (or by ``python -m training export``), with Keras' ONNX export
+(``tf2onnx``, opset :data:`ONNX_OPSET`), and written into the folder
+atomically (:func:`model.folder.write_file`).  It carries the SHA-256 of the
+``model.keras`` it was built from in its metadata (:data:`SOURCE_KEY`): when
+``model.keras`` changes the next load rebuilds it.  While the file is up to date
+nothing here imports TensorFlow or Keras, so a process on this backend starts
+in a fraction of a second and uses a fraction of the memory; a folder holding
+only ``model.onnx`` and ``contract.json`` (a device without TensorFlow) loads
+too.
+
+The session options were chosen by measurement (``python -m
+benchmarks.inference_backends --sweep``; the numbers are in ``docs/EDGE.md``):
+all graph optimisations, the memory arena on, sequential execution with
+ONNX Runtime's default intra-op thread pool (one thread per core this process
+may use).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from model.contract import ModelContract
+from model.folder import MODEL_FILE, ONNX_FILE, ModelLoadError, load_network, write_file
+from model.tagger import DEVICES, BaseTagger
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+__all__ = [
+    "INPUT_NAME",
+    "ONNX_FORMAT",
+    "ONNX_OPSET",
+    "OUTPUT_NAME",
+    "SOURCE_KEY",
+    "OnnxTagger",
+    "load_onnx_tagger",
+    "new_session",
+    "session_options",
+    "source_key",
+    "to_onnx",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The ONNX opset written: the highest that TensorRT 8.2 (JetPack 4.6, Jetson TX1) parses.
+ONNX_OPSET = 13
+#: Bump when the conversion changes, so every cached ``model.onnx`` is rebuilt.
+ONNX_FORMAT = "1"
+#: Metadata key of ``model.onnx``: ``"<ONNX_FORMAT>:<sha256 of model.keras>"``.
+SOURCE_KEY = "tagstream.source"
+INPUT_NAME = "mel"
+OUTPUT_NAME = "tags"
+
+
+def source_key(folder: str | os.PathLike[str]) -> str | None:
+    """What a current ``model.onnx`` of ``folder`` carries; ``None`` without ``model.keras``."""
+    path = Path(folder) / MODEL_FILE
+    try:
+        with path.open("rb") as file:
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None
+    return f"{ONNX_FORMAT}:{digest}"
+
+
+def to_onnx(
+    network: Any,
+    *,
+    window_frames: int | None,
+    n_mels: int,
+    key: str | None = None,
+    opset: int = ONNX_OPSET,
+) -> bytes:
+    """Convert a Keras tagger to ONNX: ``mel`` (batch, frames, n_mels) -> ``tags`` (batch, n_tags).
+
+    Imports TensorFlow, Keras, ``tf2onnx`` and ``onnx``: this is the one place
+    the ONNX path needs them, once per model.
+
+    Parameters
+    ----------
+    network : keras.Model
+    window_frames : int > 0 or None
+        ``None`` keeps the time axis free (a network that pools over time).
+    n_mels : int > 0
+    key : str or None
+        Stored as the :data:`SOURCE_KEY` metadata (:func:`source_key`).
+    opset : int
+
+    Returns
+    -------
+    bytes
+        The serialised ONNX model, checked by ``onnx.checker``.
+    """
+    import onnx
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec((None, window_frames, n_mels), tf.float32, name=INPUT_NAME)]
+    with tempfile.TemporaryDirectory(prefix="tagstream-onnx-") as folder:
+        path = Path(folder) / ONNX_FILE
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf2onnx's numpy-2 deprecations
+            network.export(
+                path, format="onnx", verbose=False, input_signature=signature, opset_version=opset
+            )
+        proto = onnx.load(path)
+    graph = proto.graph
+    old_output = graph.output[0].name
+    for node in graph.node:
+        for index, name in enumerate(node.output):
+            if name == old_output:
+                node.output[index] = OUTPUT_NAME
+        for index, name in enumerate(node.input):
+            if name == old_output:
+                node.input[index] = OUTPUT_NAME
+    graph.output[0].name = OUTPUT_NAME
+    for value in (graph.input[0], graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    if window_frames is None:
+        graph.input[0].type.tensor_type.shape.dim[1].dim_param = "frames"
+    if key is not None:
+        onnx.helper.set_model_props(proto, {SOURCE_KEY: key})
+    proto.doc_string = "tagstream tagger: log-mel windows in, tag probabilities out"
+    onnx.checker.check_model(proto)
+    return bytes(proto.SerializeToString())
+
+
+def session_options(*, threads: int = 0) -> onnxruntime.SessionOptions:
+    """The session options of every tagger (chosen by measurement, see the module doc).
+
+    Parameters
+    ----------
+    threads : int >= 0
+        Intra-op threads; 0 lets ONNX Runtime use one per core this process may use.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.enable_cpu_mem_arena = True
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only
+    return options
+
+
+def _providers(device: str) -> list[str]:
+    """Execution providers for ``model.device``, the CPU last."""
+    import onnxruntime as ort
+
+    if device not in DEVICES:
+        raise ModelLoadError(f"device={device!r} must be one of {', '.join(DEVICES)}")
+    gpu = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "gpu" and not gpu:
+        raise ModelLoadError(
+            "model.device is 'gpu' but ONNX Runtime has no CUDA execution provider; "
+            "install onnxruntime-gpu or set model.device = 'auto'"
+        )
+    if gpu and device != "cpu":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def new_session(
+    model: str | os.PathLike[str] | bytes, *, device: str = "cpu", threads: int = 0
+) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session over a ``model.onnx`` path or bytes, with :func:`session_options`."""
+    import onnxruntime as ort
+
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(
+            source, sess_options=session_options(threads=threads), providers=_providers(device)
+        )
+    except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail...) share no other base
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        where = "model.onnx" if isinstance(model, bytes) else str(model)
+        raise ModelLoadError(
+            f"{where}: ONNX Runtime cannot load it ({reason}); put the model's model.keras "
+            "beside it to have it rebuilt, or export it again (python -m training export)"
+        ) from None
+
+
+class OnnxTagger(BaseTagger):
+    """A tagging network in an ONNX Runtime session, with its contract.
+
+    Parameters
+    ----------
+    session : onnxruntime.InferenceSession
+        One input (batch, window_frames, n_mels), one output (batch, n_tags).
+    contract : ModelContract
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, session: onnxruntime.InferenceSession, contract: ModelContract) -> None:
+        super().__init__(contract)
+        self.session = session
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        self._check_network(tuple(inputs[0].shape)[1:], outputs[0].shape[-1])
+        self._input = inputs[0].name
+        self._output = outputs[0].name
+        self.device = "/GPU:0" if session.get_providers()[0] != "CPUExecutionProvider" else "/CPU:0"
+        self.precision = "float32"
+
+    def _run(self, windows: np.ndarray) -> np.ndarray:
+        (probabilities,) = self.session.run([self._output], {self._input: windows})
+        return np.asarray(probabilities, dtype=np.float32)
+
+
+def load_onnx_tagger(
+    folder: str | os.PathLike[str],
+    contract: ModelContract,
+    *,
+    device: str = "auto",
+    precision: str = "float32",
+) -> OnnxTagger:
+    """The :class:`OnnxTagger` of a model folder, building its ``model.onnx`` when missing or stale.
+
+    Raises
+    ------
+    ModelLoadError
+        The folder has neither an ONNX file nor a Keras model, the ONNX file
+        does not load, or ``precision`` is not "float32" (exit status 3).
+    """
+    folder = Path(folder)
+    if precision != "float32":
+        raise ModelLoadError(
+            f"model.precision = {precision!r} is a TensorFlow option; the onnxruntime backend "
+            "runs float32: set model.precision = 'float32' or model.backend = 'tensorflow'"
+        )
+    path = folder / ONNX_FILE
+    key = source_key(folder)
+    if path.is_file():
+        try:
+            session = new_session(path, device=device)
+        except ModelLoadError:
+            if key is None:  # nothing to rebuild it from
+                raise
+            logger.warning("rebuilding model=%s onnx=%s: it does not load", contract.name, path)
+        else:
+            built_from = session.get_modelmeta().custom_metadata_map.get(SOURCE_KEY)
+            if key is None or built_from == key:
+                logger.debug("loaded model=%s onnx=%s", contract.name, path)
+                return OnnxTagger(session, contract)
+            logger.info("rebuilding model=%s onnx=%s: model.keras changed", contract.name, path)
+    elif key is None:
+        raise ModelLoadError(
+            f"{folder}: neither {MODEL_FILE} nor {ONNX_FILE}; is it a model folder?"
+        )
+    content = to_onnx(
+        load_network(folder),
+        window_frames=contract.window_frames,
+        n_mels=contract.features.n_mels,
+        key=key,
+    )
+    try:
+        write_file(folder, ONNX_FILE, content)
+        logger.info("built model=%s onnx=%s", contract.name, path)
+    except OSError as exc:
+        logger.warning(
+            "cannot write %s (%s): it is rebuilt at every start; make the folder writable",
+            path,
+            exc.strerror or exc,
+        )
+    return OnnxTagger(new_session(content, device=device), contract)
