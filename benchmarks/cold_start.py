@@ -1,21 +1,34 @@
-"""Cold start of the inference worker: process start to "ready" and to the first tag update.
+"""Cold start: imports, tagging one file from a cold process, and the inference worker.
 
-    .venv/bin/python -m benchmarks.cold_start [--repeats 3]
+    .venv/bin/python -m benchmarks.cold_start [--repeats 3] [--backends ...] [--modes ...]
 
-Each repetition starts ``python -m inference`` on private ipc endpoints with a
-subscriber and a load generator already connected (ZeroMQ queues until the
-worker binds): 3.5 s of audio wait in the PUSH queue, so the first update
-comes as soon as the worker can compute one.  Measured from ``Popen``: the
-"ready" log line and the first update at the subscriber.  Baseline, in the
-same run: ``python -c "import tensorflow"``.  A breakdown of the model's
-load in this process follows: ``keras.saving.load_model`` of the cached
-``model.keras`` against building the architecture in code and loading only
-its weights (``model.weights.h5``).  Medians of ``--repeats``.
+Per backend (``model.backend``), in the same run: the import of its runtime
+(``import tensorflow`` against ``import onnxruntime``: seconds and the peak
+resident memory of a process that does nothing else), and a cold process that
+loads ``MSD_musicnn`` with :func:`model.load_tagger` and tags one 30 s file
+with :func:`model.tagging.tag_file`, as ``python -m tools.tag`` does: wall
+seconds from ``Popen`` to the result, the load and tagging seconds inside it,
+its peak memory, and whether TensorFlow was imported (never, on the ONNX
+path).  The ONNX file is built before the timed runs (once per model, where
+TensorFlow is allowed).
+
+Then the worker (``--modes``; it runs ``model.backend = "tensorflow"`` until
+``python -m inference`` takes a backend): each repetition starts it on private
+ipc endpoints with a subscriber and a load generator already connected
+(ZeroMQ queues until the worker binds): 3.5 s of audio wait in the PUSH
+queue, so the first update comes as soon as the worker can compute one.
+Measured from ``Popen``: the "ready" log line and the first update at the
+subscriber.  Baseline, in the same run: ``python -c "import tensorflow"``.  A
+breakdown of the model's load in this process follows:
+``keras.saving.load_model`` of the cached ``model.keras`` against building the
+architecture in code and loading only its weights (``model.weights.h5``).
+Medians of ``--repeats``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -27,12 +40,61 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from benchmarks.common import ROOT
+from benchmarks.common import ROOT, cpu_description
 from protocol import AudioFrame, encode_audio
 from protocol.subscriber import Subscriber
 from tools.demo_audio import demo_signal
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+BACKENDS = ("tensorflow", "onnxruntime")
+RUNTIMES = {"tensorflow": "tensorflow", "onnxruntime": "onnxruntime"}
+
+_IMPORT = """
+import resource, sys, time
+started = time.perf_counter()
+__import__(sys.argv[1])
+seconds = time.perf_counter() - started
+print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)
+"""
+
+_FIRST_TAG = """
+import json, os, resource, sys, time
+started = time.perf_counter()
+from model import load_tagger
+from model.tagging import tag_file
+tagger = load_tagger("MSD_musicnn", backend=sys.argv[1])
+loaded = time.perf_counter()
+result = tag_file(sys.argv[2], tagger)
+tagged = time.perf_counter()
+print(json.dumps({
+    "load_s": loaded - started, "tag_s": tagged - loaded,
+    "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "tensorflow": "tensorflow" in sys.modules, "top": max(result.tags, key=result.tags.get),
+}), flush=True)
+os._exit(0)  # as tools.tag leaves: without TensorFlow's interpreter teardown
+"""
+
+
+def import_cost(module: str) -> tuple[float, float]:
+    """Seconds of ``import module`` in a fresh interpreter, and that process's peak MiB."""
+    child = subprocess.run(
+        [sys.executable, "-c", _IMPORT, module], check=True, env=ENV, cwd=ROOT,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    seconds, peak = child.stdout.split()
+    return float(seconds), float(peak)
+
+
+def first_tag(backend: str, path: Path) -> dict[str, float]:
+    """A cold process loading MSD_musicnn and tagging ``path``: wall to the result, and more."""
+    started = time.perf_counter()
+    child = subprocess.run(
+        [sys.executable, "-c", _FIRST_TAG, backend, str(path)], check=True, env=ENV, cwd=ROOT,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    wall = time.perf_counter() - started
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    return {"wall_s": wall, **{k: float(v) for k, v in result.items() if k != "top"}}
 
 
 def import_tensorflow_s() -> float:
@@ -128,11 +190,49 @@ def load_breakdown(repeats: int) -> dict[str, float]:
     return {name: float(np.median(values)) for name, values in times.items()}
 
 
+def first_tag_table(backends: list[str], repeats: int) -> None:
+    """Print the import and one-file rows of every backend, medians of ``repeats``."""
+    from benchmarks.file_tagging import write_synthetic_folder
+    from model import load_tagger
+
+    for backend in backends:
+        load_tagger("MSD_musicnn", backend=backend)  # converted and cached before timing
+    with tempfile.TemporaryDirectory(prefix="tagstream-cold-") as folder:
+        (path,) = write_synthetic_folder(Path(folder), files=1, seconds=30.0, seed=0)
+        imports: dict[str, list[tuple[float, float]]] = {b: [] for b in backends}
+        tags: dict[str, list[dict[str, float]]] = {b: [] for b in backends}
+        for _ in range(repeats):  # interleaved
+            for backend in backends:
+                imports[backend].append(import_cost(RUNTIMES[backend]))
+                tags[backend].append(first_tag(backend, path))
+    print(f"one 30 s file from a cold process (MSD_musicnn, tag_file), medians of {repeats}")
+    print(
+        f"{'backend':<12} {'import s':>8} {'import MiB':>10} {'wall s':>7} {'load s':>7} "
+        f"{'tag s':>6} {'peak MiB':>8} {'TF imported':>11}"
+    )
+    for backend in backends:
+        import_s, import_mib = (float(np.median(v)) for v in zip(*imports[backend], strict=True))
+        row = {k: float(np.median([t[k] for t in tags[backend]])) for k in tags[backend][0]}
+        print(
+            f"{backend:<12} {import_s:8.2f} {import_mib:10.0f} {row['wall_s']:7.2f} "
+            f"{row['load_s']:7.2f} {row['tag_s']:6.2f} {row['peak_mib']:8.0f} "
+            f"{'yes' if row['tensorflow'] else 'no':>11}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--modes", nargs="+", default=["exact", "streaming"])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["exact", "streaming"],
+        help="worker modes (the worker runs model.backend = 'tensorflow')",
+    )
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     args = parser.parse_args(argv)
+    print(f"CPU: {cpu_description()}")
+    first_tag_table(args.backends, args.repeats)
     baseline = float(np.median([import_tensorflow_s() for _ in range(args.repeats)]))
     rows = []
     for mode in args.modes:

@@ -15,33 +15,57 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ROOT", "cpu_description", "median_ms", "proc_status_mib", "synthetic_music"]
+__all__ = [
+    "CPU_FEATURES",
+    "ROOT",
+    "cpu_description",
+    "cpu_features",
+    "median_ms",
+    "proc_status_mib",
+    "synthetic_music",
+]
 
 #: The checkout: the working folder of the worker and streamer processes benchmarks start.
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: Instruction sets a benchmark names (what decides TensorFlow's and ONNX Runtime's kernels):
+#: the name printed -> the ``/proc/cpuinfo`` flags that show it (any of them).
+CPU_FEATURES: dict[str, tuple[str, ...]] = {
+    "AVX2": ("avx2",),
+    "AVX-512": ("avx512f",),
+    "AVX512_BF16": ("avx512_bf16",),
+    "AMX": ("amx_tile", "amx_bf16", "amx_int8"),
+    "VNNI": ("avx512_vnni", "avx_vnni"),
+}
+
+
+def cpu_features(flags: set[str]) -> dict[str, bool]:
+    """Which of :data:`CPU_FEATURES` a CPU with these ``/proc/cpuinfo`` flags has."""
+    return {name: any(flag in flags for flag in names) for name, names in CPU_FEATURES.items()}
+
+
 def cpu_description() -> str:
-    """One line: the CPU model, the cores this process may use, and bfloat16 support.
+    """One line: the CPU model, the cores this process may use, and its instruction sets.
 
     >>> cpu_description()  # doctest: +SKIP
-    'Intel(R) Xeon(R) Platinum 8488C, 2 cores, bfloat16 instructions: yes (AVX512_BF16 or AMX)'
+    'AMD EPYC, 2 cores; AVX2 yes, AVX-512 no, AVX512_BF16 no, AMX no, VNNI no'
     """
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
         cpuinfo = ""
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if ":" in line
-             and line.split(":", 1)[0].strip() == "model name"]  # fmt: skip
-    name = names[0] if names else (platform.processor() or platform.machine())
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first processor's
+    name = fields.get("model name") or platform.processor() or platform.machine()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if not cpuinfo:
-        bf16 = "unknown (no /proc/cpuinfo)"
-    elif "avx512_bf16" in cpuinfo or "amx_bf16" in cpuinfo:
-        bf16 = "yes (AVX512_BF16 or AMX)"
-    else:
-        bf16 = "no: bfloat16 is emulated and slower here"
-    return f"{name}, {cores} cores, bfloat16 instructions: {bf16}"
+        return f"{name}, {cores} cores; instruction sets unknown (no /proc/cpuinfo)"
+    features = cpu_features(set(fields.get("flags", "").split()))
+    listed = ", ".join(f"{feature} {'yes' if has else 'no'}" for feature, has in features.items())
+    return f"{name}, {cores} cores; {listed}"
 
 
 def proc_status_mib(pid: int, field: str = "VmRSS") -> float | None:

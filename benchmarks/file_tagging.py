@@ -16,10 +16,14 @@ one untimed pass:
   runs: decoding and log-mel of the next files in a thread pool while the model
   tags the current one.
 
-The table gives the median speed (x real time) and the ratio to the baseline
-measured in the same run.  ``--precision bfloat16`` is TensorFlow's
-process-wide mixed-precision switch, so it speeds up the baseline's TF-1 graph
-too: compare a bfloat16 run with a float32 run, not with its own baseline.
+Ours run once per ``--backends`` entry ("tensorflow": ``model.keras`` through
+``Tagger``; "onnxruntime": ``model.onnx`` through ``OnnxTagger``), in the same
+run.  The CPU (model, cores, instruction sets) is printed with the table,
+which gives the median speed (x real time), the ratio to the baseline and the
+ratio to the TensorFlow ``tools.tag`` pipeline measured in the same run.
+``--precision bfloat16`` is TensorFlow's process-wide mixed-precision switch,
+so it speeds up the baseline's TF-1 graph too: compare a bfloat16 run with a
+float32 run, not with its own baseline.
 A ``--folder`` that does not exist is skipped with a message (exit status 0).
 """
 
@@ -35,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from model.tagger import Tagger
+    from model.tagger import BaseTagger
 
 Pipeline = Callable[[list[Path]], dict[Path, np.ndarray]]
 
@@ -80,7 +84,7 @@ def musicnn_pipeline(model: str) -> tuple[Pipeline, Callable[[], None]]:
     return run, graph.close
 
 
-def tag_file_pipeline(tagger: Tagger) -> Pipeline:
+def tag_file_pipeline(tagger: BaseTagger) -> Pipeline:
     """Ours, one file after another: :func:`model.tagging.tag_file`."""
     from model.tagging import tag_file
 
@@ -93,7 +97,7 @@ def tag_file_pipeline(tagger: Tagger) -> Pipeline:
     return run
 
 
-def overlapped_pipeline(tagger: Tagger, *, workers: int) -> Pipeline:
+def overlapped_pipeline(tagger: BaseTagger, *, workers: int) -> Pipeline:
     """Ours with decoding overlapped: :func:`model.tagging.tag_files` (what the CLI runs)."""
     from model.tagging import FileTags, tag_files
 
@@ -126,13 +130,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--precision",
         choices=("float32", "bfloat16"),
         default="float32",
-        help="model.precision of our pipelines (bfloat16 needs AVX512_BF16 or AMX)",
+        help="model.precision of our TensorFlow pipelines (bfloat16 needs AVX512_BF16 or AMX)",
     )
+    parser.add_argument(
+        "--backends", nargs="+", default=["tensorflow", "onnxruntime"],
+        choices=("tensorflow", "onnxruntime"), help="model.backend of our pipelines",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.folder is not None and not args.folder.is_dir():
         print(f"skipped: {args.folder} is absent")
         return 0
 
+    from benchmarks.common import cpu_description
     from model import load_tagger
     from model.audio import AUDIO_EXTENSIONS
 
@@ -149,15 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not paths:
             print(f"skipped: no audio files of 3 s or more under {args.folder}")
             return 0
-        tagger = load_tagger(args.model, precision=args.precision)
         baseline, close = musicnn_pipeline(args.model)
-        pipelines: dict[str, Pipeline] = {
-            "musicnn (librosa + TF-1 graph)": baseline,
-            "ours: model.tagging.tag_file": tag_file_pipeline(tagger),
-            f"ours, decoding overlapped ({args.workers} threads)": overlapped_pipeline(
+        pipelines: dict[str, Pipeline] = {"musicnn (librosa + TF-1 graph)": baseline}
+        for backend in args.backends:
+            precision = args.precision if backend == "tensorflow" else "float32"
+            tagger = load_tagger(args.model, precision=precision, backend=backend)
+            pipelines[f"{backend}: tag_file"] = tag_file_pipeline(tagger)
+            pipelines[f"{backend}: tools.tag ({args.workers} threads)"] = overlapped_pipeline(
                 tagger, workers=args.workers
-            ),
-        }
+            )
         try:
             outputs = {name: run(paths) for name, run in pipelines.items()}  # untimed pass
             seconds: dict[str, list[float]] = {name: [] for name in pipelines}
@@ -171,17 +180,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     total = audio_seconds(paths) if args.folder is not None else args.files * args.seconds
     reference = np.stack(list(outputs[next(iter(pipelines))].values()))
+    print(f"CPU: {cpu_description()}")
     print(
         f"{len(paths)} files, {total:.0f} s of audio, model {args.model} ({args.precision}); "
-        f"median of {args.repeats} interleaved passes"
+        f"median of {args.repeats} interleaved passes; vs TF = against tensorflow: tools.tag"
     )
-    print(f"{'pipeline':<42} {'wall s':>7} {'x real time':>12} {'vs baseline':>11} {'max |dp|':>9}")
+    print(
+        f"{'pipeline':<42} {'wall s':>7} {'x real time':>12} {'vs baseline':>11} {'vs TF':>6} "
+        f"{'max |dp|':>9}"
+    )
     baseline_s = float(np.median(seconds[next(iter(pipelines))]))
+    tf_name = f"tensorflow: tools.tag ({args.workers} threads)"
+    tf_s = float(np.median(seconds[tf_name])) if tf_name in seconds else float("nan")
     for name, times in seconds.items():
         wall = float(np.median(times))
         diff = np.abs(np.stack(list(outputs[name].values())) - reference).max()
         print(
-            f"{name:<42} {wall:7.2f} {total / wall:11.1f}x {baseline_s / wall:10.2f}x {diff:9.4f}"
+            f"{name:<42} {wall:7.2f} {total / wall:11.1f}x {baseline_s / wall:10.2f}x "
+            f"{tf_s / wall:5.2f}x {diff:9.4f}"
         )
     return 0
 

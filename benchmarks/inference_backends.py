@@ -1,17 +1,26 @@
 """Per-window inference time of the pretrained taggers by backend and batch size.
 
     .venv/bin/python -m benchmarks.inference_backends [--models NAME ...] [--repeats N]
+        [--backends NAME ...] [--sweep]
 
 Backends, all on the CPU and all fed the same log-mel windows of synthetic
 music: the original TF-1 graph as musicnn ships it (the baseline), the Keras
-network through ``Tagger.predict`` (a ``tf.function``), the same function
-compiled by XLA (``jit_compile=True``), and LiteRT (TFLite) interpreters
-converted from the Keras network, float32 and dynamic-range int8, with
-``--threads`` threads (default 2).  Calls are interleaved across backends and
-the table gives medians in ms per window, the speed-up over the baseline
-measured in the same run, and the largest absolute probability difference from
-the baseline.  LiteRT runs through ``ai_edge_litert`` when installed, else
-through ``tf.lite.Interpreter``.
+network through ``Tagger.predict`` (a ``tf.function``, ``model.backend =
+"tensorflow"``), the same function compiled by XLA (``jit_compile=True``),
+ONNX Runtime on the model folder's ``model.onnx`` (``OnnxTagger.predict``,
+``model.backend = "onnxruntime"``), and LiteRT (TFLite) interpreters converted
+from the Keras network, float32 and dynamic-range int8, with ``--threads``
+threads (default 2).  Calls are interleaved across backends and the table
+gives medians in ms per window, the speed-up over the baseline and over the
+Keras ``tf.function`` measured in the same run, and the largest absolute
+probability difference from the baseline.  LiteRT runs through
+``ai_edge_litert`` when installed, else through ``tf.lite.Interpreter``.
+
+``--sweep`` adds ONNX Runtime sessions with one option changed from the
+chosen ones (:func:`model.onnx.session_options`): one intra-op thread, basic
+or extended instead of all graph optimisations, none, no memory arena, and
+parallel execution (inter-op threads) instead of sequential: how the options
+were chosen.  The CPU (model, cores, instruction sets) is printed first.
 """
 
 from __future__ import annotations
@@ -25,8 +34,11 @@ from typing import Any
 import numpy as np
 
 MODELS = ("MSD_musicnn", "MSD_vgg")
-BATCH_SIZES = (1, 8, 32)
+BATCH_SIZES = (1, 16, 32)
 BASELINE = "tf1-graph"
+KERAS = "keras tf.function"
+ONNX = "onnxruntime"
+OPTIONAL = (ONNX, "xla", "litert f32", "litert int8-dyn")
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -38,6 +50,7 @@ class Row:
     batch: int
     ms_per_window: float
     speed_up: float
+    vs_keras: float
     max_abs_diff: float
 
 
@@ -98,24 +111,68 @@ def litert_predictor(flatbuffer: bytes, *, threads: int) -> Predict:
     return predict
 
 
-def backends(name: str, *, threads: int) -> tuple[dict[str, Predict], Callable[[], None]]:
-    """Every backend for model ``name``, the baseline first; and a function to close them."""
+def _session_predictor(session: Any) -> Predict:
+    return lambda windows: np.asarray(session.run(None, {"mel": windows})[0])
+
+
+def onnx_sweep(folder: Any) -> dict[str, Predict]:
+    """ONNX Runtime sessions over ``folder``'s ``model.onnx``, each one option off the chosen."""
+    import onnxruntime as ort
+
+    from model.folder import ONNX_FILE
+    from model.onnx import session_options
+
+    level = ort.GraphOptimizationLevel
+    variants: dict[str, dict[str, Any]] = {
+        "ort 1 thread": {"intra_op_num_threads": 1},
+        "ort opt basic": {"graph_optimization_level": level.ORT_ENABLE_BASIC},
+        "ort opt extended": {"graph_optimization_level": level.ORT_ENABLE_EXTENDED},
+        "ort opt none": {"graph_optimization_level": level.ORT_DISABLE_ALL},
+        "ort no arena": {"enable_cpu_mem_arena": False},
+        "ort parallel": {
+            "execution_mode": ort.ExecutionMode.ORT_PARALLEL,
+            "inter_op_num_threads": 2,
+        },
+    }
+    predictors: dict[str, Predict] = {}
+    for label, changes in variants.items():
+        options = session_options()
+        for option, value in changes.items():
+            setattr(options, option, value)
+        session = ort.InferenceSession(
+            str(folder / ONNX_FILE), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        predictors[label] = _session_predictor(session)
+    return predictors
+
+
+def backends(
+    name: str, *, threads: int, chosen: Sequence[str], sweep: bool
+) -> tuple[dict[str, Predict], Callable[[], None]]:
+    """The backends of model ``name`` in ``chosen`` (the baseline first) and a closer."""
     from model import load_tagger
     from model.reference import OriginalGraph
+    from model.tagger import resolve_model_folder
 
     tagger = load_tagger(name)
     original = OriginalGraph(name)
-    predictors: dict[str, Predict] = {
-        BASELINE: original.predict,
-        "keras tf.function": tagger.predict,
-        "xla": xla_predictor(tagger.network),
-        "litert f32": litert_predictor(
+    makers: dict[str, Callable[[], Predict]] = {
+        KERAS: lambda: tagger.predict,
+        "xla": lambda: xla_predictor(tagger.network),
+        ONNX: lambda: load_tagger(name, backend="onnxruntime", device="cpu").predict,
+        "litert f32": lambda: litert_predictor(
             litert_model(tagger.network, quantize=False), threads=threads
         ),
-        "litert int8-dyn": litert_predictor(
+        "litert int8-dyn": lambda: litert_predictor(
             litert_model(tagger.network, quantize=True), threads=threads
         ),
     }
+    predictors: dict[str, Predict] = {BASELINE: original.predict}
+    for backend in (KERAS, *chosen):
+        predictors[backend] = makers[backend]()
+    if sweep:
+        load_tagger(name, backend="onnxruntime")  # model.onnx built
+        predictors.update(onnx_sweep(resolve_model_folder(name, cache_dir="~/.cache/tagstream")))
     return predictors, original.close
 
 
@@ -153,11 +210,13 @@ def measure(
                 predict(batch_windows)
                 seconds[backend].append(time.perf_counter() - started)
         baseline = float(np.median(seconds[BASELINE]))
+        keras = float(np.median(seconds[KERAS]))
         for backend, times in seconds.items():
             median = float(np.median(times))
             rows.append(
-                Row(name, backend, batch, 1e3 * median / batch, baseline / median, diffs[backend])
-            )
+                Row(name, backend, batch, 1e3 * median / batch, baseline / median,
+                    keras / median, diffs[backend])
+            )  # fmt: skip
     return rows
 
 
@@ -166,20 +225,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per backend and batch")
     parser.add_argument("--threads", type=int, default=2, help="LiteRT interpreter threads")
+    parser.add_argument(
+        "--backends", nargs="+", default=list(OPTIONAL), choices=OPTIONAL,
+        help=f"besides {BASELINE} and {KERAS} (default: all)",
+    )  # fmt: skip
+    parser.add_argument("--sweep", action="store_true", help="ONNX Runtime session options too")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    from benchmarks.common import cpu_description
+
     windows = test_windows(max(BATCH_SIZES), seed=args.seed)
+    print(f"CPU: {cpu_description()}")
     print(
         f"ms per window, median of {args.repeats} interleaved calls; speed-up over {BASELINE} "
-        "in the same run; max |dp| = largest probability difference from it"
+        f"and over {KERAS} (vs keras) in the same run; max |dp| = largest probability "
+        "difference from the baseline"
     )
     print(
         f"{'model':<12} {'backend':<18} {'batch':>5} {'ms/window':>10} {'speed-up':>9} "
-        f"{'max |dp|':>9}"
+        f"{'vs keras':>9} {'max |dp|':>9}"
     )
     for name in args.models:
-        predictors, close = backends(name, threads=args.threads)
+        predictors, close = backends(
+            name, threads=args.threads, chosen=args.backends, sweep=args.sweep
+        )
         try:
             rows = measure(name, predictors, windows, repeats=args.repeats)
         finally:
@@ -187,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in rows:
             print(
                 f"{row.model:<12} {row.backend:<18} {row.batch:>5} {row.ms_per_window:10.2f} "
-                f"{row.speed_up:8.2f}x {row.max_abs_diff:9.2e}"
+                f"{row.speed_up:8.2f}x {row.vs_keras:8.2f}x {row.max_abs_diff:9.2e}"
             )
     return 0
 

@@ -39,7 +39,7 @@ from model.features import MelExtractor
 from tagstream.errors import TagstreamError, UnavailableError, UsageError
 
 if TYPE_CHECKING:
-    from model.tagger import Tagger
+    from model.tagger import BaseTagger
 
 __all__ = [
     "FileTags",
@@ -275,7 +275,7 @@ def _check_batching(batch_size: int, block_seconds: float) -> None:
 
 def tag_file(
     path: str | os.PathLike[str],
-    tagger: Tagger,
+    tagger: BaseTagger,
     *,
     hop_seconds: float = 0.0,
     pad: bool = False,
@@ -288,7 +288,7 @@ def tag_file(
     ----------
     path : path-like
         wav, flac, ogg or mp3 (whatever libsndfile reads), any rate and channels.
-    tagger : model.tagger.Tagger
+    tagger : model.tagger.BaseTagger (either backend)
     hop_seconds : float >= 0
         Seconds between window starts; 0 means the window length (no overlap).
     pad : bool
@@ -325,7 +325,7 @@ _DONE: Final = object()
 
 def tag_files(
     paths: Iterable[str | os.PathLike[str]],
-    tagger: Tagger,
+    tagger: BaseTagger,
     *,
     hop_seconds: float = 0.0,
     pad: bool = False,
