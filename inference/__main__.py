@@ -21,9 +21,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
-from collections.abc import Sequence
-from typing import TextIO
 
 from config import InferenceConfig, ModelConfig, choices
 from tagstream import cli
@@ -63,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(ctx: cli.Context, *, started_at: float | None = None) -> int:
+def run(ctx: cli.Context) -> int:
     """Serve until SIGINT or SIGTERM (the body handed to :func:`tagstream.cli.run`)."""
     args = ctx.args
     cfg = ctx.load_config(
@@ -81,7 +78,7 @@ def run(ctx: cli.Context, *, started_at: float | None = None) -> int:
 
     if args.ready_file:
         remove_ready_file(args.ready_file)  # a stale file must not say this worker is ready
-    worker = Worker(cfg, started_at=started_at)
+    worker = Worker(cfg, started_at=ctx.started_at)
     try:
         worker.start()  # SIGINT/SIGTERM while the model loads: KeyboardInterrupt, exit 0
         with ctx.on_stop(worker.stop):
@@ -117,31 +114,7 @@ def run(ctx: cli.Context, *, started_at: float | None = None) -> int:
     return cli.ExitStatus.OK
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    *,
-    stdout: TextIO | None = None,
-    stderr: TextIO | None = None,
-) -> int:
-    """Run the worker until Ctrl-C or SIGTERM; return the exit status.
-
-    Parameters
-    ----------
-    argv : sequence of str or None
-        Arguments without the program name; ``None`` reads ``sys.argv``.
-    stdout, stderr : text streams or None
-        Where output and the one-line error go (default the process's).
-    """
-    started_at = time.monotonic()
-    return cli.run(
-        build_parser(),
-        lambda ctx: run(ctx, started_at=started_at),
-        argv,
-        stdout=stdout,
-        stderr=stderr,
-        long_running=True,
-    )
-
+main = cli.command(build_parser, run, long_running=True)
 
 if __name__ == "__main__":
     # Sockets are closed and the last log line written by now. Interpreter teardown with

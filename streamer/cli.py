@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from config import MetricsConfig
@@ -206,23 +205,7 @@ def _start_metrics(settings: MetricsConfig, streamer: Streamer) -> MetricsServer
     return server
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    *,
-    stdout: TextIO | None = None,
-    stderr: TextIO | None = None,
-) -> int:
-    """Run ``python -m streamer``; return the exit status (:class:`ExitStatus`).
-
-    Parameters
-    ----------
-    argv : sequence of str or None
-        Arguments without the program name; ``None`` reads ``sys.argv``.
-    stdout, stderr : text streams or None
-        Where the device list and the error line go (default: ``sys.stdout`` / ``sys.stderr``).
-    """
-    return cli.run(build_parser(), run, argv, stdout=stdout, stderr=stderr, long_running=True)
-
+main = cli.command(build_parser, run, long_running=True)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,10 +43,11 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from tagstream.errors import ExitStatus, TagstreamError, UsageError
 
@@ -57,6 +58,8 @@ __all__ = [
     "LOG_FORMAT",
     "Context",
     "ExitStatus",
+    "Main",
+    "command",
     "exit_now",
     "parser",
     "run",
@@ -128,12 +131,15 @@ class Context:
         Where output and the error line go (injectable: tests drive the real ``main``).
     stop : threading.Event
         Set by SIGINT or SIGTERM; long-running bodies poll it or register a callback.
+    started_at : float
+        ``time.monotonic()`` when the command started (for start-up timings).
     """
 
     args: argparse.Namespace
     stdout: TextIO
     stderr: TextIO
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    started_at: float = dataclasses.field(default_factory=time.monotonic)
     _callbacks: list[Callable[[], None]] = dataclasses.field(default_factory=list)
     config: Config | None = None
 
@@ -210,6 +216,7 @@ def run(
         Ctrl-C and SIGTERM are the normal way to stop it: they return
         :attr:`ExitStatus.OK` instead of :attr:`ExitStatus.INTERRUPTED`.
     """
+    started_at = time.monotonic()
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
@@ -218,7 +225,7 @@ def run(
             args = arg_parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (argparse's 2)
         return int(ExitStatus.OK if not exc.code else ExitStatus.USAGE)
-    ctx = Context(args=args, stdout=out, stderr=err)
+    ctx = Context(args=args, stdout=out, stderr=err, started_at=started_at)
     show_traceback = bool(getattr(args, "traceback", False))
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous: dict[int, Any] = {}
@@ -243,6 +250,57 @@ def run(
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+class Main(Protocol):
+    """A command's ``main``: parse ``argv``, run, return the exit status."""
+
+    def __call__(
+        self,
+        argv: Sequence[str] | None = ...,
+        *,
+        stdout: TextIO | None = ...,
+        stderr: TextIO | None = ...,
+    ) -> int: ...
+
+
+def command(
+    build_parser: Callable[[], argparse.ArgumentParser],
+    body: Body,
+    *,
+    long_running: bool = False,
+) -> Main:
+    """A command's ``main(argv=None, *, stdout=None, stderr=None) -> int`` over :func:`run`.
+
+    Parameters
+    ----------
+    build_parser : callable () -> argparse.ArgumentParser
+        The command line (built with :func:`parser`).
+    body : callable (Context) -> ExitStatus or int
+        The command itself.
+    long_running : bool
+        Ctrl-C and SIGTERM are its normal stop (exit 0, not 130).
+
+    Examples
+    --------
+    >>> main = command(build_parser, run, long_running=True)  # doctest: +SKIP
+    >>> if __name__ == "__main__":  # doctest: +SKIP
+    ...     sys.exit(main())
+    """
+
+    def main(
+        argv: Sequence[str] | None = None,
+        *,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+    ) -> int:
+        return run(
+            build_parser(), body, argv, stdout=stdout, stderr=stderr, long_running=long_running
+        )
+
+    main.__module__ = body.__module__
+    main.__doc__ = f"Run ``python -m {body.__module__}``; return its exit status."
+    return main
 
 
 def usage(message: str) -> UsageError:

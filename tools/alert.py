@@ -33,7 +33,7 @@ from monitor.alerts import AlertEngine, Rules, load_rules
 from monitor.families import DEFAULT_FAMILIES
 from monitor.sinks import SinkSet
 from tagstream import cli
-from tools import add_subscription_arguments, command
+from tools import add_subscription_arguments
 
 if TYPE_CHECKING:
     from protocol.security import SecuritySettings
@@ -161,7 +161,7 @@ def run(ctx: cli.Context) -> int:
     return cli.ExitStatus.OK
 
 
-main = command(build_parser, run, long_running=True)
+main = cli.command(build_parser, run, long_running=True)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from monitor.history import (
     check_positive,
 )
 from tagstream import cli
-from tools import add_subscription_arguments, check_at_least, command
+from tools import add_subscription_arguments, check_at_least
 
 if TYPE_CHECKING:
     from protocol.security import SecuritySettings
@@ -300,7 +300,7 @@ def run(ctx: cli.Context) -> int:
     return cli.ExitStatus.OK
 
 
-main = command(build_parser, run, long_running=True)
+main = cli.command(build_parser, run, long_running=True)
 
 
 if __name__ == "__main__":

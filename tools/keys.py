@@ -26,9 +26,7 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
 
 import zmq.auth
 
@@ -98,12 +96,7 @@ def run(ctx: cli.Context) -> int:
     return cli.ExitStatus.OK
 
 
-def main(
-    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
-) -> int:
-    """Run the command; return its exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
-    return cli.run(build_parser(), run, argv, stdout=stdout, stderr=stderr)
-
+main = cli.command(build_parser, run)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,7 +37,6 @@ from monitor import connect
 from monitor.history import DashboardModel
 from tagstream import cli
 from tagstream.errors import UnavailableError
-from tools import command
 from tools.dashboard import render_dashboard
 
 if TYPE_CHECKING:
@@ -287,7 +286,7 @@ def run(ctx: cli.Context) -> int:
     return cli.ExitStatus.OK
 
 
-main = command(build_parser, run, long_running=True)
+main = cli.command(build_parser, run, long_running=True)
 
 
 if __name__ == "__main__":

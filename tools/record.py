@@ -29,7 +29,7 @@ import sys
 from config import RecordConfig
 from monitor.recorder import Recorder
 from tagstream import cli
-from tools import add_subscription_arguments, command
+from tools import add_subscription_arguments
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -80,7 +80,7 @@ def run(ctx: cli.Context) -> int:
     return cli.ExitStatus.OK
 
 
-main = command(build_parser, run, long_running=True)
+main = cli.command(build_parser, run, long_running=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import sys
 from monitor.report import build_report, format_report, parse_time, write_outputs
 from tagstream import cli
 from tagstream.errors import UsageError
-from tools import check_at_least, command
+from tools import check_at_least
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -79,7 +79,7 @@ def run(ctx: cli.Context) -> int:
     return cli.ExitStatus.OK
 
 
-main = command(build_parser, run)
+main = cli.command(build_parser, run)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from monitor import connect
 from protocol import TagUpdate
 from tagstream import cli
 from tagstream.errors import UnavailableError
-from tools import add_subscription_arguments, check_at_least, command
+from tools import add_subscription_arguments, check_at_least
 
 if TYPE_CHECKING:
     from protocol.security import SecuritySettings
@@ -145,7 +145,7 @@ def run(ctx: cli.Context) -> int:
     return cli.ExitStatus.OK
 
 
-main = command(build_parser, run, long_running=True)
+main = cli.command(build_parser, run, long_running=True)
 
 
 if __name__ == "__main__":

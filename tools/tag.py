@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import traceback
-from collections.abc import Sequence
 from typing import TextIO
 
 from model.tagging import FileTags, hop_frames_for, tag_files
@@ -130,15 +129,7 @@ def run(ctx: cli.Context) -> ExitStatus:
     return status
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    *,
-    stdout: TextIO | None = None,
-    stderr: TextIO | None = None,
-) -> int:
-    """Run ``python -m tools.tag``; return the exit status (:class:`ExitStatus`)."""
-    return cli.run(build_parser(), run, argv, stdout=stdout, stderr=stderr)
-
+main = cli.command(build_parser, run)
 
 if __name__ == "__main__":
     cli.exit_now(main())  # TensorFlow's interpreter teardown would add ~2 s to Ctrl-C

@@ -56,7 +56,7 @@ from monitor.history import HISTORY_SECONDS, DashboardModel, StreamHistory
 from protocol import TagUpdate
 from tagstream import cli
 from tagstream.errors import EndpointError, UsageError
-from tools import add_subscription_arguments, command
+from tools import add_subscription_arguments
 
 if TYPE_CHECKING:
     from protocol.security import SecuritySettings
@@ -634,7 +634,7 @@ def run(ctx: cli.Context) -> int:
     return cli.ExitStatus.OK
 
 
-main = command(build_parser, run, long_running=True)
+main = cli.command(build_parser, run, long_running=True)
 
 
 if __name__ == "__main__":

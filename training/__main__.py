@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
 
 from config import LoggingConfig, choices
 from tagstream import cli
@@ -125,12 +123,7 @@ def run(ctx: cli.Context) -> int:
     return cli.ExitStatus.OK
 
 
-def main(
-    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
-) -> int:
-    """Run one command; return its :class:`~tagstream.errors.ExitStatus`."""
-    return cli.run(build_parser(), run, argv, stdout=stdout, stderr=stderr)
-
+main = cli.command(build_parser, run)
 
 if __name__ == "__main__":
     sys.exit(main())
