@@ -43,10 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
         "Send live or recorded audio to the tagstream inference worker.",
         epilog="Settings not given here come from the settings file's [streamer] section.",
     )
-    parser.add_argument("--endpoint", help="worker input endpoint, e.g. tcp://127.0.0.1:5555")
+    cli.setting_flag(
+        parser,
+        "--endpoint",
+        key="streamer.endpoint",
+        help="worker input endpoint, e.g. tcp://127.0.0.1:5555",
+    )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--device", help='input device: "hw:1", "hw:1,0", a name such as "pulse", or an index'
+    cli.setting_flag(
+        source,
+        "--device",
+        key="streamer.device",
+        help='input device: "hw:1", "hw:1,0", a name such as "pulse", or an index',
     )
     source.add_argument("--file", metavar="PATH", help="stream an audio file instead")
     source.add_argument(
@@ -57,12 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--list-devices", action="store_true", help="print the input devices and exit"
     )
-    parser.add_argument(
-        "--sample-rate", type=int, metavar="HZ", help="capture rate (0 = device default)"
+    cli.setting_flag(
+        parser,
+        "--sample-rate",
+        key="streamer.sample_rate",
+        metavar="HZ",
+        help="capture rate (0 = device default)",
     )
-    parser.add_argument("--channels", type=int, metavar="N", help="channels to capture (0 = 1)")
-    parser.add_argument(
-        "--stream-id", metavar="ID", help='stream name (default "<hostname>:<device or file>")'
+    cli.setting_flag(
+        parser, "--channels", key="streamer.channels", metavar="N", help="channels (0 = 1)"
+    )
+    cli.setting_flag(
+        parser,
+        "--stream-id",
+        key="streamer.stream_id",
+        metavar="ID",
+        help='stream name (default "<hostname>:<device or file>")',
     )
     parser.add_argument(
         "--fast",
@@ -98,15 +116,7 @@ def run(ctx: cli.Context) -> ExitStatus:
         return ExitStatus.OK
     if args.fast and not (args.file or args.url):
         raise UsageError("--fast only applies to --file and --url")
-    cfg = ctx.load_config(
-        {
-            "streamer.endpoint": args.endpoint,
-            "streamer.device": args.device,
-            "streamer.sample_rate": args.sample_rate,
-            "streamer.channels": args.channels,
-            "streamer.stream_id": args.stream_id,
-        }
-    )
+    cfg = ctx.load_config()
     settings = cfg.streamer
     source: Source
     if args.file:
@@ -142,7 +152,8 @@ def run(ctx: cli.Context) -> ExitStatus:
         )
     try:
         endpoint = settings.endpoint
-        if settings.endpoints and not args.endpoint:  # scale-out: this stream's worker
+        given_endpoint = getattr(args, "streamer.endpoint")  # --endpoint beats scale-out
+        if settings.endpoints and not given_endpoint:  # scale-out: this stream's worker
             from streamer.core import default_stream_id
             from streamer.routing import endpoint_for
 

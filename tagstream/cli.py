@@ -63,6 +63,7 @@ __all__ = [
     "exit_now",
     "parser",
     "run",
+    "setting_flag",
     "setup_logging",
 ]
 
@@ -100,6 +101,53 @@ def parser(
         )
     p.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
     return p
+
+
+def setting_flag(
+    parser: argparse.ArgumentParser | argparse._ActionsContainer,
+    *flags: str,
+    key: str,
+    help: str,
+    metavar: str | None = None,
+) -> argparse.Action:
+    """Add a command-line flag that overrides setting ``key`` (``"inference.hop_seconds"``).
+
+    The flag's type, choices and (for lists) repetition come from the setting's field in
+    the settings schema, and :meth:`Context.load_config` applies every such flag given on
+    the command line through the same checks as the file's values, so a command never
+    lists its overrides again::
+
+        cli.setting_flag(parser, "--hop-seconds", key="inference.hop_seconds", help="...")
+        cfg = ctx.load_config()           # cfg.inference.hop_seconds is the flag's value
+
+    A ``bool`` setting becomes a switch that sets it to true.
+    """
+    import typing
+
+    from config import Config
+
+    section, _, name = key.partition(".")
+    sections = typing.get_type_hints(Config)
+    if section not in sections:
+        raise KeyError(f"{key}: no such settings section")
+    fields = {f.name: f for f in dataclasses.fields(sections[section])}
+    if name not in fields:
+        raise KeyError(f"{key}: no such setting")
+    tp = typing.get_type_hints(sections[section])[name]
+    options: dict[str, Any] = {"dest": key, "help": help, "default": None}
+    if tp is bool:
+        options["action"] = "store_const"
+        options["const"] = True
+    elif typing.get_origin(tp) is tuple:
+        options["action"] = "append"
+        options["metavar"] = metavar
+    else:
+        options["type"] = tp
+        options["metavar"] = metavar
+        allowed = fields[name].metadata.get("choices")
+        if allowed is not None:
+            options["choices"] = allowed
+    return parser.add_argument(*flags, **options)
 
 
 def setup_logging(level: str | int = "INFO", *, stream: TextIO | None = None) -> None:
@@ -149,7 +197,8 @@ class Context:
         Parameters
         ----------
         overrides : mapping {"section.key": value}
-            Command-line values; ``None`` values are ignored.  They pass the same
+            Values beyond the flags made by :func:`setting_flag` (which are applied
+            without being listed); ``None`` values are ignored.  They pass the same
             checks as the file's values.
 
         Raises
@@ -159,7 +208,10 @@ class Context:
         """
         from config import load_config
 
-        cfg = load_config(getattr(self.args, "config", None), overrides=dict(overrides or {}))
+        # Flags made by setting_flag() carry their setting's key as their dest.
+        given = {key: value for key, value in vars(self.args).items() if "." in key}
+        given.update({key: value for key, value in (overrides or {}).items() if value is not None})
+        cfg = load_config(getattr(self.args, "config", None), overrides=given)
         setup_logging(cfg.logging.level)
         self.config = cfg
         return cfg

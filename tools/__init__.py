@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from tagstream import cli
 from tagstream.errors import UsageError
 
 __all__ = ["add_subscription_arguments", "check_at_least"]
@@ -16,8 +17,12 @@ __all__ = ["add_subscription_arguments", "check_at_least"]
 
 def add_subscription_arguments(parser: argparse.ArgumentParser, *, streams: bool = True) -> None:
     """Add ``--endpoint E`` and (with ``streams``) ``--stream ID``, both repeatable."""
-    parser.add_argument(
-        "--endpoint", action="append", metavar="E", help="worker PUB endpoint (repeatable)"
+    cli.setting_flag(
+        parser,
+        "--endpoint",
+        key="subscribe.endpoints",
+        metavar="E",
+        help="worker PUB endpoint (repeatable; default: subscribe.endpoints)",
     )
     if streams:
         parser.add_argument(

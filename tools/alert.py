@@ -142,7 +142,7 @@ def run(ctx: cli.Context) -> int:
         return cli.ExitStatus.OK
     if not args.rules:
         raise cli.usage("--rules PATH is required (see docs/ALERTS.md)")
-    cfg = ctx.load_config({"subscribe.endpoints": args.endpoint})
+    cfg = ctx.load_config()
     rules = load_rules(args.rules)
     if args.check:
         ctx.stdout.write(

@@ -268,9 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--top", type=int, default=TOP_TAGS, metavar="K", help=f"tags per stream ({TOP_TAGS})"
     )
-    parser.add_argument(
+    cli.setting_flag(
+        parser,
         "--history-seconds",
-        type=float,
+        key="web.history_seconds",
         metavar="S",
         help="seconds of history per stream (default: web.history_seconds)",
     )
@@ -283,9 +284,7 @@ def run(ctx: cli.Context) -> int:
     args = ctx.args
     check_at_least("--top", args.top)
     check_at_least("--count", args.count)
-    cfg = ctx.load_config(
-        {"subscribe.endpoints": args.endpoint, "web.history_seconds": args.history_seconds}
-    )
+    cfg = ctx.load_config()
     with ctx.on_stop(ctx.stop.set):  # polled: the last frame is drawn on the way out
         run_dashboard(
             cfg.subscribe.endpoints,

@@ -44,15 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", required=True, metavar="PATH", help="SQLite database to write")
     add_subscription_arguments(parser, streams=False)
     defaults = RecordConfig()
-    parser.add_argument(
+    cli.setting_flag(
+        parser,
         "--retention-days",
-        type=float,
+        key="record.retention_days",
         metavar="N",
         help=f"delete updates older than N days; 0 keeps all ({defaults.retention_days:g})",
     )
-    parser.add_argument(
+    cli.setting_flag(
+        parser,
         "--commit-interval",
-        type=float,
+        key="record.commit_interval_seconds",
         metavar="S",
         help="seconds between commits: at most this much is lost to kill -9 "
         f"({defaults.commit_interval_seconds:g})",
@@ -63,13 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(ctx: cli.Context) -> int:
     """The command's body: record until Ctrl-C or SIGTERM, then commit and close."""
     args = ctx.args
-    cfg = ctx.load_config(
-        {
-            "subscribe.endpoints": args.endpoint,
-            "record.retention_days": args.retention_days,
-            "record.commit_interval_seconds": args.commit_interval,
-        }
-    )
+    cfg = ctx.load_config()
     with (
         Recorder(
             args.db, cfg.subscribe.endpoints, settings=cfg.record, security=cfg.security

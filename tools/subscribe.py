@@ -131,7 +131,7 @@ def run(ctx: cli.Context) -> int:
     check_at_least("--count", args.count)
     if args.timeout is not None and not args.timeout > 0:
         raise cli.usage(f"--timeout={args.timeout} must be greater than 0")
-    cfg = ctx.load_config({"subscribe.endpoints": args.endpoint})
+    cfg = ctx.load_config()
     print_updates(
         cfg.subscribe.endpoints,
         out=ctx.stdout,

@@ -592,15 +592,27 @@ def build_parser() -> argparse.ArgumentParser:
         "Serve a live web dashboard of the tags of every stream.",
         epilog="Defaults come from config.toml ([web] and [subscribe] endpoints).",
     )
-    parser.add_argument(
-        "--bind", metavar="HOST:PORT", help="address to serve on (default: web.bind)"
+    cli.setting_flag(
+        parser,
+        "--bind",
+        key="web.bind",
+        metavar="HOST:PORT",
+        help="address to serve on (default: web.bind)",
     )
     add_subscription_arguments(parser)
-    parser.add_argument(
-        "--token", metavar="T", help="secret the page must carry (required beyond loopback)"
+    cli.setting_flag(
+        parser,
+        "--token",
+        key="web.token",
+        metavar="T",
+        help="secret the page must carry (required beyond loopback)",
     )
-    parser.add_argument(
-        "--history-seconds", type=float, metavar="S", help="seconds of history per stream"
+    cli.setting_flag(
+        parser,
+        "--history-seconds",
+        key="web.history_seconds",
+        metavar="S",
+        help="seconds of history per stream",
     )
     return parser
 
@@ -608,14 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(ctx: cli.Context) -> int:
     """The command's body: serve until Ctrl-C or SIGTERM."""
     args = ctx.args
-    cfg = ctx.load_config(
-        {
-            "subscribe.endpoints": args.endpoint,
-            "web.bind": args.bind,
-            "web.token": args.token,
-            "web.history_seconds": args.history_seconds,
-        }
-    )
+    cfg = ctx.load_config()
     with (
         WebDashboard(
             cfg.subscribe.endpoints,
