@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import signal
@@ -96,3 +97,38 @@ def test_every_project_error_derives_from_the_root() -> None:
     from config import ConfigError
 
     assert issubclass(ConfigError, TagstreamError)
+
+
+def test_setting_flags_take_type_and_choices_from_the_schema(tmp_path) -> None:
+    def build() -> argparse.ArgumentParser:
+        p = cli.parser("prog", "test")
+        cli.setting_flag(p, "--hop-seconds", key="inference.hop_seconds", help="hop")
+        cli.setting_flag(p, "--mode", key="inference.mode", help="mode")
+        cli.setting_flag(p, "--endpoint", key="subscribe.endpoints", help="repeatable")
+        cli.setting_flag(p, "--pad", key="tagging.pad_short", help="switch")
+        return p
+
+    seen = {}
+
+    def body(ctx: cli.Context) -> int:
+        seen["cfg"] = ctx.load_config()
+        return ExitStatus.OK
+
+    path = tmp_path / "c.toml"
+    path.write_text("[inference]\nhop_seconds = 2.0\n")
+    argv = ["--config", str(path), "--mode", "streaming", "--endpoint", "tcp://a:1",
+            "--endpoint", "tcp://b:2", "--pad"]  # fmt: skip
+    status = cli.run(build(), body, argv, stdout=io.StringIO(), stderr=io.StringIO())
+    cfg = seen["cfg"]
+    assert status == 0
+    assert cfg.inference.hop_seconds == 2.0  # the file's value where no flag is given
+    assert cfg.inference.mode == "streaming"
+    assert cfg.subscribe.endpoints == ("tcp://a:1", "tcp://b:2")
+    assert cfg.tagging.pad_short is True
+    err = io.StringIO()
+    status = cli.run(build(), body, ["--mode", "fast"], stdout=io.StringIO(), stderr=err)
+    assert status == ExitStatus.USAGE and "invalid choice" in err.getvalue()
+    err = io.StringIO()
+    status = cli.run(build(), body, ["--hop-seconds", "inf"], stdout=io.StringIO(), stderr=err)
+    assert status == ExitStatus.USAGE
+    assert "inference.hop_seconds: expected a finite number" in err.getvalue()
