@@ -54,6 +54,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from monitor.alerts import Alert, Rules, SinkSpec
+from tagstream.errors import TagstreamError
 
 if TYPE_CHECKING:
     import requests
@@ -143,7 +144,7 @@ class SinkStats:
     retries: int = 0
 
 
-class DeliveryError(Exception):
+class DeliveryError(TagstreamError):
     """One attempt failed; ``retry`` says whether another may succeed."""
 
     def __init__(self, message: str, *, retry: bool = True) -> None:

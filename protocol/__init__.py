@@ -37,6 +37,8 @@ from typing import Any, Final, TypeAlias
 import msgpack
 import numpy as np
 
+from tagstream.errors import TagstreamError
+
 __all__ = [
     "KIND_AUDIO",
     "KIND_END",
@@ -111,7 +113,7 @@ REJECT_REASONS: Final[Mapping[str, str]] = {
 }
 
 
-class ProtocolError(ValueError):
+class ProtocolError(TagstreamError, ValueError):
     """A message is malformed; ``reason`` is a short slug from :data:`REJECT_REASONS`.
 
     Parameters
@@ -698,4 +700,3 @@ def decode_update(frames: Sequence[FrameLike]) -> TagUpdate:
         published_time=_field(header, "published_time"),
         **optional,
     )
-

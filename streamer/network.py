@@ -219,7 +219,7 @@ class _Pace(NamedTuple):
     origin_frames: int
 
 
-class _ConnectError(Exception):
+class _ConnectError(UnavailableError):
     """One connection attempt failed; the message is the reason logged."""
 
 
