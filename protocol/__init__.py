@@ -9,7 +9,12 @@ specification for readers outside Python):
 * **end** (streamer -> worker): one header frame; the stream is over.
 * **tags** (worker PUB -> subscribers): frame 0 is the topic (the stream id),
   frame 1 a msgpack header, frames 2 and 3 the raw and the smoothed tag
-  probabilities as little-endian float32.
+  probabilities as little-endian float32.  Optional header fields say what the
+  window holds (``content``, ``content_probabilities``, ``level_dbfs``).
+* **event** (worker PUB -> subscribers, and streamer -> worker for the source's
+  own events): something that happened at a moment of a stream's audio
+  (:class:`Event`: ``silence_start``, ``content_change``, ``now_playing``, ...);
+  frame 0 is the topic on the PUB socket, then one msgpack header.
 
 Every header carries ``"version": PROTOCOL_VERSION``.  Decoding rejects
 anything malformed with :class:`ProtocolError`, whose ``reason`` is a short
@@ -40,8 +45,12 @@ import numpy as np
 from tagstream.errors import TagstreamError
 
 __all__ = [
+    "CONTENTS",
+    "EVENT_FIELDS",
+    "EVENT_KINDS",
     "KIND_AUDIO",
     "KIND_END",
+    "KIND_EVENT",
     "KIND_TAGS",
     "MAX_BUFFER_BYTES",
     "MAX_CHANNELS",
@@ -53,17 +62,23 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REJECT_REASONS",
     "SAMPLE_FORMATS",
+    "SOURCE_EVENT_KINDS",
     "AudioFrame",
     "EndOfStream",
+    "Event",
     "FrameLike",
     "InputMessage",
     "ProtocolError",
+    "PublishedMessage",
     "TagUpdate",
     "check_stream_id",
+    "decode_event",
     "decode_input",
+    "decode_published",
     "decode_update",
     "encode_audio",
     "encode_end",
+    "encode_event",
     "encode_update",
 ]
 
@@ -72,6 +87,25 @@ PROTOCOL_VERSION: Final = 1
 KIND_AUDIO: Final = "audio"
 KIND_END: Final = "end"
 KIND_TAGS: Final = "tags"
+KIND_EVENT: Final = "event"
+
+#: What a window holds (a tag update's optional ``content``), as :mod:`model.content` says.
+CONTENTS: Final = ("music", "speech", "silence")
+#: Event kinds, and the kind-specific fields each carries (name -> type), besides the
+#: ``stream``, ``event``, ``time`` and ``at_s`` every event has (docs/PROTOCOL.md "Event").
+EVENT_FIELDS: Final[Mapping[str, Mapping[str, type]]] = {
+    "silence_start": {"silence_since_s": float, "level_dbfs": float, "threshold_dbfs": float},
+    "silence_end": {"duration_s": float, "level_dbfs": float},
+    "content_change": {"content": str, "previous": str},
+    "now_playing": {"title": str},
+    "source_down": {"reason": str},
+    "source_up": {"outage_s": float},
+}
+EVENT_KINDS: Final = tuple(EVENT_FIELDS)
+#: The event kinds a streamer may send to the worker (about its source).
+SOURCE_EVENT_KINDS: Final = ("now_playing", "source_down", "source_up")
+#: Longest text field of an event (a title, a reason), in characters.
+MAX_EVENT_TEXT_CHARS: Final = 1024
 
 #: Sample format name -> numpy dtype (always little-endian, interleaved channels).
 SAMPLE_FORMATS: Final[Mapping[str, np.dtype[Any]]] = {
@@ -110,6 +144,8 @@ REJECT_REASONS: Final[Mapping[str, str]] = {
     "topic": "the topic frame differs from the header's stream",
     "tags": f"tag names are not strings, or more than {MAX_TAGS} of them",
     "counter": "gaps or dropped is negative",
+    "content": "content is not music/speech/silence, or its probabilities or level are not numbers",
+    "event": "unknown event kind, or a kind-specific field missing or of the wrong type",
 }
 
 
@@ -311,7 +347,7 @@ class EndOfStream:
         _check_int("seq", self.seq, minimum=0, reason="seq")
 
 
-InputMessage: TypeAlias = AudioFrame | EndOfStream
+InputMessage: TypeAlias = "AudioFrame | EndOfStream | Event"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -344,6 +380,13 @@ class TagUpdate:
         Sequence gaps seen so far on this stream.
     dropped : int >= 0
         Blocks or updates dropped so far on this stream.
+    content : {"music", "speech", "silence"} or None
+        What the window holds (:mod:`model.content`); ``None`` when the worker
+        did not classify it (an older worker, or the window's audio was gone).
+    content_probabilities : dict {str: float} or None
+        One probability per class of :data:`CONTENTS`.
+    level_dbfs : float or None
+        The window's RMS level in dBFS (a full-scale sine reads 0).
 
     Notes
     -----
@@ -364,10 +407,14 @@ class TagUpdate:
     published_time: float
     gaps: int = 0
     dropped: int = 0
+    content: str | None = None
+    content_probabilities: Mapping[str, float] | None = None
+    level_dbfs: float | None = None
 
     def __post_init__(self) -> None:
         check_stream_id(self.stream)
         _check_int("seq", self.seq, minimum=0, reason="seq")
+        _check_content(self)
         start_s = _check_time("start_s", self.start_s)
         end_s = _check_time("end_s", self.end_s)
         if not 0.0 <= start_s <= end_s:
@@ -418,7 +465,56 @@ class TagUpdate:
             "published_time": float(self.published_time),
             "gaps": self.gaps,
             "dropped": self.dropped,
+            **self._content_fields(),
         }
+
+    def _content_fields(self) -> dict[str, Any]:
+        """The optional content fields that are set (header and JSON share them)."""
+        fields: dict[str, Any] = {}
+        if self.content is not None:
+            fields["content"] = self.content
+        if self.content_probabilities is not None:
+            fields["content_probabilities"] = dict(self.content_probabilities)
+        if self.level_dbfs is not None:
+            fields["level_dbfs"] = float(self.level_dbfs)
+        return fields
+
+
+def _check_content(update: TagUpdate) -> None:
+    """Check (and normalise) a tag update's optional content fields."""
+    if update.content is not None and update.content not in CONTENTS:
+        raise ProtocolError(
+            f"content={update.content!r} must be one of {', '.join(CONTENTS)}", reason="content"
+        )
+    probabilities = update.content_probabilities
+    if probabilities is not None:
+        if not isinstance(probabilities, Mapping) or set(probabilities) != set(CONTENTS):
+            raise ProtocolError(
+                f"content_probabilities={probabilities!r} must map each of "
+                f"{', '.join(CONTENTS)} to a number",
+                reason="content",
+            )
+        checked = {}
+        for name in CONTENTS:
+            value = probabilities[name]
+            if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+                raise ProtocolError(
+                    f"content_probabilities[{name!r}]={value!r} must be a number", reason="content"
+                )
+            if not 0.0 <= float(value) <= 1.0:
+                raise ProtocolError(
+                    f"content_probabilities[{name!r}]={value!r} must be in [0, 1]",
+                    reason="content",
+                )
+            checked[name] = float(value)
+        object.__setattr__(update, "content_probabilities", checked)
+    level = update.level_dbfs
+    if level is not None:
+        if isinstance(level, bool) or not isinstance(level, int | float | np.floating):
+            raise ProtocolError(f"level_dbfs={level!r} must be a number", reason="content")
+        if not math.isfinite(float(level)):
+            raise ProtocolError(f"level_dbfs={level!r} must be finite", reason="content")
+        object.__setattr__(update, "level_dbfs", float(level))
 
 
 # ---------------------------------------------------------------------------
@@ -494,6 +590,7 @@ def encode_update(update: TagUpdate) -> list[bytes | memoryview]:
         "published_time": float(update.published_time),
         "gaps": int(update.gaps),
         "dropped": int(update.dropped),
+        **update._content_fields(),
     }
     probabilities = np.ascontiguousarray(update.probabilities, dtype="<f4")
     smoothed = np.ascontiguousarray(update.smoothed, dtype="<f4")
@@ -584,7 +681,8 @@ def decode_input(frames: Sequence[FrameLike]) -> InputMessage:
 
     Returns
     -------
-    AudioFrame or EndOfStream
+    AudioFrame, EndOfStream or Event
+        An event is one of :data:`SOURCE_EVENT_KINDS` (from the streamer's source).
         Audio samples are a read-only ``np.frombuffer`` view of the PCM frame.
 
     Raises
@@ -603,6 +701,8 @@ def decode_input(frames: Sequence[FrameLike]) -> InputMessage:
     if kind == KIND_END:
         _expect_frames(frames, 1, kind)
         return EndOfStream(stream=_str_field(header, "stream"), seq=_field(header, "seq"))
+    if kind == KIND_EVENT:
+        return _decode_source_event(frames, header)
     if kind != KIND_AUDIO:
         raise ProtocolError(
             f"kind={kind!r} is not an input message ({KIND_AUDIO!r} or {KIND_END!r})",
@@ -685,7 +785,11 @@ def decode_update(frames: Sequence[FrameLike]) -> TagUpdate:
     tags = _field(header, "tags")
     if not isinstance(tags, list):
         raise ProtocolError(f"tags={tags!r} must be a list of strings", reason="tags")
-    optional = {name: header[name] for name in ("gaps", "dropped") if name in header}
+    optional = {
+        name: header[name]
+        for name in ("gaps", "dropped", "content", "content_probabilities", "level_dbfs")
+        if name in header
+    }
     return TagUpdate(
         stream=stream,
         seq=_field(header, "seq"),
@@ -700,3 +804,202 @@ def decode_update(frames: Sequence[FrameLike]) -> TagUpdate:
         published_time=_field(header, "published_time"),
         **optional,
     )
+
+
+# ---------------------------------------------------------------------------
+# Events (worker PUB -> subscribers; source events also streamer -> worker)
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """Something that happened at a moment of a stream's audio.
+
+    Parameters
+    ----------
+    stream : str
+        Stream id (also the ZeroMQ topic on the PUB socket).
+    event : str
+        One of :data:`EVENT_KINDS`: ``silence_start``, ``silence_end``,
+        ``content_change``, ``now_playing``, ``source_down``, ``source_up``.
+    time : float
+        Unix time at which it was noticed.
+    at_s : float >= 0
+        Audio time at which it happened, in seconds on the stream's audio
+        timeline (that of the tag updates' ``start_s``/``end_s``; from a
+        streamer: its block timeline, block ``i`` starting at ``i`` x block length).
+    fields : dict {str: str or float}
+        The kind's own fields, exactly those :data:`EVENT_FIELDS` names for it
+        (``title`` of ``now_playing``, ``duration_s`` of ``silence_end``, ...).
+
+    Raises
+    ------
+    ProtocolError
+        ``reason="event"`` for an unknown kind or a missing or mistyped field.
+
+    Examples
+    --------
+    >>> Event("radio1", "now_playing", time=1.7e9, at_s=12.5, fields={"title": "A - B"}).title
+    'A - B'
+    """
+
+    stream: str
+    event: str
+    time: float
+    at_s: float
+    fields: Mapping[str, str | float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_stream_id(self.stream)
+        if not isinstance(self.event, str) or self.event not in EVENT_FIELDS:
+            raise ProtocolError(
+                f"event={self.event!r} must be one of {', '.join(EVENT_KINDS)}", reason="event"
+            )
+        object.__setattr__(self, "time", _check_time("time", self.time))
+        at_s = _check_time("at_s", self.at_s)
+        if at_s < 0:
+            raise ProtocolError(f"at_s={at_s} must be >= 0", reason="timestamp")
+        object.__setattr__(self, "at_s", at_s)
+        if not isinstance(self.fields, Mapping):
+            raise ProtocolError(f"fields={self.fields!r} must be a map", reason="event")
+        checked: dict[str, str | float] = {}
+        for name, kind in EVENT_FIELDS[self.event].items():
+            if name not in self.fields:
+                raise ProtocolError(
+                    f"a {self.event!r} event lacks its field {name!r}", reason="event"
+                )
+            value = self.fields[name]
+            if kind is str:
+                if not isinstance(value, str) or len(value) > MAX_EVENT_TEXT_CHARS:
+                    raise ProtocolError(
+                        f"{self.event}.{name}={value!r} must be a string of at most "
+                        f"{MAX_EVENT_TEXT_CHARS} characters",
+                        reason="event",
+                    )
+                checked[name] = value
+            else:
+                if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+                    raise ProtocolError(
+                        f"{self.event}.{name}={value!r} must be a number", reason="event"
+                    )
+                if not math.isfinite(float(value)):
+                    raise ProtocolError(
+                        f"{self.event}.{name}={value!r} must be finite", reason="event"
+                    )
+                checked[name] = float(value)
+        object.__setattr__(self, "fields", checked)
+
+    def __getattr__(self, name: str) -> Any:
+        """A kind-specific field as an attribute (``event.title``, ``event.duration_s``)."""
+        fields = self.__dict__.get("fields", {})
+        if name in fields:
+            return fields[name]
+        raise AttributeError(f"a {self.__dict__.get('event')!r} event has no field {name!r}")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """``{"stream", "event", "time", "at_s", <the kind's fields>}``, JSON-serialisable."""
+        return {
+            "stream": self.stream,
+            "event": self.event,
+            "time": self.time,
+            "at_s": self.at_s,
+            **self.fields,
+        }
+
+
+PublishedMessage: TypeAlias = TagUpdate | Event
+
+
+def _event_header(event: Event) -> bytes:
+    return _pack(
+        {
+            "version": PROTOCOL_VERSION,
+            "kind": KIND_EVENT,
+            "stream": event.stream,
+            "event": event.event,
+            "time": float(event.time),
+            "at_s": float(event.at_s),
+            **event.fields,
+        }
+    )
+
+
+def encode_event(event: Event, *, topic: bool = True) -> list[bytes]:
+    """Encode an event: ``[topic, header]`` for a PUB socket, ``[header]`` to a worker.
+
+    Parameters
+    ----------
+    event : Event
+    topic : bool
+        True (the worker's PUB socket): the stream id in UTF-8 comes first, as
+        for tag updates.  False (a streamer's PUSH socket): the header alone.
+    """
+    header = _event_header(event)
+    return [event.stream.encode("utf-8"), header] if topic else [header]
+
+
+def _event_from_header(header: Mapping[str, Any]) -> Event:
+    kind = _str_field(header, "event")
+    if kind not in EVENT_FIELDS:
+        raise ProtocolError(
+            f"event={kind!r} must be one of {', '.join(EVENT_KINDS)}", reason="event"
+        )
+    return Event(
+        stream=check_stream_id(_str_field(header, "stream")),
+        event=kind,
+        time=_field(header, "time"),
+        at_s=_field(header, "at_s"),
+        fields={name: header[name] for name in EVENT_FIELDS[kind] if name in header},
+    )
+
+
+def decode_event(frames: Sequence[FrameLike]) -> Event:
+    """Decode an event received on a SUB socket (``[topic, header]``).
+
+    Raises
+    ------
+    ProtocolError
+        For anything malformed; ``reason`` says what.
+    """
+    message = decode_published(frames)
+    if not isinstance(message, Event):
+        raise ProtocolError(f"kind={KIND_TAGS!r} is not an event ({KIND_EVENT!r})", reason="kind")
+    return message
+
+
+def decode_published(frames: Sequence[FrameLike]) -> PublishedMessage:
+    """Decode anything the worker publishes: a :class:`TagUpdate` or an :class:`Event`.
+
+    Raises
+    ------
+    ProtocolError
+        For anything malformed; ``reason`` says what.
+    """
+    if isinstance(frames, bytes | bytearray | memoryview) or not isinstance(frames, Sequence):
+        raise ProtocolError("expected a list of frames", reason="frames")
+    if len(frames) != 2:
+        return decode_update(frames)
+    header = _unpack_header(frames[1])
+    if header["kind"] != KIND_EVENT:
+        raise ProtocolError(
+            f"a 2-frame message must be an event ({KIND_EVENT!r}), got kind={header['kind']!r}",
+            reason="kind",
+        )
+    event = _event_from_header(header)
+    topic = _buffer(frames[0]).tobytes()
+    if topic != event.stream.encode("utf-8"):
+        raise ProtocolError(f"topic {topic!r} differs from stream {event.stream!r}", reason="topic")
+    return event
+
+
+def _decode_source_event(frames: Sequence[FrameLike], header: Mapping[str, Any]) -> Event:
+    """An input ``event`` message (``[header]``): one of :data:`SOURCE_EVENT_KINDS`."""
+    _expect_frames(frames, 1, KIND_EVENT)
+    event = _event_from_header(header)
+    if event.event not in SOURCE_EVENT_KINDS:
+        raise ProtocolError(
+            f"event={event.event!r} is not a source event a streamer may send "
+            f"({', '.join(SOURCE_EVENT_KINDS)})",
+            reason="event",
+        )
+    return event
