@@ -441,6 +441,29 @@ class Worker:
         """Wait until :meth:`run` has returned (after :meth:`stop`); False on timeout."""
         return self._idle.wait(timeout_s)
 
+    def pause(self, timeout_s: float = 5.0) -> bool:
+        """Make :meth:`run` return, wait for it, then accept work again.
+
+        Afterwards :meth:`step` (called by hand) runs due windows, and
+        :meth:`run_in_thread` starts the loop anew: tests and benchmarks use this to
+        queue input while nothing is taken, so that windows fall due together.
+
+        Parameters
+        ----------
+        timeout_s : float > 0
+            How long to wait for :meth:`run` to return.
+
+        Returns
+        -------
+        bool
+            False when the loop did not return in time (the worker then stays stopped).
+        """
+        self._stop.set()
+        if not self._idle.wait(timeout_s):
+            return False
+        self._stop.clear()
+        return True
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
