@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tools.demo_audio import synthetic_music
+
 __all__ = [
     "CPU_FEATURES",
     "ROOT",
@@ -93,37 +95,3 @@ def median_ms(call: Callable[[], object], repeats: int) -> float:
         call()
         times.append(time.perf_counter() - started)
     return 1e3 * float(np.median(times))
-
-
-def synthetic_music(
-    seconds: float, *, rng: np.random.Generator, sample_rate: int = 16000
-) -> np.ndarray:
-    """A music-like mono signal: drums, a bass line and chords that change every bar.
-
-    Parameters
-    ----------
-    seconds : float > 0
-    rng : np.random.Generator
-    sample_rate : int > 0
-
-    Returns
-    -------
-    np.ndarray [shape=(round(seconds * sample_rate),)], float32 in [-1, 1]
-    """
-    n = round(seconds * sample_rate)
-    t = np.arange(n) / sample_rate
-    beat = 60.0 / rng.uniform(70, 160)
-    phase = (t % beat) / beat
-    kick = np.sin(2 * np.pi * 55 * t) * np.exp(-phase * 12)
-    hat = rng.standard_normal(n) * np.exp(-((t % (beat / 2)) / beat) * 60) * 0.3
-    y = kick * rng.uniform(0.3, 1.0) + hat * rng.uniform(0.0, 1.0)
-    bar = 4 * beat
-    for start in np.arange(0, seconds, bar):
-        part = (t >= start) & (t < start + bar)
-        root = 110 * 2 ** (rng.integers(-5, 7) / 12)
-        for ratio, level in ((1.0, 0.4), (1.26, 0.2), (1.5, 0.2), (4.0, 0.1)):
-            f = root * ratio
-            harmonics = sum(np.sin(2 * np.pi * f * k * t[part]) / k for k in (1, 2, 3))
-            y[part] += level * harmonics * (0.6 + 0.4 * np.sin(2 * np.pi * t[part] / beat))
-    y += rng.standard_normal(n) * rng.uniform(0.001, 0.02)
-    return (0.9 * y / np.abs(y).max()).astype(np.float32)

@@ -38,9 +38,9 @@ import soundfile
 import soxr
 
 import model.content
-from benchmarks.common import synthetic_music
 from model.content import SAMPLE_RATE, SileroVad, window_features
 from tagstream.errors import UnavailableError
+from tools.demo_audio import synthetic_music
 
 WINDOW = 3 * SAMPLE_RATE
 WESNOTH = Path("/usr/share/games/wesnoth")
