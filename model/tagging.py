@@ -26,7 +26,7 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, TypedDict
@@ -42,12 +42,15 @@ if TYPE_CHECKING:
     from model.tagger import BaseTagger
 
 __all__ = [
+    "DecodedFile",
     "FileTags",
     "FileTagsJSON",
     "TagError",
     "WindowTags",
     "WindowTagsJSON",
+    "decode_file",
     "hop_frames_for",
+    "tag_decoded",
     "tag_file",
     "tag_files",
 ]
@@ -226,7 +229,7 @@ class _Windows:
 
 
 def _result(
-    windows: _Windows, probabilities: list[np.ndarray], contract: ModelContract
+    windows: _Windows | DecodedFile, probabilities: list[np.ndarray], contract: ModelContract
 ) -> FileTags:
     """Build the :class:`FileTags` of a file from its windows' probabilities."""
     spec = contract.features
@@ -426,3 +429,101 @@ def tag_files(
         finally:
             stop.set()  # producers blocked on a full queue give up within 0.1 s
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class DecodedFile:
+    """A file decoded into its log-mel windows, not yet tagged (:func:`decode_file`).
+
+    For engines that decode in one process and tag in another (``archive.ray_engine``):
+    the windows are exactly :func:`tag_file`'s, and :func:`tag_decoded` turns them
+    into the same :class:`FileTags`.
+
+    Attributes
+    ----------
+    path : str
+    windows : np.ndarray [shape=(n, window_frames, n_mels)], float32
+    starts : tuple of int
+        Each window's first mel frame.
+    samples : int
+        Decoded samples at the model's rate (before any padding).
+    padded, silent : bool
+    samples_replaced : int
+    """
+
+    path: str
+    windows: np.ndarray
+    starts: tuple[int, ...]
+    samples: int
+    padded: bool = False
+    silent: bool = False
+    samples_replaced: int = 0
+
+
+def decode_file(
+    path: str | os.PathLike[str],
+    contract: ModelContract,
+    *,
+    hop_seconds: float = 0.0,
+    pad: bool = False,
+    block_seconds: float = DEFAULT_BLOCK_SECONDS,
+) -> DecodedFile:
+    """Decode one file into the windows :func:`tag_file` would give the model.
+
+    Needs only the model's contract, not the model.  Memory holds all of the
+    file's windows (about 24 kB per second of audio for the pretrained models).
+
+    Raises
+    ------
+    model.audio.AudioError, TagError, tagstream.errors.UsageError
+        As :func:`tag_file`.
+    """
+    hop = hop_frames_for(hop_seconds, contract) or contract.window_frames
+    _check_batching(1, block_seconds)
+    windows = _Windows(os.fspath(path), contract, hop, pad, 256, block_seconds)
+    batches = list(windows.batches())
+    spec = contract.features
+    return DecodedFile(
+        path=windows.path,
+        windows=(
+            np.concatenate(batches)
+            if batches
+            else np.zeros((0, contract.window_frames, spec.n_mels), dtype=np.float32)
+        ),
+        starts=tuple(windows.starts),
+        samples=windows.samples,
+        padded=windows.padded,
+        silent=windows.silent,
+        samples_replaced=windows.samples_replaced,
+    )
+
+
+def tag_decoded(
+    files: Sequence[DecodedFile], tagger: BaseTagger, *, batch_size: int = 32
+) -> list[FileTags | TagError]:
+    """Tag decoded files, batching windows across files; one result per file, in order.
+
+    Raises
+    ------
+    tagstream.errors.UsageError
+        A bad ``batch_size``.
+    """
+    _check_batching(batch_size, DEFAULT_BLOCK_SECONDS)
+    contract = tagger.contract
+    if not files:
+        return []
+    windows = np.concatenate([f.windows for f in files])
+    probabilities = np.concatenate(
+        [tagger.predict(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
+        or [np.zeros((0, len(contract.tags)), dtype=np.float32)]
+    )
+    results: list[FileTags | TagError] = []
+    offset = 0
+    for f in files:
+        n = len(f.windows)
+        try:
+            results.append(_result(f, [probabilities[offset : offset + n]], contract))
+        except TagError as exc:
+            results.append(exc)
+        offset += n
+    return results
