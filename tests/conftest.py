@@ -1,4 +1,10 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures: every fixture that more than one test module uses lives here.
+
+``rng`` (one seed), ``tagger`` (MSD_musicnn, loaded once per session), ``context`` (ZeroMQ),
+``run_worker`` (in-process workers with a joined harness), ``processes`` (``python -m``
+commands, killed after the test), ``pulse_server`` (PulseAudio) and ``browser`` (Chromium).
+Builders and waits that are not fixtures live in ``tests/helpers.py``.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import zmq
+from helpers import Harness, Processes, new_rng, worker_config
+
+from inference import Worker
 
 PULSE_SINK = "v"
 PULSE_SINK_RATE = 16000
@@ -193,3 +204,65 @@ def browser() -> Iterator[object]:
 
 
 # ==== end web block ===========================================================================
+
+
+# ==== shared: seeded rng, the session's tagger, ZeroMQ, in-process workers, processes =========
+# Builders and waits live in tests/helpers.py; the fixtures that own a resource live here.
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A generator seeded with ``helpers.SEED``: the same numbers in every test."""
+    return new_rng()
+
+
+@pytest.fixture(scope="session")
+def tagger() -> object:
+    """MSD_musicnn (``model.load_tagger``), loaded and warmed up once per session."""
+    from model import load_tagger
+
+    tagger = load_tagger("MSD_musicnn")
+    tagger.warm_up()
+    return tagger
+
+
+@pytest.fixture
+def context() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
+    """A ZeroMQ context, destroyed (``linger=0``) after the test."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def run_worker(tagger: object) -> Iterator[object]:
+    """``run_worker(**inference) -> Harness``: an in-process worker on the session's tagger.
+
+    Each worker runs its loop in a thread on free tcp ports; its harness's SUB socket has
+    joined when the call returns.  Every worker and harness is closed after the test.
+    """
+    started: list[tuple[Worker, Harness]] = []
+
+    def start(**inference: object) -> Harness:
+        worker = Worker(worker_config(**inference), tagger=tagger)
+        worker.start()
+        worker.run_in_thread()
+        harness = Harness(worker)
+        started.append((worker, harness))
+        return harness
+
+    yield start
+    for worker, harness in started:
+        harness.close()
+        worker.close()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Start ``python -m`` commands with logs in ``tmp_path``; whatever is left is killed."""
+    procs = Processes(tmp_path)
+    yield procs
+    procs.cleanup()
+
+
+# ==== end shared block ========================================================================

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from helpers import assert_same_update
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -32,18 +33,6 @@ from protocol import (
 from protocol.subscriber import Subscriber, subscribe
 
 RECEIVE_TIMEOUT_MS = 5000
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(20240601)
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
 
 
 # ---------------------------------------------------------------------------
@@ -113,26 +102,6 @@ def assert_same_audio(got: protocol.InputMessage, want: AudioFrame) -> None:
     assert got.samples.shape == want.samples.shape
     # Bytes, not values: NaN payloads and -0.0 must survive too.
     assert got.samples.tobytes() == np.ascontiguousarray(want.samples).tobytes()
-
-
-def assert_same_update(got: TagUpdate, want: TagUpdate) -> None:
-    for name in (
-        "stream",
-        "seq",
-        "start_s",
-        "end_s",
-        "model",
-        "tags",
-        "capture_time",
-        "received_time",
-        "published_time",
-        "gaps",
-        "dropped",
-    ):
-        assert getattr(got, name) == getattr(want, name), name
-    np.testing.assert_array_equal(got.probabilities, want.probabilities)
-    np.testing.assert_array_equal(got.smoothed, want.smoothed)
-    assert got.probabilities.dtype == np.float32
 
 
 # ---------------------------------------------------------------------------

@@ -18,13 +18,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
-from test_protocol import assert_same_update
+from helpers import assert_same_update, wait_until
 
 from config import RecordConfig
 from monitor import report, store
@@ -42,18 +41,6 @@ MODEL = "test-model"
 T0 = 1_717_200_000.0
 #: Upper bound of every wait in this file (none of them is an assertion on time).
 WAIT_S = 20.0
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(20240601)
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
 
 
 def random_update(
@@ -118,15 +105,6 @@ def recorded_seqs(db_path: Path) -> list[int]:
         return [row[0] for row in connection.execute("SELECT seq FROM updates ORDER BY seq")]
     finally:
         connection.close()
-
-
-def wait_until(condition: object, what: str) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 class RecorderThread:
