@@ -17,13 +17,15 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import zmq
+from helpers import DEADLINE_S, ROOT, Processes, audio_messages, wait_until
 
 from config import ConfigError
 from model.contract import MSD_TAGS
@@ -41,22 +43,9 @@ from monitor.sinks import (
 from protocol import TagUpdate
 from tools.alert import main as alert_main
 
-ROOT = Path(__file__).resolve().parent.parent
 SHARED_MUSIC = ROOT.parent / "shared" / "music"
-#: Bound on any single wait: model loading on a busy 2-core machine included.
-DEADLINE_S = 120.0
 T0 = 1_800_000_000.0  # wall-clock origin of the engine tests
 SECRET = "correct horse battery staple"
-
-
-def wait_for(condition: Callable[[], Any], what: str, *, timeout_s: float = DEADLINE_S) -> Any:
-    """Poll ``condition`` until it is truthy; fail (never time-assert) after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.02)
-    return result
 
 
 def make_update(
@@ -461,7 +450,7 @@ def test_webhook_retries_a_500_and_a_timeout_then_delivers_signed() -> None:
         sink = WebhookSink(webhook_spec(receiver.url))
         sink.start()
         sink.submit(an_alert())
-        wait_for(lambda: sink.stats.delivered, "the third attempt to be accepted")
+        wait_until(lambda: sink.stats.delivered, "the third attempt to be accepted")
         sink.close()
     assert [sink.stats.delivered, sink.stats.retries, sink.stats.failed] == [1, 2, 0]
     assert len(receiver.requests) == 3
@@ -484,7 +473,7 @@ def test_webhook_gives_up_on_a_4xx_and_without_a_secret_sends_no_signature() -> 
         sink = WebhookSink(webhook_spec(receiver.url, secret=""))
         sink.start()
         sink.submit(an_alert())
-        wait_for(lambda: sink.stats.failed, "the refusal to count")
+        wait_until(lambda: sink.stats.failed, "the refusal to count")
         sink.close()
     assert len(receiver.requests) == 1 and sink.stats.retries == 0
     assert SIGNATURE_HEADER not in receiver.requests[0][0]
@@ -501,10 +490,10 @@ def test_a_dead_sink_never_holds_up_the_others(tmp_path: Path) -> None:
         sinks = SinkSet([dead, command], {})
         sinks.start()
         sinks.submit(an_alert(0))
-        wait_for(lambda: dead_end.requests, "the dead sink's first attempt")  # now backing off
+        wait_until(lambda: dead_end.requests, "the dead sink's first attempt")  # now backing off
         for n in range(1, 5):
             sinks.submit(an_alert(n))
-        wait_for(lambda: command.stats.delivered == 5, "the command sink to deliver all five")
+        wait_until(lambda: command.stats.delivered == 5, "the command sink to deliver all five")
         assert dead.stats.dropped == 2  # one in flight, two queued, the two oldest dropped
         sinks.close(timeout_s=0.2)  # the dead sink's backoff does not keep it open
     lines = out.read_text().splitlines()
@@ -528,7 +517,7 @@ def test_a_failing_command_is_retried(tmp_path: Path) -> None:
     )
     sink.start()
     sink.submit(an_alert())
-    wait_for(lambda: sink.stats.delivered, "the second run to succeed")
+    wait_until(lambda: sink.stats.delivered, "the second run to succeed")
     sink.close()
     assert sink.stats.retries == 1
     assert json.loads(out.read_bytes()) == an_alert().to_json_dict()
@@ -543,7 +532,7 @@ def test_stdout_sink_lines() -> None:
     )  # fmt: skip
     with sinks:
         sinks.submit(an_alert())
-        wait_for(lambda: all(s.stats.delivered for s in sinks.sinks.values()), "both lines")
+        wait_until(lambda: all(s.stats.delivered for s in sinks.sinks.values()), "both lines")
     assert text.getvalue() == "2027-01-15T08:00:00Z FIRING   " + an_alert().text + "\n"
     assert json.loads(as_json.getvalue()) == an_alert().to_json_dict()
 
@@ -553,51 +542,15 @@ def test_stdout_sink_lines() -> None:
 # ---------------------------------------------------------------------------
 
 
-class Processes:
-    """Start ``python -m`` commands with logs in ``folder``; :meth:`cleanup` kills what is left."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None,
-              stdout: int | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
-        log = (self.folder / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", *args], cwd=ROOT, stdin=subprocess.DEVNULL,
-            stdout=stdout if stdout is not None else log, stderr=log, env=env,
-        )  # fmt: skip
-        log.close()
-        self.started.append(process)
-        return process
-
-    def log(self, name: str) -> str:
-        return (self.folder / f"{name}.log").read_text(errors="replace")
-
-    def cleanup(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Processes, str, str]]:
     """One real worker (``python -m inference``) for this module's pipeline tests."""
-    from inference.ready import NotReadyError, wait_ready
-
     folder = tmp_path_factory.mktemp("alert-worker")
     processes = Processes(folder)
     input_endpoint, publish_endpoint = f"ipc://{folder}/in", f"ipc://{folder}/out"
-    process = processes.start(
-        "worker", "inference", "--input", input_endpoint, "--publish", publish_endpoint,
-        "--ready-file", str(folder / "worker.ready"),
-    )  # fmt: skip
     try:
-        wait_ready(folder / "worker.ready", process=process, timeout_s=DEADLINE_S)
+        processes.worker("worker", input_endpoint, publish_endpoint)
         yield processes, input_endpoint, publish_endpoint
-    except NotReadyError as exc:
-        pytest.fail(f"{exc}: {processes.log('worker')[-2000:]}")
     finally:
         processes.cleanup()
 
@@ -620,9 +573,44 @@ def alert_command(
             alert.send_signal(signal.SIGTERM)
 
 
-def wait_subscribed(processes: Processes) -> None:
-    """The alert command logs ``alerting`` once its SUB socket is connected (ipc: at once)."""
-    wait_for(lambda: "alerting rules=" in processes.log("alert"), "the alert command to subscribe")
+#: A rule that fires at the webhook on the first update of any ``probe:*`` stream.
+PROBE_RULE = (
+    '[[rule]]\nname = "probe"\nkind = "threshold"\nstreams = ["probe:*"]\ntag = "rock"\n'
+    'at_least = 0.0\nfor_seconds = 0\nsinks = ["hook"]\n'
+)
+
+
+def wait_subscribed(receiver: Receiver, input_endpoint: str) -> None:
+    """A positive barrier: probe streams go through the worker until :data:`PROBE_RULE` fires.
+
+    Its alert at the webhook proves that the alert command receives the worker's updates
+    (a log line would only say that it has connected).
+    """
+    context: zmq.Context[Any] = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(input_endpoint)
+    probe = np.zeros(int(3.2 * 16000), np.float32)
+    try:
+        for attempt in range(60):
+            for message in audio_messages(probe, f"probe:{attempt}", block=16000):
+                push.send_multipart(message)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                if probe_alerts(receiver):
+                    return
+                time.sleep(0.05)
+        pytest.fail("the alert command never alerted on a probe stream")
+    finally:
+        push.close(linger=0)
+        context.term()
+
+
+def probe_alerts(receiver: Receiver) -> list[dict[str, Any]]:
+    """The alerts of :data:`PROBE_RULE` the webhook accepted."""
+    with receiver.lock:
+        payloads = [json.loads(body) for _, body in receiver.accepted]
+    return [payload for payload in payloads if payload["rule"] == "probe"]
 
 
 def hook_sink(url: str) -> str:
@@ -653,8 +641,7 @@ def test_the_command_stops_cleanly_on_a_signal(tmp_path: Path, sig: signal.Signa
             hook_sink(receiver.url) + '[[rule]]\nname = "r"\nkind = "missing"\n'
             'streams = ["never"]\nfor_seconds = 0\n',
         ) as alert:  # fmt: skip
-            wait_subscribed(processes)
-            wait_for(lambda: receiver.requests, "the first (failing) webhook attempt")
+            wait_until(lambda: receiver.requests, "the first (failing) webhook attempt")
             alert.send_signal(sig)
             out, _ = alert.communicate(timeout=DEADLINE_S)
     finally:
@@ -676,9 +663,9 @@ def test_a_stopped_stream_reaches_a_signed_webhook_and_its_return_resolves(
         "for_seconds = 2\nquiet_seconds = 0\n"
     )
     with Receiver() as receiver, alert_command(
-        processes, tmp_path, publish_endpoint, hook_sink(receiver.url) + rules_text
+        processes, tmp_path, publish_endpoint, hook_sink(receiver.url) + rules_text + PROBE_RULE
     ) as alert:  # fmt: skip
-        wait_subscribed(processes)
+        wait_subscribed(receiver, input_endpoint)
         for run in ("first", "second"):
             streamer = processes.start(
                 f"streamer-{run}", "streamer", "--file", wav, "--fast",
@@ -686,8 +673,8 @@ def test_a_stopped_stream_reaches_a_signed_webhook_and_its_return_resolves(
             )  # fmt: skip
             assert streamer.wait(timeout=DEADLINE_S) == 0, processes.log(f"streamer-{run}")
             if run == "first":
-                fired = wait_for(lambda: firing(receiver, "alert:demo"), "the missing alert")
-        resolved = wait_for(lambda: firing(receiver, "alert:demo", "resolved"), "the resolution")
+                fired = wait_until(lambda: firing(receiver, "alert:demo"), "the missing alert")
+        resolved = wait_until(lambda: firing(receiver, "alert:demo", "resolved"), "the resolution")
         alert.send_signal(signal.SIGTERM)
         out, _ = alert.communicate(timeout=DEADLINE_S)
     assert alert.returncode == 0, processes.log("alert")
@@ -714,18 +701,19 @@ def test_a_family_threshold_fires_on_a_real_jazz_recording(
         '[[rule]]\nname = "no metal"\nkind = "threshold"\nfamily = "metal"\nat_least = 0.3\n'
     )
     with Receiver() as receiver, alert_command(
-        processes, tmp_path, publish_endpoint, hook_sink(receiver.url) + rules_text
+        processes, tmp_path, publish_endpoint, hook_sink(receiver.url) + rules_text + PROBE_RULE
     ) as alert:  # fmt: skip
-        wait_subscribed(processes)
+        wait_subscribed(receiver, input_endpoint)
         streamer = processes.start(
             "streamer-jazz", "streamer", "--file", str(SHARED_MUSIC / "gtzan" / "jazz.00001.flac"),
             "--fast", "--endpoint", input_endpoint, "--stream-id", "alert:jazz",
         )  # fmt: skip
         assert streamer.wait(timeout=DEADLINE_S) == 0, processes.log("streamer-jazz")
-        fired = wait_for(lambda: firing(receiver, "alert:jazz"), "the jazz alert")
+        fired = wait_until(lambda: firing(receiver, "alert:jazz"), "the jazz alert")
         alert.send_signal(signal.SIGTERM)
         alert.communicate(timeout=DEADLINE_S)
     assert alert.returncode == 0, processes.log("alert")
     assert fired["rule"] == "jazz hour" and fired["details"]["score"] >= 0.3
     assert fired["at_s"] - fired["details"]["since_s"] >= 5.0
-    assert [json.loads(b)["rule"] for _, b in receiver.accepted] == ["jazz hour"]
+    rules = [json.loads(body)["rule"] for _, body in receiver.accepted]
+    assert [rule for rule in rules if rule != "probe"] == ["jazz hour"]
