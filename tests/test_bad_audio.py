@@ -1,7 +1,7 @@
 """Odd and broken audio against a real worker: each behaviour of docs/ROBUSTNESS.md.
 
 Every case goes through real ZeroMQ sockets into an in-process worker with the
-real MSD_musicnn model (the ``run_worker`` harness of ``test_worker.py``).
+real MSD_musicnn model (the ``run_worker`` fixture of ``conftest.py``).
 """
 
 from __future__ import annotations
@@ -10,26 +10,13 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from test_worker import (  # noqa: F401 - fixtures used by name
-    FRAME_S,
-    WINDOW,
-    _header,
-    expected_starts,
-    frames_of,
-    music,
-    run_worker,
-    tagger,
-)
+from helpers import FRAME_S, WINDOW, expected_starts, frames_of, music, stream_settings, wire_header
 
+from inference import StreamState
 from model.audio import SAMPLE_LIMIT
 from protocol import MAX_BUFFER_BYTES, ProtocolError, decode_input
 
 HOP_S = 3.0
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(1234)
 
 
 def check_updates(updates: list, n_samples: int, sample_rate: int = 16000) -> None:
@@ -56,7 +43,7 @@ SIGNALS: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
 
 
 @pytest.mark.parametrize("name", sorted(SIGNALS))
-def test_odd_but_valid_audio_is_tagged(name: str, run_worker, rng) -> None:  # noqa: F811
+def test_odd_but_valid_audio_is_tagged(name: str, run_worker, rng) -> None:
     harness = run_worker(hop_seconds=HOP_S)
     y = SIGNALS[name](rng)
     stream = f"bad:{name}"
@@ -64,6 +51,7 @@ def test_odd_but_valid_audio_is_tagged(name: str, run_worker, rng) -> None:  # n
     starts = expected_starts(len(y), 187)
     updates = harness.receive(count=len(starts), stream=stream)
     check_updates(updates, len(y))
+    harness.barrier(rng)  # everything sent before it has been taken in
     stats = harness.worker.stats()
     assert stats.samples_replaced == 0 and stats.rejected_total == 0
     if name == "silence":  # the model's answer to silence: the same for every window
@@ -72,11 +60,7 @@ def test_odd_but_valid_audio_is_tagged(name: str, run_worker, rng) -> None:  # n
 
 def test_out_of_range_samples_are_limited(rng) -> None:
     """Finite samples beyond +-SAMPLE_LIMIT are clipped there, so the mel power stays finite."""
-    from test_worker import settings
-
-    from inference import StreamState
-
-    state = StreamState("x", settings=settings(hop_frames=187), now=0.0)
+    state = StreamState("x", settings=stream_settings(hop_frames=187), now=0.0)
     y = np.full(16000 * 4, 3e38, np.float32)
     y[::2] = -3e38
     for frame in frames_of(y):
@@ -89,7 +73,7 @@ def test_out_of_range_samples_are_limited(rng) -> None:
 @pytest.mark.parametrize(
     ("value", "name"), [(np.nan, "nan"), (np.inf, "posinf"), (-np.inf, "neginf")]
 )
-def test_non_finite_samples_are_replaced_and_counted(run_worker, rng, value, name) -> None:  # noqa: F811
+def test_non_finite_samples_are_replaced_and_counted(run_worker, rng, value, name) -> None:
     harness = run_worker(hop_seconds=HOP_S)
     y = music(rng, 4.0)
     y[16000:24000] = value  # half a second of it
@@ -104,7 +88,7 @@ def test_non_finite_samples_are_replaced_and_counted(run_worker, rng, value, nam
 
 
 @pytest.mark.parametrize("sample_rate", [8000, 11025, 96000, 192000])
-def test_unusual_sample_rates_are_resampled(run_worker, rng, sample_rate) -> None:  # noqa: F811
+def test_unusual_sample_rates_are_resampled(run_worker, rng, sample_rate) -> None:
     harness = run_worker(hop_seconds=HOP_S)
     y = music(rng, 4.0, sample_rate)
     stream = f"rate:{sample_rate}"
@@ -114,17 +98,18 @@ def test_unusual_sample_rates_are_resampled(run_worker, rng, sample_rate) -> Non
     check_updates(updates, len(y), sample_rate)
 
 
-def test_one_sample_frames_are_tagged(run_worker, rng) -> None:  # noqa: F811
+def test_one_sample_frames_are_tagged(run_worker, rng) -> None:
     harness = run_worker(hop_seconds=HOP_S)
     y = music(rng, 3.1, 8000)  # 24 800 messages of one sample each
     harness.send_audio(y, stream="tiny:8k", sample_rate=8000, block=1)
     updates = harness.receive(count=1, stream="tiny:8k")
     check_updates(updates, len(y), 8000)
+    harness.barrier(rng)  # every one-sample block and the end have been taken in
     stats = harness.worker.stats()
     assert stats.gaps == 0 and stats.dropped == 0 and stats.rejected_total == 0
 
 
-def test_the_largest_frame_is_tagged_and_a_larger_one_rejected(run_worker, rng) -> None:  # noqa: F811
+def test_the_largest_frame_is_tagged_and_a_larger_one_rejected(run_worker, rng) -> None:
     harness = run_worker(hop_seconds=HOP_S)
     rate = 384_000
     y = music(rng, 10.0, rate)  # 10 s at 384 kHz: 15.4 MB, the largest audio message allowed
@@ -132,7 +117,7 @@ def test_the_largest_frame_is_tagged_and_a_larger_one_rejected(run_worker, rng) 
     harness.send_audio(y, stream="huge:ok", sample_rate=rate, block=len(y))
     updates = harness.receive(count=len(expected_starts(160_000, 187)), stream="huge:ok")
     check_updates(updates, len(y), rate)
-    header = _header(stream="huge:bad", sample_rate=16000, frames=160_001)  # 10 s + 1 sample
+    header = wire_header(stream="huge:bad", sample_rate=16000, frames=160_001)  # 10 s + 1 sample
     message = [header, bytes(160_001 * 4)]
     with pytest.raises(ProtocolError) as excinfo:
         decode_input(message)

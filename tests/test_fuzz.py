@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import collections
 import random
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import zmq
+from helpers import DEADLINE_S, Harness
 
 from config import load_config
 from inference import Worker
-from model import load_tagger
 from protocol import decode_update
 from protocol.fuzzing import (
     ValidMessages,
@@ -33,13 +31,6 @@ from protocol.fuzzing import (
 )
 
 MESSAGES = 3000
-#: Bound on every wait; only turns a hang into a failure.
-DEADLINE_S = 120.0
-
-
-@pytest.fixture(scope="module")
-def tagger() -> Any:
-    return load_tagger("MSD_musicnn")
 
 
 @pytest.fixture
@@ -71,32 +62,22 @@ def test_fuzzed_messages_never_crash_and_are_all_counted(seed: int, worker: Work
     assert sum(expected.values()) < MESSAGES  # some still valid after mutation
     assert len(expected) >= 8, expected  # many reject reasons exercised
 
-    context: zmq.Context[Any] = zmq.Context()
+    harness = Harness(worker)  # its SUB socket has joined: no update is lost from here
     try:
-        push = context.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 0)
-        push.setsockopt(zmq.SNDHWM, 100_000)
-        push.connect(worker.input_endpoint)
-        sub = context.socket(zmq.SUB)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.SUBSCRIBE, b"alive:")
-        sub.connect(worker.publish_endpoint)
+        sent = worker.stats().messages + len(messages)
         for message in messages:
-            push.send_multipart(message)
-        # Resent under a new name until an update comes: the SUB may join late.
-        answered, attempt, sent = False, 0, len(messages)
-        deadline = time.monotonic() + DEADLINE_S
-        while not answered and time.monotonic() < deadline:
-            alive = valid_stream(f"alive:{attempt}", seed=seed)
-            for message in alive:
-                push.send_multipart(message)
-            sent += len(alive)
-            attempt += 1
-            while not answered and sub.poll(2000):
-                answered = decode_update(sub.recv_multipart()).stream.startswith("alive:")
+            harness.send(message)
+        # The barrier: a PUSH socket keeps order, so once this valid stream's update is
+        # back, the worker has read every fuzzed message before it.
+        alive = valid_stream("alive", seed=seed)
+        for message in alive:
+            harness.send(message)
+        sent += len(alive)
+        assert harness.receive(count=1, stream="alive"), (
+            "the worker no longer tags a valid stream after the fuzz"
+        )
     finally:
-        context.destroy(linger=0)
-    assert answered, "the worker no longer tags a valid stream after the fuzz"
+        harness.close()
 
     stats = worker.wait_for(lambda s: s.messages >= sent, timeout_s=DEADLINE_S)
     rejected = dict(stats.rejected)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,23 +16,14 @@ import numpy as np
 import pytest
 import soundfile
 import zmq
+from helpers import DEADLINE_S, Processes, frames_of, free_port, wait_until
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import load_config
 from inference import Worker
-from model import load_tagger
-from protocol import AudioFrame, EndOfStream, encode_audio, encode_end
+from protocol import EndOfStream, encode_audio, encode_end
 from tagstream.metrics import MetricsServer
-
-ROOT = Path(__file__).resolve().parent.parent
-DEADLINE_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -54,15 +43,9 @@ def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     }
 
 
-def wait_for(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.1)
-
-
-def test_worker_metrics_and_health_while_tagging(tmp_path: Path) -> None:
+def test_worker_metrics_and_health_while_tagging(
+    tmp_path: Path, tagger: Any, context: zmq.Context[Any], rng: np.random.Generator
+) -> None:
     port = free_port()
     config = load_config(
         overrides={
@@ -72,33 +55,21 @@ def test_worker_metrics_and_health_while_tagging(tmp_path: Path) -> None:
             "metrics.worker_port": port,
         }
     )
-    tagger = load_tagger("MSD_musicnn")
     worker = Worker(config, tagger=tagger)
     base = f"http://127.0.0.1:{port}"
-    context: zmq.Context[Any] = zmq.Context()
     try:
         worker.start()
         status, body = get(base + "/healthz")  # model loaded, loop not running yet
         assert status == 503 and json.loads(body)["loop_alive"] is False
         thread = worker.run_in_thread()
-        wait_for(lambda: get(base + "/healthz")[0] == 200, "a healthy worker")
+        wait_until(lambda: get(base + "/healthz")[0] == 200, "a healthy worker")
         health = json.loads(get(base + "/healthz")[1])
         assert health["status"] == "ok" and health["model"] == "MSD_musicnn"
         push = context.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 0)
         push.connect(worker.input_endpoint)
-        rng = np.random.default_rng(3)
         y = (0.3 * rng.standard_normal(16000 * 5)).astype(np.float32)
-        for seq, offset in enumerate(range(0, len(y), 1600)):
-            frame = AudioFrame(
-                stream="metrics:a",
-                seq=seq,
-                capture_time=time.time(),
-                sample_rate=16000,
-                channels=1,
-                sample_format="f32",
-                samples=np.ascontiguousarray(y[offset : offset + 1600, None]),
-            )
+        for frame in frames_of(y, stream="metrics:a", start_time=time.time()):
             push.send_multipart(encode_audio(frame))
         push.send_multipart([b"\xc1"])  # not msgpack: rejected, reason "header"
         push.send_multipart([msgpack.packb({"version": 7, "kind": "end"})])  # reason "version"
@@ -122,7 +93,7 @@ def test_worker_metrics_and_health_while_tagging(tmp_path: Path) -> None:
                 and got.get(("tagstream_worker_model_seconds_count", ()), 0) >= 1
             )
 
-        wait_for(scraped_all, "52 messages, 2 rejects and 2 updates in /metrics")
+        wait_until(scraped_all, "52 messages, 2 rejects and 2 updates in /metrics")
         assert got[("tagstream_worker_streams", ())] == 1
         assert got[("tagstream_worker_messages_total", ())] == 52
         assert got[("tagstream_worker_model_seconds_sum", ())] > 0
@@ -137,7 +108,6 @@ def test_worker_metrics_and_health_while_tagging(tmp_path: Path) -> None:
         assert status == 503 and json.loads(body)["status"] == "unavailable"
     finally:
         worker.close()
-        context.destroy(linger=0)
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(base + "/healthz", timeout=5)  # closed with the worker
 
@@ -172,42 +142,34 @@ def test_metrics_are_off_by_default() -> None:
     assert config.metrics.bind == "127.0.0.1"
 
 
-def test_streamer_metrics_while_streaming(tmp_path: Path) -> None:
+def test_streamer_metrics_while_streaming(
+    tmp_path: Path, processes: Processes, context: zmq.Context[Any]
+) -> None:
     port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(f"[metrics]\nstreamer_port = {port}\n")
     wav = tmp_path / "long.wav"
     soundfile.write(wav, np.zeros(16000 * 30, dtype=np.float32), 16000)
-    context: zmq.Context[Any] = zmq.Context()
     pull = context.socket(zmq.PULL)
     pull_port = pull.bind_to_random_port("tcp://127.0.0.1")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamer", "--file", str(wav), "--config", str(config),
-         "--endpoint", f"tcp://127.0.0.1:{pull_port}", "--stream-id", "metrics:s"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    process = processes.start(
+        "streamer", "streamer", "--file", str(wav), "--config", str(config),
+        "--endpoint", f"tcp://127.0.0.1:{pull_port}", "--stream-id", "metrics:s",
+        stdout=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    try:
-        received = 0
-        while received < 5:
-            assert pull.poll(int(DEADLINE_S * 1000)), "the streamer sent nothing"
-            pull.recv_multipart()
-            received += 1
+    for _ in range(5):
+        assert pull.poll(int(DEADLINE_S * 1000)), "the streamer sent nothing"
+        pull.recv_multipart()
 
-        def sent() -> float:
-            return samples(get(base + "/metrics")[1])[("tagstream_streamer_blocks_sent_total", ())]
+    def sent() -> float:
+        return samples(get(base + "/metrics")[1])[("tagstream_streamer_blocks_sent_total", ())]
 
-        wait_for(lambda: sent() >= 5, "5 blocks counted")
-        got = samples(get(base + "/metrics")[1])
-        assert got[("tagstream_streamer_drops_total", (("where", "send"),))] == 0
-        assert ("tagstream_streamer_queue_depth", ()) in got
-        status, body = get(base + "/healthz")
-        assert status == 200 and json.loads(body)["stream"] == "metrics:s"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=DEADLINE_S) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        pull.close(linger=0)
-        context.term()
+    wait_until(lambda: sent() >= 5, "5 blocks counted")
+    got = samples(get(base + "/metrics")[1])
+    assert got[("tagstream_streamer_drops_total", (("where", "send"),))] == 0
+    assert ("tagstream_streamer_queue_depth", ()) in got
+    status, body = get(base + "/healthz")
+    assert status == 200 and json.loads(body)["stream"] == "metrics:s"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=DEADLINE_S) == 0, processes.log("streamer")

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
+from helpers import DEADLINE_S, ROOT, audio_messages
 
 from config import SecurityConfig, load_config
 from inference import Worker, WorkerError
-from model import load_tagger
-from protocol import AudioFrame, EndOfStream, decode_update, encode_audio, encode_end
+from protocol import decode_update
 from protocol.security import (
     CurveSettings,
     SecurityError,
@@ -35,15 +35,6 @@ from streamer import Sender
 from streamer.cli import main as streamer_main
 from tagstream.errors import ExitStatus
 from tools import keys
-
-ROOT = Path(__file__).resolve().parent.parent
-#: Bound on every wait; only turns a hang into a failure.
-DEADLINE_S = 60.0
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(7)
 
 
 @pytest.mark.parametrize(
@@ -141,13 +132,6 @@ def test_keys_generate_writes_a_pair_and_refuses_to_overwrite(tmp_path: Path) ->
 # -- a real worker with CURVE on ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tagger() -> Any:
-    tagger = load_tagger("MSD_musicnn")
-    tagger.warm_up()
-    return tagger
-
-
 @pytest.fixture
 def key_folder(tmp_path: Path) -> Path:
     for name in ("worker", "studio", "intruder"):
@@ -183,24 +167,6 @@ def secure_worker(tagger: Any, key_folder: Path) -> Iterator[Worker]:
     worker.run_in_thread()
     yield worker
     worker.close()
-
-
-def audio_messages(y: np.ndarray, stream: str, *, block: int = 8000) -> list[list[Any]]:
-    messages = [
-        encode_audio(
-            AudioFrame(
-                stream=stream,
-                seq=i,
-                capture_time=1000.0 + offset / 16000,
-                sample_rate=16000,
-                channels=1,
-                sample_format="f32",
-                samples=np.ascontiguousarray(y[offset : offset + block, None]),
-            )
-        )
-        for i, offset in enumerate(range(0, len(y), block))
-    ]
-    return [*messages, encode_end(EndOfStream(stream=stream, seq=len(messages)))]
 
 
 def socket_pair(
@@ -243,9 +209,21 @@ def test_only_allowed_clients_send_audio_and_read_tags(
                 received.append(decode_update(allowed_sub.recv_multipart()))
         assert received, "the allowed client got no update"
         assert {u.stream for u in received} <= {f"studio:{i}" for i in range(sent)}
-        time.sleep(1.0)  # time for anything that would leak through
-        stats = secure_worker.stats()
+        # A positive barrier: one more stream from the allowed client, sent after everything
+        # else; once its update is back, the worker has read whatever it was going to get.
+        for message in audio_messages(y, "studio:barrier"):
+            allowed_push.send_multipart(message)
+        sent += 1
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline and all(u.stream != "studio:barrier" for u in received):
+            if allowed_sub.poll(1000):
+                received.append(decode_update(allowed_sub.recv_multipart()))
+        assert received[-1].stream == "studio:barrier", "the barrier stream got no update"
         per_stream = len(audio_messages(y, "x"))
+        # its end message comes after its update
+        stats = secure_worker.wait_for(
+            lambda s: s.messages >= sent * per_stream, timeout_s=DEADLINE_S
+        )
         assert stats.messages == sent * per_stream, "a refused client's message got through"
         assert stats.rejected_total == 0
         assert not intruder_sub.poll(100) and not plain_sub.poll(100)
@@ -275,11 +253,12 @@ def test_a_message_over_the_size_limit_never_reaches_the_worker(
         messages = audio_messages(y, "after-big")
         for message in messages:
             push.send_multipart(message)
-        stats = secure_worker.wait_for(lambda s: s.ended >= 1, timeout_s=DEADLINE_S)
-        time.sleep(0.5)
-        stats = secure_worker.stats()
-        assert stats.ended == 1
-        assert stats.messages - stats.rejected_total == len(messages)
+        # A positive barrier: a second stream sent after the first on the same socket.
+        for message in audio_messages(y, "barrier"):
+            push.send_multipart(message)
+        stats = secure_worker.wait_for(lambda s: s.ended >= 2, timeout_s=DEADLINE_S)
+        assert stats.ended == 2
+        assert stats.messages - stats.rejected_total == 2 * len(messages)
         assert set(stats.rejected) <= {"frames"}  # at most the truncated header
     finally:
         context.destroy(linger=0)

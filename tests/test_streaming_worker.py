@@ -15,34 +15,20 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from test_worker import Harness, frames_of, music, worker_config
+from helpers import WINDOW, Harness, frames_of, music, worker_config
 
 from inference import Worker, WorkerError
-from model import load_tagger
 from model.architectures import build_vgg
 from model.tagger import Tagger
 from protocol import EndOfStream, TagUpdate, encode_audio, encode_end
 from tagstream.errors import ExitStatus
 
 LOOKAHEAD_FRAMES = 73
-WINDOW = 187
 # tests/test_streaming_model.py: streaming windows see real audio where the exact model
 # zero-pads both window edges.
 EXACT_MAX_DIFF = 0.15
 EXACT_MEAN_DIFF = 0.01
 STREAMS = 3
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(20240612)
-
-
-@pytest.fixture(scope="module")
-def tagger() -> Tagger:
-    tagger = load_tagger("MSD_musicnn")
-    tagger.warm_up()
-    return tagger
 
 
 @pytest.fixture
@@ -95,9 +81,7 @@ def test_streaming_updates_are_close_to_exact_ones_and_batched(workers, rng) -> 
     # Pause the streaming worker while the audio is queued, so its streams' windows fall
     # due together: whether a running worker batches depends on how fast audio arrives.
     paused = workers["streaming"].worker
-    paused.stop()
-    assert paused.wait_idle(5.0)
-    paused._stop.clear()
+    assert paused.pause()
     for harness in workers.values():
         send_interleaved(harness, signals)
     time.sleep(0.5)  # let ZeroMQ's I/O thread queue the messages (not a timing check)

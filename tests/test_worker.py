@@ -13,15 +13,25 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
-import zmq
+from helpers import (
+    FRAME_S,
+    ROOT,
+    SPEC,
+    WINDOW,
+    expected_starts,
+    frames_of,
+    music,
+    stream_settings,
+    wire_header,
+    worker_config,
+)
 
-from config import Config, InferenceConfig, choices, load_config
+from config import InferenceConfig, choices
 from inference import (
     BACKENDS,
     AcceptResult,
@@ -33,65 +43,17 @@ from inference import (
     WindowScheduler,
     Worker,
 )
-from model import MUSICNN_FEATURES, load_tagger, log_mel
+from model import log_mel
 from model.audio import resample
 from model.tagger import window_starts
 from protocol import (
     AudioFrame,
-    EndOfStream,
     TagUpdate,
-    decode_update,
     encode_audio,
-    encode_end,
 )
 
-SPEC = MUSICNN_FEATURES
-WINDOW = 187
-FRAME_S = SPEC.frame_seconds
 #: Receive deadline for socket tests: generous, only there so a broken worker fails the test.
 DEADLINE_S = 60.0
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(20240611)
-
-
-def music(rng: np.random.Generator, seconds: float, sample_rate: int = 16000) -> np.ndarray:
-    """A few seconds of tones, clicks and noise: enough for the model to say something."""
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    y = 0.3 * np.sin(2 * np.pi * 110 * t) + 0.2 * np.sin(2 * np.pi * 440 * t * (1 + 0.01 * t))
-    y += 0.4 * (np.sin(2 * np.pi * 2 * t) > 0.95) * rng.standard_normal(len(t))
-    y += 0.05 * rng.standard_normal(len(t))
-    return (0.5 * y).astype(np.float32)
-
-
-def frames_of(
-    y: np.ndarray,
-    *,
-    stream: str = "test:a",
-    sample_rate: int = 16000,
-    block: int = 1600,
-    start_time: float = 1_000.0,
-    first_seq: int = 0,
-) -> list[AudioFrame]:
-    """Cut mono audio into AudioFrames with consistent seq and capture times."""
-    return [
-        AudioFrame(
-            stream=stream,
-            seq=first_seq + i,
-            capture_time=start_time + offset / sample_rate,
-            sample_rate=sample_rate,
-            channels=1,
-            sample_format="f32",
-            samples=np.ascontiguousarray(y[offset : offset + block, None]),
-        )
-        for i, offset in enumerate(range(0, len(y), block))
-    ]
-
-
-def settings(hop_frames: int = 31, **changes: float) -> StreamSettings:
-    return StreamSettings(spec=SPEC, window_frames=WINDOW, hop_frames=hop_frames, **changes)
 
 
 def feed(state: StreamState, frames: list[AudioFrame]) -> list[str]:
@@ -126,7 +88,7 @@ def test_scheduler_reset_restarts_frame_count(rng) -> None:
 
 
 def test_ema_alpha_and_update() -> None:
-    s = settings(hop_frames=31, ema_seconds=10.0)
+    s = stream_settings(hop_frames=31, ema_seconds=10.0)
     assert s.ema_alpha == pytest.approx(1 - math.exp(-31 * FRAME_S / 10.0))
     ema = ExponentialAverage(0.25)
     np.testing.assert_allclose(ema.update(np.array([1.0, 0.0])), [1.0, 0.0])
@@ -159,7 +121,7 @@ def test_settings_refuse_a_window_that_disagrees_with_the_model() -> None:
 
 def test_stream_windows_equal_offline_mel_and_times(rng) -> None:
     y = music(rng, 5.0)
-    state = StreamState("test:a", settings=settings(), now=0.0)
+    state = StreamState("test:a", settings=stream_settings(), now=0.0)
     assert set(feed(state, frames_of(y, block=1234))) == {AcceptResult.ACCEPTED}
     state.end(now=0.0)
     windows = state.take_pending(100)
@@ -178,14 +140,14 @@ def test_stream_windows_equal_offline_mel_and_times(rng) -> None:
 
 def test_duplicate_blocks_are_dropped_and_counted(rng) -> None:
     frames = frames_of(music(rng, 1.0))
-    state = StreamState("test:a", settings=settings(), now=0.0)
+    state = StreamState("test:a", settings=stream_settings(), now=0.0)
     results = feed(state, [*frames[:5], frames[3], frames[4], *frames[5:]])
     assert results.count(AcceptResult.DUPLICATE) == 2
     assert state.dropped == 2 and state.gaps == 0
 
 
 def test_restarted_streamer_starts_afresh(rng) -> None:
-    state = StreamState("test:a", settings=settings(), now=0.0)
+    state = StreamState("test:a", settings=stream_settings(), now=0.0)
     feed(state, frames_of(music(rng, 1.0), start_time=1_000.0))
     later = frames_of(music(rng, 0.2), start_time=2_000.0)  # seq 0 again, newer capture
     assert state.accept(later[0], received_time=2_000.0, now=0.0) == AcceptResult.RESTARTED
@@ -194,7 +156,7 @@ def test_restarted_streamer_starts_afresh(rng) -> None:
 def test_small_gap_is_filled_with_silence(rng) -> None:
     y = music(rng, 6.0)
     frames = frames_of(y, block=1600)
-    state = StreamState("test:a", settings=settings(hop_frames=WINDOW), now=0.0)
+    state = StreamState("test:a", settings=stream_settings(hop_frames=WINDOW), now=0.0)
     results = feed(state, frames[:20] + frames[23:])  # 0.3 s missing
     assert results.count(AcceptResult.GAP_FILLED) == 1 and state.gaps == 1
     state.end(now=0.0)
@@ -211,7 +173,7 @@ def test_small_gap_is_filled_with_silence(rng) -> None:
 def test_long_gap_resets_the_window_and_moves_the_clock(rng) -> None:
     y = music(rng, 8.0)
     frames = frames_of(y, block=1600)
-    state = StreamState("test:a", settings=settings(hop_frames=WINDOW), now=0.0)
+    state = StreamState("test:a", settings=stream_settings(hop_frames=WINDOW), now=0.0)
     results = feed(state, frames[:20] + frames[40:])  # 2 s missing > max_gap_seconds=1
     assert results.count(AcceptResult.GAP_RESET) == 1
     assert state.gaps == 1 and state.resets == 1
@@ -228,7 +190,7 @@ def test_nan_and_inf_samples_are_replaced_and_counted(rng) -> None:
     y = music(rng, 4.0)
     y[100:110] = np.nan
     y[5000] = np.inf
-    state = StreamState("test:a", settings=settings(), now=0.0)
+    state = StreamState("test:a", settings=stream_settings(), now=0.0)
     feed(state, frames_of(y))
     state.end(now=0.0)
     assert state.samples_replaced == 11
@@ -237,7 +199,9 @@ def test_nan_and_inf_samples_are_replaced_and_counted(rng) -> None:
 
 
 def test_pending_windows_are_capped(rng) -> None:
-    state = StreamState("test:a", settings=settings(hop_frames=1, max_pending_windows=5), now=0.0)
+    state = StreamState(
+        "test:a", settings=stream_settings(hop_frames=1, max_pending_windows=5), now=0.0
+    )
     feed(state, frames_of(music(rng, 4.0)))
     assert state.pending == 5
     assert state.dropped > 0
@@ -254,7 +218,7 @@ def test_every_mode_has_a_backend() -> None:
 def test_exact_backend_takes_one_window_per_stream_in_turn(rng) -> None:
     states = []
     for name, seconds in (("a", 5.0), ("b", 5.0), ("c", 3.2)):
-        state = StreamState(f"test:{name}", settings=settings(), now=0.0)
+        state = StreamState(f"test:{name}", settings=stream_settings(), now=0.0)
         feed(state, frames_of(music(rng, seconds), stream=f"test:{name}"))
         states.append(state)
     before = [state.pending for state in states]
@@ -274,7 +238,6 @@ def test_exact_backend_takes_one_window_per_stream_in_turn(rng) -> None:
 
 # -- the command: every settings check before TensorFlow ------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
 #: Runs ``python -m inference``'s main once per argv in one process; prints, per run, the exit
 #: status, the last stderr line and whether TensorFlow had been imported by then.
 _MAIN_PER_ARGV = """
@@ -327,98 +290,6 @@ def test_bad_settings_exit_before_tensorflow_loads(tmp_path: Path) -> None:
 # -- a real worker over tcp ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tagger():
-    tagger = load_tagger("MSD_musicnn")
-    tagger.warm_up()
-    return tagger
-
-
-def worker_config(**inference: object) -> Config:
-    overrides = {
-        "inference.input_endpoint": "tcp://127.0.0.1:*",
-        "inference.publish_endpoint": "tcp://127.0.0.1:*",
-    }
-    overrides.update({f"inference.{k}": v for k, v in inference.items()})
-    return load_config(overrides=overrides)
-
-
-class Harness:
-    """A worker in a thread, a PUSH socket feeding it and a SUB socket reading it."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.context = zmq.Context()
-        self.push = self.context.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.LINGER, 0)
-        self.push.connect(worker.input_endpoint)
-        self.sub = self.context.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.connect(worker.publish_endpoint)
-        self._join_subscription()
-
-    def _join_subscription(self) -> None:
-        """PUB drops updates until the subscription arrives: probe until one comes back."""
-        probe = np.zeros(int(3.2 * 16000), dtype=np.float32)
-        for attempt in range(50):
-            self.send_audio(probe, stream=f"probe:{attempt}", block=16000 * 2)
-            if self.sub.poll(200):
-                self.receive(count=None)  # drain the probe's updates
-                return
-        raise AssertionError("the SUB socket never received a probe update")
-
-    def send(self, frames: list) -> None:
-        self.push.send_multipart(frames, copy=False)
-
-    def send_audio(self, y: np.ndarray, *, end: bool = True, **kwargs: object) -> int:
-        frames = frames_of(y, **kwargs)  # type: ignore[arg-type]
-        for frame in frames:
-            self.send(encode_audio(frame))
-        if end:
-            self.send(encode_end(EndOfStream(stream=frames[0].stream, seq=len(frames))))
-        return len(frames)
-
-    def receive(self, *, count: int | None, stream: str | None = None) -> list[TagUpdate]:
-        """``count`` updates (of ``stream``), or with ``count=None`` whatever comes in 0.5 s."""
-        updates: list[TagUpdate] = []
-        deadline = time.monotonic() + (0.5 if count is None else DEADLINE_S)
-        while (count is None or len(updates) < count) and time.monotonic() < deadline:
-            if self.sub.poll(100):
-                update = decode_update(self.sub.recv_multipart())
-                if stream is None or update.stream == stream:
-                    updates.append(update)
-        return updates
-
-    def close(self) -> None:
-        self.push.close(linger=0)
-        self.sub.close(linger=0)
-        self.context.term()
-
-
-@pytest.fixture
-def run_worker(tagger) -> Iterator:
-    started: list[tuple[Worker, Harness]] = []
-
-    def start(**inference: object) -> Harness:
-        worker = Worker(worker_config(**inference), tagger=tagger)
-        worker.start()
-        worker.run_in_thread()
-        harness = Harness(worker)
-        started.append((worker, harness))
-        return harness
-
-    yield start
-    for worker, harness in started:
-        harness.close()
-        worker.close()
-        worker.close()  # idempotent
-
-
-def expected_starts(n_samples: int, hop_frames: int) -> list[int]:
-    return list(window_starts(1 + n_samples // SPEC.hop_length, WINDOW, hop_frames))
-
-
 def test_worker_publishes_updates_with_times_and_all_tags(run_worker, tagger, rng) -> None:
     harness = run_worker(hop_seconds=0.5)
     y = music(rng, 5.0)
@@ -445,34 +316,18 @@ def test_worker_publishes_updates_with_times_and_all_tags(run_worker, tagger, rn
     )
 
 
-def _header(**fields: object) -> bytes:
-    base: dict[str, object] = {
-        "version": 1,
-        "kind": "audio",
-        "stream": "evil:1",
-        "seq": 0,
-        "capture_time": 1.0,
-        "sample_rate": 16000,
-        "channels": 1,
-        "sample_format": "f32",
-        "frames": 4,
-    }
-    base.update(fields)
-    return msgpack.packb(base)
-
-
 def test_hostile_input_is_counted_and_does_not_stop_the_worker(run_worker, rng) -> None:
     harness = run_worker(hop_seconds=3.0)
     pcm = np.zeros(4, dtype="<f4").tobytes()
     bad = {
         "header": [[b"\xff\x00garbage"], [b""], [msgpack.packb([1, 2, 3]), pcm]],
-        "frames": [[_header(), pcm, pcm]],
-        "version": [[_header(version=99), pcm]],
-        "kind": [[_header(kind="tags"), pcm]],
-        "sample_rate": [[_header(sample_rate=500), pcm], [_header(sample_rate=10**9), pcm]],
-        "length": [[_header(frames=10**9), pcm], [_header(frames=0), b""]],
-        "size": [[_header(frames=4), pcm + b"\x00"]],
-        "stream": [[_header(stream=""), pcm]],
+        "frames": [[wire_header(), pcm, pcm]],
+        "version": [[wire_header(version=99), pcm]],
+        "kind": [[wire_header(kind="tags"), pcm]],
+        "sample_rate": [[wire_header(sample_rate=500), pcm], [wire_header(sample_rate=10**9), pcm]],
+        "length": [[wire_header(frames=10**9), pcm], [wire_header(frames=0), b""]],
+        "size": [[wire_header(frames=4), pcm + b"\x00"]],
+        "stream": [[wire_header(stream=""), pcm]],
     }
     for messages in bad.values():
         for message in messages:
@@ -512,9 +367,7 @@ def test_windows_of_several_streams_share_a_batch(run_worker, rng) -> None:
     # Pause the loop so every stream's window is due at the same step: whether a
     # running worker batches depends on how fast audio arrives, which a test
     # should not race against.
-    harness.worker.stop()
-    assert harness.worker.wait_idle(5.0)
-    harness.worker._stop.clear()  # step() by hand from here on: the loop thread has returned
+    assert harness.worker.pause()  # step() by hand from here on: the loop thread has returned
     streams = [f"test:batch{i}" for i in range(8)]
     clips = {s: music(rng, 3.5) for s in streams}
     for offset in range(0, len(clips[streams[0]]), 8000):  # interleave 0.5 s blocks
