@@ -43,6 +43,7 @@ __all__ = [
     "CONFIG_ENV",
     "Config",
     "ConfigError",
+    "ContentConfig",
     "InferenceConfig",
     "LoggingConfig",
     "MetricsConfig",
@@ -121,6 +122,16 @@ class InferenceConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ContentConfig:
+    """What the worker says each window holds, and dead air (inference.content)."""
+
+    enabled: bool = True
+    silence_dbfs: float = setting(-50.0, above=-120, max=-1)
+    silence_seconds: float = setting(10.0, above=0, max=_DAY)
+    change_seconds: float = setting(4.0, above=0, max=3600)
+
+
+@dataclasses.dataclass(frozen=True)
 class SubscribeConfig:
     endpoints: tuple[str, ...] = ("tcp://127.0.0.1:5556",)
 
@@ -168,6 +179,7 @@ class Config:
     tagging: TaggingConfig = TaggingConfig()
     streamer: StreamerConfig = StreamerConfig()
     inference: InferenceConfig = InferenceConfig()
+    content: ContentConfig = ContentConfig()
     subscribe: SubscribeConfig = SubscribeConfig()
     record: RecordConfig = RecordConfig()
     security: SecurityConfig = SecurityConfig()

@@ -39,14 +39,17 @@ import zmq
 
 from config import Config
 from inference.backends import Backend, DueWindow, backend_class
+from inference.content import ContentJob, ContentTracker
 from inference.errors import EndpointBindError, SettingsError
 from inference.windows import AcceptResult, StreamSettings, StreamState
 from protocol import (
     MAX_BUFFER_BYTES,
     AudioFrame,
     EndOfStream,
+    Event,
     ProtocolError,
     decode_input,
+    encode_event,
     encode_update,
 )
 from protocol.security import SecurityError, check_server, secure_server, start_authenticator
@@ -199,6 +202,8 @@ class Worker:
         self.settings: StreamSettings | None = None
         #: The model backend (:mod:`inference.backends`), made by :meth:`start`.
         self.backend: Backend | None = None
+        #: Content per window and the events it makes (:mod:`inference.content`), by start().
+        self.content: ContentTracker | None = None
         self._streams: dict[str, StreamState] = {}
         self._ending: list[StreamState] = []  # ended streams whose windows still wait
         self._counts: collections.Counter[str] = collections.Counter()
@@ -260,6 +265,7 @@ class Worker:
             self._stream_settings(contract), lookahead_frames=self.backend.lookahead_frames
         )
         self.backend.warm_up(max_batch=cfg.max_batch, hop_frames=self.settings.hop_frames)
+        self.content = ContentTracker.from_config(self.config)
         if self._context is None:
             self._context = zmq.Context()
         self._auth = start_authenticator(self._context, self.config.security, endpoints)
@@ -489,6 +495,8 @@ class Worker:
         if self._metrics_server is not None:
             self._metrics_server.close()
             self._metrics_server = None
+        if self.content is not None:
+            self.content.close()
         if self._own_context and self._context is not None:
             self._context.term()
         self._context = None
@@ -522,7 +530,10 @@ class Worker:
             )
             return
         try:
-            if isinstance(message, EndOfStream):
+            if isinstance(message, Event):  # the source's own: republished on its audio timeline
+                assert self.content is not None
+                self._send(self.content.source_event(message, self._streams.get(message.stream)))
+            elif isinstance(message, EndOfStream):
                 self._end(message, now=now)
             else:
                 self._audio(message, received_time=received_time, now=now)
@@ -561,6 +572,8 @@ class Worker:
             state = self._new_stream(frame.stream, now=now)
             before = (0, 0, 0, 0)
             result = state.accept(frame, received_time=received_time, now=now)
+        if self.content is not None:
+            self.content.accept(state, frame, result)
         gaps, dropped, replaced, resets = (
             state.gaps - before[0],
             state.dropped - before[1],
@@ -659,6 +672,8 @@ class Worker:
             self._ending = [s for s in self._ending if s.pending]
             if not due:
                 return
+            # Classified in the tracker's thread while the model runs (inference.content).
+            content = self.content.submit(due) if self.content is not None else None
             model_started = time.perf_counter()
             try:
                 probabilities = self.backend.run(due)
@@ -666,20 +681,25 @@ class Worker:
                 self._counts["dropped"] += len(due)
                 self._log_limited("predict", logging.ERROR, "model call failed error=%r", exc)
                 continue
-            self._publish_batch(
-                due, probabilities, model_seconds=time.perf_counter() - model_started
-            )
+            model_seconds = time.perf_counter() - model_started
+            self._publish_batch(due, probabilities, model_seconds=model_seconds, content=content)
 
     def _publish_batch(
-        self, due: list[DueWindow], probabilities: np.ndarray, *, model_seconds: float
+        self,
+        due: list[DueWindow],
+        probabilities: np.ndarray,
+        *,
+        model_seconds: float,
+        content: ContentJob | None = None,
     ) -> None:
-        """Publish one model call's windows, in order."""
+        """Publish one model call's windows, in order, each followed by the events up to it."""
         assert self.tagger is not None
         self._counts["batches"] += 1
         self._batch_sizes[len(due)] += 1
         published_time = time.time()
         latencies = []
-        for item, row in zip(due, probabilities, strict=True):
+        results = content.results() if content is not None else [None] * len(due)
+        for item, row, result in zip(due, probabilities, results, strict=True):
             update = item.state.make_update(
                 item.window,
                 row,
@@ -687,7 +707,12 @@ class Worker:
                 tags=self.tagger.tags,
                 published_time=published_time,
             )
+            events: list[Event] = []
+            if self.content is not None:
+                update, events = self.content.annotate(item.state, item.window, update, result)
             self._send(update)
+            for event in events:
+                self._send(event)
             # Latency counts from the last sample the update needed: its look-ahead's, if any.
             latencies.append(published_time - (item.window.capture_time + item.lookahead_s))
         room = max(MAX_LATENCY_SAMPLES - len(self._latencies), 0)
@@ -697,8 +722,9 @@ class Worker:
 
     def _send(self, update: Any) -> None:
         assert self._publish is not None
+        frames = encode_event(update) if isinstance(update, Event) else encode_update(update)
         try:
-            self._publish.send_multipart(encode_update(update), zmq.NOBLOCK)
+            self._publish.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:  # pragma: no cover - PUB drops at the HWM instead of blocking
             self._counts["dropped"] += 1
 

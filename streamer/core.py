@@ -14,8 +14,8 @@ import logging
 import socket as socket_module
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import zmq
@@ -296,6 +296,7 @@ class Streamer:
         next_seq = 0
         next_status = time.monotonic() + self.status_interval_s
         linger_ms = STOP_LINGER_MS
+        pop_events = self._forward_events(sender)
         try:
             for block in self.source.blocks(self._stop):
                 frame = protocol.AudioFrame(
@@ -308,6 +309,8 @@ class Streamer:
                     samples=block.samples.reshape(-1, 1),
                 )
                 sender.send(protocol.encode_audio(frame), stop=self._stop)
+                for event in pop_events():  # after the block they belong to
+                    self._send_event(sender, event)
                 next_seq = block.index + 1
                 if time.monotonic() >= next_status:
                     next_status = time.monotonic() + self.status_interval_s
@@ -327,6 +330,43 @@ class Streamer:
             if context is not self._context:
                 context.term()
             logger.info("stopped stream=%s", self.stream_id)
+
+    # -- source events (streamer.network: titles, drops, reconnects) ----------------------
+
+    def _forward_events(self, sender: Sender) -> Callable[[], list[Any]]:
+        """The source's events for the worker: ``source_down`` at once, the rest after sends.
+
+        A ``source_down`` comes while no block does, so it is sent from the source's
+        ``on_event`` (called in this thread, inside ``blocks()``); ``now_playing`` and
+        ``source_up`` follow the block they belong to (the worker maps their ``at_s``
+        with it).  Sources without ``pop_events`` have no events.
+        """
+        pop = getattr(self.source, "pop_events", None)
+        if pop is None:
+            return list
+        if getattr(self.source, "on_event", "") is None:
+
+            def on_event(event: Any) -> None:
+                if event.kind == "source_down":
+                    self._send_event(sender, event)
+
+            self.source.on_event = on_event  # type: ignore[attr-defined]
+        return lambda: [e for e in pop() if e.kind != "source_down"]
+
+    def _send_event(self, sender: Sender, event: Any) -> None:
+        try:
+            message = protocol.Event(
+                self.stream_id,
+                event.kind,
+                time=event.time,
+                at_s=event.at_s,
+                fields={name: getattr(event, name) for name in protocol.EVENT_FIELDS[event.kind]},
+            )
+        except protocol.ProtocolError as exc:
+            logger.warning("source event not sent stream=%s error=%s", self.stream_id, exc)
+            return
+        if not sender.send(protocol.encode_event(message, topic=False), stop=self._stop):
+            logger.warning("source event dropped stream=%s event=%s", self.stream_id, event.kind)
 
     def _log_status(self) -> None:
         stats = self.stats()

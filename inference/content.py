@@ -1,0 +1,459 @@
+"""What each stream's windows hold, and the events that follow from it, for the worker.
+
+The worker hands this module every accepted audio block and every window it
+publishes; :class:`ContentTracker` keeps, per stream (:class:`ContentStream`):
+
+* the last :data:`RING_SECONDS` of audio at the classifier's 16 kHz, on the
+  same audio timeline as the worker's windows (``start_s``/``end_s``), so each
+  published window is classified from exactly its own samples
+  (:class:`model.content.ContentClassifier`: ``content``,
+  ``content_probabilities``, ``level_dbfs`` on the tag update);
+* the **silence timer**: the level of every :data:`LEVEL_BLOCK_SECONDS` of
+  audio is compared with ``silence_dbfs``; ``silence_seconds`` of quiet in a
+  row is a ``silence_start`` event (``at_s`` = where the quiet began +
+  ``silence_seconds``), the first block at or above the threshold afterwards a
+  ``silence_end`` (``at_s`` = where the audio returned).  Audio the worker
+  filled in for a sequence gap is neither quiet nor loud: an outage is the
+  streamer's ``source_down``, not dead air;
+* the **content hysteresis**: ``content_change`` (music <-> speech) once the
+  windows have said the other class for ``change_seconds`` in a row (silent
+  windows are skipped); ``at_s`` is the middle of the first window of the run;
+* the mapping from a streamer's block timeline to the worker's audio
+  timeline, for the source events a streamer sends (``now_playing``,
+  ``source_down``, ``source_up``), which the worker republishes.
+
+The classifier costs about 12 ms per 3 s window (docs/CONTENT.md).  It runs in
+one thread of its own while the model computes the same batch
+(:meth:`ContentTracker.submit` before the model call, :meth:`ContentJob.results`
+after it): both ONNX Runtime and TensorFlow release the GIL, so on a machine
+with a core to spare the classifier adds nothing to an update's latency.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import logging
+import math
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from inference.windows import AcceptResult, PendingWindow, StreamState
+from model.audio import Resampler, finite_samples, to_mono_float32
+from protocol import AudioFrame, Event, TagUpdate
+
+if TYPE_CHECKING:
+    from config import Config
+    from inference.backends import DueWindow
+    from model.content import ContentClassifier, ContentResult
+
+__all__ = [
+    "LEVEL_BLOCK_SECONDS",
+    "RING_SECONDS",
+    "ContentJob",
+    "ContentSettings",
+    "ContentStream",
+    "ContentTracker",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds of audio per level measurement of the silence timer.
+LEVEL_BLOCK_SECONDS = 0.1
+#: Seconds of audio kept per stream beyond the window (windows may wait for the model).
+RING_SECONDS = 30.0
+#: The classifier's sample rate (model.content.SAMPLE_RATE; not imported, to keep ONNX away).
+_RATE = 16000
+#: Least seconds between two log lines about failing classifications.
+_LOG_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True)
+class ContentSettings:
+    """The ``[content]`` settings the tracker works with.
+
+    Attributes
+    ----------
+    enabled : bool
+        False: no content on updates and no silence or content events (source
+        events still pass).
+    silence_dbfs : float in (-120, 0)
+        Level below which audio is silence.
+    silence_seconds : float > 0
+        Quiet this long in a row is dead air (``silence_start``).
+    change_seconds : float > 0
+        A new content must hold this long before ``content_change``.
+    """
+
+    enabled: bool = True
+    silence_dbfs: float = -50.0
+    silence_seconds: float = 10.0
+    change_seconds: float = 4.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> ContentSettings:
+        section = config.content
+        return cls(
+            enabled=section.enabled,
+            silence_dbfs=section.silence_dbfs,
+            silence_seconds=section.silence_seconds,
+            change_seconds=section.change_seconds,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class _Chunk:
+    start_s: float
+    samples: np.ndarray  # 16 kHz mono float32
+    filled: bool  # silence the worker put in for a sequence gap
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + len(self.samples) / _RATE
+
+
+class ContentStream:
+    """One stream's audio ring, silence timer and content hysteresis.
+
+    Parameters
+    ----------
+    stream : str
+    settings : ContentSettings
+    keep_audio : bool
+        False: follow the audio clock only (for source events), keeping no audio.
+    """
+
+    def __init__(self, stream: str, settings: ContentSettings, *, keep_audio: bool = True) -> None:
+        self.stream = stream
+        self.settings = settings
+        self.keep_audio = keep_audio
+        self._chunks: collections.deque[_Chunk] = collections.deque()
+        self._resampler: Resampler | None = None
+        self._rate: int | None = None
+        self._expected_seq: int | None = None
+        self._block_s = 0.0
+        self._origin_s = 0.0  # audio time of the segment's first sample
+        self._input_samples = 0  # samples received (input rate) in the segment
+        self._output_samples = 0  # 16 kHz samples made in the segment
+        #: (seq, audio time of its first sample, duration) of the last block: maps a
+        #: streamer's block timeline to this one.
+        self._anchor: tuple[int, float, float] | None = None
+        # Silence timer.
+        self._scanned_s = 0.0
+        self._quiet_since: float | None = None
+        self._quiet_level = -math.inf
+        self.silent = False
+        # Content hysteresis.
+        self.content: str | None = None
+        self._candidate: str | None = None
+        self._candidate_since = 0.0  # audio time (middle of its first window)
+        self._candidate_first_end = 0.0
+
+    # -- input ------------------------------------------------------------------------
+
+    def accept(self, frame: AudioFrame, result: str) -> None:
+        """Follow what :meth:`inference.windows.StreamState.accept` did with ``frame``."""
+        if result in (AcceptResult.DUPLICATE, AcceptResult.ENDED, AcceptResult.RESTARTED):
+            return
+        if result == AcceptResult.FORMAT_RESET:
+            self._new_segment(gap_s=0.0)
+        elif result in (AcceptResult.GAP_FILLED, AcceptResult.GAP_RESET):
+            assert self._expected_seq is not None
+            missing_s = (frame.seq - self._expected_seq) * self._block_s
+            if result == AcceptResult.GAP_FILLED:
+                assert self._rate is not None
+                silence = np.zeros(round(missing_s * self._rate), dtype=np.float32)
+                self._add(silence, filled=True)
+            else:
+                self._new_segment(gap_s=missing_s)
+        self._expected_seq = frame.seq + 1
+        self._rate = frame.sample_rate
+        self._block_s = frame.duration_s
+        self._anchor = (frame.seq, self._segment_end_s(), frame.duration_s)
+        samples, _ = finite_samples(to_mono_float32(frame))
+        self._add(samples, filled=False)
+
+    def audio_time(self, block_at_s: float) -> float:
+        """A streamer's block-timeline position (``seq`` x block length) on this timeline."""
+        if self._anchor is None:
+            return max(block_at_s, 0.0)
+        seq, audio_s, block_s = self._anchor
+        return max(audio_s + (block_at_s - seq * block_s), 0.0)
+
+    def _segment_end_s(self) -> float:
+        if self._rate is None:
+            return self._origin_s
+        return self._origin_s + self._input_samples / self._rate
+
+    def _new_segment(self, *, gap_s: float) -> None:
+        self._origin_s = self._segment_end_s() + gap_s
+        self._input_samples = 0
+        self._output_samples = 0
+        self._resampler = None
+
+    def _add(self, samples: np.ndarray, *, filled: bool) -> None:
+        rate = self._rate
+        if rate is None or not len(samples):
+            return
+        self._input_samples += len(samples)
+        if not self.keep_audio:
+            return
+        if rate != _RATE:
+            if self._resampler is None:
+                self._resampler = Resampler(rate, _RATE)
+            samples = self._resampler.push(samples)
+        if not len(samples):
+            return
+        start_s = self._origin_s + self._output_samples / _RATE
+        self._output_samples += len(samples)
+        self._chunks.append(_Chunk(start_s, np.array(samples, dtype=np.float32), filled))
+        newest = self._chunks[-1].end_s
+        while self._chunks and self._chunks[0].end_s < newest - RING_SECONDS:
+            self._chunks.popleft()
+
+    # -- windows ----------------------------------------------------------------------
+
+    def samples(self, start_s: float, end_s: float) -> np.ndarray | None:
+        """The 16 kHz audio of ``[start_s, end_s)``; ``None`` when any of it is gone."""
+        count = round((end_s - start_s) * _RATE)
+        if count <= 0 or not self._chunks or self._chunks[0].start_s > start_s + 1.0 / _RATE:
+            return None
+        out = np.zeros(count, dtype=np.float32)
+        covered = 0
+        for chunk in self._chunks:
+            if chunk.end_s <= start_s or chunk.start_s >= end_s:
+                continue
+            first = max(0, round((start_s - chunk.start_s) * _RATE))
+            at = max(0, round((chunk.start_s - start_s) * _RATE))
+            take = min(len(chunk.samples) - first, count - at)
+            if take > 0:
+                out[at : at + take] = chunk.samples[first : first + take]
+                covered += take
+        return out if covered >= count - 2 else None
+
+    def _levels(self, until_s: float) -> list[tuple[float, float | None]]:
+        """(start, dBFS or None where filled or gone) of each level block up to ``until_s``."""
+        blocks: list[tuple[float, float | None]] = []
+        if self._chunks and self._scanned_s < self._chunks[0].start_s:
+            self._scanned_s = self._chunks[0].start_s  # older audio is gone (or never came)
+        while self._scanned_s + LEVEL_BLOCK_SECONDS <= until_s + 1e-9:
+            start = self._scanned_s
+            end = start + LEVEL_BLOCK_SECONDS
+            self._scanned_s = end
+            if any(c.filled and c.start_s < end and c.end_s > start for c in self._chunks):
+                blocks.append((start, None))
+                continue
+            audio = self.samples(start, end)
+            blocks.append((start, None if audio is None else _level_dbfs(audio)))
+        return blocks
+
+    def events_until(self, end_s: float, *, now: float) -> list[Event]:
+        """The silence events of the audio up to ``end_s`` (a published window's end)."""
+        events = []
+        threshold = self.settings.silence_dbfs
+        for start, level in self._levels(end_s):
+            if level is None:  # a gap: no evidence either way; a quiet run starts afresh
+                if not self.silent:
+                    self._quiet_since = None
+                continue
+            if level < threshold:
+                if self._quiet_since is None:
+                    self._quiet_since = start
+                    self._quiet_level = level
+                self._quiet_level = max(self._quiet_level, level)
+                reached = start + LEVEL_BLOCK_SECONDS - self._quiet_since
+                if not self.silent and reached >= self.settings.silence_seconds - 1e-9:
+                    self.silent = True
+                    events.append(
+                        Event(
+                            self.stream,
+                            "silence_start",
+                            time=now,
+                            at_s=self._quiet_since + self.settings.silence_seconds,
+                            fields={
+                                "silence_since_s": round(self._quiet_since, 3),
+                                "level_dbfs": round(self._quiet_level, 2),
+                                "threshold_dbfs": threshold,
+                            },
+                        )
+                    )
+            else:
+                if self.silent and self._quiet_since is not None:
+                    events.append(
+                        Event(
+                            self.stream,
+                            "silence_end",
+                            time=now,
+                            at_s=start,
+                            fields={
+                                "duration_s": round(start - self._quiet_since, 3),
+                                "level_dbfs": round(level, 2),
+                            },
+                        )
+                    )
+                self.silent = False
+                self._quiet_since = None
+        return events
+
+    def content_event(self, window: PendingWindow, content: str, *, now: float) -> Event | None:
+        """Follow the windows' content; a ``content_change`` once a new one has held."""
+        if content not in ("music", "speech"):
+            return None  # silent windows neither confirm nor break a run
+        if content == self.content:
+            self._candidate = None
+            return None
+        if content != self._candidate:
+            self._candidate = content
+            self._candidate_since = 0.5 * (window.start_s + window.end_s)
+            self._candidate_first_end = window.end_s
+        if window.end_s - self._candidate_first_end + 1e-9 < self.settings.change_seconds:
+            return None
+        previous, self.content, self._candidate = self.content, content, None
+        if previous is None:  # the stream's first content: nothing changed
+            return None
+        return Event(
+            self.stream,
+            "content_change",
+            time=now,
+            at_s=self._candidate_since,
+            fields={"content": content, "previous": previous},
+        )
+
+
+def _level_dbfs(samples: np.ndarray) -> float:
+    from model.content import level_dbfs
+
+    return level_dbfs(samples)
+
+
+class ContentJob:
+    """The classifications of one batch's windows, computing in the tracker's thread."""
+
+    def __init__(self, future: concurrent.futures.Future[list[Any]] | None, size: int) -> None:
+        self._future = future
+        self._size = size
+
+    def results(self) -> list[ContentResult | None]:
+        """One result per window of the batch (``None`` where it could not be classified)."""
+        if self._future is None:
+            return [None] * self._size
+        try:
+            return self._future.result()
+        except Exception as exc:  # a classifier failure must not lose the tag updates
+            logger.error("content classification failed error=%r", exc)
+            return [None] * self._size
+
+
+class ContentTracker:
+    """All streams' :class:`ContentStream`, the classifier and its thread.
+
+    Parameters
+    ----------
+    settings : ContentSettings
+    classifier : model.content.ContentClassifier or None
+        Loaded by :meth:`from_config`; ``None`` when content is disabled.
+
+    Notes
+    -----
+    Each :class:`inference.windows.StreamState` gets its own :class:`ContentStream`
+    (held weakly by the state, so it goes when the worker forgets the stream and
+    its last window is published).  Call :meth:`close` to stop the thread.
+    """
+
+    def __init__(
+        self, settings: ContentSettings, classifier: ContentClassifier | None = None
+    ) -> None:
+        self.settings = settings
+        self.classifier = classifier if settings.enabled else None
+        self._streams: weakref.WeakKeyDictionary[StreamState, ContentStream] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._executor = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="content")
+            if self.classifier is not None
+            else None
+        )
+        #: Windows classified, and windows whose audio was gone.
+        self.classified = 0
+        self.unclassified = 0
+
+    @classmethod
+    def from_config(cls, config: Config) -> ContentTracker:
+        """A tracker with the ``[content]`` settings; loads the classifier when enabled.
+
+        Raises
+        ------
+        model.content.ContentError
+            ONNX Runtime or the VAD model is missing (exit status 3).
+        """
+        settings = ContentSettings.from_config(config)
+        classifier = None
+        if settings.enabled:
+            from model.content import load_content_classifier
+
+            classifier = load_content_classifier(silence_dbfs=settings.silence_dbfs)
+        return cls(settings, classifier)
+
+    def stream(self, state: StreamState) -> ContentStream:
+        """The content state of ``state`` (made on first use)."""
+        found = self._streams.get(state)
+        if found is None:
+            found = self._streams[state] = ContentStream(
+                state.stream, self.settings, keep_audio=self.classifier is not None
+            )
+        return found
+
+    def accept(self, state: StreamState, frame: AudioFrame, result: str) -> None:
+        """After ``state.accept(frame)`` returned ``result``."""
+        self.stream(state).accept(frame, result)
+
+    def source_event(self, event: Event, state: StreamState | None) -> Event:
+        """A streamer's source event with ``at_s`` on the worker's audio timeline."""
+        at_s = event.at_s if state is None else self.stream(state).audio_time(event.at_s)
+        return dataclasses.replace(event, at_s=at_s)
+
+    def submit(self, due: Sequence[DueWindow]) -> ContentJob:
+        """Start classifying ``due`` windows (their audio is copied now, in the caller's thread)."""
+        if self._executor is None or self.classifier is None:
+            return ContentJob(None, len(due))
+        windows = [
+            self.stream(item.state).samples(item.window.start_s, item.window.end_s) for item in due
+        ]
+        classifier = self.classifier
+
+        def classify() -> list[Any]:
+            return [None if w is None else classifier.classify(w) for w in windows]
+
+        return ContentJob(self._executor.submit(classify), len(due))
+
+    def annotate(
+        self, state: StreamState, window: PendingWindow, update: TagUpdate, result: Any
+    ) -> tuple[TagUpdate, list[Event]]:
+        """``update`` with its content fields, and the events up to its window's end."""
+        if self.classifier is None:
+            return update, []
+        content = self.stream(state)
+        now = time.time()
+        events = content.events_until(window.end_s, now=now)
+        if result is None:
+            self.unclassified += 1
+            return update, events
+        self.classified += 1
+        fields = result.as_dict()
+        update = dataclasses.replace(update, **fields)
+        change = content.content_event(window, result.content, now=now)
+        if change is not None:
+            events.append(change)
+        return update, events
+
+    def close(self) -> None:
+        """Stop the classifier's thread (waits for a running batch); safe to call twice."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
