@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import soundfile
 import soxr
+from helpers import ROOT
 
-from benchmarks.common import ROOT, synthetic_music
 from model.content import (
     CONTENTS,
     FITTED,
@@ -27,6 +27,7 @@ from model.content import (
     level_dbfs,
 )
 from tagstream.errors import UnavailableError, UsageError
+from tools.demo_audio import synthetic_music
 
 WINDOW = 3 * SAMPLE_RATE
 T = np.arange(WINDOW) / SAMPLE_RATE

@@ -16,7 +16,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import socketserver
 import subprocess
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from helpers import free_port, wait_until
 
 from streamer.core import Block
 from streamer.network import NetworkSource, SourceEvent, parse_stream_title
@@ -77,23 +77,6 @@ def dominant_hz(block: Block) -> float:
 
 def is_tone(block: Block) -> bool:
     return block.samples.size >= 1600 and abs(dominant_hz(block) - TONE_HZ) <= 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(
-    predicate: Callable[[], bool], *, timeout_s: float, what: Callable[[], str] | str
-) -> None:
-    """Poll ``predicate`` until true; fail with ``what`` (what was seen) after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {timeout_s:g} s: {what() if callable(what) else what}")
-        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------------------
@@ -149,7 +132,7 @@ class Icecast:
             text=True,
         )
         self.source: subprocess.Popen[bytes] | None = None
-        wait_for(self._answers, timeout_s=30, what=self._log)
+        wait_until(self._answers, timeout_s=30, what=self._log)
 
     @property
     def url(self) -> str:
@@ -214,7 +197,7 @@ class Icecast:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for(lambda: self.mount_is_up(mount), timeout_s=30, what=self._log)
+        wait_until(lambda: self.mount_is_up(mount), timeout_s=30, what=self._log)
 
     def kill_source(self) -> None:
         if self.source is not None:
@@ -309,12 +292,14 @@ def test_icecast_stream_is_decoded_and_titles_arrive_with_their_position(
     assert source.live, "an Icecast mount is live"
     reader = Reader(source)
     try:
-        wait_for(lambda: len(reader.blocks) >= 20, timeout_s=60, what=reader.seen)
+        wait_until(lambda: len(reader.blocks) >= 20, timeout_s=60, what=reader.seen)
         icecast.set_title("Alice Band - First Song")
-        wait_for(lambda: source.title == "Alice Band - First Song", timeout_s=60, what=reader.seen)
+        wait_until(
+            lambda: source.title == "Alice Band - First Song", timeout_s=60, what=reader.seen
+        )
         delivered_s = len(reader.blocks) * source.block_seconds
         icecast.set_title("Bob Trio - Second Song")
-        wait_for(lambda: source.title == "Bob Trio - Second Song", timeout_s=60, what=reader.seen)
+        wait_until(lambda: source.title == "Bob Trio - Second Song", timeout_s=60, what=reader.seen)
     finally:
         reader.close()
     titles = [(e.at_s, e.title) for e in reader.events if e.kind == "now_playing"]
@@ -341,15 +326,15 @@ def test_source_killed_and_restarted_is_a_counted_gap_then_audio_resumes(
     source = NetworkSource(icecast.url, block_seconds=0.1, backoff_initial_s=0.2, backoff_max_s=1.0)
     reader = Reader(source)
     try:
-        wait_for(lambda: len(reader.blocks) >= 30, timeout_s=60, what=reader.seen)
+        wait_until(lambda: len(reader.blocks) >= 30, timeout_s=60, what=reader.seen)
         icecast.kill_source()
-        wait_for(lambda: "source_down" in reader.kinds(), timeout_s=60, what=reader.seen)
+        wait_until(lambda: "source_down" in reader.kinds(), timeout_s=60, what=reader.seen)
         before = len(reader.blocks)
         # The mount is gone: attempts fail (404) until the source is back.
-        wait_for(lambda: source.connect_failures >= 1, timeout_s=60, what=reader.seen)
+        wait_until(lambda: source.connect_failures >= 1, timeout_s=60, what=reader.seen)
         assert "source_up" not in reader.kinds()
         icecast.start_source(synth_wav)
-        wait_for(lambda: len(reader.blocks) >= before + 30, timeout_s=60, what=reader.seen)
+        wait_until(lambda: len(reader.blocks) >= before + 30, timeout_s=60, what=reader.seen)
     finally:
         reader.close()
     status = source.status_fields()
@@ -451,7 +436,7 @@ def test_icecast_codecs_are_decoded(
     assert source.live
     reader = Reader(source)
     try:
-        wait_for(lambda: len(reader.blocks) >= 40, timeout_s=60, what=reader.seen)
+        wait_until(lambda: len(reader.blocks) >= 40, timeout_s=60, what=reader.seen)
     finally:
         reader.close()
     blocks = reader.blocks
@@ -533,7 +518,7 @@ def test_live_hls_is_followed(synth_wav: Path, http_folder: tuple[Path, str]) ->
     command += [str(folder / "live%05d.ts"), str(folder / "live.m3u8")]
     muxer = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     try:
-        wait_for(
+        wait_until(
             lambda: len(list(folder.glob("live*.ts"))) >= 3 and (folder / "live.m3u8").exists(),
             timeout_s=60,
             what=lambda: str(sorted(p.name for p in folder.iterdir())),
@@ -543,7 +528,7 @@ def test_live_hls_is_followed(synth_wav: Path, http_folder: tuple[Path, str]) ->
         reader = Reader(source)
         try:
             # More than the playlist held at the start: new segments were fetched as they came.
-            wait_for(lambda: len(reader.blocks) >= 80, timeout_s=60, what=reader.seen)
+            wait_until(lambda: len(reader.blocks) >= 80, timeout_s=60, what=reader.seen)
         finally:
             reader.close()
     finally:
@@ -725,7 +710,7 @@ def test_icy_titles_are_placed_at_their_byte_position(mp3_bytes: bytes) -> None:
     source = NetworkSource(server.url, live=True, stall_timeout_s=30)
     reader = Reader(source)
     try:
-        wait_for(lambda: source.title == "Two", timeout_s=60, what=reader.seen)
+        wait_until(lambda: source.title == "Two", timeout_s=60, what=reader.seen)
     finally:
         reader.close()
         server.close()
@@ -741,7 +726,7 @@ def test_a_stalled_stream_is_dropped_and_reconnected(mp3_bytes: bytes) -> None:
     )
     reader = Reader(source)
     try:
-        wait_for(lambda: source.stalls >= 2, timeout_s=60, what=reader.seen)
+        wait_until(lambda: source.stalls >= 2, timeout_s=60, what=reader.seen)
     finally:
         reader.close()
         server.close()

@@ -41,11 +41,6 @@ needs_portaudio = pytest.mark.skipif(
 
 
 @pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(7)
-
-
-@pytest.fixture
 def pull() -> Iterator[tuple[zmq.Socket[bytes], str]]:
     """A PULL socket bound to a random local port, as the worker's input."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

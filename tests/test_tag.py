@@ -12,18 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import new_rng
 
 from model import MSD_TAGS
 from model.audio import load_audio
-from model.tagger import Tagger, _cpu_has_bfloat16, load_tagger
+from model.tagger import Tagger, cpu_has_bfloat16
 from model.tagging import FileTags, tag_file
 from tagstream.errors import ExitStatus
 from tools.tag import main
-
-
-@pytest.fixture(scope="module")
-def rng() -> np.random.Generator:
-    return np.random.default_rng(11)
 
 
 def _song(seconds: float, sr: int, channels: int) -> np.ndarray:
@@ -48,12 +44,13 @@ FORMATS = [
 
 
 @pytest.fixture(scope="module")
-def audio_files(tmp_path_factory: pytest.TempPathFactory, rng: np.random.Generator) -> Path:
+def audio_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("audio")
     for name, sr, channels, kwargs in FORMATS:
         sf.write(folder / name, _song(7.0, sr, channels), sr, **kwargs)
     sf.write(folder / "short.wav", _song(1.0, 16000, 1), 16000)
-    (folder / "corrupt.mp3").write_bytes(b"\xff\xfb\x90\x00" + bytes(rng.integers(0, 255, 4000)))
+    noise = bytes(new_rng().integers(0, 255, 4000))
+    (folder / "corrupt.mp3").write_bytes(b"\xff\xfb\x90\x00" + noise)
     (folder / "empty.wav").write_bytes(b"")
     sf.write(folder / "silence.wav", np.zeros((16000 * 4, 1), np.float32), 16000)
     return folder
@@ -162,7 +159,7 @@ def test_many_files_are_tagged_in_order_while_decoding_ahead(audio_files: Path) 
 
 
 @pytest.mark.skipif(
-    not _cpu_has_bfloat16(),
+    not cpu_has_bfloat16(),
     reason="this CPU has no bfloat16 instructions (AVX512_BF16 or AMX): --precision bfloat16 "
     "would run in float32 and the comparison could not fail",
 )
@@ -188,11 +185,6 @@ def test_bfloat16_precision_tags_like_float32(audio_files: Path) -> None:
 # ---------------------------------------------------------------------------
 # The library: model.tagging
 # ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tagger() -> Tagger:
-    return load_tagger("MSD_musicnn")
 
 
 @pytest.mark.parametrize("block_seconds", [0.37, 10.0])

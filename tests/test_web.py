@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
+from helpers import worker_config
 
-from config import load_config
 from protocol import AudioFrame, EndOfStream, encode_audio, encode_end
 from tagstream.errors import ExitStatus
 from tools.demo_audio import demo_signal
@@ -33,11 +33,6 @@ SAMPLE_RATE = 16000
 BLOCK = 1600  # 0.1 s
 #: An endpoint nobody publishes on: the access tests need a server, not updates.
 NOWHERE = "tcp://127.0.0.1:9"
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(20240611)
 
 
 def http_get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
@@ -176,17 +171,11 @@ class RealTimeFeeder:
 
 
 @pytest.fixture(scope="module")
-def worker() -> Iterator[Any]:
-    """A real inference worker (MSD_musicnn) in a thread, on free tcp ports."""
+def worker(tagger: Any) -> Iterator[Any]:
+    """A real inference worker on the session's tagger in a thread, on free tcp ports."""
     from inference.worker import Worker
 
-    config = load_config(
-        overrides={
-            "inference.input_endpoint": "tcp://127.0.0.1:*",
-            "inference.publish_endpoint": "tcp://127.0.0.1:*",
-        }
-    )
-    worker = Worker(config)
+    worker = Worker(worker_config(), tagger=tagger)
     worker.start()
     thread = worker.run_in_thread()
     yield worker
