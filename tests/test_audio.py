@@ -22,11 +22,6 @@ from model.audio import (
 from tagstream.errors import ExitStatus, UnavailableError
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(20261130)
-
-
 def _noise(rng: np.random.Generator, seconds: float, sr: int, channels: int) -> np.ndarray:
     return rng.uniform(-0.8, 0.8, (round(seconds * sr), channels)).astype(np.float32)
 

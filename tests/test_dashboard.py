@@ -1,4 +1,6 @@
-"""The terminal dashboard: its data model (:mod:`monitor.history`) on real updates through a real PUB socket, and its view.
+"""The terminal dashboard: its data model (:mod:`monitor.history`) and its view.
+
+The model gets real updates through a real PUB socket.
 
 Updates are real :class:`protocol.TagUpdate` objects, encoded with
 ``protocol.encode_update``, published on a ZeroMQ PUB socket and received by a
@@ -17,20 +19,15 @@ import pytest
 import zmq
 from rich.console import Console
 
+from monitor.history import DashboardModel, StreamHistory
 from protocol import TagUpdate, encode_update
 from protocol.subscriber import Subscriber
-from monitor.history import DashboardModel, StreamHistory
 from tools.dashboard import main, render_dashboard, sparkline
 
 TAGS = ("rock", "pop", "jazz", "electronic", "ambient")
 HOP_S = 0.5
 #: Bound on any receive: only there so a broken socket fails the test instead of hanging.
 DEADLINE_S = 30.0
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(20240611)
 
 
 class SetClock:

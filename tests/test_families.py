@@ -28,11 +28,6 @@ UNGROUPED = {
 }  # fmt: skip
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(14)
-
-
 def test_default_grouping_covers_every_tag_once() -> None:
     grouped = [tag for _, tags in DEFAULT_FAMILIES.groups for tag in tags]
     assert len(grouped) == len(set(grouped))
@@ -117,13 +112,6 @@ def test_bad_tables_name_the_key(table: str, message: str) -> None:
 def test_an_empty_table_is_refused() -> None:
     with pytest.raises(ConfigError, match="families: no family"):
         families_from_toml({})
-
-
-@pytest.fixture(scope="module")
-def tagger() -> object:
-    from model import load_tagger
-
-    return load_tagger("MSD_musicnn")
 
 
 @pytest.mark.skipif(

@@ -12,11 +12,6 @@ from model.features import MUSICNN_FEATURES, FeatureSpec, MelExtractor, log_mel
 INCREMENTAL_ATOL = 1e-5
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(20261125)
-
-
 def _music_like(rng: np.random.Generator, seconds: float, sr: int = 16000) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     tones = sum(np.sin(2 * np.pi * f * t) for f in (110.0, 220.0, 330.0, 1760.0)) / 4

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from model import load_tagger, log_mel
+from model import log_mel
 from model.architectures import build_musicnn, build_vgg
 from model.streaming import StreamingMusicnn
 from model.tagger import Tagger
@@ -18,16 +18,6 @@ PROBABILITY_ATOL = 1e-5  # same features through the same back end
 EXACT_MAX_DIFF = 0.15
 EXACT_MEAN_DIFF = 0.01
 LOOKAHEAD_FRAMES = 73  # 64 (128-frame temporal conv) + 3 x 3 (7-frame mid-end convs)
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(11)
-
-
-@pytest.fixture(scope="module")
-def tagger() -> Tagger:
-    return load_tagger("MSD_musicnn")
 
 
 @pytest.fixture(scope="module")

@@ -50,11 +50,6 @@ SR = 22050
 WINDOW = 187
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(0)
-
-
 def _write_tone(path: Path, *, seconds: float, freq: float, sr: int = SR) -> Path:
     t = np.arange(int(seconds * sr)) / sr
     path.parent.mkdir(parents=True, exist_ok=True)
