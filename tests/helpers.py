@@ -33,6 +33,9 @@ from protocol import AudioFrame, EndOfStream, TagUpdate, decode_update, encode_a
 ROOT = Path(__file__).resolve().parent.parent
 #: Bound on any single wait: model loading on a busy 2-core machine included.
 DEADLINE_S = 120.0
+#: Bound on a worker process getting ready: importing TensorFlow and loading the model, two
+#: workers at once on a 2-core machine that is busy with other work too.
+READY_DEADLINE_S = 300.0
 #: The one seed of the tests' random generators (the ``rng`` fixture and :func:`new_rng`).
 SEED = 20240611
 SPEC = MUSICNN_FEATURES
@@ -298,7 +301,7 @@ class Processes:
     def wait_ready(self, name: str, process: subprocess.Popen[bytes]) -> dict[str, Any]:
         """The worker's ready file once written (never a log line); fails with its log."""
         try:
-            return wait_ready(self.ready_file(name), process=process, timeout_s=DEADLINE_S)
+            return wait_ready(self.ready_file(name), process=process, timeout_s=READY_DEADLINE_S)
         except NotReadyError as exc:
             pytest.fail(f"{exc}: {self.log(name)[-2000:]}")
 

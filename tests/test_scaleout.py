@@ -14,24 +14,18 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
-from test_pipeline import DEADLINE_S, Processes
+import zmq
+from helpers import DEADLINE_S, ROOT, Processes, audio_messages
 
-from inference.ready import wait_ready
 from protocol.subscriber import Subscriber
 from streamer.routing import endpoint_for
 from tools.demo_audio import write_demo_wav
 
-ROOT = Path(__file__).resolve().parent.parent
 UPDATES_PER_STREAM = 3  # 4 s at hop 0.5 s: windows at frames 0, 31, 62
-
-
-@pytest.fixture
-def processes(tmp_path: Path):
-    procs = Processes(tmp_path)
-    yield procs
-    procs.cleanup()
 
 
 def test_endpoint_for_is_stable_and_spreads_streams() -> None:
@@ -49,7 +43,41 @@ def test_endpoint_for_is_stable_and_spreads_streams() -> None:
         endpoint_for("a", ["tcp://x:1", "tcp://x:1"])
 
 
-def test_two_workers_share_the_streams(processes: Processes, tmp_path: Path) -> None:
+def join_subscribers(
+    context: zmq.Context[Any], inputs: list[str], own: list[Subscriber], both: Subscriber
+) -> None:
+    """A positive barrier: probe streams into each worker until every subscriber has seen
+    one from each worker it listens to (PUB drops what it sends before a subscription)."""
+    pushes = []
+    for endpoint in inputs:
+        push = context.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(endpoint)
+        pushes.append(push)
+    probe = np.zeros(int(3.2 * 16000), np.float32)
+    heard: set[tuple[str, int]] = set()  # (which subscriber, from which worker)
+    wanted = {("own", i) for i in range(len(inputs))} | {("both", i) for i in range(len(inputs))}
+    for attempt in range(50):
+        for i, push in enumerate(pushes):
+            for message in audio_messages(probe, f"probe{i}:{attempt}", block=16000):
+                push.send_multipart(message)
+        deadline = time.monotonic() + 2.0
+        while heard < wanted and time.monotonic() < deadline:
+            for name, i, subscriber in [
+                *(("own", i, s) for i, s in enumerate(own)),
+                ("both", -1, both),
+            ]:
+                update = subscriber.receive(timeout_s=0.05)
+                if update is not None and update.stream.startswith("probe"):
+                    heard.add((name, int(update.stream[5]) if name == "both" else i))
+        if heard >= wanted:
+            return
+    pytest.fail(f"subscribers never joined: heard {sorted(heard)}")
+
+
+def test_two_workers_share_the_streams(
+    processes: Processes, tmp_path: Path, context: zmq.Context[Any]
+) -> None:
     inputs = [f"ipc://{tmp_path}/in{i}" for i in range(2)]
     publishes = [f"ipc://{tmp_path}/out{i}" for i in range(2)]
     # stream ids chosen so that each worker gets two
@@ -70,17 +98,11 @@ def test_two_workers_share_the_streams(processes: Processes, tmp_path: Path) -> 
         Subscriber(publishes[1]) as second,
         Subscriber(publishes) as both,
     ):
-        workers = []
-        for i in range(2):
-            ready_file = str(tmp_path / f"worker{i}.json")
-            workers.append(
-                processes.start(f"worker{i}", "inference", "--input", inputs[i],
-                                "--publish", publishes[i], "--ready-file", ready_file)
-            )  # fmt: skip
-        for i, worker in enumerate(workers):
-            ready = wait_ready(tmp_path / f"worker{i}.json", process=worker, timeout_s=DEADLINE_S)
+        workers = [processes.start_worker(f"worker{i}", inputs[i], publishes[i]) for i in range(2)]
+        for i, worker in enumerate(workers):  # both load their model at the same time
+            ready = processes.wait_ready(f"worker{i}", worker)
             assert ready["input_endpoint"] == inputs[i], ready
-        time.sleep(0.5)  # the subscriptions reach the freshly bound PUB sockets
+        join_subscribers(context, inputs, [first, second], both)
         args = ("streamer", "--config", str(config), "--file", wav, "--fast", "--stream-id")
         streamers = [processes.start(f"streamer-{s}", *args, s) for s in streams]
         for streamer in streamers:
@@ -95,10 +117,10 @@ def test_two_workers_share_the_streams(processes: Processes, tmp_path: Path) -> 
         ):
             for index, subscriber in ((0, first), (1, second)):
                 update = subscriber.receive(timeout_s=0.05)
-                if update is not None:
+                if update is not None and not update.stream.startswith("probe"):
                     seen[index][update.stream] += 1
             update = both.receive(timeout_s=0.05)
-            if update is not None:
+            if update is not None and not update.stream.startswith("probe"):
                 merged[update.stream] += 1
     for i, worker in enumerate(workers):
         worker.terminate()

@@ -16,37 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-from test_pipeline import DEADLINE_S, Processes, processes  # noqa: F401 - fixture
+from helpers import DEADLINE_S, Processes, alive, children_of, wait_until
 
-from inference.ready import READY_KEYS, wait_ready
+from inference.ready import READY_KEYS
 from tools.demo_audio import write_demo_wav
 
 #: Generous bound on the time from the signal to the exit (the target is 1 s).
 EXIT_BOUND_S = 3.0
-
-
-def children_of(pid: int) -> set[int]:
-    """Every descendant of ``pid`` (from /proc/*/task/*/children)."""
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                kids = {int(k) for k in (task / "children").read_text().split()}
-            except OSError:
-                continue
-            todo.extend(kids - found)
-            found |= kids
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def stop(process: subprocess.Popen[bytes], signum: int) -> float:
@@ -55,14 +31,6 @@ def stop(process: subprocess.Popen[bytes], signum: int) -> float:
     process.send_signal(signum)
     process.wait(timeout=DEADLINE_S)
     return time.monotonic() - started
-
-
-def wait_until(condition: object, what: str, processes: Processes) -> None:  # noqa: F811
-    assert callable(condition)
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
 
 
 def count_rows(db: Path) -> int:
@@ -78,19 +46,16 @@ def count_rows(db: Path) -> int:
 
 
 def test_every_process_stops_within_the_bound(
-    processes: Processes,  # noqa: F811
+    processes: Processes,
     tmp_path: Path,
 ) -> None:
     wav = write_demo_wav(str(tmp_path / "long.wav"), seconds=60.0)
     input_endpoint, publish_endpoint = f"ipc://{tmp_path}/in", f"ipc://{tmp_path}/out"
     db = tmp_path / "onair.db"
     live = processes.start("live", "tools.live", stdout=subprocess.DEVNULL)
-    ready_file = tmp_path / "worker.json"
-    worker = processes.start(
-        "worker", "inference", "--input", input_endpoint, "--publish", publish_endpoint,
-        "--ready-file", str(ready_file),
-    )  # fmt: skip
-    ready = wait_ready(ready_file, process=worker, timeout_s=DEADLINE_S)
+    worker = processes.start_worker("worker", input_endpoint, publish_endpoint)
+    ready = processes.wait_ready("worker", worker)
+    ready_file = processes.ready_file("worker")
     assert set(ready) == set(READY_KEYS) and ready["pid"] == worker.pid
     assert ready["input_endpoint"] == input_endpoint
     assert ready["publish_endpoint"] == publish_endpoint
@@ -108,7 +73,7 @@ def test_every_process_stops_within_the_bound(
     # Busy: updates flow to subscribe and record; live shows tags from its own children.
     assert subscribe.stdout is not None
     assert subscribe.stdout.readline(), processes.log("subscribe")
-    wait_until(lambda: live_ready(live), "tools.live's worker and streamer", processes)
+    wait_until(lambda: live_ready(live), "tools.live's worker and streamer")
     live_children = children_of(live.pid)
     assert len(live_children) >= 2, "tools.live should run a worker and a streamer"
     time.sleep(2.0)  # the recorder has buffered updates (its commit interval is an hour)
