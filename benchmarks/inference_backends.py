@@ -18,9 +18,9 @@ probability difference from the baseline.  LiteRT runs through
 
 ``--sweep`` adds ONNX Runtime sessions with one option changed from the
 chosen ones (:func:`model.onnx.session_options`): one intra-op thread, basic
-or extended instead of all graph optimisations, none, no memory arena, and
-parallel execution (inter-op threads) instead of sequential: how the options
-were chosen.  The CPU (model, cores, instruction sets) is printed first.
+or extended instead of all graph optimisations, none, no memory arena, idle
+threads spinning, and parallel execution (inter-op threads) instead of
+sequential: how the options were chosen.  The CPU (model, cores, instruction sets) is printed first.
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ def onnx_sweep(folder: Any) -> dict[str, Predict]:
         "ort opt extended": {"graph_optimization_level": level.ORT_ENABLE_EXTENDED},
         "ort opt none": {"graph_optimization_level": level.ORT_DISABLE_ALL},
         "ort no arena": {"enable_cpu_mem_arena": False},
+        "ort spinning": {"session.intra_op.allow_spinning": "1"},
         "ort parallel": {
             "execution_mode": ort.ExecutionMode.ORT_PARALLEL,
             "inter_op_num_threads": 2,
@@ -138,7 +139,10 @@ def onnx_sweep(folder: Any) -> dict[str, Predict]:
     for label, changes in variants.items():
         options = session_options()
         for option, value in changes.items():
-            setattr(options, option, value)
+            if option.startswith("session."):
+                options.add_session_config_entry(option, value)
+            else:
+                setattr(options, option, value)
         session = ort.InferenceSession(
             str(folder / ONNX_FILE), sess_options=options, providers=["CPUExecutionProvider"]
         )

@@ -10,12 +10,17 @@ folder is what :func:`model.load_tagger`, the streaming worker and
 ``model.onnx`` (:func:`model.onnx.to_onnx`) is what ``model.backend =
 "onnxruntime"`` runs and what edge runtimes take (TensorRT on a Jetson,
 ``docs/EDGE.md``); it carries the hash of the ``model.keras`` written beside it,
-so loading it never rebuilds it.  ``model.tflite`` (optional, off by default
-once the command line says so) is converted from a concrete function with a
+so loading it never rebuilds it.
+
+``model.tflite`` is deprecated and written only when asked (``tflite=True``;
+the command line still asks by default until its ``--no-tflite`` goes): TFLite
+is dropped in favour of ONNX (``docs/EDGE.md``).  ``tf.lite.Interpreter`` is
+deprecated in favour of LiteRT (``ai-edge-litert``), whose interpreter lacks
+the TensorFlow ops a GRU needs here (``crnn`` converts only with
+``SELECT_TF_OPS``), and the edge runtimes this project targets (TensorRT,
+ONNX Runtime) take ONNX.  It is converted from a concrete function with a
 dynamic batch axis; outputs agree with the Keras model within
-:data:`TFLITE_ATOL`.  TFLite is on its way out here: ``tf.lite.Interpreter``
-is deprecated in favour of LiteRT, whose interpreter lacks the TensorFlow ops
-a GRU needs (``crnn``), and the edge runtimes this project targets take ONNX.
+:data:`TFLITE_ATOL`.
 """
 
 from __future__ import annotations
@@ -97,7 +102,7 @@ def export_checkpoint(
     out_dir: str | os.PathLike[str],
     *,
     name: str | None = None,
-    tflite: bool = True,
+    tflite: bool = False,
     onnx: bool = True,
 ) -> Path:
     """Write the model folder of a checkpoint (or of a run folder's best checkpoint).
@@ -111,7 +116,7 @@ def export_checkpoint(
     name : str or None
         Model name in the contract; default: the checkpoint's (the run folder's name).
     tflite : bool
-        Also write ``model.tflite``.
+        Also write ``model.tflite`` (deprecated: ONNX replaces it, see the module doc).
     onnx : bool
         Also write ``model.onnx`` (keyed by the hash of the ``model.keras``
         written with it, so ``model.backend = "onnxruntime"`` loads it as is).
