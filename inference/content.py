@@ -275,7 +275,7 @@ class ContentStream:
                             self.stream,
                             "silence_start",
                             time=now,
-                            at_s=self._quiet_since + self.settings.silence_seconds,
+                            at_s=round(self._quiet_since + self.settings.silence_seconds, 3),
                             fields={
                                 "silence_since_s": round(self._quiet_since, 3),
                                 "level_dbfs": round(self._quiet_level, 2),
@@ -290,7 +290,7 @@ class ContentStream:
                             self.stream,
                             "silence_end",
                             time=now,
-                            at_s=start,
+                            at_s=round(start, 3),
                             fields={
                                 "duration_s": round(start - self._quiet_since, 3),
                                 "level_dbfs": round(level, 2),
@@ -321,7 +321,7 @@ class ContentStream:
             self.stream,
             "content_change",
             time=now,
-            at_s=self._candidate_since,
+            at_s=round(self._candidate_since, 3),
             fields={"content": content, "previous": previous},
         )
 

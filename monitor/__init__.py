@@ -29,6 +29,7 @@ def connect(
     streams: Iterable[str] | None = None,
     security: SecuritySettings | None = None,
     context: Any = None,
+    events: bool = False,
 ) -> Subscriber:
     """Subscribe to worker PUB endpoints (see :class:`protocol.subscriber.Subscriber`).
 
@@ -42,6 +43,8 @@ def connect(
         CURVE keys, e.g. ``config.SecurityConfig`` (``[security]``).
     context : zmq.Context or None
         Defaults to ``zmq.Context.instance()``.
+    events : bool
+        Also receive the worker's events (``Subscriber.receive_message``).
 
     Raises
     ------
@@ -54,7 +57,9 @@ def connect(
 
     endpoint_list = [endpoints] if isinstance(endpoints, str) else list(endpoints)
     try:
-        return Subscriber(endpoint_list, streams=streams, context=context, security=security)
+        return Subscriber(
+            endpoint_list, streams=streams, context=context, security=security, events=events
+        )
     except zmq.ZMQError as exc:
         raise EndpointError(
             f"cannot subscribe to {', '.join(endpoint_list)}: {exc}; "

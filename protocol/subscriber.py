@@ -1,8 +1,15 @@
-"""Receive tag updates from one or more workers: the library side of every subscriber.
+"""Receive tag updates (and events) from one or more workers: every subscriber's library side.
 
 >>> from protocol.subscriber import subscribe
 >>> for update in subscribe("tcp://127.0.0.1:5556", streams=["host:mic"]):  # doctest: +SKIP
 ...     print(update.stream, update.end_s, update.tags[update.smoothed.argmax()])
+
+With ``events=True`` the worker's events come too, as typed :class:`protocol.Event`
+objects between the updates (``silence_start``, ``now_playing``, ...)::
+
+    for message in subscribe(endpoint, events=True):
+        if isinstance(message, Event):
+            print(message.event, message.at_s, message.fields)
 
 ZeroMQ topics are *prefixes*: subscribing to ``"host:mic"`` also delivers
 ``"host:mic2"``.  :class:`Subscriber` therefore subscribes by topic and then
@@ -16,11 +23,11 @@ import logging
 import time
 from collections.abc import Generator, Iterable, Iterator
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self, overload
 
 import zmq
 
-from protocol import ProtocolError, TagUpdate, check_stream_id, decode_update
+from protocol import Event, ProtocolError, TagUpdate, check_stream_id, decode_published
 from protocol.security import NO_KEYS, SecuritySettings, secure_client
 from tagstream.errors import UsageError
 
@@ -53,6 +60,10 @@ class Subscriber:
         CURVE keys, e.g. ``config.SecurityConfig`` (:mod:`protocol.security`);
         ``None`` = the defaults ("auto", no keys), which refuse
         (``SecurityError``) an endpoint beyond loopback.
+    events : bool
+        Also receive the worker's :class:`protocol.Event` messages, through
+        :meth:`receive_message` (:meth:`receive` gives updates only).  False:
+        events are skipped silently.
 
     Raises
     ------
@@ -65,6 +76,8 @@ class Subscriber:
     ----------
     received : int
         Updates yielded so far.
+    events_received : int
+        Events yielded so far (``events=True``).
     rejected : collections.Counter
         Malformed messages skipped, by ``ProtocolError.reason``.
 
@@ -83,6 +96,7 @@ class Subscriber:
         streams: Iterable[str] | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         security: SecuritySettings | None = None,
+        events: bool = False,
     ) -> None:
         endpoint_list = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not endpoint_list:
@@ -96,7 +110,9 @@ class Subscriber:
             None if streams is None else frozenset(check_stream_id(s) for s in streams)
         )
         self.endpoints = tuple(endpoint_list)
+        self.events = events
         self.received = 0
+        self.events_received = 0
         self.rejected: collections.Counter[str] = collections.Counter()
         self._last_reject_log = float("-inf")
         context = context if context is not None else zmq.Context.instance()
@@ -124,7 +140,21 @@ class Subscriber:
         """Return the next wanted update, or ``None`` after ``timeout_s`` without one.
 
         Malformed messages are logged (rate-limited), counted in :attr:`rejected`
-        and skipped; updates of other streams are skipped silently.
+        and skipped; updates of other streams and events are skipped silently.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            message = self.receive_message(timeout_s=remaining)
+            if message is None or isinstance(message, TagUpdate):
+                return message
+            if deadline is not None and remaining == 0.0:
+                return None
+
+    def receive_message(self, *, timeout_s: float | None = None) -> TagUpdate | Event | None:
+        """The next wanted update or event (events only with ``events=True``), or ``None``.
+
+        As :meth:`receive`, with the worker's :class:`protocol.Event` messages too.
         """
         if self._socket is None:
             raise RuntimeError("receive() on a closed Subscriber")
@@ -140,14 +170,19 @@ class Subscriber:
                 continue
             frames = self._socket.recv_multipart(copy=False)
             try:
-                update = decode_update(frames)
+                message = decode_published(frames)
             except ProtocolError as exc:
                 self._reject(exc)
                 continue
-            if self.streams is not None and update.stream not in self.streams:
+            if self.streams is not None and message.stream not in self.streams:
                 continue
+            if isinstance(message, Event):
+                if not self.events:
+                    continue
+                self.events_received += 1
+                return message
             self.received += 1
-            return update
+            return message
 
     def _reject(self, exc: ProtocolError) -> None:
         self.rejected[exc.reason] += 1
@@ -189,6 +224,30 @@ class Subscriber:
         self.close()
 
 
+@overload
+def subscribe(
+    endpoints: str | Iterable[str],
+    *,
+    streams: Iterable[str] | None = ...,
+    context: zmq.Context[zmq.Socket[bytes]] | None = ...,
+    timeout_s: float | None = ...,
+    security: SecuritySettings | None = ...,
+    events: Literal[False] = ...,
+) -> Generator[TagUpdate, None, None]: ...
+
+
+@overload
+def subscribe(
+    endpoints: str | Iterable[str],
+    *,
+    streams: Iterable[str] | None = ...,
+    context: zmq.Context[zmq.Socket[bytes]] | None = ...,
+    timeout_s: float | None = ...,
+    security: SecuritySettings | None = ...,
+    events: Literal[True],
+) -> Generator[TagUpdate | Event, None, None]: ...
+
+
 def subscribe(
     endpoints: str | Iterable[str],
     *,
@@ -196,7 +255,8 @@ def subscribe(
     context: zmq.Context[zmq.Socket[bytes]] | None = None,
     timeout_s: float | None = None,
     security: SecuritySettings | None = None,
-) -> Generator[TagUpdate, None, None]:
+    events: bool = False,
+) -> Generator[TagUpdate | Event, None, None]:
     """Yield tag updates from worker PUB endpoints until closed or idle for ``timeout_s``.
 
     Parameters
@@ -214,10 +274,12 @@ def subscribe(
         update; ``None`` waits forever.
     security : protocol.security.SecuritySettings or None
         CURVE keys (see :class:`Subscriber`).
+    events : bool
+        Also yield the worker's events (:class:`protocol.Event`), in the order published.
 
     Yields
     ------
-    TagUpdate
+    TagUpdate or Event
         Malformed messages are logged, counted and skipped.
 
     Notes
@@ -225,10 +287,12 @@ def subscribe(
     The SUB socket is closed with ``linger=0`` when the generator finishes, is
     closed (``gen.close()``) or is garbage-collected.
     """
-    with Subscriber(endpoints, streams=streams, context=context, security=security) as subscriber:
+    with Subscriber(
+        endpoints, streams=streams, context=context, security=security, events=events
+    ) as subscriber:
         while True:
-            update = subscriber.receive(timeout_s=timeout_s)
-            if update is None:
+            message = subscriber.receive_message(timeout_s=timeout_s)
+            if message is None:
                 logger.debug("no update for timeout_s=%s; stopping", timeout_s)
                 return
-            yield update
+            yield message

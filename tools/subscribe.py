@@ -1,13 +1,17 @@
 """Print tag updates from inference workers.
 
-    python -m tools.subscribe [--endpoint E ...] [--stream ID ...] [--json] [--top K]
-                              [--count N] [--timeout S] [--config PATH] [--traceback]
+    python -m tools.subscribe [--endpoint E ...] [--stream ID ...] [--json] [--events]
+                              [--top K] [--count N] [--timeout S] [--config PATH] [--traceback]
 
-Without ``--json`` one readable line per update::
+Without ``--json`` one readable line per update (with the window's content and level
+when the worker sends them)::
 
-    host:mic  12.00-14.99 s  electronic 0.61  dance 0.32  electro 0.20
+    host:mic  12.00-14.99 s  music -18.2 dBFS  electronic 0.61  dance 0.32  electro 0.20
 
 With ``--json`` one JSON object per line, exactly ``TagUpdate.to_json_dict()``.
+``--events`` prints the worker's events as well, between the updates, as
+``Event.to_json_dict()`` (``{"stream": ..., "event": "silence_start", "time": ...,
+"at_s": ..., ...}``) or one readable line each; ``--count`` counts updates only.
 
 Exit status (README "Exit status"): 0 done (``--count`` reached, Ctrl-C,
 SIGTERM or a broken pipe), 1 unexpected error, 2 usage or config error, 3 no
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 
 from monitor import connect
-from protocol import TagUpdate
+from protocol import Event, TagUpdate
 from tagstream import cli
 from tagstream.errors import UnavailableError
 from tools import add_subscription_arguments, check_at_least
@@ -33,7 +37,7 @@ from tools import add_subscription_arguments, check_at_least
 if TYPE_CHECKING:
     from protocol.security import SecuritySettings
 
-__all__ = ["build_parser", "format_update", "main", "print_updates", "run"]
+__all__ = ["build_parser", "format_event", "format_update", "main", "print_updates", "run"]
 
 
 def format_update(update: TagUpdate, *, top_k: int = 5) -> str:
@@ -47,7 +51,23 @@ def format_update(update: TagUpdate, *, top_k: int = 5) -> str:
     """
     order = np.argsort(-update.probabilities, kind="stable")[:top_k]
     tags = "  ".join(f"{update.tags[i]} {update.probabilities[i]:.2f}" for i in order)
-    return f"{update.stream}  {update.start_s:.2f}-{update.end_s:.2f} s  {tags}"
+    content = ""
+    if update.content is not None:
+        content = f"{update.content} "
+        if update.level_dbfs is not None:
+            content += f"{update.level_dbfs:.1f} dBFS "
+        content += " "
+    return f"{update.stream}  {update.start_s:.2f}-{update.end_s:.2f} s  {content}{tags}"
+
+
+def format_event(event: Event) -> str:
+    """One readable line: stream, audio time, ``*`` and the event with its fields.
+
+    >>> format_event(Event("radio", "now_playing", time=0.0, at_s=61.5, fields={"title": "X"}))
+    "radio  61.50 s  * now_playing  title='X'"
+    """
+    fields = "  ".join(f"{name}={value!r}" for name, value in event.fields.items())
+    return f"{event.stream}  {event.at_s:.2f} s  * {event.event}  {fields}".rstrip()
 
 
 def print_updates(
@@ -60,6 +80,7 @@ def print_updates(
     count: int | None = None,
     timeout_s: float | None = None,
     security: SecuritySettings | None = None,
+    events: bool = False,
 ) -> int:
     """Print updates until ``count`` are printed (``None``: until interrupted).
 
@@ -79,6 +100,8 @@ def print_updates(
         update before giving up (``None``: wait forever).
     security : protocol.security.SecuritySettings or None
         CURVE keys for the subscription, e.g. ``config.SecurityConfig``.
+    events : bool
+        Print the worker's events too (not counted by ``count``).
 
     Returns
     -------
@@ -93,18 +116,23 @@ def print_updates(
         An endpoint cannot be subscribed to.
     """
     printed = 0
-    with connect(endpoints, streams=streams or None, security=security) as subscriber:
+    with connect(
+        endpoints, streams=streams or None, security=security, events=events
+    ) as subscriber:
         while count is None or printed < count:
-            update = subscriber.receive(timeout_s=timeout_s)
-            if update is None:
+            message = subscriber.receive_message(timeout_s=timeout_s)
+            if message is None:
                 raise UnavailableError(f"no update for {timeout_s:g} s; is the worker running?")
             if as_json:
-                line = json.dumps(update.to_json_dict(), separators=(",", ":"))
+                line = json.dumps(message.to_json_dict(), separators=(",", ":"))
+            elif isinstance(message, Event):
+                line = format_event(message)
             else:
-                line = format_update(update, top_k=top_k)
+                line = format_update(message, top_k=top_k)
             out.write(line + "\n")
             out.flush()
-            printed += 1
+            if isinstance(message, TagUpdate):
+                printed += 1
     return printed
 
 
@@ -116,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_subscription_arguments(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--events",
+        action="store_true",
+        help="also print events (silence, content changes, titles, source down/up)",
+    )
     parser.add_argument("--top", type=int, default=5, metavar="K", help="tags per line (5)")
     parser.add_argument("--count", type=int, metavar="N", help="stop after N updates")
     parser.add_argument(
@@ -141,6 +174,7 @@ def run(ctx: cli.Context) -> int:
         count=args.count,
         timeout_s=args.timeout,
         security=cfg.security,
+        events=args.events,
     )
     return cli.ExitStatus.OK
 

@@ -1,0 +1,255 @@
+"""Content per update and the worker's events, with real parts (issue 13, items 4, 5 and 7).
+
+A real worker (the session's MSD_musicnn, Silero VAD through ONNX Runtime) tags audio
+sent by the test's PUSH socket or by a real ``python -m streamer``; a real Icecast
+(Debian's ``icecast2``, fed by FFmpeg) serves the station for the source tests.  Every
+assertion is on audio time (``at_s``) or on what arrived, never on how long it took.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile
+from helpers import DEADLINE_S, Harness, Processes, music, wait_until
+
+from protocol import Event, TagUpdate, decode_published
+from protocol.subscriber import Subscriber
+
+ICECAST = shutil.which("icecast2") or shutil.which("icecast")
+FFMPEG = shutil.which("ffmpeg")
+needs_icecast = pytest.mark.skipif(
+    ICECAST is None or FFMPEG is None,
+    reason="needs Debian's icecast2 and ffmpeg (scripts/install.sh --dev)",
+)
+SR = 16000
+#: The defaults the events are tested against ([content] and [inference]).
+SILENCE_SECONDS = 10.0
+HOP_S = 0.5
+
+
+def noise_at(rng: np.random.Generator, seconds: float, dbfs: float) -> np.ndarray:
+    """White noise whose RMS level is ``dbfs`` (the AES17 dBFS of model.content)."""
+    rms = 10 ** (dbfs / 20) / np.sqrt(2)
+    return (rng.standard_normal(int(seconds * SR)) * rms).astype(np.float32)
+
+
+def messages_of(harness: Harness, stream: str, *, until_end_s: float) -> list[TagUpdate | Event]:
+    """Everything the worker publishes for ``stream`` until an update ends at ``until_end_s``."""
+    found: list[TagUpdate | Event] = []
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if not harness.sub.poll(100):
+            continue
+        message = decode_published(harness.sub.recv_multipart())
+        if message.stream != stream:
+            continue
+        found.append(message)
+        if isinstance(message, TagUpdate) and message.end_s >= until_end_s - 1e-6:
+            return found
+    raise AssertionError(f"no update of {stream} reached {until_end_s} s; got {len(found)}")
+
+
+def events(messages: list[Any], kind: str) -> list[Event]:
+    return [m for m in messages if isinstance(m, Event) and m.event == kind]
+
+
+def updates(messages: list[Any]) -> list[TagUpdate]:
+    return [m for m in messages if isinstance(m, TagUpdate)]
+
+
+def check_dead_air(messages: list[Any], *, quiet_from_s: float, audio_back_s: float) -> None:
+    """One silence_start within silence_seconds + 1 s, one silence_end within one hop."""
+    [start] = events(messages, "silence_start")
+    [end] = events(messages, "silence_end")
+    assert SILENCE_SECONDS <= start.at_s - quiet_from_s <= SILENCE_SECONDS + 1.0, start
+    assert abs(start.fields["silence_since_s"] - quiet_from_s) <= 0.2, start
+    assert start.fields["level_dbfs"] < start.fields["threshold_dbfs"] == -50.0
+    assert 0.0 <= end.at_s - audio_back_s <= HOP_S, end
+    assert end.fields["duration_s"] == pytest.approx(audio_back_s - quiet_from_s, abs=0.2)
+    assert messages.index(start) < messages.index(end)
+    # Each event follows the update of the window that made it known.
+    before_start = [u for u in updates(messages[: messages.index(start)])]
+    assert before_start and before_start[-1].end_s >= start.at_s
+
+
+def test_updates_carry_content_and_level_and_dead_air_makes_events(
+    run_worker: Callable[..., Harness], rng: np.random.Generator
+) -> None:
+    harness = run_worker()
+    # 8 s of music, 13 s of hiss at -65 dBFS (dead air on a real transmitter), 6 s of music.
+    y = np.concatenate([music(rng, 8.0), noise_at(rng, 13.0, -65.0), music(rng, 6.0)])
+    harness.send_audio(y, stream="dead-air", block=1600)
+    messages = messages_of(harness, "dead-air", until_end_s=26.4)
+
+    check_dead_air(messages, quiet_from_s=8.0, audio_back_s=21.0)
+    tagged = updates(messages)
+    assert all(u.content is not None and u.level_dbfs is not None for u in tagged)
+    quiet = [u for u in tagged if u.start_s >= 8.05 and u.end_s <= 20.95]
+    loud = [u for u in tagged if u.end_s <= 7.95 or u.start_s >= 21.05]
+    assert quiet and loud
+    assert {u.content for u in quiet} == {"silence"}
+    assert all(-67.0 < u.level_dbfs < -63.0 for u in quiet)  # type: ignore[operator]
+    assert {u.content for u in loud} == {"music"}
+    for u in tagged:
+        assert set(u.content_probabilities or {}) == {"music", "speech", "silence"}
+        assert max(u.content_probabilities, key=u.content_probabilities.get) == u.content  # type: ignore[arg-type, union-attr]
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_talk_after_music_is_one_content_change(
+    run_worker: Callable[..., Harness], rng: np.random.Generator, tmp_path: Path
+) -> None:
+    wav = tmp_path / "talk.wav"
+    text = (
+        "Good evening and welcome back to the late show. That was a lovely piece of music, "
+        "and in a moment we will hear from our guest about the festival this weekend, "
+        "where tickets are still available at the door and online."
+    )
+    subprocess.run(
+        ["espeak-ng", "-s", "150", "-w", str(wav), text], check=True, capture_output=True
+    )
+    speech, rate = soundfile.read(wav, dtype="float32")
+    from model.audio import Resampler
+
+    speech = Resampler(rate, SR).push(speech) if rate != SR else speech
+    speech = np.tile(speech, 2)[: int(14 * SR)] * 0.5
+    y = np.concatenate([music(rng, 10.0), speech.astype(np.float32), music(rng, 3.2)])
+    harness = run_worker()
+    harness.send_audio(y, stream="talk", block=1600)
+    messages = messages_of(harness, "talk", until_end_s=len(y) / SR - 0.6)
+    changes = events(messages, "content_change")
+    assert changes, [u.content for u in updates(messages)]
+    first = changes[0]
+    assert (first.fields["previous"], first.fields["content"]) == ("music", "speech")
+    assert 8.0 <= first.at_s <= 14.0, first
+    # Hysteresis: no flicker back and forth within the talk.
+    assert len([c for c in changes if c.at_s < 24.0]) == 1, changes
+
+
+# -- through a real streamer ------------------------------------------------------------------
+
+
+class Collector:
+    """A :class:`protocol.subscriber.Subscriber` with ``events=True`` read by a thread."""
+
+    def __init__(self, harness: Harness, stream: str) -> None:
+        self.messages: list[TagUpdate | Event] = []
+        self.stream = stream
+        self.harness = harness
+        self.subscriber = Subscriber(harness.worker.publish_endpoint, events=True)
+        self._stop = threading.Event()
+        # Join: probe streams until the subscription has reached the worker.
+        for attempt in range(50):
+            harness.send_audio(np.zeros(int(3.2 * SR), np.float32), stream=f"join:{attempt}")
+            if self.subscriber.receive_message(timeout_s=0.3) is not None:
+                break
+        else:
+            raise AssertionError("the subscriber never joined")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self.subscriber.receive_message(timeout_s=0.2)
+            if message is not None and message.stream == self.stream:
+                self.messages.append(message)
+
+    def events(self, kind: str) -> list[Event]:
+        return events(list(self.messages), kind)
+
+    def updates(self) -> list[TagUpdate]:
+        return updates(list(self.messages))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.subscriber.close()
+
+
+@pytest.fixture
+def collect(run_worker: Callable[..., Harness]) -> Iterator[Callable[[str], Collector]]:
+    """``collect(stream) -> Collector`` on one in-process worker (``collector.harness``)."""
+    harness = run_worker()
+    made: list[Collector] = []
+
+    def start(stream: str) -> Collector:
+        made.append(Collector(harness, stream))
+        return made[-1]
+
+    yield start
+    for collector in made:
+        collector.close()
+
+
+def test_dead_air_through_the_streamer(
+    collect: Any, processes: Processes, rng: np.random.Generator, tmp_path: Path
+) -> None:
+    wav = tmp_path / "dead_air.wav"
+    y = np.concatenate([music(rng, 6.0), noise_at(rng, 12.0, -70.0), music(rng, 5.0)])
+    soundfile.write(wav, y, SR, subtype="FLOAT")
+    collector = collect("file:dead-air")
+    harness = collector.harness
+    streamer = processes.start(
+        "streamer", "streamer", "--file", str(wav), "--fast",
+        "--endpoint", harness.worker.input_endpoint, "--stream-id", "file:dead-air",
+    )  # fmt: skip
+    wait_until(
+        lambda: any(u.end_s >= 22.4 for u in collector.updates()),
+        lambda: f"updates up to 22.4 s; streamer log: {processes.log('streamer')[-1500:]}",
+    )
+    assert streamer.wait(timeout=DEADLINE_S) == 0
+    check_dead_air(list(collector.messages), quiet_from_s=6.0, audio_back_s=18.0)
+
+
+@needs_icecast
+def test_station_source_down_up_and_title_reach_subscribers(
+    collect: Any, processes: Processes, rng: np.random.Generator, tmp_path: Path
+) -> None:
+    from test_network import Icecast
+
+    wav = tmp_path / "station.wav"
+    soundfile.write(wav, music(rng, 20.0), SR)
+    icecast = Icecast()
+    try:
+        icecast.start_source(wav)
+        collector = collect("station")
+        harness = collector.harness
+        processes.start(
+            "streamer", "streamer", "--url", icecast.url,
+            "--endpoint", harness.worker.input_endpoint, "--stream-id", "station",
+        )  # fmt: skip
+
+        def log() -> str:
+            return f"streamer log: {processes.log('streamer')[-2000:]}"
+
+        wait_until(lambda: len(collector.updates()) >= 4, lambda: "updates; " + log())
+        assert collector.updates()[-1].content == "music"
+
+        icecast.set_title("Miles Ahead - Blue Room")
+        [title] = wait_until(lambda: collector.events("now_playing"), lambda: "title; " + log())
+        assert title.fields["title"] == "Miles Ahead - Blue Room"
+        assert title.at_s >= 0.0
+
+        icecast.kill_source()
+        [down] = wait_until(lambda: collector.events("source_down"), lambda: "down; " + log())
+        assert down.fields["reason"]
+        assert not collector.events("source_up")
+        icecast.start_source(wav)
+        [up] = wait_until(lambda: collector.events("source_up"), lambda: "up; " + log())
+        assert up.at_s > down.at_s and up.fields["outage_s"] > 0
+        # Tags come back after the outage, on the same audio timeline.
+        wait_until(
+            lambda: any(u.start_s >= up.at_s for u in collector.updates()),
+            lambda: "updates after source_up; " + log(),
+        )
+    finally:
+        icecast.close()
