@@ -49,16 +49,29 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 BACKENDS = ("tensorflow", "onnxruntime")
 RUNTIMES = {"tensorflow": "tensorflow", "onnxruntime": "onnxruntime"}
 
-_IMPORT = """
-import resource, sys, time
+# Peak memory from VmHWM: ru_maxrss would carry the parent's peak across fork and exec.
+_PEAK_MIB = """
+def peak_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+_IMPORT = (
+    _PEAK_MIB
+    + """
+import sys, time
 started = time.perf_counter()
 __import__(sys.argv[1])
 seconds = time.perf_counter() - started
-print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)
+print(seconds, peak_mib(), flush=True)
 """
+)
 
-_FIRST_TAG = """
-import json, os, resource, sys, time
+_FIRST_TAG = (
+    _PEAK_MIB
+    + """
+import json, os, sys, time
 started = time.perf_counter()
 from model import load_tagger
 from model.tagging import tag_file
@@ -68,11 +81,12 @@ result = tag_file(sys.argv[2], tagger)
 tagged = time.perf_counter()
 print(json.dumps({
     "load_s": loaded - started, "tag_s": tagged - loaded,
-    "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "peak_mib": peak_mib(),
     "tensorflow": "tensorflow" in sys.modules, "top": max(result.tags, key=result.tags.get),
 }), flush=True)
 os._exit(0)  # as tools.tag leaves: without TensorFlow's interpreter teardown
 """
+)
 
 
 def import_cost(module: str) -> tuple[float, float]:
