@@ -14,6 +14,11 @@ Plain Python with no rendering and no sockets, shared by the terminal view
 (smoothed top) tag changed, and what its health figures need; a ``seq`` going
 backwards means the stream started over.  :class:`DashboardModel` holds one
 per stream behind a lock, so a subscriber thread and a drawing thread can share it.
+
+Each stream also shows what it is playing: the latest update's ``content``
+(music, speech or silence) and ``level_dbfs``, the now-playing ``title`` and
+whether it is in dead air or its source is down, from the worker's events
+(:meth:`DashboardModel.add_event`), of which the last :data:`MAX_EVENTS` are kept.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from protocol import TagUpdate
+from protocol import Event, TagUpdate
 
 __all__ = [
     "FORGET_AFTER_S",
@@ -51,6 +56,8 @@ HISTORY_SECONDS: Final = 60.0
 MAX_HISTORY_ENTRIES: Final = 2400
 #: Dominant-tag changes remembered per stream.
 MAX_CHANGES: Final = 50
+#: Events (silence, content changes, titles, source down/up) remembered per stream.
+MAX_EVENTS: Final = 20
 #: A new dominant tag must lead the current one by this much (smoothed), so two
 #: tags running neck and neck do not flood the change list.
 SWITCH_MARGIN: Final = 0.01
@@ -192,6 +199,52 @@ class StreamHistory:
         self.restarts = 0
         self._dominant: int | None = None
         self._latencies: collections.deque[float] = collections.deque(maxlen=_LATENCY_WINDOW)
+        #: The worker's events of this stream, newest last.
+        self.events: collections.deque[Event] = collections.deque(maxlen=MAX_EVENTS)
+        #: The now-playing title (``now_playing`` events), or None.
+        self.title: str | None = None
+        #: In dead air (between ``silence_start`` and ``silence_end``).
+        self.silent = False
+        #: The streamer lost its source (between ``source_down`` and ``source_up``).
+        self.source_down = False
+
+    @property
+    def content(self) -> str | None:
+        """What the latest window held (music, speech, silence), if the worker said."""
+        return self.latest.content if self.latest is not None else None
+
+    @property
+    def level_dbfs(self) -> float | None:
+        """The latest window's level, if the worker said."""
+        return self.latest.level_dbfs if self.latest is not None else None
+
+    def add_event(self, event: Event) -> None:
+        """Record one of the worker's events of this stream."""
+        if event.stream != self.stream:
+            raise ValueError(f"event of stream={event.stream!r} added to {self.stream!r}")
+        self.events.append(event)
+        if event.event == "now_playing":
+            self.title = str(event.fields["title"])
+        elif event.event in ("silence_start", "silence_end"):
+            self.silent = event.event == "silence_start"
+        elif event.event in ("source_down", "source_up"):
+            self.source_down = event.event == "source_down"
+
+    def status_json(self) -> dict[str, Any]:
+        """Content, level, title, dead air, source state and recent events, JSON-ready."""
+        return {
+            "content": self.content,
+            "content_probabilities": (
+                dict(self.latest.content_probabilities)
+                if self.latest is not None and self.latest.content_probabilities is not None
+                else None
+            ),
+            "level_dbfs": self.level_dbfs,
+            "title": self.title,
+            "silent": self.silent,
+            "source_down": self.source_down,
+            "events": [e.to_json_dict() for e in self.events],
+        }
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -371,6 +424,15 @@ class DashboardModel:
                 self._streams[update.stream] = history
                 logger.info("new stream stream=%s model=%s", update.stream, update.model)
             return history.add(update, received_at=self.clock())
+
+    def add_event(self, event: Event) -> None:
+        """Record one of the worker's events (a stream not seen yet is added)."""
+        with self.lock:
+            history = self._streams.get(event.stream)
+            if history is None:
+                history = StreamHistory(event.stream, history_seconds=self.history_seconds)
+                self._streams[event.stream] = history
+            history.add_event(event)
 
     def streams(self) -> list[str]:
         """Stream ids, sorted."""

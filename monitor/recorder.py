@@ -1,5 +1,8 @@
 """The recorder: a subscription to inference workers, recorded into the store.
 
+Every tag update (with what its window held: content and level) and every
+event (silence, content changes, titles, source down/up) is stored.
+
 :class:`Recorder` owns one SUB socket (:func:`monitor.connect`) and one
 :class:`monitor.store.RecordWriter`; ``python -m tools.record`` is its command.
 
@@ -29,6 +32,7 @@ from config import RecordConfig
 from config.schema import build
 from monitor import connect
 from monitor.store import RecordWriter
+from protocol import Event
 
 if TYPE_CHECKING:
     from protocol.security import SecuritySettings
@@ -105,7 +109,7 @@ class Recorder:
         self.writer = RecordWriter(db_path, synchronous=self.settings.synchronous)
         try:
             self._subscriber = connect(
-                endpoints, streams=streams, context=context, security=security
+                endpoints, streams=streams, context=context, security=security, events=True
             )
         except BaseException:
             self.writer.close()
@@ -127,6 +131,11 @@ class Recorder:
         """Updates received so far."""
         return self._subscriber.received
 
+    @property
+    def events_received(self) -> int:
+        """Events received so far."""
+        return self._subscriber.events_received
+
     def stop(self) -> None:
         """Ask :meth:`run` to finish (commit and return); safe from a signal handler."""
         self._stop.set()
@@ -144,16 +153,20 @@ class Recorder:
         return deleted
 
     def _receive(self, timeout_s: float) -> bool:
-        update = self._subscriber.receive(timeout_s=timeout_s)
-        if update is None:
+        message = self._subscriber.receive_message(timeout_s=timeout_s)
+        if message is None:
             return False
-        self.writer.add(update, recorded_time=self.clock())
+        if isinstance(message, Event):
+            self.writer.add_event(message, recorded_time=self.clock())
+        else:
+            self.writer.add(message, recorded_time=self.clock())
         return True
 
     def _log_status(self) -> None:
         logger.info(
-            "recorder status received=%d written=%d dropped=%d pending=%d rejected=%d",
+            "recorder status received=%d events=%d written=%d dropped=%d pending=%d rejected=%d",
             self.received,
+            self.events_received,
             self.writer.written,
             self.writer.dropped,
             self.writer.pending,

@@ -11,6 +11,12 @@ chosen range it gives each tag's
 and the **segments**: runs of consecutive updates of one stream with the same
 dominant tag (a silence longer than ``gap_seconds``, 60 s, also ends a run).
 
+Genre statistics count **music only**: an update whose window the worker called
+``speech`` or ``silence`` (its ``content``, recorded since schema version 2) is
+left out of every share and mean, and such updates make segments of their own
+(``content`` ``speech`` or ``silence``, no tag).  Updates without a content
+(older recordings and workers) count as music, as before.
+
 :func:`format_report` gives a table; :func:`write_outputs` writes into a folder:
 
 * ``report.png``: stacked area of the top K tags' mean probability over time;
@@ -18,7 +24,7 @@ dominant tag (a silence longer than ``gap_seconds``, 60 s, also ends a run).
   dominant tag and, for each top K tag, ``share:<tag>`` and ``mean:<tag>``
   (plus ``share:other``);
 * ``segments.csv``: ``stream, start, end, duration_s, tag, updates,
-  audio_start_s, audio_end_s``.
+  audio_start_s, audio_end_s, content``.
 
 Times are the workers' ``published_time``, shown in the local time zone
 (or another ``tz``).  :func:`parse_time` reads an ISO date or time
@@ -28,6 +34,7 @@ it is local time) or a time relative to now (``-24h``, ``-7d``, ``-30m``).
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import datetime as dt
@@ -79,6 +86,7 @@ HOURLY_CSV_NAME: Final = "hourly.csv"
 SEGMENTS_CSV_NAME: Final = "segments.csv"
 _SEGMENT_COLUMNS: Final = (
     "stream", "start", "end", "duration_s", "tag", "updates", "audio_start_s", "audio_end_s",
+    "content",
 )  # fmt: skip
 
 
@@ -88,7 +96,8 @@ class ReportError(UnavailableError):
 
 @dataclasses.dataclass(frozen=True)
 class Segment:
-    """A run of consecutive updates of one stream with the same dominant tag.
+    """A run of consecutive updates of one stream with the same dominant tag, or of talk
+    or silence.
 
     Attributes
     ----------
@@ -96,10 +105,13 @@ class Segment:
     start_time, end_time : float
         Unix ``published_time`` of the first and the last update of the run.
     tag : str
-        The dominant tag (argmax of the smoothed probabilities).
+        The dominant tag (argmax of the smoothed probabilities); ``""`` for a
+        speech or silence segment.
     updates : int > 0
     audio_start_s, audio_end_s : float
         Audio time: ``start_s`` of the first update, ``end_s`` of the last.
+    content : {"music", "speech", "silence"}
+        What the run's windows held.
     """
 
     stream: str
@@ -109,6 +121,12 @@ class Segment:
     updates: int
     audio_start_s: float
     audio_end_s: float
+    content: str = "music"
+
+    @property
+    def label(self) -> str:
+        """The tag of a music segment, ``[speech]`` or ``[silence]`` otherwise."""
+        return self.tag if self.content == "music" else f"[{self.content}]"
 
     @property
     def duration_s(self) -> float:
@@ -178,6 +196,9 @@ class TagReport:
     minute_probability_sum, minute_present : np.ndarray [shape=(M, T)]
     segments : tuple of Segment
         In stream order, then time.
+    content_updates : dict {str: int}
+        Updates in the range by content (``music`` includes those without one);
+        ``updates`` and every share and mean count the music ones only.
     """
 
     db_path: Path
@@ -205,6 +226,7 @@ class TagReport:
     minute_probability_sum: np.ndarray
     minute_present: np.ndarray
     segments: tuple[Segment, ...]
+    content_updates: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def datetime(self, unix_time: float) -> dt.datetime:
         """``unix_time`` as an aware datetime in :attr:`tz`."""
@@ -265,6 +287,16 @@ def parse_time(text: str, *, now: float | None = None) -> float:
 # ---------------------------------------------------------------------------
 
 
+#: The columns the report reads, in the order ``_build`` unpacks them.
+_REPORT_COLUMNS: Final = (
+    "stream", "published_time", "start_s", "end_s", "tags_id", "probabilities", "smoothed",
+    "content",
+)  # fmt: skip
+#: ``dominant`` codes of updates that are not music: their own segments, no tag.
+_CODE_OF_CONTENT: Final = {"speech": -1, "silence": -2}
+_CONTENT_OF_CODE: Final = {code: name for name, code in _CODE_OF_CONTENT.items()}
+
+
 class _SegmentBuilder:
     """Cuts the (stream, time)-ordered updates into segments, chunk by chunk."""
 
@@ -290,11 +322,13 @@ class _SegmentBuilder:
         starts = np.concatenate([[0], breaks + 1])
         ends = np.concatenate([breaks, [len(times) - 1]])
         for first, last in zip(starts.tolist(), ends.tolist(), strict=True):
+            code = int(dominant[first])
             piece = Segment(
                 stream=str(streams[first]),
                 start_time=float(times[first]),
                 end_time=float(times[last]),
-                tag=self.tags[int(dominant[first])],
+                tag=self.tags[code] if code >= 0 else "",
+                content=_CONTENT_OF_CODE.get(code, "music"),
                 updates=last - first + 1,
                 audio_start_s=float(start_s[first]),
                 audio_end_s=float(end_s[last]),
@@ -304,6 +338,7 @@ class _SegmentBuilder:
                 previous is not None
                 and previous.stream == piece.stream
                 and previous.tag == piece.tag
+                and previous.content == piece.content
                 and piece.start_time - previous.end_time <= self.gap_seconds
             ):
                 piece = dataclasses.replace(
@@ -398,17 +433,12 @@ def _build(
         tags_id: np.array([all_tags[name] for name in names], dtype=np.int64)
         for tags_id, (_, names) in tag_sets.items()
     }
-    cursor = select_updates(
-        connection,
-        ("stream", "published_time", "start_s", "end_s", "tags_id", "probabilities", "smoothed"),
-        stream=stream,
-        since=since,
-        until=until,
-    )
+    cursor = select_updates(connection, _REPORT_COLUMNS, stream=stream, since=since, until=until)
     segments = _SegmentBuilder(list(all_tags), gap_seconds)
     minute_parts: list[_Bins] = []
     streams_seen: set[str] = set()
     total = 0
+    content_updates: collections.Counter[str] = collections.Counter()
     first_time, last_time = float("inf"), float("-inf")
     while rows := cursor.fetchmany(chunk_rows):
         total += len(rows)
@@ -422,12 +452,20 @@ def _build(
         first_time = min(first_time, float(times.min()))
         last_time = max(last_time, float(times.max()))
         dominant = np.empty(len(rows), dtype=np.int64)
+        contents = [c if c in _CODE_OF_CONTENT else "music" for c in columns[7]]
+        content_updates.update(contents)
+        for i, name in enumerate(contents):
+            if name != "music":
+                dominant[i] = _CODE_OF_CONTENT[name]
+        is_music = np.array([name == "music" for name in contents], dtype=bool)
         minutes = np.floor(times / 60.0).astype(np.int64) * 60
         for tags_id in np.unique(tags_ids).tolist():
             if tags_id not in tag_sets:
                 raise StoreError(f"{db_path}: updates refer to tag set {tags_id}, which is missing")
             n_tags = len(tag_sets[tags_id][1])
-            index = np.flatnonzero(tags_ids == tags_id)
+            index = np.flatnonzero((tags_ids == tags_id) & is_music)
+            if not len(index):
+                continue
             probabilities = decode_blobs(
                 [columns[5][i] for i in index], n_tags, what=f"probabilities of tag set {tags_id}"
             )
@@ -454,6 +492,17 @@ def _build(
         where = f" of stream {stream!r}" if stream is not None else ""
         span = _describe_range(since, until, tz)
         raise ReportError(f"{db_path}: no updates{where} {span}")
+    if not minute_parts:  # talk and silence only: no tag statistics, segments still
+        minute = np.array([np.floor(first_time / 60.0) * 60.0])
+        minute_parts.append(
+            _Bins(
+                minute,
+                np.zeros(1, dtype=np.int64),
+                np.zeros((1, n_all), dtype=np.int64),
+                np.zeros((1, n_all), dtype=np.float64),
+                np.zeros((1, n_all), dtype=np.int64),
+            )
+        )
 
     joined = _Bins(
         np.concatenate([part.starts for part in minute_parts]),
@@ -484,7 +533,7 @@ def _build(
         tz=tz,
         tags=tuple(tag_names[i] for i in order),
         streams=tuple(sorted(streams_seen)),
-        updates=total,
+        updates=content_updates["music"],
         first_time=first_time,
         last_time=last_time,
         hour_starts=hour_bins.starts,
@@ -502,6 +551,7 @@ def _build(
         minute_probability_sum=minute_bins.probability_sum[:, order],
         minute_present=minute_bins.present[:, order],
         segments=tuple(segments.finish()),
+        content_updates={name: content_updates[name] for name in ("music", "speech", "silence")},
     )
 
 
@@ -564,6 +614,18 @@ def format_report(report: TagReport, *, top_k: int = 5) -> str:
         f"streams={len(report.streams)}  updates={report.updates}",
         f"from {_format_time(report, report.first_time)} to "
         f"{_format_time(report, report.last_time)}",
+    ]
+    if report.content_updates:
+        every = max(sum(report.content_updates.values()), 1)
+        lines.append(
+            "content: "
+            + "  ".join(
+                f"{name} {100 * count / every:.1f}% ({count})"
+                for name, count in report.content_updates.items()
+            )
+            + "; tag statistics count music updates only"
+        )
+    lines += [
         "",
         f"Top {k} tags: share of updates where the tag is dominant (smoothed argmax), "
         "mean probability",
@@ -603,7 +665,7 @@ def format_report(report: TagReport, *, top_k: int = 5) -> str:
     shown = report.segments[-_PRINTED_SEGMENTS:]
     lines += [
         "",
-        f"Segments (dominant tag runs): {len(report.segments)}"
+        f"Segments (dominant tag runs; [speech], [silence]): {len(report.segments)}"
         + (f"; the last {len(shown)}" if len(shown) < len(report.segments) else ""),
     ]
     lines += _table(
@@ -615,7 +677,7 @@ def format_report(report: TagReport, *, top_k: int = 5) -> str:
                 report.datetime(segment.end_time).strftime("%H:%M:%S"),
                 f"{segment.duration_s:.0f} s",
                 str(segment.updates),
-                segment.tag,
+                segment.label,
             ]
             for segment in shown
         ],
@@ -666,7 +728,7 @@ def write_hourly_csv(report: TagReport, path: str | os.PathLike[str], *, top_k: 
 
 
 def write_segments_csv(report: TagReport, path: str | os.PathLike[str]) -> None:
-    """Write every segment: ``stream, start, end, duration_s, tag, updates, audio_*_s``."""
+    """Write every segment: ``stream, start, end, duration_s, tag, updates, audio_*_s, content``."""
     rows = (
         [
             segment.stream,
@@ -677,6 +739,7 @@ def write_segments_csv(report: TagReport, path: str | os.PathLike[str]) -> None:
             segment.updates,
             f"{segment.audio_start_s:.3f}",
             f"{segment.audio_end_s:.3f}",
+            segment.content,
         ]
         for segment in report.segments
     )

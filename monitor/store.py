@@ -9,14 +9,20 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`): the table
 times, audio times, model, and the raw and smoothed tag probabilities as
 little-endian float32 BLOBs); the tag names are stored once per (model, tag
 list) in the table ``tags``, and ``updates.tags_id`` points at the row that
-decodes an update's BLOBs.
+decodes an update's BLOBs.  Since version 2 an update also stores what its
+window held (``content``, its probabilities ``p_music``/``p_speech``/``p_silence``
+and ``level_dbfs``; NULL where the worker did not say), and the table
+``events`` holds the worker's events (stream, kind, Unix ``time``, ``at_s`` and
+the kind's fields as JSON).  A version-1 file is upgraded in place when opened
+for writing, and read as it is (no content, no events) for reports.
 
 - :func:`open_database` opens (or creates) a database, read-only for reports;
 - :func:`write_updates` is the only code that inserts rows, one transaction per batch;
   :class:`RecordWriter` buffers updates and commits them in batches;
 - :func:`select_updates` is the one query over a stream and a time range;
   :func:`read_updates` turns its rows back into :class:`protocol.TagUpdate`;
-- :func:`delete_older_than` is the retention pass.
+- :func:`write_events` / :func:`read_events` store and read the events;
+- :func:`delete_older_than` is the retention pass (updates and events).
 
 Durability
 ----------
@@ -38,7 +44,7 @@ from typing import Final
 
 import numpy as np
 
-from protocol import TagUpdate
+from protocol import Event, TagUpdate
 from tagstream.errors import UnavailableError
 
 __all__ = [
@@ -50,16 +56,28 @@ __all__ = [
     "decode_blobs",
     "delete_older_than",
     "open_database",
+    "read_events",
     "read_tag_sets",
     "read_updates",
     "select_updates",
+    "write_events",
     "write_updates",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: ``PRAGMA user_version`` of databases this module writes and reads.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+#: Older versions this module still reads (and upgrades when writing).
+_READABLE_VERSIONS: Final = (1, 2)
+#: Columns version 2 added to ``updates``, with their SQL types.
+_CONTENT_COLUMNS: Final = (
+    ("content", "TEXT"),              # "music", "speech", "silence" or NULL
+    ("p_music", "REAL"),
+    ("p_speech", "REAL"),
+    ("p_silence", "REAL"),
+    ("level_dbfs", "REAL"),
+)  # fmt: skip
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS tags (
@@ -87,12 +105,28 @@ CREATE TABLE IF NOT EXISTS updates (
 );
 CREATE INDEX IF NOT EXISTS updates_published_time ON updates (published_time);
 CREATE INDEX IF NOT EXISTS updates_stream_published_time ON updates (stream, published_time);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    event TEXT NOT NULL,              -- silence_start, content_change, now_playing, ...
+    time REAL NOT NULL,               -- Unix time the worker noticed it
+    at_s REAL NOT NULL,               -- audio time, on the updates' start_s/end_s timeline
+    recorded_time REAL NOT NULL,      -- Unix time the recorder received it
+    fields_json TEXT NOT NULL         -- the kind's own fields (title, duration_s, ...)
+);
+CREATE INDEX IF NOT EXISTS events_stream_time ON events (stream, time);
+CREATE INDEX IF NOT EXISTS events_time ON events (time);
 """
 
 _INSERT: Final = (
     "INSERT INTO updates (stream, seq, published_time, received_time, capture_time,"
-    " recorded_time, start_s, end_s, model, tags_id, gaps, dropped, probabilities, smoothed)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " recorded_time, start_s, end_s, model, tags_id, gaps, dropped, probabilities, smoothed,"
+    " content, p_music, p_speech, p_silence, level_dbfs)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_EVENT: Final = (
+    "INSERT INTO events (stream, event, time, at_s, recorded_time, fields_json)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -155,14 +189,14 @@ def open_database(
     try:
         connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, *_READABLE_VERSIONS):
             raise StoreError(
                 f"{path}: recording schema version {version} is not supported "
                 f"(this program reads version {SCHEMA_VERSION})"
             )
         if read_only:
             names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
-            if not {"updates", "tags"} <= names or version != SCHEMA_VERSION:
+            if not {"updates", "tags"} <= names or version not in _READABLE_VERSIONS:
                 raise StoreError(f"{path}: not a tagstream recording (no updates/tags tables)")
         else:
             mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -170,6 +204,7 @@ def open_database(
                 logger.warning("WAL mode unavailable path=%s journal_mode=%s", path, mode)
             connection.execute(f"PRAGMA synchronous = {synchronous}")
             connection.executescript(_SCHEMA)
+            _add_content_columns(connection)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except StoreError:
         connection.close()
@@ -178,6 +213,18 @@ def open_database(
         connection.close()
         raise StoreError(f"{path}: not a usable recording database ({exc})") from None
     return connection
+
+
+def _update_columns(connection: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in connection.execute("PRAGMA table_info(updates)")}
+
+
+def _add_content_columns(connection: sqlite3.Connection) -> None:
+    """Upgrade a version-1 ``updates`` table in place (its rows get NULL content)."""
+    present = _update_columns(connection)
+    for name, kind in _CONTENT_COLUMNS:
+        if name not in present:
+            connection.execute(f"ALTER TABLE updates ADD COLUMN {name} {kind}")
 
 
 def _tags_id(connection: sqlite3.Connection, model: str, tags: tuple[str, ...]) -> int:
@@ -281,6 +328,7 @@ def write_updates(
                     int(update.dropped),
                     _float32_blob(update.probabilities),
                     _float32_blob(update.smoothed),
+                    *_content_values(update),
                 )
             )
         connection.executemany(_INSERT, rows)
@@ -293,6 +341,99 @@ def write_updates(
                 logger.debug("rollback failed error=%r", str(exc))
         raise
     return len(rows)
+
+
+def _content_values(update: TagUpdate) -> tuple[str | float | None, ...]:
+    p = update.content_probabilities or {}
+    return (
+        update.content,
+        p.get("music"),
+        p.get("speech"),
+        p.get("silence"),
+        update.level_dbfs,
+    )
+
+
+def write_events(
+    connection: sqlite3.Connection,
+    events: Iterable[Event],
+    *,
+    recorded_times: Iterable[float] | None = None,
+) -> int:
+    """Insert events in one transaction; the only code that writes ``events`` rows.
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection
+    events : iterable of protocol.Event
+    recorded_times : iterable of float or None
+        Unix time each event reached the recorder; ``None`` uses the event's ``time``.
+
+    Returns
+    -------
+    int
+        Rows inserted.
+
+    Raises
+    ------
+    sqlite3.Error
+        The transaction was rolled back; nothing of this batch is stored.
+    """
+    events = list(events)
+    times = [e.time for e in events] if recorded_times is None else list(recorded_times)
+    if len(times) != len(events):
+        raise ValueError(f"{len(times)} recorded_times for {len(events)} events")
+    if not events:
+        return 0
+    rows = [
+        (
+            e.stream,
+            e.event,
+            float(e.time),
+            float(e.at_s),
+            float(t),
+            json.dumps(dict(e.fields), ensure_ascii=False),
+        )
+        for e, t in zip(events, times, strict=True)
+    ]
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.executemany(_INSERT_EVENT, rows)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            try:
+                connection.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                logger.debug("rollback failed error=%r", str(exc))
+        raise
+    return len(rows)
+
+
+def read_events(
+    connection: sqlite3.Connection,
+    *,
+    stream: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+) -> Iterator[Event]:
+    """Yield recorded events (``since <= time < until``) by stream, then time.
+
+    A version-1 recording has none.
+    """
+    names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    if "events" not in names:
+        return
+    query = "SELECT stream, event, time, at_s, fields_json FROM events WHERE time >= ? AND time < ?"
+    params: list[float | str] = [
+        float("-inf") if since is None else since,
+        float("inf") if until is None else until,
+    ]
+    if stream is not None:
+        query += " AND stream = ?"
+        params.append(stream)
+    for row in connection.execute(query + " ORDER BY stream, time, id", params):
+        yield Event(row[0], row[1], time=row[2], at_s=row[3], fields=json.loads(row[4]))
 
 
 def delete_older_than(
@@ -332,6 +473,8 @@ def delete_older_than(
         deleted += cursor.rowcount
         if cursor.rowcount < batch_rows:
             break
+    if should_stop is None or not should_stop():
+        connection.execute("DELETE FROM events WHERE time < ?", (cutoff_time,))
     return deleted
 
 
@@ -347,6 +490,7 @@ def read_tag_sets(connection: sqlite3.Connection) -> dict[int, tuple[str, tuple[
 UPDATE_COLUMNS: Final = (
     "id", "stream", "seq", "published_time", "received_time", "capture_time", "recorded_time",
     "start_s", "end_s", "model", "tags_id", "gaps", "dropped", "probabilities", "smoothed",
+    "content", "p_music", "p_speech", "p_silence", "level_dbfs",
 )  # fmt: skip
 
 
@@ -379,9 +523,9 @@ def select_updates(
     unknown = [c for c in columns if c not in UPDATE_COLUMNS]
     if unknown or not columns:
         raise ValueError(f"columns={list(columns)!r} must name some of {UPDATE_COLUMNS}")
-    query = (
-        f"SELECT {', '.join(columns)} FROM updates WHERE published_time >= ? AND published_time < ?"
-    )
+    present = _update_columns(connection)  # a version-1 file has no content columns: NULL
+    selected = ", ".join(c if c in present else f"NULL AS {c}" for c in columns)
+    query = f"SELECT {selected} FROM updates WHERE published_time >= ? AND published_time < ?"
     params: list[float | str] = [
         float("-inf") if since is None else since,
         float("inf") if until is None else until,
@@ -395,6 +539,7 @@ def select_updates(
 _TAG_UPDATE_COLUMNS: Final = (
     "stream", "seq", "start_s", "end_s", "tags_id", "probabilities", "smoothed",
     "capture_time", "received_time", "published_time", "gaps", "dropped",
+    "content", "p_music", "p_speech", "p_silence", "level_dbfs",
 )  # fmt: skip
 
 
@@ -433,6 +578,13 @@ def read_updates(
             published_time=row[9],
             gaps=row[10],
             dropped=row[11],
+            content=row[12],
+            content_probabilities=(
+                None
+                if None in row[13:16]
+                else {"music": row[13], "speech": row[14], "silence": row[15]}
+            ),
+            level_dbfs=row[16],
         )
 
 
@@ -466,13 +618,20 @@ class RecordWriter:
         self.failed_commits = 0
         self._updates: list[TagUpdate] = []
         self._recorded_times: list[float] = []
+        self._events: list[tuple[Event, float]] = []
+        #: Events committed.
+        self.events_written = 0
         self._failing = False
         self._last_error_log = float("-inf")
 
     @property
     def pending(self) -> int:
-        """Updates buffered and not yet committed."""
-        return len(self._updates)
+        """Updates and events buffered and not yet committed."""
+        return len(self._updates) + len(self._events)
+
+    def add_event(self, event: Event, *, recorded_time: float) -> None:
+        """Buffer one event; it is written by the next :meth:`flush`."""
+        self._events.append((event, recorded_time))
 
     def add(self, update: TagUpdate, *, recorded_time: float) -> None:
         """Buffer one update; it is written by the next :meth:`flush`."""
@@ -485,6 +644,14 @@ class RecordWriter:
         A database error (disk full, locked, I/O) never escapes: the batch is
         dropped, counted in :attr:`dropped` and logged.
         """
+        if self._events and self.connection is not None:
+            events, self._events = self._events, []
+            try:
+                self.events_written += write_events(
+                    self.connection, [e for e, _ in events], recorded_times=[t for _, t in events]
+                )
+            except sqlite3.DatabaseError as exc:
+                self._failed(exc, len(events))
         if not self._updates:
             return 0
         if self.connection is None:

@@ -253,3 +253,146 @@ def test_station_source_down_up_and_title_reach_subscribers(
         )
     finally:
         icecast.close()
+
+
+# -- recorded, reported, shown ----------------------------------------------------------------
+
+
+def content_update(
+    seq: int, content: str, dominant: str, *, published_time: float, stream: str = "fm"
+) -> TagUpdate:
+    tags = ("jazz", "rock", "pop")
+    smoothed = np.array([0.8 if t == dominant else 0.1 for t in tags], dtype=np.float32)
+    share = {"music": 0.05, "speech": 0.05, "silence": 0.05}
+    share[content] = 0.9
+    return TagUpdate(
+        stream=stream, seq=seq, start_s=0.5 * seq, end_s=0.5 * seq + 3.0, model="m", tags=tags,
+        probabilities=smoothed, smoothed=smoothed, capture_time=published_time,
+        received_time=published_time, published_time=published_time, content=content,
+        content_probabilities=share, level_dbfs=-70.0 if content == "silence" else -18.0,
+    )  # fmt: skip
+
+
+def test_the_store_keeps_content_and_events_and_the_report_counts_music_only(
+    tmp_path: Path,
+) -> None:
+    from monitor.report import build_report, format_report, write_segments_csv
+    from monitor.store import open_database, read_events, read_updates, write_events
+    from monitor.store import write_updates as store_updates
+
+    t0 = 1_750_000_000.0
+    plan = ["music"] * 10 + ["speech"] * 6 + ["silence"] * 4 + ["music"] * 10
+    # Speech windows look like rock to the tagger: they must not count as rock.
+    updates_in = [
+        content_update(i, c, "jazz" if c == "music" else "rock", published_time=t0 + 0.5 * i)
+        for i, c in enumerate(plan)
+    ]
+    title = Event("fm", "now_playing", time=t0 + 1, at_s=1.0, fields={"title": "So What"})
+    db = tmp_path / "rec.db"
+    connection = open_database(db)
+    store_updates(connection, updates_in)
+    write_events(connection, [title])
+    stored = list(read_updates(connection))
+    assert [u.content for u in stored] == plan
+    assert stored[12].content_probabilities == pytest.approx(
+        {"music": 0.05, "speech": 0.9, "silence": 0.05}
+    )
+    assert stored[18].level_dbfs == -70.0
+    assert list(read_events(connection)) == [title]
+    connection.close()
+
+    report = build_report(db)
+    assert report.updates == 20  # music windows only
+    assert report.content_updates == {"music": 20, "speech": 6, "silence": 4}
+    assert report.tags[0] == "jazz" and report.total_share[0] == 1.0
+    assert [(s.label, s.updates) for s in report.segments] == [
+        ("jazz", 10), ("[speech]", 6), ("[silence]", 4), ("jazz", 10),
+    ]  # fmt: skip
+    assert "speech 20.0% (6)" in format_report(report)
+    write_segments_csv(report, tmp_path / "segments.csv")
+    rows = (tmp_path / "segments.csv").read_text().splitlines()
+    assert rows[0].endswith(",content") and rows[2].endswith(",speech")
+
+
+def test_a_version_1_recording_is_upgraded_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    from monitor.store import SCHEMA_VERSION, open_database, read_updates, write_updates
+
+    db = tmp_path / "v1.db"
+    old = sqlite3.connect(db)
+    old.executescript(
+        """
+        CREATE TABLE tags (id INTEGER PRIMARY KEY, model TEXT NOT NULL, tags_json TEXT NOT NULL,
+            UNIQUE (model, tags_json));
+        CREATE TABLE updates (id INTEGER PRIMARY KEY, stream TEXT NOT NULL, seq INTEGER NOT NULL,
+            published_time REAL NOT NULL, received_time REAL NOT NULL, capture_time REAL NOT NULL,
+            recorded_time REAL NOT NULL, start_s REAL NOT NULL, end_s REAL NOT NULL,
+            model TEXT NOT NULL, tags_id INTEGER NOT NULL REFERENCES tags (id),
+            gaps INTEGER NOT NULL, dropped INTEGER NOT NULL, probabilities BLOB NOT NULL,
+            smoothed BLOB NOT NULL);
+        INSERT INTO tags VALUES (1, 'm', '["jazz", "rock", "pop"]');
+        INSERT INTO updates VALUES (1, 'fm', 0, 1.0, 1.0, 1.0, 1.0, 0.0, 3.0, 'm', 1, 0, 0,
+            zeroblob(12), zeroblob(12));
+        PRAGMA user_version = 1;
+        """
+    )
+    old.close()
+    reader = open_database(db, read_only=True)  # read as it is
+    [before] = read_updates(reader)
+    assert before.content is None
+    reader.close()
+    writer = open_database(db)
+    assert writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    write_updates(writer, [content_update(1, "speech", "rock", published_time=2.0)])
+    assert [u.content for u in read_updates(writer)] == [None, "speech"]
+    writer.close()
+
+
+def test_the_dashboards_model_shows_content_level_title_and_alarms() -> None:
+    from monitor.history import DashboardModel
+
+    model = DashboardModel()
+    model.add_event(Event("fm", "source_down", time=1.0, at_s=0.0, fields={"reason": "eof"}))
+    assert model["fm"].source_down and model["fm"].latest is None
+    model.add_event(Event("fm", "source_up", time=2.0, at_s=5.0, fields={"outage_s": 4.0}))
+    model.add(content_update(0, "silence", "jazz", published_time=3.0))
+    model.add_event(
+        Event(
+            "fm", "silence_start", time=4.0, at_s=10.0,
+            fields={"silence_since_s": 0.0, "level_dbfs": -70.0, "threshold_dbfs": -50.0},
+        )
+    )  # fmt: skip
+    model.add_event(Event("fm", "now_playing", time=5.0, at_s=11.0, fields={"title": "Take Five"}))
+    status = model["fm"].status_json()
+    assert status["content"] == "silence" and status["level_dbfs"] == -70.0
+    assert status["title"] == "Take Five"
+    assert status["silent"] and not status["source_down"]
+    assert [e["event"] for e in status["events"]] == [
+        "source_down", "source_up", "silence_start", "now_playing",
+    ]  # fmt: skip
+
+
+def test_the_terminal_dashboard_shows_content_title_and_dead_air() -> None:
+    import io
+
+    from rich.console import Console
+
+    from monitor.history import DashboardModel
+    from tools.dashboard import render_dashboard
+
+    model = DashboardModel()
+    model.add_event(Event("only-events", "source_down", time=1.0, at_s=0.0, fields={"reason": "x"}))
+    model.add(content_update(0, "silence", "jazz", published_time=3.0))
+    model.add_event(Event("fm", "now_playing", time=5.0, at_s=1.0, fields={"title": "Take Five"}))
+    model.add_event(
+        Event(
+            "fm", "silence_start", time=4.0, at_s=10.0,
+            fields={"silence_since_s": 0.0, "level_dbfs": -70.0, "threshold_dbfs": -50.0},
+        )
+    )  # fmt: skip
+    out = io.StringIO()
+    Console(file=out, width=120).print(render_dashboard(model))
+    text = out.getvalue()
+    assert "silence -70.0 dBFS" in text and "Take Five" in text and "DEAD AIR" in text
+    assert "SOURCE DOWN" in text  # the stream that has events only

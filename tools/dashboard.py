@@ -38,6 +38,7 @@ from monitor.history import (
     StreamHistory,
     check_positive,
 )
+from protocol import Event
 from tagstream import cli
 from tools import add_subscription_arguments, check_at_least
 
@@ -115,14 +116,57 @@ def _health_text(health: StreamHealth) -> Any:
     return text
 
 
+_CONTENT_STYLE = {"music": "bold green", "speech": "bold cyan", "silence": "bold red"}
+
+
+def _content_text(history: StreamHistory) -> Any:
+    """``music -18.3 dBFS · ♪ title`` plus DEAD AIR / SOURCE DOWN while they last."""
+    from rich.text import Text
+
+    text = Text()
+    if history.content is not None:
+        text.append(history.content, style=_CONTENT_STYLE.get(history.content, "bold"))
+    if history.level_dbfs is not None:
+        text.append(f" {history.level_dbfs:.1f} dBFS")
+    if history.title:
+        text.append(f" · ♪ {history.title}", style="italic")
+    if history.silent:
+        text.append(" · DEAD AIR", style="bold white on red")
+    if history.source_down:
+        text.append(" · SOURCE DOWN", style="bold white on red")
+    return text
+
+
+def _events_text(history: StreamHistory, count: int = 3) -> Any:
+    """The last ``count`` events, newest first."""
+    from rich.text import Text
+
+    text = Text("events: ", style="dim")
+    for i, event in enumerate(reversed(list(history.events)[-count:])):
+        if i:
+            text.append("  ←  ", style="dim")
+        text.append(event.event, style="bold" if i == 0 else "")
+        detail = event.fields.get("title") or event.fields.get("content") or ""
+        if detail:
+            text.append(f" {detail}")
+        text.append(f" @{event.at_s:.1f}s", style="dim")
+    return text
+
+
 def _stream_panel(history: StreamHistory, *, now: float, top_k: int, columns: int) -> Any:
     from rich.bar import Bar
+    from rich.console import Group
     from rich.panel import Panel
     from rich.table import Table
     from rich.text import Text
 
     latest = history.latest
-    assert latest is not None
+    if latest is None:  # only events so far (e.g. its source went down before any tag)
+        return Panel(
+            Group(_content_text(history), _events_text(history)),
+            title=Text(history.stream, style="bold magenta"),
+            title_align="left",
+        )
     end = latest.end_s
     start = end - history.history_seconds
     table = Table(box=None, pad_edge=False, expand=False)
@@ -148,12 +192,14 @@ def _stream_panel(history: StreamHistory, *, now: float, top_k: int, columns: in
             changes.append("  ←  ", style="dim")
         changes.append(change.tag, style="bold" if i == 0 else "")
         changes.append(f" @{change.end_s:.1f}s", style="dim")
-    from rich.console import Group
 
     title = Text(history.stream, style="bold magenta")
     title.append(f"  {latest.model}  {latest.start_s:.1f}-{latest.end_s:.1f} s", style="dim")
+    parts = [_content_text(history), table, changes]
+    if history.events:
+        parts.append(_events_text(history))
     return Panel(
-        Group(table, changes, _health_text(history.health(now=now))),
+        Group(*parts, _health_text(history.health(now=now))),
         title=title,
         title_align="left",
     )
@@ -238,7 +284,7 @@ def run_dashboard(
 
     model = DashboardModel(history_seconds=history_seconds)
     received = 0
-    with connect(endpoints, streams=streams, security=security) as updates:
+    with connect(endpoints, streams=streams, security=security, events=True) as updates:
         logger.info("dashboard endpoints=%s", ",".join(updates.endpoints))
         with Live(
             get_renderable=lambda: render_dashboard(model, top_k=top_k),
@@ -247,9 +293,12 @@ def run_dashboard(
             transient=False,
         ) as live:
             while not stop.is_set():
-                update = updates.receive(timeout_s=_POLL_S)
+                update = updates.receive_message(timeout_s=_POLL_S)
                 if update is None:
                     model.forget_idle()
+                    continue
+                if isinstance(update, Event):
+                    model.add_event(update)
                     continue
                 model.add(update)
                 received += 1

@@ -12,7 +12,8 @@ changed.  A thread subscribes to the workers and feeds a
 event to every open page.
 
 HTTP routes: ``/`` (the page), ``/app.js``, ``/style.css``, ``/events`` (SSE:
-a ``snapshot`` event on connect, then ``update`` and ``forget`` events),
+a ``snapshot`` event on connect, then ``update``, ``event`` (the worker's events:
+dead air, talk/music, titles, source down/up) and ``forget`` events),
 ``/api/snapshot`` (the snapshot as JSON).
 
 Access: the server binds to 127.0.0.1 by default.  Bound to any other address
@@ -53,7 +54,7 @@ import zmq
 from config import ConfigError
 from monitor import connect
 from monitor.history import HISTORY_SECONDS, DashboardModel, StreamHistory
-from protocol import TagUpdate
+from protocol import Event, TagUpdate
 from tagstream import cli
 from tagstream.errors import EndpointError, UsageError
 from tools import add_subscription_arguments
@@ -173,6 +174,14 @@ def update_payload(update: TagUpdate, history: StreamHistory) -> dict[str, Any]:
         "missed": history.missed,
         "restarts": history.restarts,
         "dominant": history.dominant,
+        "content": update.content,
+        "content_probabilities": (
+            None if update.content_probabilities is None else dict(update.content_probabilities)
+        ),
+        "level_dbfs": update.level_dbfs,
+        "title": history.title,
+        "silent": history.silent,
+        "source_down": history.source_down,
     }
 
 
@@ -185,6 +194,7 @@ def stream_snapshot(history: StreamHistory) -> dict[str, Any]:
             {"end_s": u.end_s, "probabilities": _round(u.probabilities)} for u in history.entries
         ],
         "changes": [c.to_json_dict() for c in history.changes],
+        "status": history.status_json(),
     }
 
 
@@ -434,7 +444,11 @@ class WebDashboard:
         if self._closed or self._server is not None:
             raise RuntimeError("start() on a started or closed WebDashboard")
         self._subscriber = connect(
-            self.endpoints, streams=self.streams, context=self.context, security=self.security
+            self.endpoints,
+            streams=self.streams,
+            context=self.context,
+            security=self.security,
+            events=True,
         )
         server_class = type(
             "_BoundServer",
@@ -521,7 +535,11 @@ class WebDashboard:
     def snapshot(self) -> dict[str, Any]:
         """Every stream's state, as the ``snapshot`` event and ``/api/snapshot`` carry it."""
         with self.model.lock:
-            streams = {s: stream_snapshot(self.model[s]) for s in self.model.streams()}
+            streams = {
+                s: stream_snapshot(self.model[s])
+                for s in self.model.streams()
+                if self.model[s].latest is not None  # not those with events only, yet
+            }
         return {
             "history_seconds": self.model.history_seconds,
             "server_time": time.time(),
@@ -532,8 +550,15 @@ class WebDashboard:
         last_forget = time.monotonic()
         try:
             while not self._stop.is_set():
-                update = self._subscriber.receive(timeout_s=_POLL_S)
-                if update is not None:
+                update = self._subscriber.receive_message(timeout_s=_POLL_S)
+                if isinstance(update, Event):
+                    with self.model.lock:
+                        self.model.add_event(update)
+                        status = self.model[update.stream].status_json()
+                    self._broadcast(
+                        _event("event", {"event": update.to_json_dict(), "status": status})
+                    )
+                elif update is not None:
                     with self.model.lock:
                         change = self.model.add(update)
                         payload = update_payload(update, self.model[update.stream])

@@ -215,7 +215,47 @@ function applyUpdate(state, u, arrivedAt) {
     `${u.model} · ${audioTime(u.start_s)}–${audioTime(u.end_s)}`;
   drawBars(state);
   drawHealth(state, arrivedAt);
+  drawContent(state, u);
   scheduleHeatmap(state);
+}
+
+// What the stream plays: content and level of the latest window, the title, dead air.
+function drawContent(state, status) {
+  const node = state.section.querySelector(".content");
+  if (status.content !== undefined && status.content !== null) {
+    const level = status.level_dbfs === null || status.level_dbfs === undefined
+      ? "" : ` · ${status.level_dbfs.toFixed(1)} dBFS`;
+    node.dataset.content = status.content;
+    node.textContent = `${status.content}${level}`;
+  }
+  if (status.title !== undefined && status.title !== null) {
+    state.section.querySelector(".now-playing").textContent = `♪ ${status.title}`;
+  }
+  if (status.silent !== undefined) state.section.dataset.silent = String(status.silent);
+  if (status.source_down !== undefined) {
+    state.section.dataset.sourceDown = String(status.source_down);
+  }
+}
+
+function eventText(e) {
+  switch (e.event) {
+    case "now_playing": return `now playing: ${e.title}`;
+    case "content_change": return `${e.previous} → ${e.content}`;
+    case "silence_start": return `dead air (below ${e.threshold_dbfs} dBFS since ${audioTime(e.silence_since_s)})`;
+    case "silence_end": return `audio back after ${e.duration_s.toFixed(1)} s`;
+    case "source_down": return `source down: ${e.reason}`;
+    case "source_up": return `source up after ${e.outage_s.toFixed(1)} s`;
+    default: return e.event;
+  }
+}
+
+function addEvent(state, e) {
+  const list = state.section.querySelector(".events");
+  const item = el("li");
+  item.dataset.event = e.event;
+  item.append(el("span", "when", `${clock(e.time)} · ${audioTime(e.at_s)} `), el("span", "what", eventText(e)));
+  list.prepend(item);
+  while (list.children.length > MAX_CHANGES) list.lastElementChild.remove();
 }
 
 // -- events -------------------------------------------------------------------------------
@@ -230,6 +270,8 @@ function onSnapshot(snapshot) {
     for (const change of s.changes) addChange(state, change);
     state.history.pop();  // applyUpdate adds the latest again
     applyUpdate(state, s.latest, now);
+    for (const e of s.status.events) addEvent(state, e);
+    drawContent(state, s.status);
   }
   drawSummary();
 }
@@ -240,6 +282,12 @@ function onUpdate(u) {
   applyUpdate(state, u, performance.now());
   if (u.change) addChange(state, u.change);
   drawSummary();
+}
+
+function onEvent(payload) {
+  const state = streams.get(payload.event.stream) || createStream(payload.event.stream);
+  addEvent(state, payload.event);
+  drawContent(state, payload.status);
 }
 
 function drawSummary() {
@@ -262,6 +310,7 @@ function connect() {
   source.addEventListener("snapshot", (e) => onSnapshot(JSON.parse(e.data)));
   source.addEventListener("update", (e) => onUpdate(JSON.parse(e.data)));
   source.addEventListener("forget", (e) => removeStream(JSON.parse(e.data).stream));
+  source.addEventListener("event", (e) => onEvent(JSON.parse(e.data)));
 }
 
 window.setInterval(() => {
