@@ -168,6 +168,20 @@ def test_a_broken_onnx_file_is_rebuilt_and_without_keras_refused(
         load_tagger(str(folder), backend="onnxruntime")
 
 
+def test_a_folder_with_only_the_onnx_file_and_contract_loads(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """What is copied to a device without TensorFlow: contract.json and model.onnx."""
+    folder = tmp_path / "m"
+    _student_folder(folder, rng)
+    windows = varied_windows(rng)[:3]
+    expected = load_tagger(str(folder), backend="onnxruntime").predict(windows)
+    (folder / "model.keras").unlink()
+    alone = load_tagger(str(folder), backend="onnxruntime")
+    np.testing.assert_array_equal(alone.predict(windows), expected)
+    assert sorted(p.name for p in folder.iterdir()) == ["contract.json", "model.onnx"]
+
+
 def test_backend_and_precision_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="backend='torch' must be one of"):
         load_tagger("MSD_musicnn", backend="torch")
