@@ -33,7 +33,13 @@ from typing import TextIO
 from model.audio import AUDIO_EXTENSIONS
 from tagstream.errors import UsageError
 
-__all__ = ["MANIFEST_SUFFIXES", "InputFile", "expand_inputs", "parse_extensions"]
+__all__ = [
+    "MANIFEST_SUFFIXES",
+    "InputFile",
+    "expand_inputs",
+    "expand_paths",
+    "parse_extensions",
+]
 
 #: A file argument with one of these suffixes is a list of paths, not audio.
 MANIFEST_SUFFIXES = (".txt", ".csv")
@@ -133,25 +139,78 @@ def _stdin_paths(stdin: TextIO) -> Iterator[str]:
             yield entry
 
 
-def _expand_one(arg: str, extensions: tuple[str, ...], stdin: TextIO | None) -> Iterator[str]:
+def _expand_one(
+    arg: str,
+    extensions: tuple[str, ...],
+    stdin: TextIO | None,
+    *,
+    manifests: bool,
+    patterns: bool,
+    strict: bool,
+) -> Iterator[str]:
     if arg == "-":
         if stdin is None:
             raise UsageError("'-' reads paths from standard input, which this caller does not give")
         yield from _stdin_paths(stdin)
         return
     path = Path(arg)
-    if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
+    if manifests and path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
         yield from _manifest_paths(path)
     elif path.is_dir():
         yield from _walk(arg, extensions)
     elif path.exists():
         yield arg
-    elif _GLOB_CHARS & set(arg):
+    elif patterns and _GLOB_CHARS & set(arg):
         for match in sorted(glob.iglob(arg, recursive=True)):
             if os.path.isfile(match) and _has_extension(match, extensions):
                 yield match
+    elif not strict:
+        yield arg
     else:
         raise UsageError(f"{arg}: no such file, folder or matching pattern")
+
+
+def expand_paths(
+    args: Iterable[str],
+    *,
+    extensions: tuple[str, ...] = AUDIO_EXTENSIONS,
+    stdin: TextIO | None = None,
+    manifests: bool = True,
+    patterns: bool = True,
+    strict: bool = True,
+) -> Iterator[str]:
+    """Expand command-line inputs into file paths as given (folders joined), each once.
+
+    Parameters
+    ----------
+    args : iterable of str
+        Files, folders, glob patterns, manifests or ``-`` (see the module doc).
+    extensions : tuple of str
+        Lower-case suffixes with the dot that folders and patterns keep.
+    stdin : text stream or None
+        Read for ``-``.
+    manifests, patterns : bool
+        Read ``.txt``/``.csv`` files as manifests; expand glob patterns.
+    strict : bool
+        A path that does not exist is an error; with False it is yielded as it is
+        (for a caller that reports missing files per file).
+
+    Raises
+    ------
+    UsageError
+        An argument that is neither an existing path nor a pattern (``strict``), or
+        an unreadable manifest.
+    """
+    seen: set[str] = set()
+    for arg in args:
+        expanded = _expand_one(
+            arg, extensions, stdin, manifests=manifests, patterns=patterns, strict=strict
+        )
+        for path in expanded:
+            absolute = os.path.abspath(path)
+            if absolute not in seen:
+                seen.add(absolute)
+                yield path
 
 
 def expand_inputs(
@@ -183,14 +242,9 @@ def expand_inputs(
         An argument that is neither an existing path nor a pattern, or an
         unreadable manifest.
     """
-    seen: set[str] = set()
-    for arg in args:
-        for path in _expand_one(arg, extensions, stdin):
-            absolute = os.path.abspath(path)
-            if absolute in seen:
-                continue
-            seen.add(absolute)
-            try:
-                yield InputFile.stat(absolute)
-            except OSError as exc:
-                yield absolute, exc
+    for path in expand_paths(args, extensions=extensions, stdin=stdin):
+        absolute = os.path.abspath(path)
+        try:
+            yield InputFile.stat(absolute)
+        except OSError as exc:
+            yield absolute, exc

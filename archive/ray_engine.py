@@ -55,6 +55,11 @@ logger = logging.getLogger(__name__)
 
 #: Files per decoding task: small enough to spread an archive over many tasks.
 FILES_PER_TASK: Final = 8
+#: Memory a decoding task reserves (its files' windows: ~24 kB per second of audio).
+#: Asking for it also keeps Ray Data from fusing decoding into the tagging actors
+#: (it fuses stages whose resource requests are equal): decoding stays on CPU tasks,
+#: which scale apart from the actors and keep the actors' cores for the model.
+DECODE_TASK_MEMORY: Final = 256 * 2**20
 
 
 def import_ray() -> Any:
@@ -300,7 +305,7 @@ class RayEngine:
         )
         ds = ds.map_batches(
             decode_batch,
-            batch_size=FILES_PER_TASK,
+            batch_size=None,  # one task per block of FILES_PER_TASK files
             batch_format="numpy",
             fn_kwargs={
                 "contract": self.contract.to_dict(),
@@ -308,6 +313,7 @@ class RayEngine:
                 "pad": self.pad,
             },
             num_cpus=1,
+            memory=DECODE_TASK_MEMORY,
         )
         ds = ds.map_batches(
             TagActor,
@@ -320,7 +326,9 @@ class RayEngine:
             num_cpus=self.cpus_per_actor,
             num_gpus=self.gpus_per_actor,
         )
-        batches = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
+        # No prefetching: it holds finished results back until more are ready, and the
+        # driver's work per result is small (the progress bar and resume want them now).
+        batches = ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0)
         try:
             for batch in batches:
                 for pid, rss in zip(batch["actor_pid"], batch["actor_peak_rss"], strict=True):

@@ -1,7 +1,12 @@
 """Tag audio files with the 50 Million Song Dataset tags.
 
-    python -m tools.tag FILE... [--top K] [--json] [--model NAME|PATH] [--hop-seconds S]
+    python -m tools.tag PATH... [--top K] [--json] [--model NAME|PATH] [--hop-seconds S]
                                 [--precision bfloat16]
+
+``PATH`` is an audio file, a folder (its audio files, recursively, in sorted
+order) or ``-`` (paths on standard input, one per line).  ``--top K`` limits
+the tags printed per file, with ``--json`` too (the file's and each window's
+K most probable, most probable first); for archives use ``python -m tools.archive``.
 
 Each file is cut into windows of the model's length (3 s for the pretrained
 models), without overlap unless ``--hop-seconds`` says otherwise; a file's tags
@@ -22,10 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import traceback
 from typing import TextIO
 
-from model.tagging import FileTags, hop_frames_for, tag_files
+from model.tagging import FileTags, FileTagsJSON, hop_frames_for, tag_files
 from tagstream import cli
 from tagstream.errors import ExitStatus
 
@@ -39,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 all tagged, 1 some file failed, 2 usage or config error, "
         "3 model not loaded, 130 interrupted.",
     )
-    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files to tag")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="PATH",
+        help="audio files, folders (recursive) or - for paths on stdin",
+    )
     parser.add_argument("--top", type=int, metavar="K", help="top tags to print per file")
     parser.add_argument("--json", action="store_true", help="one JSON object per file and line")
     parser.add_argument("--model", metavar="NAME|PATH", help="MSD_musicnn, MSD_vgg or a folder")
@@ -60,6 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_text(result: FileTags, top_k: int, out: TextIO) -> None:
     tags = ", ".join(f"{tag} {p:.3f}" for tag, p in result.top(top_k))
     out.write(f"{result.path}\t{result.duration_s:.1f}s\t{tags}\n")
+
+
+def _top_json(result: FileTags, top_k: int | None) -> FileTagsJSON:
+    """``--json``'s object; with ``--top K`` only the K most probable tags (file and windows)."""
+    data = result.to_json_dict()
+    if top_k is not None:
+
+        def top(tags: dict[str, float]) -> dict[str, float]:
+            return dict(sorted(tags.items(), key=lambda item: -item[1])[:top_k])
+
+        data["tags"] = top(data["tags"])
+        for window in data["windows"]:
+            window["tags"] = top(window["tags"])
+    return data
 
 
 def run(ctx: cli.Context) -> ExitStatus:
@@ -90,18 +115,31 @@ def run(ctx: cli.Context) -> ExitStatus:
 
     from tqdm import tqdm
 
+    from archive.inputs import expand_paths
+
+    # Folders become their audio files; other paths go on as given (a missing one
+    # fails alone, like before).
+    files = list(
+        expand_paths(
+            args.files,
+            stdin=sys.stdin if "-" in args.files else None,
+            manifests=False,
+            patterns=False,
+            strict=False,
+        )
+    )
     status = ExitStatus.OK
     out, err = ctx.stdout, ctx.stderr
     progress = tqdm(
-        total=len(args.files),
+        total=len(files),
         unit="file",
         file=err,
-        disable=args.no_progress or len(args.files) < 2 or None,
+        disable=args.no_progress or len(files) < 2 or None,
         leave=False,
     )
     try:
         results = tag_files(
-            args.files,
+            files,
             tagger,
             hop_seconds=cfg.tagging.hop_seconds,
             pad=cfg.tagging.pad_short,
@@ -120,7 +158,7 @@ def run(ctx: cli.Context) -> ExitStatus:
                     f"warning: {path}: shorter than one window, padded with silence", file=err
                 )
             if args.json:
-                out.write(json.dumps(result.to_json_dict(), allow_nan=False) + "\n")
+                out.write(json.dumps(_top_json(result, args.top), allow_nan=False) + "\n")
             else:
                 _print_text(result, cfg.tagging.top_k, out)
             out.flush()
