@@ -226,8 +226,10 @@ class ContentStream:
             return None
         out = np.zeros(count, dtype=np.float32)
         covered = 0
-        for chunk in self._chunks:
-            if chunk.end_s <= start_s or chunk.start_s >= end_s:
+        for chunk in reversed(self._chunks):  # the newest first: windows are recent audio
+            if chunk.end_s <= start_s:
+                break
+            if chunk.start_s >= end_s:
                 continue
             first = max(0, round((start_s - chunk.start_s) * _RATE))
             at = max(0, round((chunk.start_s - start_s) * _RATE))
@@ -246,12 +248,21 @@ class ContentStream:
             start = self._scanned_s
             end = start + LEVEL_BLOCK_SECONDS
             self._scanned_s = end
-            if any(c.filled and c.start_s < end and c.end_s > start for c in self._chunks):
+            if self._filled(start, end):
                 blocks.append((start, None))
                 continue
             audio = self.samples(start, end)
             blocks.append((start, None if audio is None else _level_dbfs(audio)))
         return blocks
+
+    def _filled(self, start_s: float, end_s: float) -> bool:
+        """Whether any audio of ``[start_s, end_s)`` was filled in for a sequence gap."""
+        for chunk in reversed(self._chunks):
+            if chunk.end_s <= start_s:
+                return False
+            if chunk.filled and chunk.start_s < end_s:
+                return True
+        return False
 
     def events_until(self, end_s: float, *, now: float) -> list[Event]:
         """The silence events of the audio up to ``end_s`` (a published window's end)."""
