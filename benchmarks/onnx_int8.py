@@ -12,6 +12,11 @@ only to evaluate) with float32 and int8 and reports, per model and method:
 the share of windows whose top tag is the same, the largest probability
 difference, and ms per window at batch 16 for both (interleaved, medians).
 
+ONNX Runtime's histogram calibrators (Percentile, Entropy) keep every
+activation of every calibration window in memory, about 80 MB a musicnn
+window (256 windows were killed for memory at 21 GB): give them a small
+``--calibration-windows``.
+
 Issue 15's bar to keep int8 as an option: top-tag agreement >= 98 % of windows
 and largest probability difference <= 0.05.  A folder that is missing is
 skipped with a message (exit status 0).
