@@ -233,7 +233,7 @@ class RayEngine:
         self.backend = backend
         self.actor_options = {
             "model": model,
-            "cache_dir": os.path.expanduser(cache_dir),
+            "cache_dir": cache_dir,  # "~" is each node's own home
             "device": device,
             "precision": precision,
             "backend": backend,

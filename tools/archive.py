@@ -108,14 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _engine(args: argparse.Namespace, cfg: Config, contract: ModelContract) -> Engine:
+def _engine(args: argparse.Namespace, cfg: Config, contract: ModelContract, model: str) -> Engine:
     """The engine the command line asks for, with its model loaded (local) or reachable (Ray)."""
     if args.engine == "ray":
         from archive.ray_engine import RayEngine
 
         return RayEngine(
             contract,
-            model=cfg.model.name,
+            model=model,
             cache_dir=cfg.model.cache_dir,
             device=cfg.model.device,
             precision=cfg.model.precision,
@@ -162,15 +162,18 @@ def run(ctx: cli.Context) -> ExitStatus:
     logging.getLogger(__name__).info("inputs=%d files", len(files))
 
     from model.contract import ModelContract
+    from model.convert import PRETRAINED
     from model.tagger import resolve_model_folder
     from model.tagging import hop_frames_for
 
     # A model that cannot be had: exit status 3; a bad hop: exit status 2.
-    contract = ModelContract.load(
-        resolve_model_folder(cfg.model.name, cache_dir=cfg.model.cache_dir)
-    )
+    folder = resolve_model_folder(cfg.model.name, cache_dir=cfg.model.cache_dir)
+    contract = ModelContract.load(folder)
     hop_frames_for(cfg.tagging.hop_seconds, contract)
-    engine = _engine(args, cfg, contract)
+    # Ray's actors load the model where they run: a pretrained name from each node's
+    # cache, a folder by its absolute path (their working folder is not ours).
+    model = cfg.model.name if cfg.model.name in PRETRAINED else str(folder.resolve())
+    engine = _engine(args, cfg, contract, model)
     try:
         settings = ArchiveSettings(
             model=contract.name,
