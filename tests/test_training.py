@@ -442,8 +442,9 @@ def test_export_loads_with_identical_outputs_and_close_tflite(
 
     run, _ = trained_run
     stdout = io.StringIO()
+    out = str(tmp_path / "m")
     code = main(
-        ["export", "--checkpoint", str(run), "--out", str(tmp_path / "m"), "--name", "syn"],
+        ["export", "--checkpoint", str(run), "--out", out, "--name", "syn", "--tflite"],
         stdout=stdout,
     )
     assert code == 0, stdout.getvalue()
@@ -461,9 +462,10 @@ def test_export_loads_with_identical_outputs_and_close_tflite(
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
         "contract.json",
         "model.keras",
+        "model.onnx",
         "model.tflite",
     ]
-    code = main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "m"), "--no-tflite"])
+    code = main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "m"), "--no-onnx"])
     assert code == 0  # replaces the folder, atomically: nothing left beside it
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["contract.json", "model.keras"]
     assert load_tagger(str(tmp_path / "m")).contract == checkpoint

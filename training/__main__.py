@@ -4,7 +4,7 @@ Commands::
 
     python -m training train --config PATH [--out DIR] [--resume]
     python -m training evaluate --model PATH (--config PATH | --manifest CSV) [--out DIR]
-    python -m training export --checkpoint PATH --out DIR [--name NAME] [--no-tflite]
+    python -m training export --checkpoint PATH --out DIR [--name NAME] [--no-onnx] [--tflite]
 
 ``--config`` here is the training config (``training/configs/*.toml``), not
 the runtime settings file.  Exit statuses are those of every tagstream command
@@ -60,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True, type=Path, help="checkpoint or run folder")
     export.add_argument("--out", required=True, type=Path, help="model folder to write")
     export.add_argument("--name", help="model name in contract.json (default: the run's name)")
-    export.add_argument("--no-tflite", action="store_true", help="skip model.tflite")
+    export.add_argument(
+        "--no-onnx", action="store_true", help="skip model.onnx (the ONNX Runtime backend's file)"
+    )
+    export.add_argument(
+        "--tflite", action="store_true", help="also write model.tflite (deprecated: use ONNX)"
+    )
     return parser
 
 
@@ -118,7 +123,9 @@ def run(ctx: cli.Context) -> int:
     checkpoint = find_checkpoint(args.checkpoint)
     from training.export import export_checkpoint
 
-    folder = export_checkpoint(checkpoint, args.out, name=args.name, tflite=not args.no_tflite)
+    folder = export_checkpoint(
+        checkpoint, args.out, name=args.name, tflite=args.tflite, onnx=not args.no_onnx
+    )
     ctx.stdout.write(f"exported {folder} (load it with --model {folder})\n")
     return cli.ExitStatus.OK
 

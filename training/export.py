@@ -12,8 +12,8 @@ folder is what :func:`model.load_tagger`, the streaming worker and
 ``docs/EDGE.md``); it carries the hash of the ``model.keras`` written beside it,
 so loading it never rebuilds it.
 
-``model.tflite`` is deprecated and written only when asked (``tflite=True``;
-the command line still asks by default until its ``--no-tflite`` goes): TFLite
+``model.tflite`` is deprecated and written only when asked (``tflite=True``,
+``python -m training export --tflite``): TFLite
 is dropped in favour of ONNX (``docs/EDGE.md``).  ``tf.lite.Interpreter`` is
 deprecated in favour of LiteRT (``ai-edge-litert``), whose interpreter lacks
 the TensorFlow ops a GRU needs here (``crnn`` converts only with
