@@ -116,6 +116,7 @@ class InferenceConfig:
     max_gap_seconds: float = setting(1.0, above=0, max=3600)
     max_batch: int = setting(16, above=0, max=1024)
     max_streams: int = setting(256, above=0, max=100_000)
+    max_streams_per_peer: int = setting(128, above=0, max=100_000)
     status_interval_seconds: float = setting(10.0, above=0, max=_DAY)
     publish_hwm: int = setting(1000, above=0, max=_MAX_HWM)
     mode: str = setting("exact", choices=("exact", "streaming"))

@@ -1,4 +1,4 @@
-"""The inference worker: PULL audio blocks, batch due windows through the model, PUB tags.
+"""The inference worker: audio blocks in, batch due windows through the model, PUB tags.
 
 >>> worker = Worker(load_config())          # doctest: +SKIP
 >>> worker.start()                          # load + warm up the model, bind the sockets
@@ -15,11 +15,13 @@ and publishes one :class:`protocol.TagUpdate` per window.
 
 Nothing a peer sends stops the loop: malformed messages are rejected by the
 protocol and counted by reason, NaN/inf samples are replaced and counted,
-streams beyond ``max_streams`` are refused and counted, and an unexpected error
-while handling one message is logged and counted as ``internal``.  Memory is
-bounded by the receive high-water mark (:data:`RECEIVE_HWM` messages per peer),
-the maximum message size (ZeroMQ drops peers that exceed it) and the per-stream
-limits of :mod:`inference.windows`.
+streams beyond ``max_streams`` (or ``max_streams_per_peer`` of one sender) are
+refused and counted, a sender's message for a stream another sender owns is
+rejected (``owner``), and an unexpected error while handling one message is
+logged and counted as ``internal``.  Memory is bounded whatever peers send: the
+input socket (:mod:`inference.ingress`) bounds each connection and each whole
+message before keeping it, and :mod:`inference.windows` each stream
+(``docs/ROBUSTNESS.md`` has the formula).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from config import Config
 from inference.backends import Backend, DueWindow, backend_class
 from inference.content import ContentJob, ContentTracker
 from inference.errors import EndpointBindError, SettingsError
+from inference.ingress import Inbound, Ingress, open_ingress
 from inference.windows import AcceptResult, StreamSettings, StreamState
 from protocol import (
     MAX_BUFFER_BYTES,
@@ -52,7 +55,13 @@ from protocol import (
     encode_event,
     encode_update,
 )
-from protocol.security import SecurityError, check_server, secure_server, start_authenticator
+from protocol.security import (
+    SecurityError,
+    check_server,
+    curve_enabled,
+    secure_server,
+    start_authenticator,
+)
 from tagstream.metrics import MetricsServer, WorkerMetrics
 
 if TYPE_CHECKING:
@@ -67,7 +76,9 @@ POLL_INTERVAL_S = 0.1
 #: Receive high-water mark of the PULL socket, in messages (per connected peer).  At 64,
 #: the tail of a --fast file was lost when its streamer exited with it still queued.
 RECEIVE_HWM = 1000
-#: ZeroMQ disconnects a peer that sends a message part larger than this.
+#: Largest input message, all parts together (audio: header + PCM buffer).  Larger ones are
+#: dropped as they arrive (:mod:`inference.ingress`); with CURVE, libzmq disconnects a peer
+#: whose single part is larger.
 MAX_MESSAGE_BYTES = MAX_BUFFER_BYTES + 1024 * 1024
 #: Least seconds between two log lines about the same kind of bad input.
 LOG_INTERVAL_S = 5.0
@@ -192,7 +203,7 @@ class Worker:
         self._own_context = context is None
         self._context: zmq.Context[Any] | None = context
         self._started_at = started_at
-        self._input: zmq.Socket[Any] | None = None
+        self._ingress: Ingress | None = None
         self._publish: zmq.Socket[Any] | None = None
         self._auth: Any = None  # the CURVE authenticator (protocol.security), when on
         self._stop = threading.Event()
@@ -205,10 +216,15 @@ class Worker:
         #: Content per window and the events it makes (:mod:`inference.content`), by start().
         self.content: ContentTracker | None = None
         self._streams: dict[str, StreamState] = {}
+        #: stream id -> the peer that owns it (None: its connection closed, the next sender
+        #: may take it over); streams per peer.  See docs/PROTOCOL.md, "Stream ownership".
+        self._owner: dict[str, str | None] = {}
+        self._peer_streams: collections.Counter[str] = collections.Counter()
         self._ending: list[StreamState] = []  # ended streams whose windows still wait
         self._counts: collections.Counter[str] = collections.Counter()
         self._batch_sizes: collections.Counter[int] = collections.Counter()
         self._rejected: collections.Counter[str] = collections.Counter()
+        self._ingress_dropped: collections.Counter[str] = collections.Counter()
         self._stats = WorkerStats()
         self._log_limited = _RateLimitedLog()
         self._latencies: list[float] = []
@@ -270,12 +286,7 @@ class Worker:
             self._context = zmq.Context()
         self._auth = start_authenticator(self._context, self.config.security, endpoints)
         # Options must be set before bind(): connections inherit the listener's copy.
-        self._input = self._bind(
-            zmq.PULL,
-            cfg.input_endpoint,
-            "inference.input_endpoint",
-            {zmq.MAXMSGSIZE: MAX_MESSAGE_BYTES, zmq.RCVHWM: RECEIVE_HWM},
-        )
+        self._ingress = self._bind_input(cfg.input_endpoint)
         self._publish = self._bind(
             zmq.PUB,
             cfg.publish_endpoint,
@@ -379,10 +390,39 @@ class Worker:
             ) from None
         return socket
 
+    def _bind_input(self, endpoint: str) -> Ingress:
+        assert self._context is not None
+        security = self.config.security
+
+        def configure(socket: zmq.Socket[Any]) -> None:
+            socket.setsockopt(zmq.LINGER, 0)
+            secure_server(socket, security, self._auth, endpoint=endpoint)
+
+        try:
+            return open_ingress(
+                self._context,
+                endpoint,
+                curve=curve_enabled(security, endpoint, role="server"),
+                max_message_bytes=MAX_MESSAGE_BYTES,
+                max_part_bytes=MAX_MESSAGE_BYTES,
+                receive_hwm=RECEIVE_HWM,
+                configure=configure,
+            )
+        except zmq.ZMQError as exc:
+            self.close()
+            hint = (
+                "is another worker running? pick another"
+                if exc.errno == zmq.EADDRINUSE
+                else "check"
+            )
+            raise EndpointBindError(
+                f"cannot bind inference.input_endpoint={endpoint!r} ({exc}); {hint} endpoint"
+            ) from None
+
     @property
     def input_endpoint(self) -> str:
         """The bound input endpoint (with the real port when the config said ``tcp://...:*``)."""
-        return self._last_endpoint(self._input)
+        return self._last_endpoint(self._ingress.socket if self._ingress is not None else None)
 
     @property
     def publish_endpoint(self) -> str:
@@ -398,12 +438,12 @@ class Worker:
 
     def run(self) -> None:
         """Serve until :meth:`stop`; call after :meth:`start`, in one thread only."""
-        if self._input is None or self._publish is None:
+        if self._ingress is None or self._publish is None:
             raise RuntimeError("run() before start() (or after close())")
         self._idle.clear()
         try:
             poller = zmq.Poller()
-            poller.register(self._input, zmq.POLLIN)
+            poller.register(self._ingress.socket, zmq.POLLIN)
             while not self._stop.is_set():
                 self.step(poller)
         finally:
@@ -411,24 +451,31 @@ class Worker:
 
     def step(self, poller: zmq.Poller | None = None) -> None:
         """One loop iteration: wait for input, handle it, run due windows, housekeeping."""
-        assert self._input is not None and self.backend is not None
+        ingress = self._ingress
+        assert ingress is not None and self.backend is not None
         # Windows waiting for their look-ahead (streaming backend) are not work to do yet.
         busy = self.backend.has_due(self._waiting())
         timeout_ms = 0 if busy else int(POLL_INTERVAL_S * 1000)
-        ready = poller.poll(timeout_ms) if poller is not None else self._input.poll(timeout_ms)
+        ready = poller.poll(timeout_ms) if poller is not None else ingress.socket.poll(timeout_ms)
         if ready:
-            limit = self.config.inference.max_batch
-            for _ in range(limit):
-                try:
-                    frames = self._input.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-                self._handle(frames, received_time=time.time(), now=time.monotonic())
+            for inbound in ingress.receive(self.config.inference.max_batch):
+                self._handle(inbound, received_time=time.time(), now=time.monotonic())
+            for peer in ingress.take_closed():
+                self._release_peer(peer)
+            if ingress.dropped != self._ingress_dropped:
+                self._log_limited(
+                    "ingress",
+                    logging.WARNING,
+                    "dropped input at the socket %s",
+                    " ".join(f"{k}={v}" for k, v in sorted(ingress.dropped.items())),
+                )
+                self._ingress_dropped = collections.Counter(ingress.dropped)
         self._run_batches()
         now = time.monotonic()
         if now - self._last_idle_check >= 1.0:
             self._last_idle_check = now
             self._evict_idle(now)
+            ingress.housekeeping(now)
         if now - self._last_status >= self.config.inference.status_interval_seconds:
             self._log_status(now)
         self._snapshot()
@@ -485,10 +532,12 @@ class Worker:
         self._stop.set()
         if not self._idle.wait(5.0):  # pragma: no cover - a model call that hangs
             logger.warning("closing while the loop is still running")
-        for socket in (self._input, self._publish):
-            if socket is not None:
-                socket.close(linger=0)
-        self._input = self._publish = None
+        if self._ingress is not None:
+            self._ingress.socket.close(linger=0)
+        if self._publish is not None:
+            self._publish.close(linger=0)
+        self._ingress = None
+        self._publish = None
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
@@ -514,10 +563,10 @@ class Worker:
 
     # -- messages ---------------------------------------------------------------------
 
-    def _handle(self, frames: list[Any], *, received_time: float, now: float) -> None:
+    def _handle(self, inbound: Inbound, *, received_time: float, now: float) -> None:
         self._counts["messages"] += 1
         try:
-            message = decode_input(frames)
+            message = decode_input(inbound.frames)
         except ProtocolError as exc:
             self._rejected[exc.reason] += 1
             self._log_limited(
@@ -530,13 +579,25 @@ class Worker:
             )
             return
         try:
+            if not self._owns(message.stream, inbound.peer):
+                self._rejected["owner"] += 1
+                self._log_limited(
+                    "reject:owner",
+                    logging.WARNING,
+                    "rejected message reason=owner stream=%s peer=%s owner=%s total_rejected=%d",
+                    message.stream,
+                    inbound.peer,
+                    self._owner.get(message.stream),
+                    sum(self._rejected.values()),
+                )
+                return
             if isinstance(message, Event):  # the source's own: republished on its audio timeline
                 assert self.content is not None
                 self._send(self.content.source_event(message, self._streams.get(message.stream)))
             elif isinstance(message, EndOfStream):
                 self._end(message, now=now)
             else:
-                self._audio(message, received_time=received_time, now=now)
+                self._audio(message, inbound.peer, received_time=received_time, now=now)
         except Exception as exc:  # one bad message must not stop the worker
             self._rejected["internal"] += 1
             self._log_limited(
@@ -547,9 +608,41 @@ class Worker:
                 exc,
             )
 
-    def _audio(self, frame: AudioFrame, *, received_time: float, now: float) -> None:
+    def _owns(self, stream: str, peer: str) -> bool:
+        """Whether ``peer`` may send for ``stream``: it owns it, or nobody does (it takes it)."""
+        if stream not in self._owner:
+            return True
+        owner = self._owner[stream]
+        if owner is None:  # the owner's connection closed: the next sender takes it over
+            self._owner[stream] = peer
+            self._peer_streams[peer] += 1
+            return True
+        return owner == peer
+
+    def _release_peer(self, peer: str) -> None:
+        """``peer``'s connection closed: its streams go on, but any sender may take them over."""
+        for stream, owner in self._owner.items():
+            if owner == peer:
+                self._owner[stream] = None
+        self._peer_streams.pop(peer, None)
+
+    def _audio(self, frame: AudioFrame, peer: str, *, received_time: float, now: float) -> None:
         assert self.settings is not None
         state = self._streams.get(frame.stream)
+        per_peer = self.config.inference.max_streams_per_peer
+        if state is None and peer != "pull" and self._peer_streams[peer] >= per_peer:
+            self._counts["refused"] += 1
+            self._log_limited(
+                "refused_per_peer",
+                logging.WARNING,
+                "refused stream=%s reason=max_streams_per_peer peer=%s max_streams_per_peer=%d "
+                "total_refused=%d",
+                frame.stream,
+                peer,
+                per_peer,
+                self._counts["refused"],
+            )
+            return
         if state is None:
             if len(self._streams) >= self.config.inference.max_streams:
                 self._counts["refused"] += 1
@@ -562,14 +655,14 @@ class Worker:
                     self._counts["refused"],
                 )
                 return
-            state = self._new_stream(frame.stream, now=now)
+            state = self._new_stream(frame.stream, peer, now=now)
         before = (state.gaps, state.dropped, state.samples_replaced, state.resets)
         result = state.accept(frame, received_time=received_time, now=now)
         if result == AcceptResult.RESTARTED:
             logger.info("stream restarted stream=%s seq=%d", frame.stream, frame.seq)
             self._retire(state)
             self._counts["resets"] += 1
-            state = self._new_stream(frame.stream, now=now)
+            state = self._new_stream(frame.stream, peer, now=now)
             before = (0, 0, 0, 0)
             result = state.accept(frame, received_time=received_time, now=now)
         if self.content is not None:
@@ -615,17 +708,24 @@ class Worker:
                 state.samples_replaced,
             )
 
-    def _new_stream(self, stream: str, *, now: float) -> StreamState:
+    def _new_stream(self, stream: str, peer: str, *, now: float) -> StreamState:
         assert self.settings is not None
         state = StreamState(stream, settings=self.settings, now=now)
         self._streams[stream] = state
-        logger.info("new stream=%s streams=%d", stream, len(self._streams))
+        self._owner[stream] = peer
+        self._peer_streams[peer] += 1
+        logger.info("new stream=%s peer=%s streams=%d", stream, peer, len(self._streams))
         return state
 
     def _retire(self, state: StreamState) -> None:
         """Forget ``state`` once its waiting windows are published."""
         if self._streams.get(state.stream) is state:
             del self._streams[state.stream]
+            owner = self._owner.pop(state.stream, None)
+            if owner is not None:
+                self._peer_streams[owner] -= 1
+                if self._peer_streams[owner] <= 0:
+                    del self._peer_streams[owner]
         if not state.ended:
             state.drop_lookahead()  # no more audio will come: windows waiting for it go exact
         if state.pending:
@@ -742,7 +842,7 @@ class Worker:
             _percentile_ms(latencies, 50),
             _percentile_ms(latencies, 99),
             self._counts["dropped"] + self._counts["refused"],
-            sum(self._rejected.values()),
+            sum((self._rejected + self._ingress_dropped).values()),
             self._counts["gaps"],
         )
         self._latencies = []
@@ -758,7 +858,7 @@ class Worker:
             windows=counts["windows"],
             batches=counts["batches"],
             batch_sizes=dict(self._batch_sizes),
-            rejected=dict(self._rejected),
+            rejected=dict(self._rejected + self._ingress_dropped),
             gaps=counts["gaps"],
             dropped=counts["dropped"],
             refused=counts["refused"],

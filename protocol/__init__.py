@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeAlias
 
@@ -80,6 +81,7 @@ __all__ = [
     "encode_end",
     "encode_event",
     "encode_update",
+    "new_sender_id",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -124,6 +126,8 @@ MAX_BUFFER_BYTES: Final = 16 * 1024 * 1024
 MAX_STREAM_ID_CHARS: Final = 128
 #: Most tags one update may carry.
 MAX_TAGS: Final = 4096
+#: Longest ProtocolError message: what a peer sent is quoted at most this far.
+MAX_ERROR_CHARS: Final = 300
 #: Largest msgpack header accepted, in bytes.
 _MAX_HEADER_BYTES: Final = 1024 * 1024
 
@@ -161,6 +165,8 @@ class ProtocolError(TagstreamError, ValueError):
     """
 
     def __init__(self, message: str, *, reason: str) -> None:
+        if len(message) > MAX_ERROR_CHARS:  # values come from peers: a 1 MB id, a 1 MB log line
+            message = f"{message[:MAX_ERROR_CHARS]}... ({len(message)} characters)"
         super().__init__(message)
         self.reason = reason
 
@@ -172,6 +178,19 @@ FrameLike: TypeAlias = Any
 # ---------------------------------------------------------------------------
 # Field checks shared by the dataclasses (encode side) and the decoders.
 # ---------------------------------------------------------------------------
+
+
+def new_sender_id() -> bytes:
+    """A routing id for a DEALER sender: 16 random bytes, the first never zero.
+
+    Set it with ``socket.setsockopt(zmq.ROUTING_ID, new_sender_id())`` before
+    connecting and keep it for the life of the process: without CURVE the worker
+    knows the sender, and which streams are its own, by this id across reconnects
+    (``docs/PROTOCOL.md``, "Stream ownership").  libzmq marks the ids it makes up
+    itself with a leading zero byte.
+    """
+    token = secrets.token_bytes(16)
+    return bytes([token[0] | 1]) + token[1:]
 
 
 def check_stream_id(stream: object) -> str:

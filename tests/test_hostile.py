@@ -1,0 +1,214 @@
+"""Hostile peers against a real worker (real model, real ZeroMQ over tcp).
+
+* One message of 400 parts of 16 MiB (6.4 GB; built from one shared buffer, sent
+  without a copy, so this test itself stays small) leaves the worker's memory
+  within the bound of ``docs/ROBUSTNESS.md`` while a real stream on another
+  connection keeps every update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import zmq
+from helpers import DEADLINE_S, frames_of, music, wait_until, wire_header
+
+from inference.ingress import PARTIAL_BUDGET_BYTES, RAW_CHUNK_BYTES, RAW_RCVHWM
+from inference.worker import MAX_MESSAGE_BYTES
+from protocol import (
+    EndOfStream,
+    ProtocolError,
+    decode_input,
+    encode_audio,
+    encode_end,
+    new_sender_id,
+)
+
+PART_BYTES = 16 * 1024 * 1024
+PARTS = 400
+#: Python's own allocations while the test runs (updates, windows, sockets): slack, not bound.
+SLACK_BYTES = 96 * 1024 * 1024
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+class _PeakRss:
+    """Sample this process's RSS every 20 ms; ``over`` is set once it passes ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.peak = _rss_bytes()
+        self.over = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _rss_bytes())
+            if self.peak > self.limit:
+                self.over.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_a_message_of_400_parts_of_16_mib_stays_within_the_memory_bound(
+    run_worker: Any, rng: np.random.Generator
+) -> None:
+    harness = run_worker(hop_seconds=1.0)
+    worker = harness.worker
+    # docs/ROBUSTNESS.md: per connection libzmq holds RAW_RCVHWM raw chunks and the worker
+    # one partly received message (at most MAX_MESSAGE_BYTES, all within the shared budget).
+    connections = 2  # the flood and the harness
+    bound = connections * RAW_RCVHWM * RAW_CHUNK_BYTES + min(
+        connections * MAX_MESSAGE_BYTES, PARTIAL_BUDGET_BYTES
+    )
+    baseline = _rss_bytes()
+    watch = _PeakRss(baseline + bound + SLACK_BYTES)
+    flood_context: zmq.Context[Any] = zmq.Context()
+    flood = flood_context.socket(zmq.PUSH)
+    flood.setsockopt(zmq.LINGER, 0)
+    flood.connect(worker.input_endpoint)
+    shared = zmq.Frame(np.zeros(PART_BYTES, dtype=np.uint8))  # one buffer, 400 references
+    try:
+        flood.send_multipart([shared] * PARTS, copy=False)
+        # A real stream on its own connection while the flood arrives.
+        y = music(rng, 12.0)
+        blocks = frames_of(y, stream="real:1", block=1600)
+        for block in blocks:
+            harness.send(encode_audio(block))
+        harness.send(encode_end(EndOfStream(stream="real:1", seq=len(blocks))))
+        expected = int((12.0 - 3.0) // 1.0) + 1
+        updates = harness.receive(count=expected, stream="real:1")
+        stats = wait_until(
+            lambda: (
+                watch.over.is_set()
+                or ((s := worker.stats()).rejected.get("message_size", 0) >= 1 and s)
+            ),
+            "the flood to be dropped as message_size",
+            timeout_s=DEADLINE_S * 2,
+        )
+    finally:
+        flood.close(linger=0)
+        flood_context.term()
+        watch.stop()
+    grown = watch.peak - baseline
+    assert not watch.over.is_set(), (
+        f"RSS grew by {grown / 2**20:.0f} MiB, bound {bound / 2**20:.0f}"
+    )
+    assert stats.rejected == {"message_size": 1}
+    assert [u.seq for u in updates] == list(range(expected))
+    assert grown <= bound + SLACK_BYTES
+
+
+def _push(context: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
+    socket = context.socket(zmq.PUSH)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(endpoint)
+    return socket
+
+
+def test_a_second_peer_cannot_disturb_another_peers_stream(
+    run_worker: Any, rng: np.random.Generator, context: zmq.Context[Any]
+) -> None:
+    harness = run_worker(hop_seconds=1.0)
+    worker = harness.worker
+    attacker = _push(context, worker.input_endpoint)
+    y = music(rng, 10.0)
+    blocks = frames_of(y, stream="victim:1", block=1600, start_time=time.time())
+    half = len(blocks) // 2
+    for block in blocks[:half]:
+        harness.send(encode_audio(block))
+    # The attack of issue 12: the victim's id, a huge seq and a capture time far ahead,
+    # then an end for it.  Sent once the victim's stream has published (it is open).
+    first = harness.receive(count=1, stream="victim:1")
+    forged = dataclasses.replace(blocks[0], seq=10**12, capture_time=blocks[0].capture_time + 1e6)
+    attacker.send_multipart(encode_audio(forged), copy=False)
+    attacker.send_multipart(encode_end(EndOfStream(stream="victim:1", seq=10**12 + 1)))
+    wait_until(lambda: worker.stats().rejected.get("owner", 0) >= 2, "both forgeries rejected")
+    for block in blocks[half:]:
+        harness.send(encode_audio(block))
+    harness.send(encode_end(EndOfStream(stream="victim:1", seq=len(blocks))))
+    expected = int((10.0 - 3.0) // 1.0) + 1
+    updates = first + harness.receive(count=expected - 1, stream="victim:1")
+    assert [u.seq for u in updates] == list(range(expected))
+    assert all(u.gaps == 0 for u in updates)
+    stats = worker.stats()
+    assert stats.rejected == {"owner": 2}
+    assert stats.gaps == 0
+
+
+def test_one_peer_cannot_take_every_stream_slot(
+    run_worker: Any, rng: np.random.Generator, context: zmq.Context[Any]
+) -> None:
+    harness = run_worker(hop_seconds=3.0, max_streams=4, max_streams_per_peer=2)
+    worker = harness.worker
+    greedy = _push(context, worker.input_endpoint)
+    tiny = frames_of(music(rng, 0.1), stream="x", block=1600)[0]
+    for i in range(4):
+        greedy.send_multipart(encode_audio(dataclasses.replace(tiny, stream=f"held:{i}")))
+    wait_until(lambda: worker.stats().refused >= 2, "the greedy peer's 3rd and 4th refused")
+    update = harness.barrier(rng)  # another peer still opens a stream
+    assert update.stream == "barrier"
+    assert worker.stats().refused == 2
+
+
+def _sender(context: zmq.Context[Any], endpoint: str, routing_id: bytes) -> zmq.Socket[Any]:
+    """A DEALER with its own routing id, as the streamer's Sender."""
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.ROUTING_ID, routing_id)
+    socket.connect(endpoint)
+    return socket
+
+
+def test_a_reconnected_sender_keeps_its_stream(
+    run_worker: Any, rng: np.random.Generator, context: zmq.Context[Any]
+) -> None:
+    """The same sender id on a new connection continues its stream."""
+    harness = run_worker(hop_seconds=1.0)
+    worker = harness.worker
+    y = music(rng, 8.0)
+    blocks = frames_of(y, stream="moving:1", block=1600, start_time=time.time())
+    sender_id = new_sender_id()
+    before = worker.stats().messages
+    first = _sender(context, worker.input_endpoint, sender_id)
+    for block in blocks[:50]:
+        first.send_multipart(encode_audio(block), copy=False)
+    # What the old connection sent is taken in (a dead connection's unread bytes would be lost).
+    wait_until(lambda: worker.stats().messages >= before + 50, "the first 50 blocks taken in")
+    # A sender that reconnects: its old connection may still look open to the worker
+    # (half-open TCP), and the new one with the same id replaces it.
+    first.close()
+    second = _sender(context, worker.input_endpoint, sender_id)
+    for block in blocks[50:]:
+        second.send_multipart(encode_audio(block), copy=False)
+    second.send_multipart(encode_end(EndOfStream(stream="moving:1", seq=len(blocks))))
+    expected = int((8.0 - 3.0) // 1.0) + 1
+    updates = harness.receive(count=expected, stream="moving:1")
+    assert [u.seq for u in updates] == list(range(expected))
+    assert "owner" not in worker.stats().rejected
+
+
+def test_a_huge_stream_id_gives_a_short_error() -> None:
+    """A peer's 1 MB stream id must not become a 1 MB log line."""
+    header = wire_header(stream="x" * 1_000_000)
+    try:
+        decode_input([header, bytes(16)])
+    except ProtocolError as exc:
+        assert exc.reason == "stream"
+        assert len(str(exc)) < 400
+    else:
+        raise AssertionError("a 1 MB stream id was accepted")
