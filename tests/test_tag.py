@@ -265,3 +265,40 @@ def test_nan_inf_and_huge_samples_are_handled_like_the_worker(
     np.testing.assert_allclose(list(scattered_tags["tags"].values()), reference, atol=0.05)
     assert "silent" not in caplog.text
     assert "replaced=" in caplog.text
+
+
+_TAG_WITHOUT_TENSORFLOW = """
+import importlib.abc
+import sys
+
+class Unimportable(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("tensorflow", "keras", "tf2onnx", "onnx"):
+            raise ImportError(f"{name} is made unimportable by the test")
+        return None
+
+sys.meta_path.insert(0, Unimportable())
+from tools.tag import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_onnx_backend_tags_like_tensorflow_without_importing_it(audio_files: Path) -> None:
+    """``tools.tag --backend onnxruntime``: same tags within 1e-5, TensorFlow never imported."""
+    path = str(audio_files / "song.flac")
+    status, out, err = _run([path, "--json"])  # also builds model.onnx once if missing
+    assert status == 0, err
+    reference = json.loads(out)
+    status, out, _ = _run([path, "--json", "--backend", "onnxruntime"])
+    assert status == 0
+    fast = json.loads(out)
+    for tag in MSD_TAGS:
+        assert abs(fast["tags"][tag] - reference["tags"][tag]) < 1e-5
+    child = subprocess.run(
+        [sys.executable, "-c", _TAG_WITHOUT_TENSORFLOW, path, "--json", "--backend",
+         "onnxruntime", "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert json.loads(child.stdout)["tags"] == fast["tags"]
