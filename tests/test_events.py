@@ -396,3 +396,38 @@ def test_the_terminal_dashboard_shows_content_title_and_dead_air() -> None:
     text = out.getvalue()
     assert "silence -70.0 dBFS" in text and "Take Five" in text and "DEAD AIR" in text
     assert "SOURCE DOWN" in text  # the stream that has events only
+
+
+def test_tools_subscribe_prints_events_as_json_lines_beside_the_updates(
+    run_worker: Callable[..., Harness], rng: np.random.Generator
+) -> None:
+    import io
+    import json
+
+    from tools import subscribe
+
+    harness = run_worker()
+    out = io.StringIO()
+    argv = ["--endpoint", harness.worker.publish_endpoint, "--json", "--events", "--timeout", "8"]
+    status: list[int] = []
+    thread = threading.Thread(target=lambda: status.append(subscribe.main(argv, stdout=out)))
+    thread.start()
+    probe = np.zeros(int(3.2 * SR), dtype=np.float32)
+    wait_until(
+        lambda: harness.send_audio(probe, stream="probe") and out.getvalue(),
+        "tools.subscribe printing the probe's updates",
+        interval_s=0.5,
+    )
+    y = np.concatenate([music(rng, 4.0), noise_at(rng, 12.0, -70.0), music(rng, 4.0)])
+    harness.send_audio(y, stream="cli")
+    thread.join(timeout=DEADLINE_S)
+    assert status == [3]  # no update for --timeout seconds once the stream has ended
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    mine = [line for line in lines if line["stream"] == "cli"]
+    events_seen = [line for line in mine if "event" in line]
+    assert [e["event"] for e in events_seen] == ["silence_start", "silence_end"]
+    start = events_seen[0]
+    assert set(start) == {
+        "stream", "event", "time", "at_s", "silence_since_s", "level_dbfs", "threshold_dbfs",
+    }  # fmt: skip
+    assert all("content" in line and "level_dbfs" in line for line in mine if "seq" in line)
