@@ -4,6 +4,12 @@
   without a copy, so this test itself stays small) leaves the worker's memory
   within the bound of ``docs/ROBUSTNESS.md`` while a real stream on another
   connection keeps every update.
+* Stream ownership (``docs/PROTOCOL.md``): another connection's, or with CURVE
+  another key's, audio and end for a stream are rejected (``owner``) and the
+  owner's updates come without a gap; one sender cannot take every stream slot;
+  a DEALER that reconnects with its routing id, or a CURVE key on a new socket,
+  keeps its stream.
+* A peer's 1 MB stream id gives a short error message (and log line).
 """
 
 from __future__ import annotations
@@ -11,22 +17,28 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zmq
-from helpers import DEADLINE_S, frames_of, music, wait_until, wire_header
+from helpers import DEADLINE_S, frames_of, music, wait_until, wire_header, worker_config
 
+from config import SecurityConfig
+from inference import Worker
 from inference.ingress import PARTIAL_BUDGET_BYTES, RAW_CHUNK_BYTES, RAW_RCVHWM
 from inference.worker import MAX_MESSAGE_BYTES
 from protocol import (
     EndOfStream,
     ProtocolError,
     decode_input,
+    decode_update,
     encode_audio,
     encode_end,
     new_sender_id,
 )
+from protocol.security import secure_client
+from tools import keys
 
 PART_BYTES = 16 * 1024 * 1024
 PARTS = 400
@@ -105,6 +117,7 @@ def test_a_message_of_400_parts_of_16_mib_stays_within_the_memory_bound(
         flood_context.term()
         watch.stop()
     grown = watch.peak - baseline
+    print(f"peak RSS growth {grown / 2**20:.1f} MiB, bound {bound / 2**20:.1f} MiB + slack")
     assert not watch.over.is_set(), (
         f"RSS grew by {grown / 2**20:.0f} MiB, bound {bound / 2**20:.0f}"
     )
@@ -212,3 +225,66 @@ def test_a_huge_stream_id_gives_a_short_error() -> None:
         assert len(str(exc)) < 400
     else:
         raise AssertionError("a 1 MB stream id was accepted")
+
+
+def test_with_curve_a_stream_belongs_to_its_key(
+    tagger: Any, tmp_path: Path, rng: np.random.Generator, context: zmq.Context[Any]
+) -> None:
+    """Two allowed keys: the second cannot touch the first's stream, even on a new socket."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    for name in ("worker", "studio", "other"):
+        keys.generate(tmp_path, name=name)
+        if name != "worker":
+            (allowed / f"{name}.key").write_bytes((tmp_path / f"{name}.key").read_bytes())
+    config = worker_config(hop_seconds=1.0)
+    config = dataclasses.replace(
+        config,
+        security=SecurityConfig(
+            curve="on",
+            server_secret_key=str(tmp_path / "worker.key_secret"),
+            allowed_clients_dir=str(allowed),
+        ),
+    )
+
+    def client(name: str, kind: int, endpoint: str) -> zmq.Socket[Any]:
+        socket = context.socket(kind)
+        socket.setsockopt(zmq.LINGER, 0)
+        settings = SecurityConfig(
+            curve="on",
+            client_secret_key=str(tmp_path / f"{name}.key_secret"),
+            server_public_key=str(tmp_path / "worker.key"),
+        )
+        assert secure_client(socket, settings, endpoints=[endpoint])
+        socket.connect(endpoint)
+        return socket
+
+    with Worker(config, tagger=tagger) as worker:
+        worker.start()
+        worker.run_in_thread()
+        sub = client("studio", zmq.SUB, worker.publish_endpoint)
+        sub.setsockopt(zmq.SUBSCRIBE, b"studio:1")
+        studio = client("studio", zmq.PUSH, worker.input_endpoint)
+        other = client("other", zmq.PUSH, worker.input_endpoint)
+        blocks = frames_of(music(rng, 10.0), stream="studio:1", block=1600, start_time=time.time())
+        for block in blocks[:50]:
+            studio.send_multipart(encode_audio(block))
+        wait_until(lambda: worker.stats().streams >= 1, "the studio's stream to open")
+        forged = dataclasses.replace(
+            blocks[0], seq=10**12, capture_time=blocks[0].capture_time + 1e6
+        )
+        other.send_multipart(encode_audio(forged))
+        wait_until(lambda: worker.stats().rejected.get("owner", 0) >= 1, "the forgery rejected")
+        again = client("studio", zmq.PUSH, worker.input_endpoint)  # same key, new socket
+        for block in blocks[50:]:
+            again.send_multipart(encode_audio(block))
+        again.send_multipart(encode_end(EndOfStream(stream="studio:1", seq=len(blocks))))
+        updates = []
+        expected = int((10.0 - 3.0) // 1.0) + 1
+        deadline = time.monotonic() + DEADLINE_S
+        while len(updates) < expected and time.monotonic() < deadline:
+            if sub.poll(200):
+                updates.append(decode_update(sub.recv_multipart()))
+        assert [u.seq for u in updates] == list(range(expected))
+        assert worker.stats().rejected == {"owner": 1}
+        assert worker.stats().gaps == 0
