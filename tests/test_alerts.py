@@ -687,6 +687,60 @@ def test_a_stopped_stream_reaches_a_signed_webhook_and_its_return_resolves(
     assert "error" not in processes.log("alert").lower()
 
 
+def test_dead_air_on_a_real_stream_reaches_a_signed_webhook(
+    worker: tuple[Processes, str, str], tmp_path: Path
+) -> None:
+    """Music, 13 s of digital silence, music: the worker's silence events reach the webhook."""
+    import soundfile
+
+    from tools.demo_audio import demo_signal
+
+    processes, input_endpoint, publish_endpoint = worker
+    music_s, silence_s, rate = 5.0, 13.0, 16000
+    audio = np.concatenate(
+        [
+            demo_signal(sample_rate=rate, seconds=music_s),
+            np.zeros(int(silence_s * rate), np.float32),
+            demo_signal(sample_rate=rate, seconds=music_s),
+        ]
+    )
+    wav = tmp_path / "dead-air.wav"
+    soundfile.write(wav, audio, rate, subtype="PCM_16")
+    rules_text = (
+        '[[rule]]\nname = "dead air"\nkind = "event"\nstreams = ["alert:*"]\n'
+        'events = ["silence_start", "silence_end"]\nquiet_seconds = 0\nsinks = ["hook"]\n'
+    )
+    with Receiver() as receiver, alert_command(
+        processes, tmp_path, publish_endpoint, hook_sink(receiver.url) + rules_text + PROBE_RULE
+    ) as alert:  # fmt: skip
+        wait_subscribed(receiver, input_endpoint)
+        streamer = processes.start(
+            "streamer-dead-air", "streamer", "--file", str(wav), "--fast",
+            "--endpoint", input_endpoint, "--stream-id", "alert:dead-air",
+        )  # fmt: skip
+        assert streamer.wait(timeout=DEADLINE_S) == 0, processes.log("streamer-dead-air")
+
+        def events() -> list[dict[str, Any]]:
+            with receiver.lock:
+                accepted = list(receiver.accepted)
+            found = []
+            for headers, body in accepted:
+                payload = json.loads(body)
+                if payload["stream"] == "alert:dead-air" and payload["rule"] == "dead air":
+                    assert verify(SECRET, headers, body)  # every delivery is signed
+                    found.append(payload)
+            return found
+
+        delivered = wait_until(lambda: len(events()) >= 2 and events(), "both silence events")
+        alert.send_signal(signal.SIGTERM)
+        alert.communicate(timeout=DEADLINE_S)
+    texts = " ".join(payload["text"] for payload in delivered)
+    assert "silence start" in texts and "silence end" in texts, texts
+    start = next(p for p in delivered if "silence start" in p["text"])
+    # silence_seconds (10 s) of quiet after the music, on the audio's own clock
+    assert music_s + 10.0 - 0.5 <= start["at_s"] <= music_s + 10.0 + 1.0, start
+
+
 @pytest.mark.skipif(
     not (SHARED_MUSIC / "gtzan").is_dir(),
     reason="../shared/music not found (real music for evaluation; absent on a fresh clone)",

@@ -32,6 +32,7 @@ from monitor import connect
 from monitor.alerts import AlertEngine, Rules, load_rules
 from monitor.families import DEFAULT_FAMILIES
 from monitor.sinks import SinkSet
+from protocol import Event
 from tagstream import cli
 from tools import add_subscription_arguments
 
@@ -82,7 +83,7 @@ def run_alerts(
     engine = AlertEngine(rules, start_time=time.time())
     sinks = SinkSet.from_rules(rules, stdout=stdout)
     interval = rules.settings.check_interval_seconds
-    with connect(endpoints, security=security) as subscriber:
+    with connect(endpoints, security=security, events=True) as subscriber:
         sinks.start()
         logger.info(
             "alerting rules=%d sinks=%s endpoints=%s",
@@ -93,10 +94,13 @@ def run_alerts(
         try:
             next_check = time.monotonic()
             while not stop.is_set():
-                update = subscriber.receive(timeout_s=min(interval, 0.25))
+                message = subscriber.receive_message(timeout_s=min(interval, 0.25))
                 now = time.time()
-                if update is not None:
-                    for alert in engine.on_update(update, now=now):
+                if isinstance(message, Event):  # dead air, talk, titles, source outages
+                    for alert in engine.on_event(message.to_json_dict(), now=now):
+                        sinks.submit(alert)
+                elif message is not None:
+                    for alert in engine.on_update(message, now=now):
                         sinks.submit(alert)
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + interval
