@@ -185,6 +185,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray engine")
     parser.add_argument("--actors", type=int, help="Ray tagging actors (default: the engine's)")
+    parser.add_argument(
+        "--files-per-batch",
+        type=int,
+        default=8,
+        help="Ray: files per actor call (results come in bursts of this many; the steady "
+        "speed needs several bursts)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="interleaved passes (best kept)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -242,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     cache_dir="~/.cache/tagstream",
                     backend=args.backend[0],
                     actors=args.actors,
+                    files_per_batch=args.files_per_batch,
                 )
 
         passes: list[list[Run]] = []
