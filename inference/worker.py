@@ -80,6 +80,8 @@ RECEIVE_HWM = 1000
 #: dropped as they arrive (:mod:`inference.ingress`); with CURVE, libzmq disconnects a peer
 #: whose single part is larger.
 MAX_MESSAGE_BYTES = MAX_BUFFER_BYTES + 1024 * 1024
+#: A capture time further ahead of the worker's clock than this is reported as skew.
+MAX_CLOCK_AHEAD_S = 1.0
 #: Least seconds between two log lines about the same kind of bad input.
 LOG_INTERVAL_S = 5.0
 #: Latencies kept between two status lines.
@@ -121,6 +123,10 @@ class WorkerStats:
         Streams finished by an end-of-stream message.
     evicted_idle : int
         Streams forgotten after ``idle_timeout_seconds`` without input.
+    clock_ahead : int
+        Audio blocks whose capture time was more than :data:`MAX_CLOCK_AHEAD_S` ahead of
+        the worker's clock when received (a sender's clock skew, or a file sent faster
+        than real time); latency then counts from reception.
     """
 
     streams: int = 0
@@ -136,6 +142,7 @@ class WorkerStats:
     resets: int = 0
     ended: int = 0
     evicted_idle: int = 0
+    clock_ahead: int = 0
 
     @property
     def rejected_total(self) -> int:
@@ -656,6 +663,18 @@ class Worker:
                 )
                 return
             state = self._new_stream(frame.stream, peer, now=now)
+        ahead = frame.capture_time - received_time
+        if ahead > MAX_CLOCK_AHEAD_S:
+            self._counts["clock_ahead"] += 1
+            self._log_limited(
+                f"clock:{frame.stream}",
+                logging.WARNING,
+                "capture time ahead of the worker's clock stream=%s ahead_s=%.1f (the sender's "
+                "clock is off, or a file is sent faster than real time); latency counts from "
+                "reception",
+                frame.stream,
+                ahead,
+            )
         before = (state.gaps, state.dropped, state.samples_replaced, state.resets)
         result = state.accept(frame, received_time=received_time, now=now)
         if result == AcceptResult.RESTARTED:
@@ -814,7 +833,14 @@ class Worker:
             for event in events:
                 self._send(event)
             # Latency counts from the last sample the update needed: its look-ahead's, if any.
-            latencies.append(published_time - (item.window.capture_time + item.lookahead_s))
+            # Never less than since the worker received it: a sender's clock that runs ahead
+            # (counted as clock_ahead) cannot make latency negative.
+            latencies.append(
+                max(
+                    published_time - (item.window.capture_time + item.lookahead_s),
+                    published_time - item.window.received_time,
+                )
+            )
         room = max(MAX_LATENCY_SAMPLES - len(self._latencies), 0)
         self._latencies.extend(latencies[:room])
         self._counts["windows"] += len(due)
@@ -866,6 +892,7 @@ class Worker:
             resets=counts["resets"],
             ended=counts["ended"],
             evicted_idle=counts["evicted_idle"],
+            clock_ahead=counts["clock_ahead"],
         )
 
     def stats(self) -> WorkerStats:

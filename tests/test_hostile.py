@@ -288,3 +288,27 @@ def test_with_curve_a_stream_belongs_to_its_key(
         assert [u.seq for u in updates] == list(range(expected))
         assert worker.stats().rejected == {"owner": 1}
         assert worker.stats().gaps == 0
+
+
+def test_a_sender_clock_ahead_is_reported_and_latency_is_never_negative(
+    run_worker: Any, rng: np.random.Generator
+) -> None:
+    harness = run_worker(hop_seconds=1.0)
+    worker = harness.worker
+    registry = worker.metrics.registry
+
+    def latency(name: str) -> float:
+        return registry.get_sample_value(f"tagstream_worker_latency_seconds_{name}") or 0.0
+
+    count, total = latency("count"), latency("sum")
+    ahead_s = 100.0  # the sender's clock runs 100 s ahead of the worker's
+    blocks = frames_of(music(rng, 6.0), stream="skewed:1", start_time=time.time() + ahead_s)
+    for block in blocks:
+        harness.send(encode_audio(block))
+    harness.send(encode_end(EndOfStream(stream="skewed:1", seq=len(blocks))))
+    expected = int((6.0 - 3.0) // 1.0) + 1
+    assert len(harness.receive(count=expected, stream="skewed:1")) == expected
+    stats = worker.wait_for(lambda s: s.windows > 0 and latency("count") >= count + expected)
+    assert stats.clock_ahead == len(blocks)
+    assert latency("count") - count == expected
+    assert latency("sum") - total >= 0.0
