@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,16 @@ from inference import StreamSettings, Worker
 from inference.ready import NotReadyError, wait_ready
 from model import MUSICNN_FEATURES
 from model.tagger import window_starts
-from protocol import AudioFrame, EndOfStream, TagUpdate, decode_update, encode_audio, encode_end
+from protocol import (
+    AudioFrame,
+    EndOfStream,
+    Event,
+    TagUpdate,
+    decode_update,
+    encode_audio,
+    encode_end,
+)
+from protocol.subscriber import Subscriber
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Bound on any single wait: model loading on a busy 2-core machine included.
@@ -352,3 +362,53 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+# ---------------------------------------------------------------------------
+# Published messages: updates and events
+# ---------------------------------------------------------------------------
+
+
+def events(messages: list[Any], kind: str) -> list[Event]:
+    return [m for m in messages if isinstance(m, Event) and m.event == kind]
+
+
+def updates(messages: list[Any]) -> list[TagUpdate]:
+    return [m for m in messages if isinstance(m, TagUpdate)]
+
+
+class Collector:
+    """A :class:`protocol.subscriber.Subscriber` with ``events=True`` read by a thread."""
+
+    def __init__(self, harness: Harness, stream: str) -> None:
+        self.messages: list[TagUpdate | Event] = []
+        self.stream = stream
+        self.harness = harness
+        self.subscriber = Subscriber(harness.worker.publish_endpoint, events=True)
+        self._stop = threading.Event()
+        # Join: probe streams until the subscription has reached the worker.
+        for attempt in range(50):
+            harness.send_audio(np.zeros(int(3.2 * 16000), np.float32), stream=f"join:{attempt}")
+            if self.subscriber.receive_message(timeout_s=0.3) is not None:
+                break
+        else:
+            raise AssertionError("the subscriber never joined")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self.subscriber.receive_message(timeout_s=0.2)
+            if message is not None and message.stream == self.stream:
+                self.messages.append(message)
+
+    def events(self, kind: str) -> list[Event]:
+        return events(list(self.messages), kind)
+
+    def updates(self) -> list[TagUpdate]:
+        return updates(list(self.messages))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.subscriber.close()

@@ -19,17 +19,11 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
-from helpers import DEADLINE_S, Harness, Processes, music, wait_until
+from helpers import DEADLINE_S, Collector, Harness, Processes, events, music, updates, wait_until
+from icecast import Icecast, needs_icecast
 
 from protocol import Event, TagUpdate, decode_published
-from protocol.subscriber import Subscriber
 
-ICECAST = shutil.which("icecast2") or shutil.which("icecast")
-FFMPEG = shutil.which("ffmpeg")
-needs_icecast = pytest.mark.skipif(
-    ICECAST is None or FFMPEG is None,
-    reason="needs Debian's icecast2 and ffmpeg (scripts/install.sh --dev)",
-)
 SR = 16000
 #: The defaults the events are tested against ([content] and [inference]).
 SILENCE_SECONDS = 10.0
@@ -56,14 +50,6 @@ def messages_of(harness: Harness, stream: str, *, until_end_s: float) -> list[Ta
         if isinstance(message, TagUpdate) and message.end_s >= until_end_s - 1e-6:
             return found
     raise AssertionError(f"no update of {stream} reached {until_end_s} s; got {len(found)}")
-
-
-def events(messages: list[Any], kind: str) -> list[Event]:
-    return [m for m in messages if isinstance(m, Event) and m.event == kind]
-
-
-def updates(messages: list[Any]) -> list[TagUpdate]:
-    return [m for m in messages if isinstance(m, TagUpdate)]
 
 
 def check_dead_air(messages: list[Any], *, quiet_from_s: float, audio_back_s: float) -> None:
@@ -138,43 +124,6 @@ def test_talk_after_music_is_one_content_change(
 # -- through a real streamer ------------------------------------------------------------------
 
 
-class Collector:
-    """A :class:`protocol.subscriber.Subscriber` with ``events=True`` read by a thread."""
-
-    def __init__(self, harness: Harness, stream: str) -> None:
-        self.messages: list[TagUpdate | Event] = []
-        self.stream = stream
-        self.harness = harness
-        self.subscriber = Subscriber(harness.worker.publish_endpoint, events=True)
-        self._stop = threading.Event()
-        # Join: probe streams until the subscription has reached the worker.
-        for attempt in range(50):
-            harness.send_audio(np.zeros(int(3.2 * SR), np.float32), stream=f"join:{attempt}")
-            if self.subscriber.receive_message(timeout_s=0.3) is not None:
-                break
-        else:
-            raise AssertionError("the subscriber never joined")
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            message = self.subscriber.receive_message(timeout_s=0.2)
-            if message is not None and message.stream == self.stream:
-                self.messages.append(message)
-
-    def events(self, kind: str) -> list[Event]:
-        return events(list(self.messages), kind)
-
-    def updates(self) -> list[TagUpdate]:
-        return updates(list(self.messages))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.subscriber.close()
-
-
 @pytest.fixture
 def collect(run_worker: Callable[..., Harness]) -> Iterator[Callable[[str], Collector]]:
     """``collect(stream) -> Collector`` on one in-process worker (``collector.harness``)."""
@@ -214,7 +163,6 @@ def test_dead_air_through_the_streamer(
 def test_station_source_down_up_and_title_reach_subscribers(
     collect: Any, processes: Processes, rng: np.random.Generator, tmp_path: Path
 ) -> None:
-    from test_network import Icecast
 
     wav = tmp_path / "station.wav"
     soundfile.write(wav, music(rng, 20.0), SR)

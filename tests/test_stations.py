@@ -8,22 +8,16 @@ worker's updates, read through :class:`protocol.subscriber.Subscriber`, must say
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, Processes, wait_until
-from test_events import Collector
+from helpers import ROOT, Collector, Processes, wait_until
+from icecast import Icecast, needs_icecast
 
-ICECAST = shutil.which("icecast2") or shutil.which("icecast")
-FFMPEG = shutil.which("ffmpeg")
 JAZZ = ROOT.parent / "shared" / "music" / "bensound" / "bensound-thejazzpiano.mp3"
 
-pytestmark = pytest.mark.skipif(
-    ICECAST is None or FFMPEG is None,
-    reason="needs Debian's icecast2 and ffmpeg (scripts/install.sh --dev)",
-)
+pytestmark = needs_icecast
 
 
 @pytest.mark.skipif(
@@ -33,7 +27,6 @@ pytestmark = pytest.mark.skipif(
 def test_a_jazz_station_is_tagged_jazz_through_url(
     run_worker: object, processes: Processes, tmp_path: Path
 ) -> None:
-    from test_network import Icecast
 
     icecast = Icecast()
     collector = None
