@@ -22,7 +22,6 @@ import argparse
 import logging
 import os
 
-from config import InferenceConfig, ModelConfig, choices
 from tagstream import cli
 
 __all__ = ["build_parser", "main", "run"]
@@ -36,20 +35,30 @@ def build_parser() -> argparse.ArgumentParser:
         "Tag audio streams in real time: PULL audio blocks, PUB tag updates.",
         epilog="Settings not given here come from the settings file's [inference] and [model].",
     )
-    parser.add_argument("--input", metavar="ENDPOINT", help="PULL endpoint to bind for audio")
-    parser.add_argument("--publish", metavar="ENDPOINT", help="PUB endpoint to bind for tags")
-    parser.add_argument("--model", metavar="NAME|PATH", help="pretrained name or model folder")
-    parser.add_argument(
-        "--hop-seconds", type=float, metavar="S", help="seconds of audio between updates"
-    )
-    parser.add_argument(
+    for flag, key, metavar, text in (
+        ("--input", "inference.input_endpoint", "ENDPOINT", "endpoint to bind for audio"),
+        ("--publish", "inference.publish_endpoint", "ENDPOINT", "PUB endpoint to bind for tags"),
+        ("--model", "model.name", "NAME|PATH", "pretrained name or model folder"),
+        ("--hop-seconds", "inference.hop_seconds", "S", "seconds of audio between updates"),
+    ):
+        cli.setting_flag(parser, flag, key=key, metavar=metavar, help=text)
+    cli.setting_flag(
+        parser,
         "--mode",
-        choices=choices(InferenceConfig, "mode"),
+        key="inference.mode",
         help="exact: whole window per update; streaming: only new frames (musicnn, +1.2 s)",
     )
-    parser.add_argument(
+    cli.setting_flag(
+        parser,
+        "--backend",
+        key="model.backend",
+        help="what runs the network in exact mode: tensorflow or onnxruntime (no TensorFlow "
+        "loaded); streaming mode runs on tensorflow",
+    )
+    cli.setting_flag(
+        parser,
         "--precision",
-        choices=choices(ModelConfig, "precision"),
+        key="model.precision",
         help="bfloat16: ~1.9x faster on CPUs with AVX512_BF16/AMX, within ~0.01",
     )
     parser.add_argument(
@@ -63,16 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(ctx: cli.Context) -> int:
     """Serve until SIGINT or SIGTERM (the body handed to :func:`tagstream.cli.run`)."""
     args = ctx.args
-    cfg = ctx.load_config(
-        {
-            "inference.input_endpoint": args.input,
-            "inference.publish_endpoint": args.publish,
-            "inference.hop_seconds": args.hop_seconds,
-            "inference.mode": args.mode,
-            "model.name": args.model,
-            "model.precision": args.precision,
-        }
-    )
+    cfg = ctx.load_config()
     from inference.ready import remove_ready_file, write_ready_file
     from inference.worker import Worker
 
@@ -92,6 +92,7 @@ def run(ctx: cli.Context) -> int:
                         "publish_endpoint": worker.publish_endpoint,
                         "model": worker.tagger.name,
                         "mode": cfg.inference.mode,
+                        "backend": worker.tagger.backend,
                         "precision": worker.tagger.precision,
                     },
                 )

@@ -99,6 +99,8 @@ class Backend(abc.ABC):
 
     #: The ``inference.mode`` value that selects this backend.
     mode: ClassVar[str]
+    #: The ``model.backend`` values (what runs the network) this mode works with.
+    model_backends: ClassVar[tuple[str, ...]] = ("tensorflow", "onnxruntime")
 
     def __init__(self, tagger: Any) -> None:
         self.tagger = tagger
@@ -212,6 +214,8 @@ class StreamingBackend(Backend):
     """
 
     mode = "streaming"
+    #: The incremental step is built from the Keras network (``tagger.network``).
+    model_backends = ("tensorflow",)
 
     def __init__(self, tagger: Any) -> None:
         super().__init__(tagger)

@@ -269,6 +269,12 @@ class Worker:
         except SecurityError as exc:
             raise SettingsError(str(exc)) from None
         backend = backend_class(cfg.mode)
+        if self.config.model.backend not in backend.model_backends:
+            raise SettingsError(
+                f"inference.mode = {cfg.mode!r} runs on model.backend = "
+                f"{' or '.join(map(repr, backend.model_backends))}, not "
+                f"{self.config.model.backend!r}; set one of them"
+            )
         contract = self.tagger.contract if self.tagger is not None else self._read_contract()
         self._stream_settings(contract)
         backend.check(contract)
@@ -281,6 +287,7 @@ class Worker:
                 cache_dir=self.config.model.cache_dir,
                 device=self.config.model.device,
                 precision=self.config.model.precision,
+                backend=self.config.model.backend,
             )
             contract = self.tagger.contract
         self.backend = backend(self.tagger)
@@ -301,10 +308,11 @@ class Worker:
             {zmq.SNDHWM: cfg.publish_hwm},
         )
         logger.info(
-            "ready model=%s mode=%s precision=%s input=%s publish=%s window_s=%.3f hop_s=%.3f "
-            "elapsed_s=%.2f",
+            "ready model=%s mode=%s backend=%s precision=%s input=%s publish=%s window_s=%.3f "
+            "hop_s=%.3f elapsed_s=%.2f",
             contract.name,
             cfg.mode,
+            self.tagger.backend,
             self.tagger.precision,
             cfg.input_endpoint,
             cfg.publish_endpoint,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +13,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+import zmq
+from helpers import audio_messages, music
 
+from inference.ready import wait_ready
 from model import ModelContract, load_tagger, log_mel
 from model.architectures import ARCHITECTURES
 from model.convert import PRETRAINED
 from model.folder import ONNX_FILE, ModelLoadError, save_model_folder
 from model.onnx import SOURCE_KEY, OnnxTagger, new_session, source_key, to_onnx
 from model.tagger import Tagger
+from protocol import decode_update
 from tagstream.errors import ExitStatus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,3 +269,67 @@ def test_without_tensorflow_a_missing_onnx_file_says_what_is_missing(
     )  # fmt: skip
     assert child.returncode != 0
     assert "made unimportable by the test" in child.stderr
+
+
+_WORKER_WITHOUT_TENSORFLOW = """
+import importlib.abc
+import sys
+
+class Unimportable(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("tensorflow", "keras", "tf2onnx", "onnx"):
+            raise ImportError(f"{name} is made unimportable by the test")
+        return None
+
+sys.meta_path.insert(0, Unimportable())
+from inference.__main__ import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_worker_runs_exact_mode_on_onnx_without_tensorflow(tmp_path: Path) -> None:
+    """``python -m inference --backend onnxruntime``: ready, tags a stream, never imports TF."""
+    load_tagger("MSD_musicnn", backend="onnxruntime")  # builds model.onnx once, with TF here
+    ready = tmp_path / "ready.json"
+    inp, out = f"ipc://{tmp_path}/in", f"ipc://{tmp_path}/out"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WORKER_WITHOUT_TENSORFLOW, "--backend", "onnxruntime",
+         "--input", inp, "--publish", out, "--ready-file", str(ready)],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    context = zmq.Context()
+    try:
+        info = wait_ready(ready, process=child, timeout_s=300)
+        assert info["backend"] == "onnxruntime" and info["mode"] == "exact"
+        sub = context.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(out)
+        push = context.socket(zmq.PUSH)
+        push.connect(inp)
+        rng = np.random.default_rng(0)
+        update = None
+        for attempt in range(30):  # the subscription joins while probe streams play
+            for message in audio_messages(music(rng, 3.5), f"onnx:{attempt}", block=1600):
+                push.send_multipart(message)
+            if sub.poll(3000):
+                update = decode_update(sub.recv_multipart())
+                break
+        assert update is not None and len(update.tags) == len(update.smoothed)
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+        assert child.returncode == ExitStatus.OK, err[-2000:]
+        assert "backend=onnxruntime" in err
+    finally:
+        if child.poll() is None:
+            child.kill()
+        context.destroy(linger=0)
+
+
+def test_streaming_mode_on_onnx_is_refused_before_the_model_loads() -> None:
+    from inference.__main__ import main
+
+    err = io.StringIO()
+    status = main(["--mode", "streaming", "--backend", "onnxruntime"], stderr=err)
+    assert status == ExitStatus.USAGE
+    assert "runs on model.backend = 'tensorflow'" in err.getvalue()
