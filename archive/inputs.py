@@ -178,8 +178,9 @@ def expand_paths(
     manifests: bool = True,
     patterns: bool = True,
     strict: bool = True,
+    unique: bool = True,
 ) -> Iterator[str]:
-    """Expand command-line inputs into file paths as given (folders joined), each once.
+    """Expand command-line inputs into file paths as given (folders joined).
 
     Parameters
     ----------
@@ -194,6 +195,8 @@ def expand_paths(
     strict : bool
         A path that does not exist is an error; with False it is yielded as it is
         (for a caller that reports missing files per file).
+    unique : bool
+        Yield each file once (compared as absolute paths); False keeps repeats.
 
     Raises
     ------
@@ -207,6 +210,9 @@ def expand_paths(
             arg, extensions, stdin, manifests=manifests, patterns=patterns, strict=strict
         )
         for path in expanded:
+            if not unique:
+                yield path
+                continue
             absolute = os.path.abspath(path)
             if absolute not in seen:
                 seen.add(absolute)

@@ -44,12 +44,13 @@ def test_folders_stdin_and_json_top(library: Path, monkeypatch: pytest.MonkeyPat
     assert status == ExitStatus.OK
     results = [json.loads(line) for line in out.splitlines()]
     # The folder's audio files recursively in sorted order (not notes.txt), then stdin's
-    # paths; a path named twice is tagged once.
+    # paths; a path named twice is tagged twice, as always.
     assert [r["path"] for r in results] == [
         str(library / "b" / "d.wav"),
         str(library / "b" / "deep" / "c.flac"),
         str(library / "a.wav"),
         str(extra),
+        str(library / "b" / "d.wav"),
     ]
     for result in results:
         assert len(result["tags"]) == 2

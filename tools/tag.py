@@ -130,7 +130,7 @@ def run(ctx: cli.Context) -> ExitStatus:
     from archive.inputs import expand_paths
 
     # Folders become their audio files; other paths go on as given (a missing one
-    # fails alone, like before).
+    # fails alone, a repeated one is tagged again, like before).
     files = list(
         expand_paths(
             args.files,
@@ -138,6 +138,7 @@ def run(ctx: cli.Context) -> ExitStatus:
             manifests=False,
             patterns=False,
             strict=False,
+            unique=False,
         )
     )
     status = ExitStatus.OK
