@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ready-file",
         metavar="PATH",
-        help="write JSON {pid, endpoints, model, mode} here once serving; removed at exit",
+        help="write JSON {pid, endpoints, model, mode, backend, precision} here once serving",
     )
     return parser
 

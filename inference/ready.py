@@ -6,7 +6,7 @@ or none), as one JSON object::
 
     {"pid": 4242, "input_endpoint": "tcp://127.0.0.1:5555",
      "publish_endpoint": "tcp://127.0.0.1:5556", "model": "MSD_musicnn",
-     "mode": "exact", "precision": "float32"}
+     "mode": "exact", "backend": "tensorflow", "precision": "float32"}
 
 The endpoints are the bound ones (the real port where the settings said
 ``tcp://...:*``).  The worker removes a stale file before it loads the model
@@ -36,7 +36,15 @@ __all__ = [
 ]
 
 #: Keys every ready file has.
-READY_KEYS = ("pid", "input_endpoint", "publish_endpoint", "model", "mode", "precision")
+READY_KEYS = (
+    "pid",
+    "input_endpoint",
+    "publish_endpoint",
+    "model",
+    "mode",
+    "backend",
+    "precision",
+)
 
 
 class NotReadyError(UnavailableError):
