@@ -412,3 +412,18 @@ class Collector:
         self._stop.set()
         self._thread.join(timeout=5)
         self.subscriber.close()
+
+
+#: Prepended to a child script (``python -c``): TensorFlow, Keras, tf2onnx and onnx fail to
+#: import, so a script that still runs proves its path never needs them.
+WITHOUT_TENSORFLOW = """import importlib.abc
+import sys
+
+class Unimportable(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("tensorflow", "keras", "tf2onnx", "onnx"):
+            raise ImportError(f"{name} is made unimportable by the test")
+        return None
+
+sys.meta_path.insert(0, Unimportable())
+"""

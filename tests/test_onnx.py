@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
-from helpers import audio_messages, music
+from helpers import WITHOUT_TENSORFLOW, audio_messages, music
 
 from inference.ready import wait_ready
 from model import ModelContract, load_tagger, log_mel
@@ -271,21 +271,14 @@ def test_without_tensorflow_a_missing_onnx_file_says_what_is_missing(
     assert "made unimportable by the test" in child.stderr
 
 
-_WORKER_WITHOUT_TENSORFLOW = """
-import importlib.abc
-import sys
-
-class Unimportable(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in ("tensorflow", "keras", "tf2onnx", "onnx"):
-            raise ImportError(f"{name} is made unimportable by the test")
-        return None
-
-sys.meta_path.insert(0, Unimportable())
+_WORKER_WITHOUT_TENSORFLOW = (
+    WITHOUT_TENSORFLOW
+    + """
 from inference.__main__ import main
 
 sys.exit(main(sys.argv[1:]))
 """
+)
 
 
 def test_the_worker_runs_exact_mode_on_onnx_without_tensorflow(tmp_path: Path) -> None:

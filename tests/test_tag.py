@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import new_rng
+from helpers import WITHOUT_TENSORFLOW, new_rng
 
 from model import MSD_TAGS
 from model.audio import load_audio
@@ -267,21 +267,14 @@ def test_nan_inf_and_huge_samples_are_handled_like_the_worker(
     assert "replaced=" in caplog.text
 
 
-_TAG_WITHOUT_TENSORFLOW = """
-import importlib.abc
-import sys
-
-class Unimportable(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in ("tensorflow", "keras", "tf2onnx", "onnx"):
-            raise ImportError(f"{name} is made unimportable by the test")
-        return None
-
-sys.meta_path.insert(0, Unimportable())
+_TAG_WITHOUT_TENSORFLOW = (
+    WITHOUT_TENSORFLOW
+    + """
 from tools.tag import main
 
 sys.exit(main(sys.argv[1:]))
 """
+)
 
 
 def test_onnx_backend_tags_like_tensorflow_without_importing_it(audio_files: Path) -> None:
