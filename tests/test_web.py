@@ -9,23 +9,28 @@ deadlines that only turn a hang into a failure; nothing asserts on durations.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import zmq
-from helpers import worker_config
+from helpers import wait_until, worker_config
 
 from protocol import AudioFrame, EndOfStream, encode_audio, encode_end
 from tagstream.errors import ExitStatus
 from tools.demo_audio import demo_signal
-from tools.web import WebDashboard, WebError, main
+from tools.web import SPARE_THREADS, WebDashboard, WebError, main
 
 #: Bound on any single wait (model loading on a busy 2-core machine included).
 DEADLINE_S = 90.0
@@ -35,13 +40,14 @@ BLOCK = 1600  # 0.1 s
 NOWHERE = "tcp://127.0.0.1:9"
 
 
-def http_get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+def http_get(url: str, **headers: str) -> tuple[int, Message, bytes]:
+    """Status, headers (names case-insensitive, as in HTTP) and body of a GET."""
     request = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
+        with urllib.request.urlopen(request, timeout=DEADLINE_S) as response:
+            return response.status, response.headers, response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        return exc.code, exc.headers, exc.read()
 
 
 # ---------------------------------------------------------------------------
@@ -115,6 +121,104 @@ def test_cli_reports_an_address_in_use_with_its_own_status() -> None:
         argv = ["--bind", f"127.0.0.1:{web.port}", "--endpoint", NOWHERE]
         assert main(argv, stdout=io.StringIO(), stderr=err) == ExitStatus.ENDPOINT
         assert "cannot serve on" in err.getvalue()
+
+
+# ---------------------------------------------------------------------------
+# The server under many idle connections (issue 12: one thread per connection, no timeout)
+# ---------------------------------------------------------------------------
+
+
+def server_sockets(port: int) -> int:
+    """Sockets of this process whose local port is ``port``: the listener and accepted ones."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/self/fd/{fd}")
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                count += 1
+    return count
+
+
+def server_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("waitress"))
+
+
+def test_many_idle_connections_keep_threads_and_sockets_bounded_and_are_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """500 idle connections (100 of them with an unfinished request) against a server
+    that allows 50 at once: its threads stay its fixed pool, its sockets stay within the
+    limit, every idle connection is closed after the idle timeout, and a normal request
+    made in the middle of it all is answered."""
+    import resource
+    import selectors
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2000:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    limit, pages = 50, 4
+    with WebDashboard(
+        NOWHERE, bind="127.0.0.1:0", max_connections=limit, max_pages=pages, idle_timeout_s=2
+    ) as web:
+        web.start()
+        pool = server_threads()
+        assert pool == pages + SPARE_THREADS
+        idle: list[socket.socket] = []
+        try:
+            for i in range(500):
+                conn = socket.create_connection(("127.0.0.1", web.port), timeout=DEADLINE_S)
+                if i < 100:  # slowloris: a request that never ends
+                    conn.sendall(b"GET /api/snapshot HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: ")
+                idle.append(conn)
+            answered: list[object] = []
+
+            def normal_request() -> None:
+                try:
+                    answered.append(http_get(f"http://127.0.0.1:{web.port}/api/snapshot")[0])
+                except OSError as exc:
+                    answered.append(exc)
+
+            normal = threading.Thread(target=normal_request)
+            normal.start()
+            wait_until(lambda: server_sockets(web.port) >= limit // 2, "the server accepting")
+            selector = selectors.DefaultSelector()
+            for conn in idle:
+                conn.setblocking(False)
+                selector.register(conn, selectors.EVENT_READ)
+            open_ = len(idle)
+            most_sockets = most_threads = 0
+            deadline = time.monotonic() + 4 * DEADLINE_S
+            while open_ and time.monotonic() < deadline:
+                most_sockets = max(most_sockets, server_sockets(web.port))
+                most_threads = max(most_threads, server_threads())
+                for key, _ in selector.select(timeout=0.5):
+                    try:
+                        data = key.fileobj.recv(4096)
+                    except (ConnectionResetError, BlockingIOError):
+                        data = b""
+                    if not data:  # closed by the server (an unfinished request may get a 4xx)
+                        selector.unregister(key.fileobj)
+                        open_ -= 1
+            selector.close()
+            normal.join(timeout=DEADLINE_S)
+        finally:
+            for conn in idle:
+                conn.close()
+        print(
+            f"500 idle connections: at most {most_sockets} server sockets, {most_threads} threads"
+        )
+        assert open_ == 0, f"{open_} idle connections were never closed"
+        assert answered == [200]
+        assert most_threads == pool  # no thread per connection
+        assert most_sockets <= limit + 1  # the listener and at most `limit` connections
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 # ---------------------------------------------------------------------------

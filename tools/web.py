@@ -16,6 +16,20 @@ a ``snapshot`` event on connect, then ``update``, ``event`` (the worker's events
 dead air, talk/music, titles, source down/up) and ``forget`` events),
 ``/api/snapshot`` (the snapshot as JSON).
 
+Server: waitress (a pure-Python WSGI server of the Pylons project, no
+dependencies, maintained since 2011 and used under Pyramid, Flask and Django
+deployments), chosen because it bounds what a peer can take: one I/O thread
+holds every connection, so an idle one costs a socket and no thread; at most
+:data:`MAX_CONNECTIONS` are open at once (more wait in the listen backlog); a
+connection idle for :data:`IDLE_TIMEOUT_S` (no request, or one that never
+ends) is closed; requests are answered by a fixed pool of
+``MAX_PAGES + SPARE_THREADS`` threads, and each open page's ``/events`` keeps
+one, so pages beyond :data:`MAX_PAGES` get 503.  An asyncio server (aiohttp,
+uvicorn) would hold event streams without threads but does not close a
+connection that never sends a request, and brings an event loop into a module
+whose other half is a blocking ZeroMQ subscriber; cheroot bounds threads but
+not connections.
+
 Access: the server binds to 127.0.0.1 by default.  Bound to any other address
 it refuses to start without a token (``--token`` or ``web.token``); with a
 token every request must carry it: ``?token=`` (the page then keeps it in an
@@ -44,9 +58,8 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Final, Self
 
 import zmq
@@ -89,6 +102,15 @@ TOKEN_COOKIE: Final = "tagstream_token"
 #: Events queued per page before it is considered too slow and disconnected
 #: (the browser reconnects and gets a fresh snapshot).
 CLIENT_QUEUE_EVENTS: Final = 512
+#: Connections open at once (idle ones included); beyond it new ones wait in the
+#: listen backlog until one closes.  Each costs a socket, not a thread.
+MAX_CONNECTIONS: Final = 100
+#: Pages following ``/events`` at once; each keeps one server thread.  More get 503.
+MAX_PAGES: Final = 16
+#: Server threads beyond MAX_PAGES, for the page's files and ``/api/snapshot``.
+SPARE_THREADS: Final = 4
+#: Seconds a connection may stay idle (no request, or an unfinished one) before it is closed.
+IDLE_TIMEOUT_S: Final = 30
 #: Seconds between SSE keep-alive comments, which also detect closed pages.
 KEEPALIVE_S: Final = 10.0
 #: Longest wait of any loop, so stop() is seen promptly.
@@ -210,109 +232,89 @@ def _event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    dashboard: WebDashboard
+class _Request:
+    """What the access rules and the routes read of one WSGI request."""
 
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self.environ = environ
+        self.method = environ.get("REQUEST_METHOD", "GET")
+        self.path = environ.get("PATH_INFO", "/") or "/"
+        self.query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        self.client = environ.get("REMOTE_ADDR", "?")
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "tagstream-web"
-    protocol_version = "HTTP/1.1"
+    def header(self, name: str) -> str:
+        return str(self.environ.get("HTTP_" + name.upper().replace("-", "_"), ""))
 
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("http client=%s " + format, self.client_address[0], *args)
-
-    # -- access ---------------------------------------------------------------------
-
-    def _given_token(self, query: dict[str, list[str]]) -> tuple[str | None, bool]:
+    def given_token(self) -> tuple[str | None, bool]:
         """The token the request carries and whether it came in the query string."""
-        if "token" in query:
-            return query["token"][0], True
-        auth = self.headers.get("Authorization", "")
+        if "token" in self.query:
+            return self.query["token"][0], True
+        auth = self.header("Authorization")
         if auth.startswith("Bearer "):
             return auth[len("Bearer ") :], False
         cookies = http.cookies.SimpleCookie()
         with contextlib.suppress(http.cookies.CookieError):
-            cookies.load(self.headers.get("Cookie", ""))
+            cookies.load(self.header("Cookie"))
         morsel = cookies.get(TOKEN_COOKIE)
         return (morsel.value if morsel is not None else None), False
 
-    def _allowed(self, query: dict[str, list[str]]) -> bool:
-        """Check the token (or, without one, the Host header); answer 401/403 if refused."""
-        dashboard = self.server.dashboard
-        if dashboard.token:
-            given, _ = self._given_token(query)
-            if given is None or not hmac.compare_digest(
-                given.encode("utf-8", "replace"), dashboard.token.encode("utf-8")
-            ):
-                logger.warning(
-                    "refused request client=%s path=%s reason=%s",
-                    self.client_address[0],
-                    self.path.split("?")[0],
-                    "no token" if given is None else "wrong token",
-                )
-                self._send_text(
-                    HTTPStatus.UNAUTHORIZED,
-                    "401 unauthorized: open this page with ?token=<the dashboard's token>\n",
-                    extra={"WWW-Authenticate": 'Bearer realm="tagstream"'},
-                )
-                return False
-            return True
-        host = self.headers.get("Host", "")
-        host_name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if not is_loopback(host_name.strip("[]")):
-            self._send_text(
-                HTTPStatus.FORBIDDEN,
-                f"403 forbidden: Host {host!r} is not this machine; use http://127.0.0.1\n",
+
+_Response = tuple[HTTPStatus, dict[str, str], Iterable[bytes]]
+
+
+def _text(status: HTTPStatus, text: str, *, extra: dict[str, str] | None = None) -> _Response:
+    return _body(status, text.encode("utf-8"), "text/plain; charset=utf-8", extra=extra)
+
+
+def _body(
+    status: HTTPStatus, body: bytes, content_type: str, *, extra: dict[str, str] | None = None
+) -> _Response:
+    headers = {
+        "Content-Type": content_type,
+        "Content-Length": str(len(body)),
+        "Cache-Control": "no-store",
+        **(extra or {}),
+    }
+    return status, headers, [body]
+
+
+class _App:
+    """The dashboard's WSGI application: access rules, the page's files, JSON and SSE.
+
+    Served by waitress (see :meth:`WebDashboard.start`): its I/O thread holds the
+    connections, and only a request being answered takes one of its worker threads,
+    so idle connections cost a socket and no thread.  An ``/events`` stream keeps
+    its thread while the page is open, so pages beyond ``max_pages`` get 503.
+    """
+
+    def __init__(self, dashboard: WebDashboard) -> None:
+        self.dashboard = dashboard
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        request = _Request(environ)
+        status, headers, body = self.respond(request)
+        if request.method == "HEAD":
+            body = []
+        start_response(
+            f"{status.value} {status.phrase}", list({**_SECURITY_HEADERS, **headers}.items())
+        )
+        return body
+
+    def respond(self, request: _Request) -> _Response:
+        if request.method not in ("GET", "HEAD"):
+            return _text(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                f"405 method not allowed: {request.method}; this page only reads\n",
+                extra={"Allow": "GET, HEAD"},
             )
-            return False
-        return True
-
-    # -- responses --------------------------------------------------------------------
-
-    def _send_headers(self, status: HTTPStatus, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for name, value in {**_SECURITY_HEADERS, **headers}.items():
-            self.send_header(name, value)
-        self.end_headers()
-
-    def _send_body(
-        self,
-        status: HTTPStatus,
-        body: bytes,
-        content_type: str,
-        *,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        headers = {
-            "Content-Type": content_type,
-            "Content-Length": str(len(body)),
-            "Cache-Control": "no-store",
-            **(extra or {}),
-        }
-        self._send_headers(status, headers)
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _send_text(
-        self, status: HTTPStatus, text: str, *, extra: dict[str, str] | None = None
-    ) -> None:
-        self._send_body(status, text.encode("utf-8"), "text/plain; charset=utf-8", extra=extra)
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def do_GET(self) -> None:
-        url = urllib.parse.urlsplit(self.path)
-        query = urllib.parse.parse_qs(url.query)
-        if not self._allowed(query):
-            return
-        dashboard = self.server.dashboard
-        if url.path in STATIC_FILES:
-            name, content_type = STATIC_FILES[url.path]
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        dashboard = self.dashboard
+        if request.path in STATIC_FILES:
+            name, content_type = STATIC_FILES[request.path]
             extra = {}
-            given, from_query = self._given_token(query)
+            given, from_query = request.given_token()
             if dashboard.token and from_query and given is not None:
                 # the page's own requests (app.js, style.css, /events) carry it from now on
                 cookie = http.cookies.SimpleCookie()
@@ -321,31 +323,64 @@ class _Handler(BaseHTTPRequestHandler):
                 cookie[TOKEN_COOKIE]["samesite"] = "Strict"
                 cookie[TOKEN_COOKIE]["path"] = "/"
                 extra["Set-Cookie"] = cookie[TOKEN_COOKIE].OutputString()
-            self._send_body(HTTPStatus.OK, static_file(name), content_type, extra=extra)
-        elif url.path == "/api/snapshot":
+            return _body(HTTPStatus.OK, static_file(name), content_type, extra=extra)
+        if request.path == "/api/snapshot":
             body = json.dumps(dashboard.snapshot(), separators=(",", ":")).encode()
-            self._send_body(HTTPStatus.OK, body, "application/json")
-        elif url.path == "/events":
-            self._events()
-        else:
-            self._send_text(HTTPStatus.NOT_FOUND, f"404 not found: {url.path}\n")
+            return _body(HTTPStatus.OK, body, "application/json")
+        if request.path == "/events":
+            client = dashboard._connect()
+            if client is None:
+                return _text(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    f"503 too many pages open (at most {dashboard.max_pages}); "
+                    "close one and reload\n",
+                )
+            headers = {
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+            return HTTPStatus.OK, headers, self._events(client)
+        return _text(HTTPStatus.NOT_FOUND, f"404 not found: {request.path}\n")
 
-    def _events(self) -> None:
-        dashboard = self.server.dashboard
-        client = dashboard._connect()
-        try:
-            self._send_headers(
-                HTTPStatus.OK,
-                {
-                    "Content-Type": "text/event-stream; charset=utf-8",
-                    "Cache-Control": "no-store",
-                    "Connection": "close",
-                    "X-Accel-Buffering": "no",
-                },
+    def _refused(self, request: _Request) -> _Response | None:
+        """Check the token (or, without one, the Host header); the 401/403 if refused."""
+        dashboard = self.dashboard
+        if dashboard.token:
+            given, _ = request.given_token()
+            if given is None or not hmac.compare_digest(
+                given.encode("utf-8", "replace"), dashboard.token.encode("utf-8")
+            ):
+                logger.warning(
+                    "refused request client=%s path=%s reason=%s",
+                    request.client,
+                    request.path[:200],
+                    "no token" if given is None else "wrong token",
+                )
+                return _text(
+                    HTTPStatus.UNAUTHORIZED,
+                    "401 unauthorized: open this page with ?token=<the dashboard's token>\n",
+                    extra={"WWW-Authenticate": 'Bearer realm="tagstream"'},
+                )
+            return None
+        host = request.header("Host")
+        host_name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if not is_loopback(host_name.strip("[]")):
+            return _text(
+                HTTPStatus.FORBIDDEN,
+                f"403 forbidden: Host {host[:200]!r} is not this machine; use http://127.0.0.1\n",
             )
-            self.close_connection = True
-            self.wfile.write(b"retry: 1000\n\n" + _event("snapshot", dashboard.snapshot()))
-            self.wfile.flush()
+        return None
+
+    def _events(self, client: _Client) -> Iterator[bytes]:
+        """The SSE stream of one page: a snapshot, then updates, events and keep-alives.
+
+        waitress closes this generator when the page goes away (its next write
+        fails: at the latest the keep-alive after :data:`KEEPALIVE_S`).
+        """
+        dashboard = self.dashboard
+        try:
+            yield b"retry: 1000\n\n" + _event("snapshot", dashboard.snapshot())
             last_write = time.monotonic()
             while not dashboard.stopping and not client.too_slow:
                 try:
@@ -354,11 +389,8 @@ class _Handler(BaseHTTPRequestHandler):
                     if time.monotonic() - last_write < KEEPALIVE_S:
                         continue
                     chunk = b": keep-alive\n\n"
-                self.wfile.write(chunk)
-                self.wfile.flush()
+                yield chunk
                 last_write = time.monotonic()
-        except OSError:  # broken pipe, reset or timeout: the page was closed
-            pass
         finally:
             dashboard._disconnect(client)
 
@@ -408,7 +440,20 @@ class WebDashboard:
         history_seconds: float = HISTORY_SECONDS,
         security: SecuritySettings | None = None,
         context: zmq.Context[Any] | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        max_pages: int = MAX_PAGES,
+        idle_timeout_s: int = IDLE_TIMEOUT_S,
     ) -> None:
+        for name, value in (
+            ("max_connections", max_connections),
+            ("max_pages", max_pages),
+            ("idle_timeout_s", idle_timeout_s),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        self.max_connections = max_connections
+        self.max_pages = max_pages
+        self.idle_timeout_s = idle_timeout_s
         self.endpoints = (endpoints,) if isinstance(endpoints, str) else tuple(endpoints)
         self.host, self.port = parse_bind(bind)
         self.token = token or None
@@ -424,7 +469,8 @@ class WebDashboard:
         self._stop = threading.Event()
         self._clients: set[_Client] = set()
         self._clients_lock = threading.Lock()
-        self._server: _Server | None = None
+        self._server: Any = None
+        self._map: dict[int, Any] = {}
         self._subscriber: Any = None
         self._threads: list[threading.Thread] = []
         self._closed = False
@@ -450,29 +496,19 @@ class WebDashboard:
             security=self.security,
             events=True,
         )
-        server_class = type(
-            "_BoundServer",
-            (_Server,),
-            {"address_family": socket.AF_INET6 if ":" in self.host else socket.AF_INET},
-        )
         try:
-            self._server = server_class((self.host, self.port), _Handler)
+            self._server = self._create_server()
         except OSError as exc:
             self._subscriber.close()
             raise BindError(
                 f"cannot serve on {self.host}:{self.port}: {exc.strerror or exc}; "
                 "choose another --bind"
             ) from None
-        self._server.dashboard = self
-        self.port = self._server.server_address[1]
+        listen = getattr(self._server, "effective_listen", None)  # several addresses
+        self.port = int(listen[0][1] if listen else self._server.effective_port)
         self._threads = [
             threading.Thread(target=self._receive_loop, name="web-subscriber", daemon=True),
-            threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": _POLL_S},
-                name="web-http",
-                daemon=True,
-            ),
+            threading.Thread(target=self._serve, name="web-http", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -483,11 +519,44 @@ class WebDashboard:
             "yes" if self.token else "no",
         )
 
+    def _create_server(self) -> Any:
+        """waitress's server on ``host:port``, in our own socket map (not started)."""
+        from waitress.server import create_server
+
+        return create_server(
+            _App(self),
+            map=self._map,
+            host=self.host or "0.0.0.0",
+            port=self.port,
+            ident="tagstream-web",
+            # idle connections wait in the I/O loop; each request being answered takes a
+            # thread, each open page's /events keeps one: max_pages + SPARE_THREADS threads
+            threads=self.max_pages + SPARE_THREADS,
+            connection_limit=self.max_connections,
+            channel_timeout=self.idle_timeout_s,
+            cleanup_interval=max(1, min(30, self.idle_timeout_s // 2)),
+            asyncore_use_poll=True,  # select() stops at 1024 file descriptors
+            expose_tracebacks=False,
+        )
+
+    def _serve(self) -> None:
+        """The I/O loop (this thread) until stopped; then close every connection."""
+        from waitress import wasyncore
+
+        try:
+            while not self._stop.is_set() and self._map:
+                wasyncore.loop(timeout=_POLL_S, use_poll=True, map=self._map, count=1)
+        except Exception:
+            logger.exception("http server failed; stopping")
+            self._stop.set()
+        finally:
+            # event streams end within _POLL_S of the stop; then the threads are joined
+            self._server.task_dispatcher.shutdown(timeout=5)
+            wasyncore.close_all(self._map)
+
     def stop(self) -> None:
         """Ask the threads to finish (returns at once; :meth:`close` waits)."""
-        self._stop.set()
-        if self._server is not None:
-            threading.Thread(target=self._server.shutdown, daemon=True).start()
+        self._stop.set()  # the I/O loop and every event stream see it within _POLL_S
 
     @property
     def stopping(self) -> bool:
@@ -505,11 +574,6 @@ class WebDashboard:
         self.stop()
         for thread in self._threads:
             thread.join(timeout=5.0)
-        deadline = time.monotonic() + 2.0
-        while self._clients and time.monotonic() < deadline:
-            time.sleep(0.05)  # event streams notice the stop within _POLL_S
-        if self._server is not None:
-            self._server.server_close()
         if self._subscriber is not None:
             self._subscriber.close()
         logger.info("stopped")
@@ -585,9 +649,15 @@ class WebDashboard:
                     )
                 client.too_slow = True
 
-    def _connect(self) -> _Client:
+    def _connect(self) -> _Client | None:
+        """A new page's event queue; ``None`` when ``max_pages`` are open already."""
         client = _Client()
         with self._clients_lock:
+            if len(self._clients) >= self.max_pages:
+                logger.warning(
+                    "page refused pages=%d max_pages=%d", len(self._clients), self.max_pages
+                )
+                return None
             self._clients.add(client)
             count = len(self._clients)
         logger.info("page connected pages=%d", count)
