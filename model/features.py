@@ -8,7 +8,8 @@ The representation is musicnn's (Pons & Serra, 2019): a 512-point STFT with a
 periodic Hann window and a 256-sample hop, centred frames (the signal is padded
 with ``n_fft // 2`` zeros at both ends, like ``librosa.stft(center=True,
 pad_mode="constant")``), power spectrum, librosa's Slaney mel filterbank with
-96 bands, then ``log10(1 + 10000 * mel_power)``.  Everything is float32.
+96 bands (:func:`mel_filterbank`: the same numbers, without importing librosa),
+then ``log10(1 + 10000 * mel_power)``.  Everything is float32.
 musicnn itself cast the mel power to float16 before the log, which overflows
 to ``inf`` on loud music; we do not.
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MUSICNN_FEATURES", "FeatureSpec", "MelExtractor", "log_mel"]
+__all__ = ["MUSICNN_FEATURES", "FeatureSpec", "MelExtractor", "log_mel", "mel_filterbank"]
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,72 @@ class FeatureSpec:
 MUSICNN_FEATURES = FeatureSpec()
 
 
+def _hz_to_mel(frequencies: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's ``hz_to_mel(htk=False)``): linear to 1 kHz, then log."""
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    mels = frequencies / f_sp
+    log_t = frequencies >= min_log_hz
+    mels[log_t] = min_log_mel + np.log(frequencies[log_t] / min_log_hz) / logstep
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`_hz_to_mel` (librosa's ``mel_to_hz(htk=False)``)."""
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    freqs = f_sp * mels
+    log_t = mels >= min_log_mel
+    freqs[log_t] = min_log_hz * np.exp(logstep * (mels[log_t] - min_log_mel))
+    return freqs
+
+
+def mel_filterbank(*, sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Slaney mel filterbank from 0 Hz to ``sample_rate / 2``, shape (n_mels, n_fft // 2 + 1).
+
+    The same numbers as ``librosa.filters.mel(sr=sample_rate, n_fft=n_fft,
+    n_mels=n_mels)`` (Slaney mel scale, area normalisation, float32), computed
+    the same way in numpy: librosa's import pulls in scipy and numba, seconds
+    of start-up that a worker or ``tools.tag`` on ONNX Runtime would otherwise
+    spend on one matrix (``tests/test_features.py`` compares the two).
+
+    Parameters
+    ----------
+    sample_rate : int > 0
+    n_fft : int > 0
+    n_mels : int > 0
+
+    Returns
+    -------
+    np.ndarray [shape=(n_mels, n_fft // 2 + 1)], float32 >= 0
+    """
+    if sample_rate <= 0 or n_fft <= 0 or n_mels <= 0:
+        raise ValueError(
+            f"sample_rate={sample_rate}, n_fft={n_fft} and n_mels={n_mels} must be positive"
+        )
+    fft_hz = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
+    edges = np.array([0.0, float(sample_rate) / 2])
+    mel_hz = _mel_to_hz(np.linspace(*_hz_to_mel(edges), n_mels + 2))
+    widths = np.diff(mel_hz)
+    ramps = np.subtract.outer(mel_hz, fft_hz)
+    weights = np.zeros((n_mels, len(fft_hz)), dtype=np.float32)
+    for i in range(n_mels):  # in librosa's order, so the float32 roundings are the same
+        lower = -ramps[i] / widths[i]
+        upper = ramps[i + 2] / widths[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_hz[2 : n_mels + 2] - mel_hz[:n_mels]))[:, np.newaxis]
+    return weights
+
+
 @functools.lru_cache(maxsize=8)
 def _mel_basis(spec: FeatureSpec) -> np.ndarray:
-    """Slaney mel filterbank, shape (n_fft // 2 + 1, n_mels), float32."""
-    import librosa  # deferred: its import is slow and only this needs it
-
-    basis = librosa.filters.mel(sr=spec.sample_rate, n_fft=spec.n_fft, n_mels=spec.n_mels)
-    return np.ascontiguousarray(basis.T, dtype=np.float32)
+    """:func:`mel_filterbank` of ``spec``, transposed: shape (n_fft // 2 + 1, n_mels), float32."""
+    basis = mel_filterbank(sample_rate=spec.sample_rate, n_fft=spec.n_fft, n_mels=spec.n_mels)
+    return np.ascontiguousarray(basis.T)
 
 
 @functools.lru_cache(maxsize=8)

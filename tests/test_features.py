@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from helpers import ROOT
 
-from model.features import MUSICNN_FEATURES, FeatureSpec, MelExtractor, log_mel
+from model.features import MUSICNN_FEATURES, FeatureSpec, MelExtractor, log_mel, mel_filterbank
 
 # Incremental and whole-signal frames run the same float32 arithmetic on the
 # same samples; they differ only by FFT round-off.
@@ -30,6 +34,40 @@ def test_matches_librosa_melspectrogram(rng: np.random.Generator) -> None:
     assert ours.dtype == np.float32
     assert ours.shape == reference.shape == (1 + len(y) // 256, 96)
     np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("sample_rate", "n_fft", "n_mels"),
+    [(16000, 512, 96), (16000, 512, 128), (22050, 2048, 128), (16000, 400, 40), (8000, 256, 64)],
+)
+def test_mel_filterbank_equals_librosa(sample_rate: int, n_fft: int, n_mels: int) -> None:
+    """The numpy filterbank is librosa's (musicnn's settings first) without importing it."""
+    librosa = pytest.importorskip("librosa")
+    ours = mel_filterbank(sample_rate=sample_rate, n_fft=n_fft, n_mels=n_mels)
+    reference = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+    assert ours.dtype == reference.dtype == np.float32
+    assert ours.shape == reference.shape == (n_mels, n_fft // 2 + 1)
+    np.testing.assert_allclose(ours, reference, atol=1e-6, rtol=0)
+
+
+def test_features_never_import_librosa_or_scipy() -> None:
+    """librosa's import pulls in scipy and numba (seconds): a process that tags must not pay it."""
+    code = (
+        "import sys, numpy as np\n"
+        "from model.features import MelExtractor, log_mel\n"
+        "log_mel(np.zeros(16000, np.float32)); MelExtractor().push(np.ones(4096, np.float32))\n"
+        "print(sorted({m.partition('.')[0] for m in sys.modules} & {'librosa', 'scipy', 'numba'}))"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip() == "[]"
+
+
+def test_mel_filterbank_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="n_mels=0"):
+        mel_filterbank(sample_rate=16000, n_fft=512, n_mels=0)
 
 
 @pytest.mark.parametrize("chunking", ["one-sample", "random", "hop", "odd", "whole"])
