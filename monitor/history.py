@@ -40,6 +40,7 @@ from protocol import Event, TagUpdate
 __all__ = [
     "FORGET_AFTER_S",
     "HISTORY_SECONDS",
+    "MAX_RECENT_EVENTS",
     "TOP_TAGS",
     "DashboardModel",
     "DominantChange",
@@ -58,6 +59,8 @@ MAX_HISTORY_ENTRIES: Final = 2400
 MAX_CHANGES: Final = 50
 #: Events (silence, content changes, titles, source down/up) remembered per stream.
 MAX_EVENTS: Final = 20
+#: Events of all streams remembered for the dashboards' event feed.
+MAX_RECENT_EVENTS: Final = 50
 #: A new dominant tag must lead the current one by this much (smoothed), so two
 #: tags running neck and neck do not flood the change list.
 SWITCH_MARGIN: Final = 0.01
@@ -165,13 +168,18 @@ class StreamHistory:
         Hard bound on the updates kept, whatever the hop.
     switch_margin : float >= 0
         Lead (in smoothed probability) a tag needs over the dominant one to replace it.
+    continue_restarts : bool
+        A stream that starts over with the same tags continues where it was:
+        its ``seq`` and audio times are counted on from the last update, the
+        history and the dominant tag are kept and ``loops`` counts it (a file
+        played in a loop, as ``tools.live``'s demo is).
 
     Notes
     -----
     Not thread-safe on its own: :class:`DashboardModel` serialises access.
     ``seq`` going backwards, ``end_s`` going backwards or a different tag list
     means the stream started over (worker restart, new model): the history is
-    cleared and ``restarts`` counts it.
+    cleared and ``restarts`` counts it (unless ``continue_restarts``).
     """
 
     def __init__(
@@ -181,6 +189,7 @@ class StreamHistory:
         history_seconds: float = HISTORY_SECONDS,
         max_entries: int = MAX_HISTORY_ENTRIES,
         switch_margin: float = SWITCH_MARGIN,
+        continue_restarts: bool = False,
     ) -> None:
         check_positive("history_seconds", history_seconds)
         if not isinstance(max_entries, int) or max_entries < 1:
@@ -190,6 +199,12 @@ class StreamHistory:
         self.stream = stream
         self.history_seconds = float(history_seconds)
         self.switch_margin = float(switch_margin)
+        self.continue_restarts = continue_restarts
+        #: Added to a continued stream's ``seq`` and audio times (``continue_restarts``).
+        self._seq_offset = 0
+        self._time_offset_s = 0.0
+        #: Times the stream started over and was continued (``continue_restarts``).
+        self.loops = 0
         self.entries: collections.deque[TagUpdate] = collections.deque(maxlen=max_entries)
         self.changes: collections.deque[DominantChange] = collections.deque(maxlen=MAX_CHANGES)
         self.latest: TagUpdate | None = None
@@ -268,6 +283,21 @@ class StreamHistory:
         if update.stream != self.stream:
             raise ValueError(f"update of stream={update.stream!r} added to {self.stream!r}")
         latest = self.latest
+        raw = update
+        if self._seq_offset or self._time_offset_s:
+            update = self._shifted(raw, self._seq_offset, self._time_offset_s)
+        if (
+            latest is not None
+            and self.continue_restarts
+            and update.tags == latest.tags
+            and (update.seq <= latest.seq or update.end_s < latest.end_s)
+        ):
+            # the same stream from the start again: its audio time 0 is where it was
+            self._seq_offset = latest.seq + 1 - raw.seq
+            self._time_offset_s = latest.end_s
+            update = self._shifted(raw, self._seq_offset, self._time_offset_s)
+            self.loops += 1
+            logger.info("stream continued stream=%s loops=%d", self.stream, self.loops)
         if latest is not None:
             if (
                 update.seq <= latest.seq
@@ -294,7 +324,18 @@ class StreamHistory:
             self.entries.popleft()
         return self._update_dominant(update)
 
+    @staticmethod
+    def _shifted(update: TagUpdate, seq: int, seconds: float) -> TagUpdate:
+        return dataclasses.replace(
+            update,
+            seq=update.seq + seq,
+            start_s=update.start_s + seconds,
+            end_s=update.end_s + seconds,
+        )
+
     def _reset(self) -> None:
+        self._seq_offset = 0
+        self._time_offset_s = 0.0
         self.entries.clear()
         self._latencies.clear()
         self._dominant = None
@@ -395,6 +436,14 @@ class DashboardModel:
         Audio seconds of history kept per stream.
     clock : callable
         Returns the current time for the health figures (default ``time.monotonic``).
+    continue_restarts : bool
+        Streams that start over continue their history (see :class:`StreamHistory`).
+
+    Attributes
+    ----------
+    recent_events : deque of protocol.Event
+        The last :data:`MAX_RECENT_EVENTS` events of every stream, newest last
+        (the dashboards' event feed).
 
     Examples
     --------
@@ -408,31 +457,39 @@ class DashboardModel:
         *,
         history_seconds: float = HISTORY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        continue_restarts: bool = False,
     ) -> None:
         check_positive("history_seconds", history_seconds)
         self.history_seconds = float(history_seconds)
         self.clock = clock
+        self.continue_restarts = continue_restarts
         self.lock = threading.RLock()
         self._streams: dict[str, StreamHistory] = {}
+        self.recent_events: collections.deque[Event] = collections.deque(maxlen=MAX_RECENT_EVENTS)
+
+    def _history(self, stream: str) -> StreamHistory:
+        history = self._streams.get(stream)
+        if history is None:
+            history = StreamHistory(
+                stream,
+                history_seconds=self.history_seconds,
+                continue_restarts=self.continue_restarts,
+            )
+            self._streams[stream] = history
+        return history
 
     def add(self, update: TagUpdate) -> DominantChange | None:
         """Record an update; return the dominant-tag change it caused, if any."""
         with self.lock:
-            history = self._streams.get(update.stream)
-            if history is None:
-                history = StreamHistory(update.stream, history_seconds=self.history_seconds)
-                self._streams[update.stream] = history
+            if update.stream not in self._streams:
                 logger.info("new stream stream=%s model=%s", update.stream, update.model)
-            return history.add(update, received_at=self.clock())
+            return self._history(update.stream).add(update, received_at=self.clock())
 
     def add_event(self, event: Event) -> None:
         """Record one of the worker's events (a stream not seen yet is added)."""
         with self.lock:
-            history = self._streams.get(event.stream)
-            if history is None:
-                history = StreamHistory(event.stream, history_seconds=self.history_seconds)
-                self._streams[event.stream] = history
-            history.add_event(event)
+            self._history(event.stream).add_event(event)
+            self.recent_events.append(event)
 
     def streams(self) -> list[str]:
         """Stream ids, sorted."""

@@ -11,8 +11,13 @@ figures read a clock the test sets, so ages are exact without waiting.
 from __future__ import annotations
 
 import io
+import itertools
+import os
+import re
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +25,7 @@ import zmq
 from rich.console import Console
 
 from monitor.history import DashboardModel, StreamHistory
-from protocol import TagUpdate, encode_update
+from protocol import Event, TagUpdate, encode_event, encode_update
 from protocol.subscriber import Subscriber
 from tools.dashboard import main, render_dashboard, sparkline
 
@@ -78,7 +83,7 @@ class Wire:
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.bind("tcp://127.0.0.1:*")
         self.endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.subscriber = Subscriber(self.endpoint, context=self.context)
+        self.subscriber = Subscriber(self.endpoint, context=self.context, events=True)
         # PUB drops what it sends before the subscription arrives: probe until one comes back
         probe = make_update(0, [0.2] * len(TAGS), stream="probe")
         for _ in range(100):
@@ -175,6 +180,28 @@ def test_a_stream_that_starts_over_clears_its_history(wire: Wire) -> None:
     assert change is not None and (change.previous, change.tag) == (None, "electronic")
 
 
+def test_a_looped_stream_continues_its_history_without_repeating_the_dominant_tag(
+    wire: Wire,
+) -> None:
+    """tools.live's demo: the same file played again starts seq and audio time over."""
+    model = DashboardModel(continue_restarts=True)
+    rock = [0.6, 0.2, 0.1, 0.05, 0.05]
+    jazz = [0.1, 0.2, 0.6, 0.05, 0.05]
+    changes = []
+    for loop, smoothed in enumerate((rock, rock, jazz)):
+        for seq in range(4):
+            changes.append(model.add(wire.send_and_receive(make_update(seq, smoothed))))
+        assert model["studio-a"].loops == loop
+    history = model["studio-a"]
+    seqs = [u.seq for u in history.entries]
+    ends = [u.end_s for u in history.entries]
+    assert seqs == list(range(12))  # counted on, nothing missed
+    assert all(b > a for a, b in itertools.pairwise(ends))  # time goes on
+    assert ends[4] == ends[3] + 3.0  # the second loop's first window ends 3 s after
+    assert [(c.previous, c.tag) for c in changes if c] == [(None, "rock"), ("rock", "jazz")]
+    assert (history.restarts, history.missed, history.updates) == (0, 0, 12)
+
+
 def test_several_streams_are_kept_apart(wire: Wire, rng: np.random.Generator) -> None:
     model = DashboardModel()
     for seq in range(6):
@@ -239,7 +266,7 @@ def test_render_shows_stream_names_tag_bars_and_health(wire: Wire) -> None:
     assert rock_line.count("█") > pop_line.count("█") > 0  # bars, longer for the higher tag
     assert "ambient" not in text  # top 3 only
     assert "● ok" in text and "latency 100 ms" in text and "missed 0" in text
-    assert "dominant: rock" in text
+    assert re.search(r"dominant: \d\d:\d\d:\d\d rock", text)  # wall-clock time
     clock.now += 30.0
     stale = _console()
     stale.print(render_dashboard(model))
@@ -249,11 +276,152 @@ def test_render_shows_stream_names_tag_bars_and_health(wire: Wire) -> None:
 def test_render_before_any_update_says_it_waits() -> None:
     console = _console()
     console.print(render_dashboard(DashboardModel(), title="tagstream live"))
-    assert console.export_text().strip() == "tagstream live - waiting for tags ..."
+    text = console.export_text().strip()
+    assert re.fullmatch(r"tagstream live - waiting for tags \.\.\. \(\d\d:\d\d:\d\d\)", text)
 
 
-def _console() -> Console:
-    return Console(record=True, width=100, file=io.StringIO(), color_system=None)
+def _console(width: int = 100, height: int = 25) -> Console:
+    return Console(record=True, width=width, height=height, file=io.StringIO(), color_system=None)
+
+
+def silence(stream: str, at_s: float) -> Event:
+    return Event(
+        stream,
+        "silence_start",
+        time=1.7e9 + at_s,
+        at_s=at_s,
+        fields={"silence_since_s": at_s - 10, "level_dbfs": -80.0, "threshold_dbfs": -50.0},
+    )
+
+
+@pytest.mark.parametrize("width", [100, 160])
+def test_sparklines_use_the_full_width(wire: Wire, width: int) -> None:
+    model = DashboardModel(history_seconds=10.0)
+    for seq in range(21):  # 10 s of history at 0.5 s hops
+        model.add(wire.send_and_receive(make_update(seq, [0.5, 0.3, 0.1, 0.05, 0.02])))
+    console = _console(width)
+    console.print(render_dashboard(model, top_k=2, view="detail"))
+    rock_line = next(line for line in console.export_text().splitlines() if "│ rock" in line)
+    assert len(rock_line) == width
+    blocks = rock_line.split("█" * 5)[-1]  # what follows the bar: the sparkline and the border
+    # the sparkline runs from after the bar to the panel's right border
+    assert len(blocks.strip(" │")) >= width - 45
+
+
+def test_events_show_with_wall_clock_times_and_dead_air_stands_out(wire: Wire) -> None:
+    model = DashboardModel()
+    for seq in range(4):
+        model.add(wire.send_and_receive(make_update(seq, [0.6, 0.2, 0.1, 0.05, 0.05])))
+    event = silence("studio-a", 5.0)
+    wire.pub.send_multipart(encode_event(event))
+    received = wire.subscriber.receive_message(timeout_s=DEADLINE_S)
+    assert isinstance(received, Event)
+    model.add_event(received)
+    model.add_event(Event("studio-a", "now_playing", time=1.7e9 + 6, at_s=6.0,
+                          fields={"title": "Artist - Song"}))  # fmt: skip
+    console = Console(
+        record=True, width=120, height=40, file=io.StringIO(), color_system="truecolor"
+    )
+    console.print(render_dashboard(model, view="detail"))
+    text = console.export_text(clear=False)
+    since = time.strftime("%H:%M:%S", time.localtime(event.time))
+    assert f"DEAD AIR since {since}" in text
+    assert f"{since} DEAD AIR (below -50 dBFS)" in text
+    assert "♪ Artist - Song" in text and "1 ALARM" in text
+    html = console.export_html(inline_styles=True)
+    assert re.search(r'background-color: #800000[^"]*">[^<]*DEAD AIR since', html)
+
+
+@pytest.mark.parametrize(("streams", "width", "height"), [(24, 120, 40), (50, 200, 40)])
+def test_many_streams_fit_one_screen_in_the_overview(
+    streams: int, width: int, height: int, rng: np.random.Generator
+) -> None:
+    clock = SetClock()
+    model = DashboardModel(clock=clock)
+    names = [f"station-{i:02d}" for i in range(streams)]
+    for seq in range(6):
+        for name in names:
+            model.add(make_update(seq, rng.random(len(TAGS)).tolist(), stream=name))
+    model.add_event(silence("station-07", 4.0))
+    model.add_event(Event("station-09", "source_down", time=1.7e9, at_s=4.0,
+                          fields={"reason": "connection refused"}))  # fmt: skip
+    console = _console(width, height)
+    console.print(render_dashboard(model))  # auto: the panels would not fit
+    text = console.export_text()
+    lines = text.splitlines()
+    assert len(lines) <= height
+    assert lines[0].startswith(f"tagstream dashboard - {streams} streams")
+    for name in names:
+        assert re.search(rf"(^|\s){name} ", text), f"{name} is not on the screen"
+    row = next(line for line in lines if "station-07 " in line)
+    assert "DEAD AIR since" in row.split("station-07", 1)[1]
+    assert "SOURCE DOWN since" in next(line for line in lines if "station-09 " in line)
+    assert "station-09 SOURCE DOWN: connection refused" in text  # the event feed
+    assert "2 ALARMS" in lines[0]
+    assert all(len(line) <= width for line in lines)
+    detail = _console(width, height)
+    detail.print(render_dashboard(model, view="detail"))
+    assert len(detail.export_text().splitlines()) > height  # what the overview saves
+
+
+def test_on_a_terminal_log_lines_go_to_the_log_file(
+    wire: Wire, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The full-screen view is drawn on a real pseudo-terminal; the log goes to a file."""
+    stop = threading.Event()
+    endpoints: list[str] = []
+    ready = threading.Event()
+
+    def publish() -> None:
+        pub = wire.context.socket(zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        port = pub.bind_to_random_port("tcp://127.0.0.1")
+        endpoints.append(f"tcp://127.0.0.1:{port}")
+        ready.set()
+        seq = 0
+        while not stop.wait(0.02):
+            pub.send_multipart(encode_update(make_update(seq, [0.1, 0.7, 0.1, 0.05, 0.05])))
+            seq += 1
+        pub.close(linger=0)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    assert ready.wait(DEADLINE_S)
+    primary, secondary = os.openpty()
+    screen = bytearray()
+    reader = threading.Thread(target=_drain, args=(primary, screen), daemon=True)
+    reader.start()
+    log_file = tmp_path / "dashboard.log"
+    try:
+        with open(secondary, "w", encoding="utf-8", closefd=True) as terminal:
+            status = main(
+                ["--endpoint", endpoints[0], "--count", "5", "--log-file", str(log_file)],
+                stdout=terminal,
+                stderr=io.StringIO(),
+            )
+    finally:
+        stop.set()
+        thread.join(timeout=DEADLINE_S)
+        reader.join(timeout=DEADLINE_S)
+        os.close(primary)
+    assert status == 0
+    assert "new stream stream=studio-a" in log_file.read_text()
+    assert "new stream" not in capfd.readouterr().err
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    assert "tagstream dashboard - studio-a" in drawn
+    assert f"log:{log_file}" in re.sub(r"\s", "", drawn)  # named under the view
+
+
+def _drain(fd: int, into: bytearray) -> None:
+    """Read a pseudo-terminal until its other side closes."""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the terminal side was closed
+            return
+        if not chunk:
+            return
+        into.extend(chunk)
 
 
 def test_cli_draws_the_dashboard_until_count_updates(wire: Wire) -> None:
