@@ -20,25 +20,40 @@ process answers:
 The worker's and the streamer's metrics are defined next to their code
 (:class:`WorkerMetrics`, :class:`StreamerMetrics`) but both read counters the
 process keeps anyway, at scrape time, so metrics cost nothing between scrapes
-except the two histograms the worker observes per model call.
+except the two histograms the worker observes per model call and the
+per-stream series (:class:`StreamMetrics`), which keep each stream's latest
+values from every update and event the worker publishes.
+
+Per-stream series have bounded cardinality: one set per stream the worker is
+tagging (at most ``inference.max_streams``), removed when the stream ends, is
+evicted or restarts, each set a fixed number of series (the tag families of
+:mod:`monitor.families`, the configured ``metrics.stream_tags``, the
+contents and the event kinds).  docs/ALERTS.md lists the names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from config.schema import ConfigError
+from monitor.families import DEFAULT_FAMILIES, Families, unknown_tag_error
+from protocol import CONTENTS, EVENT_KINDS, Event, TagUpdate
+
 __all__ = [
     "HealthCheck",
     "MetricsServer",
+    "StreamMetrics",
     "StreamerMetrics",
     "WorkerMetrics",
 ]
@@ -157,6 +172,183 @@ class _Callback(Collector):
         return self._collect_fn()
 
 
+@dataclasses.dataclass
+class _StreamSeries:
+    """One stream's latest values, as the worker last published them."""
+
+    last_update_time: float | None = None
+    level_dbfs: float | None = None
+    content: str | None = None
+    silent: bool = False
+    family_scores: Sequence[float] = ()
+    tag_values: Sequence[tuple[str, float]] = ()
+    events: dict[str, int] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(EVENT_KINDS, 0)
+    )
+
+    def copy(self) -> _StreamSeries:
+        return dataclasses.replace(self, events=dict(self.events))
+
+
+class StreamMetrics(Collector):
+    """Per-stream series of what a worker publishes: a collector to register in its registry.
+
+    The worker calls :meth:`observe` with every update and event it publishes
+    and :meth:`forget` when it stops tagging a stream (its end, eviction after
+    the idle timeout, or a restart); Prometheus reads the latest values at
+    scrape time.  A stream's set of series exists from its first update until
+    :meth:`forget`, so streams that churn through new ids do not pile up
+    series.
+
+    Parameters
+    ----------
+    stream_tags : sequence of str
+        Tags whose smoothed probability is exported (``metrics.stream_tags``),
+        as the model spells them; checked by :meth:`check_tags`.
+    families : monitor.families.Families
+        Whose smoothed scores are exported (the default families).
+
+    Notes
+    -----
+    ``observe`` and ``forget`` come from the worker's loop, ``collect`` from
+    the HTTP server's threads; a lock guards the per-stream table, and what
+    ``observe`` computes (family scores from ``update.smoothed``) is computed
+    outside it.  Values are the worker's own: ``smoothed`` is its exponential
+    moving average (``inference.ema_seconds``), a family's score the largest
+    smoothed probability among its tags (:meth:`Families.scores`).
+    """
+
+    def __init__(
+        self, *, stream_tags: Sequence[str] = (), families: Families = DEFAULT_FAMILIES
+    ) -> None:
+        self.stream_tags = tuple(stream_tags)
+        self.families = families
+        self._lock = threading.Lock()
+        self._streams: dict[str, _StreamSeries] = {}
+        self._tag_index: dict[tuple[str, ...], list[tuple[str, int]]] = {}
+
+    def check_tags(self, tags: Sequence[str]) -> None:
+        """Raise :class:`config.ConfigError` unless every ``stream_tags`` entry is in ``tags``.
+
+        ``tags`` is the model's tag list (its contract); the message names the
+        setting and the closest spelling.
+        """
+        seen: set[str] = set()
+        for tag in self.stream_tags:
+            if tag not in tags:
+                raise unknown_tag_error("metrics.stream_tags", tag, tags)
+            if tag in seen:
+                raise ConfigError(f"metrics.stream_tags: {tag!r} is listed twice; list it once")
+            seen.add(tag)
+
+    def _tag_positions(self, tags: tuple[str, ...]) -> list[tuple[str, int]]:
+        positions = self._tag_index.get(tags)
+        if positions is None:
+            index = {tag: i for i, tag in enumerate(tags)}
+            positions = [(tag, index[tag]) for tag in self.stream_tags if tag in index]
+            self._tag_index = {tags: positions}  # one model per worker: keep only the last
+        return positions
+
+    def observe(self, message: TagUpdate | Event, *, live: bool = True) -> None:
+        """Record one published update or event.
+
+        Parameters
+        ----------
+        message : protocol.TagUpdate or protocol.Event
+        live : bool
+            Whether the worker is still tagging ``message.stream``.  False for
+            the last windows of a stream that has ended or was evicted (and
+            for a source's event about a stream it does not tag): the stream's
+            series are removed, not made again.
+        """
+        stream = message.stream
+        if not live:
+            self.forget(stream)
+            return
+        if isinstance(message, Event):
+            with self._lock:
+                series = self._streams.setdefault(stream, _StreamSeries())
+                series.events[message.event] = series.events.get(message.event, 0) + 1
+                if message.event in ("silence_start", "silence_end"):
+                    series.silent = message.event == "silence_start"
+            return
+        smoothed = np.asarray(message.smoothed, dtype=np.float32)
+        family_scores = self.families.scores(smoothed, message.tags).tolist()
+        tag_values = [(tag, float(smoothed[i])) for tag, i in self._tag_positions(message.tags)]
+        with self._lock:
+            series = self._streams.setdefault(stream, _StreamSeries())
+            series.last_update_time = message.published_time
+            series.level_dbfs = message.level_dbfs
+            series.content = message.content
+            series.family_scores = family_scores
+            series.tag_values = tag_values
+
+    def forget(self, stream: str) -> None:
+        """Remove ``stream``'s series (it ended, was evicted or starts over)."""
+        with self._lock:
+            self._streams.pop(stream, None)
+
+    @property
+    def streams(self) -> list[str]:
+        """The streams that have series now."""
+        with self._lock:
+            return sorted(self._streams)
+
+    def collect(self) -> Iterator[Any]:
+        with self._lock:
+            table = sorted((stream, s.copy()) for stream, s in self._streams.items())
+        last = GaugeMetricFamily(
+            "tagstream_stream_last_update_timestamp_seconds",
+            "Unix time of the stream's last published tag update",
+            labels=["stream"],
+        )
+        silent = GaugeMetricFamily(
+            "tagstream_stream_silent",
+            "1 while the stream is in dead air (silence_start sent, no silence_end yet), else 0",
+            labels=["stream"],
+        )
+        level = GaugeMetricFamily(
+            "tagstream_stream_level_dbfs", "RMS level of the last window in dBFS", labels=["stream"]
+        )
+        content = GaugeMetricFamily(
+            "tagstream_stream_content",
+            "1 for what the last window held (music, speech, silence), 0 for the others",
+            labels=["stream", "content"],
+        )
+        family = GaugeMetricFamily(
+            "tagstream_stream_family_score",
+            "Smoothed score of each tag family (its largest smoothed tag probability)",
+            labels=["stream", "family"],
+        )
+        tag = GaugeMetricFamily(
+            "tagstream_stream_tag_probability",
+            "Smoothed probability of the tags in metrics.stream_tags",
+            labels=["stream", "tag"],
+        )
+        events = CounterMetricFamily(
+            "tagstream_stream_events",
+            "Events published, by kind",
+            labels=["stream", "event"],
+        )
+        names = self.families.names
+        for stream, series in table:
+            if series.last_update_time is not None:
+                last.add_metric([stream], series.last_update_time)
+            silent.add_metric([stream], 1.0 if series.silent else 0.0)
+            if series.level_dbfs is not None:
+                level.add_metric([stream], series.level_dbfs)
+            if series.content is not None:
+                for kind in CONTENTS:
+                    content.add_metric([stream, kind], 1.0 if kind == series.content else 0.0)
+            for name, score in zip(names, series.family_scores, strict=False):
+                family.add_metric([stream, name], score)
+            for name, probability in series.tag_values:
+                tag.add_metric([stream, name], probability)
+            for kind, count in series.events.items():
+                events.add_metric([stream, kind], count)
+        yield from (last, silent, level, content, family, tag, events)
+
+
 class WorkerMetrics:
     """The worker's metrics: counters read from ``stats()`` at scrape time, two histograms.
 
@@ -164,6 +356,8 @@ class WorkerMetrics:
     ----------
     stats : callable
         ``() -> inference.WorkerStats``.
+    stream_tags : sequence of str
+        ``metrics.stream_tags``: the tags exported per stream (:class:`StreamMetrics`).
 
     Attributes
     ----------
@@ -174,11 +368,15 @@ class WorkerMetrics:
         to publication of its update.
     model_time : Histogram
         ``tagstream_worker_model_seconds``: one model call (a batch).
+    streams : StreamMetrics
+        The per-stream series (``tagstream_stream_*``).
     """
 
-    def __init__(self, stats: Callable[[], Any]) -> None:
+    def __init__(self, stats: Callable[[], Any], *, stream_tags: Sequence[str] = ()) -> None:
         self._stats = stats
         self.registry = CollectorRegistry(auto_describe=True)
+        self.streams = StreamMetrics(stream_tags=stream_tags)
+        self.registry.register(self.streams)
         self.latency = Histogram(
             "tagstream_worker_latency_seconds",
             "Seconds from the capture of a window's last sample to its update's publication",
@@ -222,6 +420,15 @@ class WorkerMetrics:
         drops.add_metric(["dropped"], stats.dropped)
         drops.add_metric(["refused"], stats.refused)
         yield drops
+        shed = CounterMetricFamily(
+            "tagstream_worker_shed",
+            "Windows not tagged because the worker was behind, by reason (stale: older than "
+            "inference.max_window_age_seconds; overflow: too many waiting); also in drops",
+            labels=["reason"],
+        )
+        for reason in ("stale", "overflow"):
+            shed.add_metric([reason], getattr(stats, "shed", {}).get(reason, 0))
+        yield shed
         rejected = CounterMetricFamily(
             "tagstream_worker_rejected_messages",
             "Malformed messages rejected, by ProtocolError reason (plus internal)",
