@@ -58,7 +58,7 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "tag": Command("tools.tag", "tag audio files: top tags per file, or JSON"),
     "archive": Command("tools.archive", "tag an archive into Parquet, resumably (local or Ray)"),
-    "live": Command("tools.live", "worker, streamer and a terminal view in one process"),
+    "live": Command("tools.live", "worker, streamer and a terminal view in one process", True),
     "worker": Command("inference.__main__", "the inference worker: PULL audio, PUB tags", True),
     "stream": Command("streamer.cli", "capture a device or read a file and send it to a worker"),
     "subscribe": Command("tools.subscribe", "print tag updates as they arrive"),

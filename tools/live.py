@@ -4,15 +4,27 @@
     python -m tools.live --once               # ... played once
     python -m tools.live --device hw:1        # a sound card
     python -m tools.live --file song.flac     # a file, in real time
+    python -m tools.live --url http://radio.example:8000/live.mp3   # a network stream
 
 The worker (``python -m inference``) and the streamer (``python -m streamer``)
 run as child processes on ipc endpoints in a fresh temporary folder, so nothing
 clashes with other workers; their logs go to files in that folder (shown on
 failure).  The view is the terminal dashboard of :mod:`tools.dashboard`, over
-the history model of :mod:`monitor.history`.  The children run in their own
-process group, so a terminal's Ctrl-C reaches only this process, which then
-stops them; Ctrl-C or SIGTERM stops all of them within about a second, and the
-children also get SIGTERM if this process dies (Linux ``PR_SET_PDEATHSIG``).
+the history model of :mod:`monitor.history`; the demo and ``--file`` loop
+(the streamer starts the file again) and the view counts the audio time on,
+keeping the history and the dominant tag.  While the view is on a terminal,
+this process's own log lines go to a file (``--log-file``, default
+``tagstream-live.log`` in the temporary folder, named under the view), not
+across the screen.
+
+Stopping: the children run in their own process group, so a terminal's
+Ctrl-C reaches only this process, which then stops them.  Ctrl-C or SIGTERM
+stops all of them within about a second, whatever state they are in (each
+child gets SIGTERM, then SIGKILL after :data:`TERMINATE_GRACE_S`; a child that
+still does not go, e.g. stuck in its sound driver, is left to the kernel
+rather than waited for); the children also get SIGTERM if this process dies
+(Linux ``PR_SET_PDEATHSIG``).  A child that exits during a stop is never
+reported as a failure.
 
 Exit status (README "Exit status"): 0 done or stopped, 1 unexpected error,
 2 usage or config error, 3 a missing ``--file``, or the worker or the streamer failed.
@@ -35,9 +47,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from monitor import connect
 from monitor.history import DashboardModel
+from protocol import Event
 from tagstream import cli
 from tagstream.errors import UnavailableError
-from tools.dashboard import render_dashboard
+from tools.dashboard import (
+    add_log_file_argument,
+    default_log_file,
+    logs_to_file,
+    render_dashboard,
+)
 
 if TYPE_CHECKING:
     from config import Config
@@ -51,9 +69,18 @@ READY_TIMEOUT_S = 180.0
 #: With --once: seconds without updates after the streamer ended before stopping.
 DRAIN_QUIET_S = 1.5
 #: Seconds a child gets to exit after SIGTERM before SIGKILL.
-TERMINATE_GRACE_S = 0.8
+TERMINATE_GRACE_S = 0.5
+#: Longest receive wait of the view's loop, so that a stop is seen promptly.
+_POLL_S = 0.1
+#: Seconds waited for a SIGKILLed child before leaving it to the kernel.
+KILL_WAIT_S = 0.2
 TOP_TAGS = 10
 STREAM_ID = "live"
+
+
+#: Exit statuses of a child stopped from outside: its handler ran (0) or the signal
+#: came before the handler was installed.
+_STOPPED_BY_SIGNAL = (0, -signal.SIGTERM, -signal.SIGINT)
 
 
 class LiveError(UnavailableError):
@@ -69,26 +96,31 @@ class LiveOptions:
     device : str or None
         Capture device for the streamer (``--device``).
     file : str or None
-        Audio file to stream in real time; with neither, the demo tune.
+        Audio file to stream in real time; with none of the three, the demo tune.
+    url : str or None
+        Network stream for the streamer (``--url``: Icecast/Shoutcast, HLS, a file
+        over HTTP); it reconnects by itself, and a static file ends the run.
     once : bool
         Play the file once and exit, instead of looping until stopped.
     config : str or None
         Config file passed to both children.
+    log_file : str or None
+        Where this process's log lines go while the view is on a terminal.
     """
 
     device: str | None = None
     file: str | None = None
+    url: str | None = None
     once: bool = False
     config: str | None = None
+    log_file: str | None = None
 
 
-def render(model: DashboardModel, *, top_k: int = TOP_TAGS) -> Any:
+def render(model: DashboardModel, *, top_k: int = TOP_TAGS, log_file: str | None = None) -> Any:
     """The terminal dashboard (:func:`tools.dashboard.render_dashboard`) of ``model``."""
-    from rich.console import Group
-    from rich.text import Text
-
-    view = render_dashboard(model, title="tagstream live", top_k=top_k)
-    return Group(view, Text("Ctrl-C to stop", style="dim"))
+    return render_dashboard(
+        model, title="tagstream live", top_k=top_k, log_file=log_file, hint="Ctrl-C to stop"
+    )
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -130,6 +162,7 @@ class _Children:
         return (errors or lines or ["(no output)"])[-1]
 
     def stop(self) -> None:
+        """SIGTERM each child, SIGKILL what is left after the grace; never wait longer."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
@@ -139,7 +172,14 @@ class _Children:
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.wait()
+        deadline = time.monotonic() + KILL_WAIT_S
+        for name, process in self.processes.items():
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:  # in the kernel (D state): it goes when it can
+                logger.warning(
+                    "child still exiting after SIGKILL name=%s pid=%d", name, process.pid
+                )
 
     def worker_running(self) -> bool:
         """Whether the worker still runs.
@@ -153,7 +193,7 @@ class _Children:
         worker = self.processes["worker"]
         if worker.poll() is None:
             return True
-        if worker.returncode != 0:
+        if worker.returncode not in _STOPPED_BY_SIGNAL:
             raise LiveError(f"the worker failed ({worker.returncode}): {self.log_tail('worker')}")
         logger.info("the worker stopped; stopping")
         return False
@@ -217,35 +257,52 @@ def run_live(
         )  # fmt: skip
         if options.device is not None:
             source = ["--device", options.device]
+        elif options.url is not None:
+            source = ["--url", options.url]
         elif options.file is not None:
             source = ["--file", options.file]
         else:
             from tools.demo_audio import write_demo_wav
 
             source = ["--file", write_demo_wav(str(folder / "demo.wav"))]
-        loop = options.device is None and not options.once
+        loop = options.device is None and options.url is None and not options.once
         streamer_args = [
             "streamer", "--endpoint", input_endpoint, "--stream-id", STREAM_ID, *source,
             *config_args,
         ]  # fmt: skip
         if not _wait_ready(children, ready_file, stop):
             return
-        with connect(publish_endpoint, security=cfg.security) as subscriber:
+        with connect(publish_endpoint, security=cfg.security, events=True) as subscriber:
             streamer = children.start("streamer", streamer_args)
-            model = DashboardModel(history_seconds=cfg.web.history_seconds)
+            # a looped file starts over: the view counts its audio time on
+            model = DashboardModel(history_seconds=cfg.web.history_seconds, continue_restarts=loop)
             ended_at: float | None = None
             last_update = time.monotonic()
             console = Console(file=out)
-            with Live(get_renderable=lambda: render(model), console=console, refresh_per_second=4):
+            log_file = options.log_file or default_log_file("live")
+            with (
+                logs_to_file(log_file if console.is_terminal else None),
+                Live(
+                    get_renderable=lambda: render(
+                        model, log_file=log_file if console.is_terminal else None
+                    ),
+                    console=console,
+                    refresh_per_second=4,
+                ),
+            ):
                 while not stop.is_set():
-                    update = subscriber.receive(timeout_s=0.2)
-                    if update is not None:
-                        model.add(update)
+                    message = subscriber.receive_message(timeout_s=_POLL_S)
+                    if isinstance(message, Event):
+                        model.add_event(message)
+                    elif message is not None:
+                        model.add(message)
                         last_update = time.monotonic()
-                    if not children.worker_running():
+                    if stop.is_set() or not children.worker_running():
                         break
                     if ended_at is None and streamer.poll() is not None:
-                        if streamer.returncode != 0:
+                        if stop.is_set():
+                            break
+                        if streamer.returncode not in _STOPPED_BY_SIGNAL:
                             raise LiveError(
                                 f"the streamer failed ({streamer.returncode}): "
                                 f"{children.log_tail('streamer')}"
@@ -269,8 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--device", metavar="D", help='capture device, e.g. "hw:1"')
-    source.add_argument("--file", metavar="PATH", help="stream a file in real time")
+    source.add_argument("--file", metavar="PATH", help="stream a file in real time (looped)")
+    source.add_argument(
+        "--url",
+        metavar="URL",
+        help="a network stream: Icecast/Shoutcast, HLS (.m3u8), a file over HTTP(S)",
+    )
     parser.add_argument("--once", action="store_true", help="play the file or demo once, exit")
+    add_log_file_argument(parser, "live")
     return parser
 
 
@@ -280,7 +343,14 @@ def run(ctx: cli.Context) -> int:
     if args.file is not None and not Path(args.file).is_file():
         raise UnavailableError(f"--file {args.file}: no such file; check the path")
     cfg = ctx.load_config()
-    options = LiveOptions(device=args.device, file=args.file, once=args.once, config=args.config)
+    options = LiveOptions(
+        device=args.device,
+        file=args.file,
+        url=args.url,
+        once=args.once,
+        config=args.config,
+        log_file=args.log_file,
+    )
     with ctx.on_stop(ctx.stop.set):  # polled: the children are stopped on the way out
         run_live(options, stop=ctx.stop, out=ctx.stdout, settings=cfg)
     return cli.ExitStatus.OK
@@ -290,4 +360,6 @@ main = cli.command(build_parser, run, long_running=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # no interpreter teardown (its children are stopped already): on a busy machine
+    # it alone took most of a second after Ctrl-C
+    cli.exit_now(main())
