@@ -1,0 +1,961 @@
+"""The as-run log: what a stream played, one row per item, from a recording.
+
+A station's as-run log says what went out and when: each piece of music, each
+talk, each silence and each time the source was lost.  :func:`build_asrun`
+reads a recording of :mod:`monitor.store` (updates with their ``content``, and
+the worker's events) and cuts each stream's audio timeline into
+:class:`AsRunEntry` rows of four kinds:
+
+``music``
+    windows the worker called music, labelled with the dominant **tag family**
+    (:mod:`monitor.families`) of their raw probabilities;
+``speech``
+    windows the worker called speech (a presenter, an advert read out);
+``silence``
+    windows below the silence threshold (``content`` ``silence``, at least
+    one whole window, so about 3 s of quiet or more);
+``outage``
+    audio that never arrived: a ``source_down`` ... ``source_up`` pair of events,
+    or a hole in the windows' audio timeline (the worker's clock jumps over a
+    lost stretch; ``docs/PROTOCOL.md``).
+
+How a row is found
+------------------
+1. Silence and outages cut the timeline into *stretches* of sound.  A silence
+   begins half a hop before its first silent window and ends half a hop after
+   its last one (a window is silent only when the whole of it is quiet), or
+   exactly where the worker's ``silence_start``/``silence_end`` events say
+   (``silence_since_s``, ``at_s``) when the silence lasted long enough for them.
+2. In each stretch the windows' content (speech or music) is cut into runs; a
+   run shorter than ``min_segment_seconds`` is merged into its longer neighbour.
+3. In each music run the family follows the windows' family scores with
+   **hysteresis**: it changes only when another family's score exceeds the
+   current family's by more than ``family_hysteresis``; runs shorter than
+   ``min_segment_seconds`` are merged again.  So one track is one row, not a
+   flicker between ``metal``, ``heavy metal`` and ``hard rock``.
+4. Each boundary that hysteresis and merging kept is then placed where the
+   evidence changes.  Each side's score (the two families' scores for a family
+   change, ``p_music``/``p_speech`` for a change of content) is put on the scale
+   of the two runs' typical values (1 as in its own run, 0 as in the other);
+   the split of the neighbouring runs' windows with the largest sum of
+   ``left - right`` before it and ``right - left`` after it wins, and the
+   boundary is where that difference crosses zero between the centres of the
+   last window on one side and the first on the other.  A window that mixes
+   two items is called by the model for the more salient one (drums over
+   piano, music over a voice that has just begun), so a change of family or of
+   content lands up to about a hop or two into the less salient item
+   (benchmarks/asrun_hour.py measures it on real music); boundaries with
+   silence and outages are within half a hop.
+5. ``now_playing`` titles name the rows: a row's title is the one in effect at
+   its middle, and a music row is split where the title changes when the
+   change lies at least ``min_segment_seconds`` from both of its ends (two
+   songs of one family back to back).
+
+Times
+-----
+Every row has its audio times (``audio_start_s``, ``audio_end_s``: seconds on
+the stream's timeline, that of the updates' ``start_s``/``end_s`` and of the
+events' ``at_s``) and wall-clock times (Unix ``start_time``/``end_time``):
+the capture time of the nearest window's last sample, moved by the audio
+between them (an outage with events: the events' own times).
+
+Dead air
+--------
+:attr:`AsRun.dead_air` lists every ``silence_start`` with its ``silence_end``
+(start, end and duration as the worker measured them, at 0.1 s); a silence
+still going on at the end of the range has no end.
+
+Memory grows with the windows of one stream in the range (about 100 bytes per
+window: 17 MB for a day at the 0.5 s hop); streams are read one at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Final, TextIO
+
+import numpy as np
+
+from monitor.families import DEFAULT_FAMILIES, Families
+from monitor.store import (
+    StoreError,
+    decode_blobs,
+    open_database,
+    read_events,
+    read_tag_sets,
+    select_updates,
+)
+from protocol import Event
+
+__all__ = [
+    "ASRUN_COLUMNS",
+    "DEAD_AIR_COLUMNS",
+    "KINDS",
+    "AsRun",
+    "AsRunEntry",
+    "AsRunSettings",
+    "DeadAir",
+    "StreamWindows",
+    "build_asrun",
+    "load_asrun",
+    "read_stream_windows",
+    "segment_stream",
+    "write_asrun_csv",
+    "write_dead_air_csv",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Kinds of :class:`AsRunEntry`, in the order the CSV documents them.
+KINDS: Final = ("music", "speech", "silence", "outage")
+#: Columns of the as-run CSV (:func:`write_asrun_csv`).
+ASRUN_COLUMNS: Final = (
+    "stream", "start", "end", "duration_s", "kind", "family", "title", "top_tag",
+    "windows", "audio_start_s", "audio_end_s",
+)  # fmt: skip
+#: Columns of the dead-air CSV (:func:`write_dead_air_csv`).
+DEAD_AIR_COLUMNS: Final = (
+    "stream", "start", "end", "duration_s", "audio_start_s", "audio_end_s", "level_dbfs",
+)  # fmt: skip
+#: Rows read from SQLite at a time.
+_CHUNK_ROWS: Final = 20_000
+#: A window's start this far (seconds) before the previous one's starts a new timeline
+#: (the stream restarted: the worker's audio clock begins again).
+_RESTART_SLACK_S: Final = 1.0
+_COLUMNS: Final = (
+    "start_s", "end_s", "capture_time", "published_time", "content", "p_music", "p_speech",
+    "tags_id", "probabilities",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class AsRunSettings:
+    """How the as-run log is cut (``[report]`` in ``config.toml``).
+
+    Attributes
+    ----------
+    min_segment_seconds : float >= 0
+        Music and speech runs shorter than this are merged into a neighbour
+        (silence and outages are kept whatever their length).
+    family_hysteresis : float in [0, 1)
+        A music row changes family only when another family's score exceeds
+        the current one's by more than this.
+    """
+
+    min_segment_seconds: float = 10.0
+    family_hysteresis: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.min_segment_seconds >= 0.0:
+            raise ValueError(f"min_segment_seconds={self.min_segment_seconds} must be >= 0")
+        if not 0.0 <= self.family_hysteresis < 1.0:
+            raise ValueError(f"family_hysteresis={self.family_hysteresis} must be in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class AsRunEntry:
+    """One row of the as-run log.
+
+    Attributes
+    ----------
+    stream : str
+    kind : {"music", "speech", "silence", "outage"}
+    audio_start_s, audio_end_s : float
+        Seconds on the stream's audio timeline.
+    start_time, end_time : float
+        Unix wall-clock times.
+    family : str
+        Music: the dominant tag family (``""`` if no family scored); else ``""``.
+    title : str
+        The ``now_playing`` title in effect (``""``: none known).
+    top_tag : str
+        Music: the tag with the highest mean probability over the row's windows.
+    windows : int
+        Updates in the row (0 for an outage).
+    """
+
+    stream: str
+    kind: str
+    audio_start_s: float
+    audio_end_s: float
+    start_time: float
+    end_time: float
+    family: str = ""
+    title: str = ""
+    top_tag: str = ""
+    windows: int = 0
+
+    @property
+    def duration_s(self) -> float:
+        """Wall-clock seconds from start to end."""
+        return self.end_time - self.start_time
+
+    @property
+    def label(self) -> str:
+        """The family of a music row, ``[speech]``, ``[silence]`` or ``[outage]`` otherwise."""
+        if self.kind == "music":
+            return self.family or "[music]"
+        return f"[{self.kind}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadAir:
+    """One dead-air incident: a ``silence_start`` and its ``silence_end``.
+
+    ``end_time``/``audio_end_s`` are ``None`` while it lasts (no end in the range);
+    ``duration_s`` is then measured up to the stream's last window.
+    """
+
+    stream: str
+    start_time: float
+    end_time: float | None
+    duration_s: float
+    audio_start_s: float
+    audio_end_s: float | None
+    level_dbfs: float
+
+
+@dataclasses.dataclass(frozen=True)
+class AsRun:
+    """The as-run log of a recording's range.
+
+    Attributes
+    ----------
+    entries : tuple of AsRunEntry
+        By stream, then time.
+    dead_air : tuple of DeadAir
+    family_seconds : dict {str: float}
+        Seconds of music per family over the range (every stream), largest first.
+    settings : AsRunSettings
+    families : Families
+    """
+
+    entries: tuple[AsRunEntry, ...]
+    dead_air: tuple[DeadAir, ...]
+    family_seconds: dict[str, float]
+    settings: AsRunSettings
+    families: Families
+
+    def kind_seconds(self) -> dict[str, float]:
+        """Seconds of each kind over the range (wall clock)."""
+        out = dict.fromkeys(KINDS, 0.0)
+        for entry in self.entries:
+            out[entry.kind] += entry.duration_s
+        return out
+
+
+@dataclasses.dataclass
+class StreamWindows:
+    """One stream's recorded windows on one audio timeline, in audio order.
+
+    Arrays of shape (W,): ``start_s``, ``end_s``, ``capture_time``, ``content``
+    (object: "music", "speech", "silence"; a window recorded without content is
+    music), ``p_music``, ``p_speech`` (NaN where unknown); ``family_scores``
+    (W, F) in the order of ``families.names``; ``top_tag`` (W,) index into
+    ``tags`` of the window's most probable tag, with ``probability_sum``
+    (T,) kept per row instead when summing (see :func:`segment_stream`).
+    """
+
+    stream: str
+    start_s: np.ndarray
+    end_s: np.ndarray
+    capture_time: np.ndarray
+    content: np.ndarray
+    p_music: np.ndarray
+    p_speech: np.ndarray
+    family_scores: np.ndarray
+    tag_probabilities: np.ndarray
+    tags: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.start_s)
+
+    def take(self, index: np.ndarray | slice) -> StreamWindows:
+        return StreamWindows(
+            self.stream,
+            self.start_s[index],
+            self.end_s[index],
+            self.capture_time[index],
+            self.content[index],
+            self.p_music[index],
+            self.p_speech[index],
+            self.family_scores[index],
+            self.tag_probabilities[index],
+            self.tags,
+        )
+
+    @property
+    def centres(self) -> np.ndarray:
+        return 0.5 * (self.start_s + self.end_s)
+
+    def hop_seconds(self) -> float:
+        """The hop between windows (the smallest step between starts)."""
+        steps = np.diff(self.start_s)
+        steps = steps[steps > 1e-6]
+        return float(np.median(steps[steps <= np.median(steps) * 1.01])) if steps.size else 0.5
+
+    def wall_time(self, audio_s: float) -> float:
+        """Unix time of ``audio_s``: the nearest window end's capture time, moved by the audio."""
+        j = int(np.argmin(np.abs(self.end_s - audio_s)))
+        return float(self.capture_time[j] + (audio_s - self.end_s[j]))
+
+
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
+
+
+def _streams(
+    connection: sqlite3.Connection, stream: str | None, since: float | None, until: float | None
+) -> list[str]:
+    if stream is not None:
+        return [stream]
+    rows = connection.execute(
+        "SELECT DISTINCT stream FROM updates WHERE published_time >= ? AND published_time < ?",
+        (
+            float("-inf") if since is None else since,
+            float("inf") if until is None else until,
+        ),
+    )
+    return sorted(row[0] for row in rows)
+
+
+def read_stream_windows(
+    connection: sqlite3.Connection,
+    stream: str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    families: Families = DEFAULT_FAMILIES,
+    chunk_rows: int = _CHUNK_ROWS,
+) -> list[StreamWindows]:
+    """One stream's windows in the range, one :class:`StreamWindows` per audio timeline.
+
+    A stream whose audio time goes back (its streamer restarted) starts a new timeline.
+    """
+    tag_sets = read_tag_sets(connection)
+    all_tags: dict[str, int] = {}
+    for _, names in tag_sets.values():
+        for name in names:
+            all_tags.setdefault(name, len(all_tags))
+    tag_list = tuple(all_tags)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in _COLUMNS if name != "tags_id"}
+    parts["family_scores"] = []
+    cursor = select_updates(connection, _COLUMNS, stream=stream, since=since, until=until)
+    while rows := cursor.fetchmany(chunk_rows):
+        columns = list(zip(*rows, strict=True))
+        for i, name in enumerate(_COLUMNS[:4]):
+            parts[name].append(np.array(columns[i], dtype=np.float64))
+        parts["content"].append(
+            np.array([c if c in ("speech", "silence") else "music" for c in columns[4]], object)
+        )
+        for i, name in ((5, "p_music"), (6, "p_speech")):
+            parts[name].append(
+                np.array([np.nan if v is None else v for v in columns[i]], dtype=np.float64)
+            )
+        tags_ids = np.array(columns[7], dtype=np.int64)
+        probabilities = np.zeros((len(rows), len(tag_list)), dtype=np.float32)
+        scores = np.zeros((len(rows), len(families.names)), dtype=np.float32)
+        for tags_id in np.unique(tags_ids).tolist():
+            _, names = tag_sets[tags_id]
+            index = np.flatnonzero(tags_ids == tags_id)
+            values = decode_blobs(
+                [columns[8][i] for i in index],
+                len(names),
+                what=f"probabilities of tag set {tags_id}",
+            )
+            probabilities[np.ix_(index, [all_tags[n] for n in names])] = values
+            scores[index] = np.stack([families.scores(row, names) for row in values])
+        parts["probabilities"].append(probabilities)
+        parts["family_scores"].append(scores)
+    if not parts["start_s"]:
+        return []
+    joined = {name: np.concatenate(values) for name, values in parts.items()}
+    everything = StreamWindows(
+        stream,
+        joined["start_s"],
+        joined["end_s"],
+        joined["capture_time"],
+        joined["content"],
+        joined["p_music"],
+        joined["p_speech"],
+        joined["family_scores"],
+        joined["probabilities"],
+        tag_list,
+    )
+    restarts = np.flatnonzero(np.diff(everything.start_s) < -_RESTART_SLACK_S) + 1
+    timelines = []
+    for piece in np.split(np.arange(len(everything)), restarts):
+        windows = everything.take(piece)
+        order = np.argsort(windows.start_s, kind="stable")
+        timelines.append(windows.take(order))
+    return timelines
+
+
+# ---------------------------------------------------------------------------
+# Segmentation
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Run:
+    """Windows ``first .. last`` (inclusive) of one label."""
+
+    label: str
+    first: int
+    last: int
+    #: Audio time where the run begins, once its boundary is placed (None: halfway
+    #: between the centres of its first window and the one before).
+    start_s: float | None = None
+
+
+def _runs(labels: Sequence[str], offset: int = 0) -> list[_Run]:
+    runs: list[_Run] = []
+    for i, label in enumerate(labels):
+        if runs and runs[-1].label == label:
+            runs[-1].last = offset + i
+        else:
+            runs.append(_Run(label, offset + i, offset + i))
+    return runs
+
+
+def _merge_short(runs: list[_Run], min_windows: int) -> list[_Run]:
+    """Merge runs shorter than ``min_windows`` into their longer neighbour, shortest first."""
+    runs = [dataclasses.replace(r) for r in runs]
+    while len(runs) > 1:
+        lengths = [r.last - r.first + 1 for r in runs]
+        i = int(np.argmin(lengths))
+        if lengths[i] >= min_windows:
+            break
+        left = runs[i - 1] if i > 0 else None
+        right = runs[i + 1] if i + 1 < len(runs) else None
+        if left is not None and right is not None and left.label == right.label:
+            left.last = right.last
+            del runs[i : i + 2]
+            continue
+        if right is None or (left is not None and lengths[i - 1] >= lengths[i + 1]):
+            assert left is not None
+            left.last = runs[i].last
+        else:
+            right.first = runs[i].first
+        del runs[i]
+    return runs
+
+
+def _best_split(evidence: np.ndarray, first: int, last: int) -> int:
+    """The index k in (first, last] that maximises sum(evidence[first:k]) - sum(evidence[k:last+1]).
+
+    ``evidence`` is positive where the left side's label fits better.
+    """
+    part = np.nan_to_num(evidence[first : last + 1].astype(np.float64))
+    before = np.concatenate([[0.0], np.cumsum(part)])  # before[j] = sum(part[:j])
+    total = before[-1]
+    objective = 2 * before[1:-1] - total  # split after j=1..n-1 elements
+    if objective.size == 0:
+        return first + 1
+    return first + 1 + int(np.argmax(objective))
+
+
+def _family_labels(scores: np.ndarray, names: Sequence[str], hysteresis: float) -> list[str]:
+    """Each window's family, changing only when another scores ``hysteresis`` more."""
+    if not len(scores):
+        return []
+    lead = min(len(scores), 8)  # start from the family that leads the first few windows
+    current = int(np.argmax(scores[:lead].mean(axis=0)))
+    labels = []
+    for row in scores:
+        best = int(np.argmax(row))
+        if best != current and row[best] - row[current] > hysteresis:
+            current = best
+        labels.append(names[current] if row[current] > 0 else "")
+    return labels
+
+
+def _content_scores(windows: StreamWindows, label: str) -> np.ndarray:
+    """Per window, how much it sounds like ``label`` ("music" or "speech"): its probability."""
+    probability = windows.p_music if label == "music" else windows.p_speech
+    fallback = (windows.content == label).astype(np.float64)
+    return np.where(np.isnan(probability), fallback, probability)
+
+
+def _split_between(
+    left_score: np.ndarray,
+    right_score: np.ndarray,
+    left: _Run,
+    right: _Run,
+    guard: int,
+    centres: np.ndarray,
+) -> None:
+    """Move the boundary between ``left`` and ``right`` to where the evidence changes.
+
+    Each score is put on the scale of the two runs' typical values (medians over the
+    windows at least ``guard`` windows, one window length, from the boundary): 1 where
+    it is as in the run it names, 0 as in the other.  A window counts for the left run
+    by how much more left-like than right-like it is, so a label whose score saturates
+    early (a loud drum track in a window that is mostly piano) does not pull the
+    boundary its way.  The boundary is where the evidence crosses zero between the
+    centres of the last left and the first right window (linear interpolation).
+    """
+    pure_left = np.arange(left.first, max(left.first + 1, left.last + 1 - guard))
+    pure_right = np.arange(min(right.last, right.first + guard), right.last + 1)
+
+    def scaled(score: np.ndarray, home: np.ndarray, away: np.ndarray) -> np.ndarray:
+        high, low = float(np.median(score[home])), float(np.median(score[away]))
+        if not high - low > 1e-6:
+            return np.full(len(score), 0.5)
+        return np.clip((score - low) / (high - low), 0.0, 1.0)
+
+    evidence = scaled(left_score, pure_left, pure_right) - scaled(
+        right_score, pure_right, pure_left
+    )
+    k = _best_split(evidence, left.first, right.last)
+    left.last, right.first = k - 1, k
+    before, after = float(evidence[k - 1]), float(evidence[k])
+    share = before / (before - after) if before > 0 > after else 0.5
+    right.start_s = float(centres[k - 1] + share * (centres[k] - centres[k - 1]))
+
+
+def _stretch_runs(
+    windows: StreamWindows,
+    first: int,
+    last: int,
+    names: Sequence[str],
+    settings: AsRunSettings,
+    min_windows: int,
+    guard: int,
+) -> list[tuple[str, str, int, int, float | None]]:
+    """Cut windows ``first .. last`` (no silence among them) into runs.
+
+    Each is (kind, family, first window, last window, audio time it starts or None).
+    """
+    kinds = ["speech" if c == "speech" else "music" for c in windows.content[first : last + 1]]
+    content_runs = _merge_short(_runs(kinds, first), min_windows)
+    for left, right in itertools.pairwise(content_runs):
+        _split_between(
+            _content_scores(windows, left.label),
+            _content_scores(windows, right.label),
+            left,
+            right,
+            guard,
+            windows.centres,
+        )
+    out: list[tuple[str, str, int, int, float | None]] = []
+    for run in content_runs:
+        if run.label == "speech":
+            out.append(("speech", "", run.first, run.last, run.start_s))
+            continue
+        scores = windows.family_scores
+        labels = _family_labels(scores[run.first : run.last + 1], names, settings.family_hysteresis)
+        family_runs = _merge_short(_runs(labels, run.first), min_windows)
+        for left, right in itertools.pairwise(family_runs):
+            if left.label and right.label:
+                a, b = names.index(left.label), names.index(right.label)
+                _split_between(scores[:, a], scores[:, b], left, right, guard, windows.centres)
+        family_runs[0].start_s = run.start_s
+        out.extend(("music", r.label, r.first, r.last, r.start_s) for r in family_runs)
+    return out
+
+
+def _top_tag(windows: StreamWindows, first: int, last: int) -> str:
+    if last < first or not windows.tags:
+        return ""
+    mean = windows.tag_probabilities[first : last + 1].mean(axis=0)
+    return windows.tags[int(np.argmax(mean))]
+
+
+def segment_stream(
+    windows: StreamWindows,
+    events: Sequence[Event] = (),
+    *,
+    settings: AsRunSettings | None = None,
+    families: Families = DEFAULT_FAMILIES,
+) -> list[AsRunEntry]:
+    """Cut one stream's timeline into as-run rows (the module doc says how).
+
+    Parameters
+    ----------
+    windows : StreamWindows
+        One audio timeline, in audio order (:func:`read_stream_windows`).
+    events : sequence of protocol.Event
+        The stream's events on that timeline (any order).
+    settings : AsRunSettings or None
+    families : Families
+        The grouping ``windows.family_scores`` was computed with.
+
+    Returns
+    -------
+    list of AsRunEntry
+        Contiguous rows in audio order: each ends where the next begins.
+    """
+    settings = settings or AsRunSettings()
+    n = len(windows)
+    if n == 0:
+        return []
+    names = families.names
+    hop = windows.hop_seconds()
+    min_windows = max(1, round(settings.min_segment_seconds / hop))
+    guard = max(1, round(float(np.median(windows.end_s - windows.start_s)) / hop))
+    events = sorted(events, key=lambda e: e.at_s)
+
+    # 1. Cuts: outages (holes in the timeline, source_down..source_up) and silences.
+    #    Each cut is (kind, audio_start_s, audio_end_s, first window after it).
+    cuts: list[tuple[str, float, float, int, int]] = []  # kind, start, end, first, last window
+    downs = [e for e in events if e.event == "source_down"]
+    ups = [e for e in events if e.event == "source_up"]
+    hole_after = np.flatnonzero(windows.start_s[1:] > windows.end_s[:-1] + 1e-6)
+    for i in hole_after.tolist():
+        gap_start, gap_end = float(windows.end_s[i]), float(windows.start_s[i + 1])
+        down = next((e for e in downs if gap_start - hop <= e.at_s <= gap_end + hop), None)
+        up = next((e for e in ups if gap_start - hop <= e.at_s <= gap_end + hop), None)
+        start = down.at_s if down is not None else gap_start
+        end = up.at_s if up is not None else gap_end
+        cuts.append(("outage", start, max(start, end), i + 1, i))  # no windows of its own
+    silent = windows.content == "silence"
+    starts = [e for e in events if e.event == "silence_start"]
+    ends = [e for e in events if e.event == "silence_end"]
+    for run in _runs(["s" if s else "" for s in silent.tolist()]):
+        if run.label != "s":
+            continue
+        begin = float(windows.start_s[run.first]) - hop / 2
+        finish = float(windows.end_s[run.last]) + hop / 2
+        window_s = float(windows.end_s[run.first] - windows.start_s[run.first])
+        known = next(
+            (
+                e.fields["silence_since_s"]
+                for e in starts
+                if abs(e.fields["silence_since_s"] - begin) <= window_s
+            ),
+            None,
+        )
+        back = next((e.at_s for e in ends if abs(e.at_s - finish) <= window_s), None)
+        if run.first == 0:
+            begin = float(windows.start_s[0])
+        if run.last == n - 1:
+            finish = float(windows.end_s[-1])
+        cuts.append(
+            (
+                "silence",
+                begin if known is None else float(known),
+                finish if back is None else float(back),
+                run.first,
+                run.last,
+            )
+        )
+    cuts.sort(key=lambda c: (c[3], c[4]))
+
+    # 2. Stretches of sound between the cuts, cut into runs.
+    pieces: list[tuple[str, str, float, float, int, int]] = []
+    cursor_window = 0
+    cursor_s = float(windows.start_s[0])
+    for kind, start, end, first, last in [*cuts, ("end", np.inf, np.inf, n, n - 1)]:
+        stretch_last = first - 1 if kind != "outage" else last
+        if stretch_last >= cursor_window:
+            runs = _stretch_runs(
+                windows, cursor_window, stretch_last, names, settings, min_windows, guard
+            )
+            edge_end = float(windows.end_s[stretch_last]) if kind == "end" else start
+            centres = windows.centres
+            starts_at = [
+                cursor_s
+                if j == 0
+                else (placed if placed is not None else 0.5 * (centres[a - 1] + centres[a]))
+                for j, (_, _, a, _, placed) in enumerate(runs)
+            ]
+            for j, (run_kind, family, a, b, _) in enumerate(runs):
+                run_end = edge_end if j == len(runs) - 1 else starts_at[j + 1]
+                pieces.append((run_kind, family, starts_at[j], run_end, a, b))
+        if kind == "end":
+            break
+        pieces.append((kind, "", start, end, first, last))
+        cursor_window = last + 1
+        cursor_s = end
+
+    # Neighbours meet: an outage keeps its own edges, other pieces give way.
+    for j in range(1, len(pieces)):
+        before, piece = pieces[j - 1], pieces[j]
+        if before[3] > piece[2]:
+            if piece[0] == "outage":
+                pieces[j - 1] = (*before[:3], max(before[2], piece[2]), *before[4:])
+            else:
+                pieces[j] = (*piece[:2], before[3], max(before[3], piece[3]), *piece[4:])
+
+    # 3. Titles and wall-clock times.
+    titles = [(e.at_s, str(e.fields.get("title", ""))) for e in events if e.event == "now_playing"]
+    pieces = _split_at_titles(pieces, titles, settings.min_segment_seconds)
+    entries = []
+    for kind, family, start, end, a, b in pieces:
+        start_time = windows.wall_time(start)
+        end_time = windows.wall_time(end)
+        if kind == "outage":
+            down = next((e for e in downs if abs(e.at_s - start) <= 1e-9), None)
+            up = next((e for e in ups if abs(e.at_s - end) <= 1e-9), None)
+            if down is not None and up is not None and up.time >= down.time:
+                start_time, end_time = down.time, up.time
+        entries.append(
+            AsRunEntry(
+                stream=windows.stream,
+                kind=kind,
+                audio_start_s=start,
+                audio_end_s=end,
+                start_time=start_time,
+                end_time=max(start_time, end_time),
+                family=family,
+                title=_title_at(titles, 0.5 * (start + end)),
+                top_tag=_top_tag(windows, a, b) if kind == "music" else "",
+                windows=max(0, b - a + 1) if kind != "outage" else 0,
+            )
+        )
+    return entries
+
+
+def _title_at(titles: Sequence[tuple[float, str]], at_s: float) -> str:
+    current = ""
+    for when, title in titles:
+        if when > at_s:
+            break
+        current = title
+    return current
+
+
+def _split_at_titles(
+    pieces: list[tuple[str, str, float, float, int, int]],
+    titles: Sequence[tuple[float, str]],
+    min_seconds: float,
+) -> list[tuple[str, str, float, float, int, int]]:
+    """Split music pieces where the title changes well inside them (two songs of one family)."""
+    if not titles:
+        return pieces
+    out = []
+    for piece in pieces:
+        kind, family, start, end, a, b = piece
+        if kind != "music":
+            out.append(piece)
+            continue
+        for when, _ in titles:
+            if start + min_seconds <= when <= end - min_seconds:
+                # windows a..b split at the title; counts follow the audio share
+                share = (when - start) / (end - start)
+                cut = a + round(share * (b - a + 1))
+                out.append((kind, family, start, when, a, cut - 1))
+                start, a = when, cut
+        out.append((kind, family, start, end, a, b))
+    return out
+
+
+def _dead_air(stream: str, events: Sequence[Event], windows: StreamWindows | None) -> list[DeadAir]:
+    incidents = []
+    pending: Event | None = None
+    for event in sorted(events, key=lambda e: (e.at_s, e.time)):
+        if event.event == "silence_start":
+            pending = event
+        elif event.event == "silence_end" and pending is not None:
+            since_s = float(pending.fields["silence_since_s"])
+            duration = float(event.fields["duration_s"])
+            start_time = (
+                event.time - (event.at_s - since_s)
+                if windows is None
+                else (windows.wall_time(since_s))
+            )
+            incidents.append(
+                DeadAir(
+                    stream=stream,
+                    start_time=start_time,
+                    end_time=start_time + duration,
+                    duration_s=duration,
+                    audio_start_s=since_s,
+                    audio_end_s=event.at_s,
+                    level_dbfs=float(pending.fields["level_dbfs"]),
+                )
+            )
+            pending = None
+    if pending is not None:
+        since_s = float(pending.fields["silence_since_s"])
+        last_s = float(windows.end_s[-1]) if windows is not None else pending.at_s
+        start_time = windows.wall_time(since_s) if windows is not None else pending.time
+        incidents.append(
+            DeadAir(
+                stream=stream,
+                start_time=start_time,
+                end_time=None,
+                duration_s=max(last_s - since_s, 0.0),
+                audio_start_s=since_s,
+                audio_end_s=None,
+                level_dbfs=float(pending.fields["level_dbfs"]),
+            )
+        )
+    return incidents
+
+
+def build_asrun(
+    connection: sqlite3.Connection,
+    *,
+    stream: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    settings: AsRunSettings | None = None,
+    families: Families = DEFAULT_FAMILIES,
+) -> AsRun:
+    """The as-run log of a recording: rows per stream, dead air and music time per family.
+
+    Parameters
+    ----------
+    connection : sqlite3.Connection
+        A recording (:func:`monitor.store.open_database`, read-only is enough).
+    stream : str or None
+        Only this stream (``None``: every stream in the range).
+    since, until : float or None
+        Unix times: updates with ``since <= published_time < until`` and events
+        with ``since <= time < until``.
+    settings : AsRunSettings or None
+    families : Families
+    """
+    settings = settings or AsRunSettings()
+    entries: list[AsRunEntry] = []
+    dead_air: list[DeadAir] = []
+    for name in _streams(connection, stream, since, until):
+        timelines = read_stream_windows(
+            connection, name, since=since, until=until, families=families
+        )
+        events = list(read_events(connection, stream=name, since=since, until=until))
+        for windows, own in zip(timelines, _events_per_timeline(timelines, events), strict=True):
+            entries.extend(segment_stream(windows, own, settings=settings, families=families))
+            dead_air.extend(_dead_air(name, own, windows))
+        if not timelines:
+            dead_air.extend(_dead_air(name, events, None))
+    family_seconds: dict[str, float] = {}
+    for entry in entries:
+        if entry.kind == "music":
+            key = entry.family or "(none)"
+            family_seconds[key] = family_seconds.get(key, 0.0) + entry.duration_s
+    ordered = dict(sorted(family_seconds.items(), key=lambda kv: -kv[1]))
+    return AsRun(tuple(entries), tuple(dead_air), ordered, settings, families)
+
+
+def load_asrun(
+    db_path: str | os.PathLike[str],
+    *,
+    stream: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    settings: AsRunSettings | None = None,
+    families: Families = DEFAULT_FAMILIES,
+) -> AsRun:
+    """:func:`build_asrun` over a database file, opened read-only.
+
+    Raises
+    ------
+    monitor.store.StoreError
+        Missing, unreadable or damaged database.
+    """
+    connection = open_database(db_path, read_only=True)
+    try:
+        return build_asrun(
+            connection,
+            stream=stream,
+            since=since,
+            until=until,
+            settings=settings,
+            families=families,
+        )
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{db_path}: cannot read the recording ({exc})") from None
+    finally:
+        connection.close()
+
+
+def _events_per_timeline(
+    timelines: Sequence[StreamWindows], events: Sequence[Event]
+) -> list[list[Event]]:
+    """Give each event to the timeline it belongs to: the last one captured before it."""
+    if len(timelines) <= 1:
+        return [list(events)] * len(timelines)
+    firsts = [float(t.capture_time[0] - (t.end_s[0] - t.start_s[0])) for t in timelines]
+    out: list[list[Event]] = [[] for _ in timelines]
+    for event in events:
+        index = max([i for i, f in enumerate(firsts) if f <= event.time] or [0])
+        out[index].append(event)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+
+def _write_csv(
+    path: str | os.PathLike[str] | TextIO,
+    header: Sequence[str],
+    rows: Iterable[Sequence[object]],
+) -> None:
+    if not isinstance(path, str | os.PathLike):  # an open text stream
+        writer = csv.writer(path)
+        writer.writerow(header)
+        writer.writerows(rows)
+        return
+    with open(Path(path), "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_asrun_csv(
+    asrun: AsRun,
+    path: str | os.PathLike[str] | TextIO,
+    *,
+    format_time: Callable[[float], str],
+) -> None:
+    """Write the as-run log, one row per entry (columns :data:`ASRUN_COLUMNS`).
+
+    ``path`` is a file or an open text stream.
+
+    ``format_time(unix_time) -> str`` writes ``start`` and ``end`` (ISO 8601 with offset).
+    """
+    _write_csv(
+        path,
+        ASRUN_COLUMNS,
+        (
+            [
+                e.stream,
+                format_time(e.start_time),
+                format_time(e.end_time),
+                f"{e.duration_s:.3f}",
+                e.kind,
+                e.family,
+                e.title,
+                e.top_tag,
+                e.windows,
+                f"{e.audio_start_s:.3f}",
+                f"{e.audio_end_s:.3f}",
+            ]
+            for e in asrun.entries
+        ),
+    )
+
+
+def write_dead_air_csv(
+    asrun: AsRun, path: str | os.PathLike[str], *, format_time: Callable[[float], str]
+) -> None:
+    """Write the dead-air incidents, columns :data:`DEAD_AIR_COLUMNS` (no end: still silent)."""
+    _write_csv(
+        path,
+        DEAD_AIR_COLUMNS,
+        (
+            [
+                d.stream,
+                format_time(d.start_time),
+                "" if d.end_time is None else format_time(d.end_time),
+                f"{d.duration_s:.3f}",
+                f"{d.audio_start_s:.3f}",
+                "" if d.audio_end_s is None else f"{d.audio_end_s:.3f}",
+                f"{d.level_dbfs:.1f}",
+            ]
+            for d in asrun.dead_air
+        ),
+    )
