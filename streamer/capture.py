@@ -14,6 +14,12 @@ Device names
     ``"(hw:1,0)"``.
 ``"3"``
     A PortAudio device index (see ``python -m streamer --list-devices``).
+``"pulse:NAME"``, or a PulseAudio/PipeWire source name such as ``"v.monitor"``
+    A source of the sound server (a sink's ``.monitor`` included), captured
+    through FFmpeg's ``pulse`` input (:func:`open_device`), so that no
+    ``pactl`` or ``PULSE_SOURCE`` is needed to pick it.  The names are those
+    :func:`list_sound_server_sources` reports (``--list-devices`` prints them);
+    PipeWire answers as PulseAudio through ``pipewire-pulse``.
 anything else
     Matched by ``sounddevice`` against the input devices' names (substrings,
     case-insensitive), e.g. ``"pulse"`` or ``"USB Audio"``.
@@ -34,6 +40,8 @@ import dataclasses
 import logging
 import queue
 import re
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -44,20 +52,30 @@ import numpy as np
 
 import protocol
 from model.audio import to_mono
-from streamer.core import Block
+from streamer.core import Block, Source
 from tagstream.errors import TagstreamError, UnavailableError, UsageError
 
 __all__ = [
+    "PULSE_PREFIX",
     "DeviceSource",
     "InputDevice",
+    "ServerSource",
     "list_input_devices",
+    "list_sound_server_sources",
     "match_device",
+    "open_device",
     "resolve_device",
 ]
 
 logger = logging.getLogger(__name__)
 
 _ALSA_HW = re.compile(r"hw:(\d+)(?:,(\d+))?")
+#: ``--device pulse:NAME`` names a PulseAudio/PipeWire source outright.
+PULSE_PREFIX = "pulse:"
+#: A line of ``ffmpeg -sources pulse``: ``* name [description] (media types)``.
+_PULSE_LINE = re.compile(r"^([* ]) (\S+) \[(.*)\](?: \(.*\))?$")
+#: Seconds the sound server may take to list its sources.
+_LIST_TIMEOUT_S = 10.0
 #: Least seconds between two log lines about dropped blocks or overflows.
 _DROP_LOG_INTERVAL_S = 5.0
 
@@ -196,6 +214,116 @@ def resolve_device(spec: str) -> InputDevice:
     if index not in by_index:
         raise _no_match(spec)
     return by_index[index]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSource:
+    """A PulseAudio/PipeWire source (a microphone, a line input or a sink's monitor)."""
+
+    name: str
+    description: str
+    is_default: bool = False
+
+
+def list_sound_server_sources(*, ffmpeg: str = "ffmpeg") -> list[ServerSource]:
+    """The sources of the PulseAudio (or PipeWire) server, as FFmpeg's ``pulse`` input sees them.
+
+    Returns an empty list when ffmpeg is missing or no sound server answers: a
+    machine without one simply has no such sources.
+    """
+    program = shutil.which(ffmpeg)
+    if program is None:
+        return []
+    try:
+        listed = subprocess.run(
+            [program, "-hide_banner", "-sources", "pulse"],
+            capture_output=True,
+            text=True,
+            timeout=_LIST_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        logger.warning("cannot list the sound server's sources error=%s", exc)
+        return []
+    sources = []
+    for line in listed.stdout.splitlines():
+        match = _PULSE_LINE.match(line)
+        if match is not None:
+            mark, name, description = match.groups()
+            sources.append(ServerSource(name, description, is_default=mark == "*"))
+    return sources
+
+
+def open_device(
+    spec: str,
+    *,
+    sample_rate: int = 0,
+    channels: int = 0,
+    block_seconds: float = 0.1,
+    queue_blocks: int = 100,
+    retry_seconds: float = 3.0,
+) -> Source:
+    """The source for a ``--device`` value: a sound server's source, or a PortAudio device.
+
+    ``"pulse:NAME"`` and any name that the PulseAudio/PipeWire server lists as a source
+    (:func:`list_sound_server_sources`, e.g. ``"v.monitor"``) are captured through
+    FFmpeg's ``pulse`` input (:class:`streamer.network.NetworkSource` with
+    ``input_format="pulse"``: mono float32 at ``sample_rate``, 16 kHz when 0; it
+    reconnects when the server goes and comes back).  Everything else (``""``, an
+    index, ``hw:1``, ``"pulse"``, part of a device name) is a :class:`DeviceSource`.
+
+    Raises
+    ------
+    tagstream.errors.UnavailableError
+        No such device or source, or ffmpeg missing for a ``pulse:`` source.
+    tagstream.errors.UsageError
+        A setting is out of range.
+    """
+    name = spec.strip()
+    server_source = name[len(PULSE_PREFIX) :] if name.startswith(PULSE_PREFIX) else None
+    portaudio_form = not name or name.isdigit() or _ALSA_HW.fullmatch(name) is not None
+    if (
+        server_source is None
+        and not portaudio_form
+        and name != "pulse"
+        and any(source.name == name for source in list_sound_server_sources())
+    ):
+        server_source = name
+    if server_source is None:
+        return DeviceSource(
+            spec,
+            sample_rate=sample_rate,
+            channels=channels,
+            block_seconds=block_seconds,
+            queue_blocks=queue_blocks,
+            retry_seconds=retry_seconds,
+        )
+    known = list_sound_server_sources()
+    if not any(source.name == server_source for source in known):
+        raise UnavailableError(
+            f"no PulseAudio/PipeWire source named {server_source!r} "
+            f"(sources: {', '.join(s.name for s in known) or 'none, or no sound server'}); "
+            "list them with python -m streamer --list-devices"
+        )
+    if channels:
+        logger.warning("channels is ignored for a sound server source: captured as mono")
+    from streamer.network import NetworkSource
+
+    rate = sample_rate or 16000
+    return NetworkSource(
+        server_source,
+        input_format="pulse",
+        # The server resamples and downmixes; 20 ms fragments keep the latency low.
+        input_options=[
+            *("-sample_rate", str(rate), "-channels", "1"),
+            *("-fragment_size", str(max(64, rate * 2 // 50))),  # bytes of s16 mono
+        ],
+        sample_rate=rate,
+        block_seconds=block_seconds,
+        stall_timeout_s=max(2.0, 10 * block_seconds),
+        backoff_initial_s=retry_seconds,
+        backoff_max_s=max(retry_seconds, 30.0),
+    )
 
 
 class DeviceSource:

@@ -1,4 +1,4 @@
-"""``python -m streamer``: capture a sound device (or play a file) to the inference worker.
+"""``python -m streamer``: send a sound device, a file, a network stream or many stations.
 
 Examples
 --------
@@ -7,9 +7,11 @@ Examples
     python -m streamer                        # default input -> tcp://127.0.0.1:5555
     python -m streamer --device hw:1          # ALSA card 1, device 0
     python -m streamer --device pulse         # the PulseAudio/PipeWire default source
+    python -m streamer --device v.monitor     # a PulseAudio/PipeWire source by name
     python -m streamer --file song.flac       # a file, paced in real time
     python -m streamer --file song.flac --fast
     python -m streamer --url http://radio.example:8000/live.mp3 --stream-id radio-1
+    python -m streamer --stations stations.toml   # many stations, one thread each
     python -m streamer --list-devices
 
 Exit status (:class:`tagstream.errors.ExitStatus`): 0 ok or stopped by Ctrl-C /
@@ -24,10 +26,10 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from config import MetricsConfig
+from config import Config, MetricsConfig
 from streamer.core import Source, Streamer
 from tagstream import cli
-from tagstream.errors import EndpointError, ExitStatus, UsageError
+from tagstream.errors import EndpointError, ExitStatus, TagstreamError, UsageError
 
 if TYPE_CHECKING:
     from tagstream.metrics import MetricsServer
@@ -54,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         source,
         "--device",
         key="streamer.device",
-        help='input device: "hw:1", "hw:1,0", a name such as "pulse", or an index',
+        help='input device: "hw:1", "hw:1,0", an index, a PortAudio name such as "pulse", '
+        'or a PulseAudio/PipeWire source name such as "alsa_output.pci-0000_00_1f.3.'
+        'analog-stereo.monitor" (see --list-devices)',
     )
     source.add_argument("--file", metavar="PATH", help="stream an audio file instead")
     source.add_argument(
@@ -63,7 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         "rtsp/srt/rtmp (decoded by ffmpeg; reconnects by itself)",
     )
     source.add_argument(
-        "--list-devices", action="store_true", help="print the input devices and exit"
+        "--stations",
+        metavar="FILE",
+        help="follow every station of a station file (TOML, [[station]] tables; "
+        "see deploy/stations.example.toml), each with its own reader and reconnects",
+    )
+    source.add_argument(
+        "--list-devices",
+        action="store_true",
+        help="print the input devices and the PulseAudio/PipeWire sources, and exit",
     )
     cli.setting_flag(
         parser,
@@ -91,11 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_devices(out: TextIO) -> None:
-    from streamer.capture import list_input_devices
+    from streamer.capture import list_input_devices, list_sound_server_sources
 
-    devices = list_input_devices()
+    try:
+        devices = list_input_devices()
+    except TagstreamError as exc:  # no PortAudio: the sound server's sources may still be there
+        print(f"no PortAudio input devices: {exc}", file=out)
+        devices = []
+    sources = list_sound_server_sources()
+    if sources:
+        print("PulseAudio/PipeWire sources (pass --device NAME):", file=out)
+        for server_source in sources:
+            mark = "*" if server_source.is_default else " "
+            print(f"{mark} {server_source.name}  ({server_source.description})", file=out)
+        print("* = the server's default source", file=out)
+        if devices:
+            print(file=out)
     if not devices:
-        print("no input devices found", file=out)
+        if not sources:
+            print("no input devices found", file=out)
         return
     print(f"  {'index':>5}  {'channels':>8}  {'rate':>6}  {'host api':<10}  name", file=out)
     for device in devices:
@@ -118,6 +144,8 @@ def run(ctx: cli.Context) -> ExitStatus:
         raise UsageError("--fast only applies to --file and --url")
     cfg = ctx.load_config()
     settings = cfg.streamer
+    if args.stations:
+        return _run_stations(ctx, args.stations, cfg)
     source: Source
     if args.file:
         from streamer.files import FileSource
@@ -140,9 +168,9 @@ def run(ctx: cli.Context) -> ExitStatus:
             backoff_max_s=settings.reconnect_max_seconds,
         )
     else:
-        from streamer.capture import DeviceSource
+        from streamer.capture import open_device
 
-        source = DeviceSource(
+        source = open_device(
             settings.device,
             sample_rate=settings.sample_rate,
             channels=settings.channels,
@@ -181,6 +209,23 @@ def run(ctx: cli.Context) -> ExitStatus:
     finally:
         if metrics_server is not None:
             metrics_server.close()
+    return ExitStatus.OK
+
+
+def _run_stations(ctx: cli.Context, path: str, cfg: Config) -> ExitStatus:
+    """Follow every station of the file until Ctrl-C / SIGTERM (or every static one ended)."""
+    from streamer.stations import Stations, load_stations
+
+    if getattr(ctx.args, "streamer.stream_id"):
+        raise UsageError("--stream-id does not apply to --stations: each station has its id")
+    stations = Stations(load_stations(path, cfg), cfg)
+    if cfg.metrics.streamer_port:
+        logger.warning(
+            "metrics.streamer_port is not served with --stations; each station's counters "
+            "are in its status lines"
+        )
+    with ctx.on_stop(stations.stop):
+        stations.run()
     return ExitStatus.OK
 
 

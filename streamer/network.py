@@ -100,7 +100,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Final, NamedTuple
 
 import numpy as np
@@ -558,6 +558,13 @@ class NetworkSource:
         :meth:`pop_events`.
     ffmpeg : str
         The ffmpeg program.
+    input_format : str or None
+        An ffmpeg input device instead of a URL: ``url`` is then the device's input
+        name as ffmpeg takes it with ``-f input_format``, e.g. ``"pulse"`` with a
+        PulseAudio/PipeWire source name (:func:`streamer.capture.open_device`).  Such
+        an input is live; it reconnects like a stream when the sound server goes.
+    input_options : sequence of str
+        ffmpeg options put before ``-i`` for ``input_format``.
 
     Raises
     ------
@@ -582,6 +589,8 @@ class NetworkSource:
         max_attempts: int | None = None,
         on_event: Callable[[SourceEvent], None] | None = None,
         ffmpeg: str = "ffmpeg",
+        input_format: str | None = None,
+        input_options: Sequence[str] = (),
     ) -> None:
         if not protocol.MIN_SAMPLE_RATE <= sample_rate <= protocol.MAX_SAMPLE_RATE:
             raise UsageError(
@@ -600,7 +609,11 @@ class NetworkSource:
         if max_attempts is not None and max_attempts < 1:
             raise UsageError(f"max_attempts={max_attempts} must be >= 1 or None")
         parts = urllib.parse.urlsplit(url)
-        if not parts.scheme or not (parts.netloc or parts.path):
+        if input_format is not None:
+            if not url:
+                raise UsageError(f"an input name is needed with input_format={input_format!r}")
+            live = True
+        elif not parts.scheme or not (parts.netloc or parts.path):
             raise UsageError(f"url={url!r} is not a URL; give e.g. http://host:8000/live.mp3")
         resolved = shutil.which(ffmpeg)
         if resolved is None:
@@ -610,8 +623,10 @@ class NetworkSource:
             )
         self.url = url
         #: The URL for logs and messages: a password in it is replaced by ``***``.
-        self.shown_url = _without_password(url)
-        self.name = _name_of(url)
+        self.shown_url = _without_password(url) if input_format is None else f"{input_format}:{url}"
+        self.name = _name_of(url) if input_format is None else url
+        self.input_format = input_format
+        self.input_options = tuple(input_options)
         self.sample_rate = int(sample_rate)
         self.block_frames = max(1, round(block_seconds * self.sample_rate))
         self.block_seconds = self.block_frames / self.sample_rate
@@ -634,7 +649,9 @@ class NetworkSource:
         self.gap_blocks = 0
         self.titles = 0
         self.title = ""
-        self._playlist = parts.scheme in _HTTP_SCHEMES and _is_playlist(url, "")
+        self._playlist = (
+            input_format is None and parts.scheme in _HTTP_SCHEMES and _is_playlist(url, "")
+        )
         if live is None:
             live = self._probe()
         self.live = bool(live)
@@ -979,6 +996,13 @@ class NetworkSource:
         ]
         # "level": each stderr line says its level, so warnings are kept and the rest parsed.
         base = [self._ffmpeg, "-hide_banner", "-nostats", "-loglevel", "level+info"]
+        if self.input_format is not None:
+            device = ["-f", self.input_format, *self.input_options]
+            return _Connection(
+                [*base, "-nostdin", *device, "-i", self.url, *output],
+                http_response=None,
+                stall_timeout_s=self.stall_timeout_s,
+            )
         scheme = urllib.parse.urlsplit(self.url).scheme.lower()
         if self.live and scheme in _HTTP_SCHEMES and not self._playlist:
             opened = _open_http(self.url, timeout_s=self.stall_timeout_s)
