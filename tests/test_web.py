@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -27,7 +28,16 @@ import pytest
 import zmq
 from helpers import wait_until, worker_config
 
-from protocol import AudioFrame, EndOfStream, encode_audio, encode_end
+from protocol import (
+    AudioFrame,
+    EndOfStream,
+    Event,
+    TagUpdate,
+    encode_audio,
+    encode_end,
+    encode_event,
+    encode_update,
+)
 from tagstream.errors import ExitStatus
 from tools.demo_audio import demo_signal
 from tools.web import SPARE_THREADS, WebDashboard, WebError, main
@@ -387,3 +397,132 @@ def test_page_shows_every_stream_with_live_bars_heatmap_and_changes(
     assert health in ("ok", "late")
     assert errors == []
     assert screenshot.stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------------------
+# Many streams: the overview, events as they come (updates from a real PUB socket)
+# ---------------------------------------------------------------------------
+
+STATION_TAGS = ("rock", "pop", "jazz", "electronic", "ambient", "classical")
+
+
+class StationPublisher:
+    """Publish tag updates of many streams on a real PUB socket, from a thread, until closed;
+    events go out from the same thread (a ZeroMQ socket stays in one thread)."""
+
+    def __init__(self, streams: list[str], rng: np.random.Generator) -> None:
+        self.context = zmq.Context()
+        self.pub = self.context.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.port = self.pub.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.streams = streams
+        self.values = {s: rng.dirichlet(np.ones(len(STATION_TAGS))) for s in streams}
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="stations", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        seq = 0
+        while not self.stop.wait(0.25):
+            now = time.time()
+            for stream in self.streams:
+                p = self.values[stream].astype(np.float32)
+                update = TagUpdate(
+                    stream=stream, seq=seq, start_s=0.5 * seq, end_s=0.5 * seq + 3.0,
+                    model="MSD_musicnn", tags=STATION_TAGS, probabilities=p, smoothed=p,
+                    capture_time=now - 0.1, received_time=now - 0.05, published_time=now,
+                    gaps=0, dropped=0, content="music", level_dbfs=-18.0,
+                )  # fmt: skip
+                self.pub.send_multipart(encode_update(update), copy=False)
+            while not self.events.empty():
+                self.pub.send_multipart(encode_event(self.events.get()))
+            seq += 1
+        self.pub.close(linger=0)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=DEADLINE_S)
+        self.context.term()
+
+
+def test_fifty_streams_fit_one_screen_with_alarms_and_events_as_they_come(
+    browser: Any, rng: np.random.Generator, tmp_path: Path
+) -> None:
+    names = [f"station-{i:02d}" for i in range(50)]
+    stations = StationPublisher(names, rng)
+    deadline_ms = DEADLINE_S * 1000
+    try:
+        with WebDashboard(stations.endpoint, bind="127.0.0.1:0") as web:
+            web.start()
+            wait_until(lambda: len(web.model) == len(names), "every station's updates")
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            try:
+                page = context.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(web.url)
+                page.wait_for_function(
+                    "n => document.querySelectorAll('#overview .row[data-dominant]').length >= n",
+                    arg=len(names),
+                    timeout=deadline_ms,
+                )
+                assert page.get_attribute("body", "data-view") == "overview"  # auto: many
+                # events arrive while the page is open
+                now = time.time()
+                stations.events.put(Event("station-07", "silence_start", time=now, at_s=40.0,
+                    fields={"silence_since_s": 30.0, "level_dbfs": -80.0,
+                            "threshold_dbfs": -50.0}))  # fmt: skip
+                stations.events.put(Event("station-31", "now_playing", time=now, at_s=41.0,
+                                          fields={"title": "Nina Simone - Sinnerman"}))  # fmt: skip
+                page.wait_for_selector(
+                    '#overview .row[data-stream="station-07"][data-silent="true"]',
+                    timeout=deadline_ms,
+                )
+                page.wait_for_selector('#feed li[data-event="now_playing"]', timeout=deadline_ms)
+                layout = page.evaluate(
+                    """() => ({
+                        height: window.innerHeight,
+                        scroll: document.documentElement.scrollHeight,
+                        rows: [...document.querySelectorAll('#overview .row')].map(r => {
+                            const b = r.getBoundingClientRect();
+                            return [r.dataset.stream, b.top, b.bottom];
+                        }),
+                    })"""
+                )
+                dead_air = page.text_content('#overview .row[data-stream="station-07"] .row-on-air')
+                dead_air_colour = page.evaluate(
+                    """() => getComputedStyle(document.querySelector(
+                        '#overview .row[data-stream="station-07"] .row-on-air')).backgroundColor"""
+                )
+                title = page.text_content('#overview .row[data-stream="station-31"] .row-on-air')
+                feed = page.eval_on_selector_all(
+                    "#feed li", "items => items.map(li => [li.dataset.event, li.textContent])"
+                )
+                alarms = page.text_content("#alarms")
+                screenshot = tmp_path / "overview.png"
+                page.screenshot(path=str(screenshot))
+                print(f"web overview screenshot: {screenshot}")
+                page.click('.views button[data-view="detail"]')
+                page.wait_for_selector('body[data-view="detail"]', timeout=deadline_ms)
+                shown = page.eval_on_selector_all(
+                    "section.stream", "nodes => nodes.filter(n => !n.hidden).length"
+                )
+                assert "view=detail" in page.url
+            finally:
+                context.close()
+    finally:
+        stations.close()
+    assert sorted(stream for stream, _, _ in layout["rows"]) == names
+    assert all(bottom <= layout["height"] for _, _, bottom in layout["rows"]), layout
+    assert layout["scroll"] <= layout["height"]  # one screen, no scrolling
+    clock = time.strftime("%H:%M:%S", time.localtime(now))
+    assert dead_air == f"DEAD AIR since {clock}"
+    assert dead_air_colour == "rgb(224, 80, 80)"
+    assert title == "♪ Nina Simone - Sinnerman"
+    assert feed[0][0] == "now_playing" and feed[1][0] == "silence_start"  # newest first
+    assert feed[1][1].startswith(f"{clock}station-07dead air")
+    assert alarms == "1 alarm"
+    assert shown == len(names)
+    assert errors == []

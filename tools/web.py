@@ -504,8 +504,7 @@ class WebDashboard:
                 f"cannot serve on {self.host}:{self.port}: {exc.strerror or exc}; "
                 "choose another --bind"
             ) from None
-        listen = getattr(self._server, "effective_listen", None)  # several addresses
-        self.port = int(listen[0][1] if listen else self._server.effective_port)
+        self.port = int(self._server.effective_port)
         self._threads = [
             threading.Thread(target=self._receive_loop, name="web-subscriber", daemon=True),
             threading.Thread(target=self._serve, name="web-http", daemon=True),
@@ -520,24 +519,35 @@ class WebDashboard:
         )
 
     def _create_server(self) -> Any:
-        """waitress's server on ``host:port``, in our own socket map (not started)."""
+        """waitress's server on ``host:port``, in our own socket map (not started).
+
+        The socket is bound here, before waitress starts its threads, so that an
+        address that cannot be bound leaves no thread behind.
+        """
         from waitress.server import create_server
 
-        return create_server(
-            _App(self),
-            map=self._map,
-            host=self.host or "0.0.0.0",
-            port=self.port,
-            ident="tagstream-web",
-            # idle connections wait in the I/O loop; each request being answered takes a
-            # thread, each open page's /events keeps one: max_pages + SPARE_THREADS threads
-            threads=self.max_pages + SPARE_THREADS,
-            connection_limit=self.max_connections,
-            channel_timeout=self.idle_timeout_s,
-            cleanup_interval=max(1, min(30, self.idle_timeout_s // 2)),
-            asyncore_use_poll=True,  # select() stops at 1024 file descriptors
-            expose_tracebacks=False,
-        )
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host or "0.0.0.0", self.port))
+            return create_server(
+                _App(self),
+                map=self._map,
+                sockets=[sock],
+                ident="tagstream-web",
+                # idle connections wait in the I/O loop; each request being answered takes
+                # a thread, each open page's /events keeps one: max_pages + SPARE_THREADS
+                threads=self.max_pages + SPARE_THREADS,
+                connection_limit=self.max_connections,
+                channel_timeout=self.idle_timeout_s,
+                cleanup_interval=max(1, min(30, self.idle_timeout_s // 2)),
+                asyncore_use_poll=True,  # select() stops at 1024 file descriptors
+                expose_tracebacks=False,
+            )
+        except BaseException:
+            sock.close()
+            raise
 
     def _serve(self) -> None:
         """The I/O loop (this thread) until stopped; then close every connection."""

@@ -8,7 +8,9 @@ const HEATMAP_TAGS = 12;      // heatmap rows per stream
 const MAX_CHANGES = 30;       // dominant-tag changes listed per stream
 const LABEL_WIDTH = 120;      // heatmap: CSS pixels for the tag names
 const AXIS_HEIGHT = 18;       // heatmap: CSS pixels for the time axis
-const STALE_AFTER_S = 10;     // as tools.dashboard.STALE_AFTER_S
+const STALE_AFTER_S = 10;     // as monitor.history.STALE_AFTER_S
+const AUTO_OVERVIEW_STREAMS = 4;  // "auto" view: one row per stream beyond this many
+const MAX_FEED = 50;          // events kept in the feed (all streams)
 const LATE_AFTER_HOPS = 4;    // as tools.dashboard.LATE_AFTER_HOPS
 // viridis, 5 stops
 const COLORMAP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
@@ -18,6 +20,7 @@ const token = params.get("token");
 const streams = new Map();    // stream id -> state
 let historySeconds = 60;
 let updatesSeen = 0;
+let viewChoice = ["auto", "overview", "detail"].includes(params.get("view")) ? params.get("view") : "auto";
 
 function colour(value) {
   const x = Math.min(1, Math.max(0, value)) * (COLORMAP.length - 1);
@@ -70,10 +73,19 @@ function createStream(id) {
   const after = [...main.querySelectorAll("section.stream")].find((s) => s.dataset.stream > id);
   main.insertBefore(section, after || null);
   document.getElementById("empty").hidden = true;
+  const row = document.getElementById("row-template").content.firstElementChild.cloneNode(true);
+  row.dataset.stream = id;
+  row.querySelector(".row-name").textContent = id;
+  row.querySelector(".row-name").title = id;
+  const overview = document.getElementById("overview");
+  const rowAfter = [...overview.children].find((r) => r.dataset.stream > id);
+  overview.insertBefore(row, rowAfter || null);
   const state = {
-    id, section, latest: null, history: [], changes: [], arrivedAt: 0, drawPending: false,
+    id, section, row, latest: null, history: [], changes: [], arrivedAt: 0, drawPending: false,
+    status: {}, silentSince: null, downSince: null, lastEvent: null,
   };
   streams.set(id, state);
+  applyView();
   return state;
 }
 
@@ -81,8 +93,81 @@ function removeStream(id) {
   const state = streams.get(id);
   if (!state) return;
   state.section.remove();
+  state.row.remove();
   streams.delete(id);
   document.getElementById("empty").hidden = streams.size > 0;
+  applyView();
+  drawAlarms();
+}
+
+// -- views: a panel per stream, or one row per stream ---------------------------------------
+
+function overviewActive() {
+  return viewChoice === "overview" || (viewChoice === "auto" && streams.size > AUTO_OVERVIEW_STREAMS);
+}
+
+function applyView() {
+  const on = overviewActive();
+  const was = document.body.dataset.view;
+  document.body.dataset.view = on ? "overview" : "detail";
+  document.getElementById("overview").hidden = !on || streams.size === 0;
+  for (const state of streams.values()) state.section.hidden = on;
+  for (const button of document.querySelectorAll(".views button")) {
+    button.setAttribute("aria-pressed", String(button.dataset.view === viewChoice));
+  }
+  if (was === "overview" && !on) streams.forEach(scheduleHeatmap);
+}
+
+function setView(choice) {
+  viewChoice = choice;
+  const url = new URL(window.location.href);
+  if (choice === "auto") url.searchParams.delete("view"); else url.searchParams.set("view", choice);
+  window.history.replaceState(null, "", url);
+  applyView();
+}
+
+// One stream's row: state, content, level, dominant tag, and what is on air (alarms first).
+function drawRow(state) {
+  const row = state.row;
+  const u = state.latest;
+  const status = state.status;
+  const content = status.content ?? (u ? u.content : null);
+  const level = status.level_dbfs ?? (u ? u.level_dbfs : null);
+  row.querySelector(".row-content").textContent = content || "";
+  row.querySelector(".row-content").dataset.content = content || "";
+  row.querySelector(".row-level").textContent =
+    level === null || level === undefined ? "" : `${level.toFixed(0)} dB`;
+  if (u && u.dominant) {
+    const p = u.smoothed[u.tags.indexOf(u.dominant)];
+    row.querySelector(".row-dominant").textContent = `${u.dominant} ${p.toFixed(2)}`;
+    row.dataset.dominant = u.dominant;
+  }
+  row.dataset.silent = String(Boolean(status.silent));
+  row.dataset.sourceDown = String(Boolean(status.source_down));
+  const onAir = row.querySelector(".row-on-air");
+  onAir.className = "row-on-air";
+  if (status.silent) {
+    onAir.classList.add("alarm-text");
+    onAir.textContent = `DEAD AIR${state.silentSince ? ` since ${clock(state.silentSince)}` : ""}`;
+  } else if (status.source_down) {
+    onAir.classList.add("alarm-text");
+    onAir.textContent = `SOURCE DOWN${state.downSince ? ` since ${clock(state.downSince)}` : ""}`;
+  } else if (status.title) {
+    onAir.textContent = `♪ ${status.title}`;
+  } else if (state.lastEvent) {
+    onAir.textContent = `${clock(state.lastEvent.time)} ${eventText(state.lastEvent)}`;
+  } else {
+    onAir.textContent = "";
+  }
+  onAir.title = onAir.textContent;
+}
+
+function drawAlarms() {
+  let count = 0;
+  for (const state of streams.values()) if (state.status.silent || state.status.source_down) count += 1;
+  const node = document.getElementById("alarms");
+  node.hidden = count === 0;
+  node.textContent = `${count} alarm${count === 1 ? "" : "s"}`;
 }
 
 function hopSeconds(state) {
@@ -178,7 +263,7 @@ function drawHeatmap(state) {
 }
 
 function scheduleHeatmap(state) {
-  if (state.drawPending) return;
+  if (state.drawPending || document.body.dataset.view === "overview") return;
   state.drawPending = true;
   window.requestAnimationFrame(() => drawHeatmap(state));
 }
@@ -191,6 +276,8 @@ function drawHealth(state, now) {
   const hop = hopSeconds(state) || 0.5;
   const status = age > STALE_AFTER_S ? "stale" : age > Math.max(1, LATE_AFTER_HOPS * hop) ? "late" : "ok";
   node.dataset.status = status;
+  state.row.dataset.status = status;
+  state.row.querySelector(".row-state").textContent = status;
   node.replaceChildren(
     el("span", "status", status),
     document.createTextNode(` · updated ${age.toFixed(1)} s ago · latency ${(u.latency_s * 1000).toFixed(0)} ms`),
@@ -219,8 +306,16 @@ function applyUpdate(state, u, arrivedAt) {
   scheduleHeatmap(state);
 }
 
+// Keep the stream's status (content, level, title, dead air, source) from updates and events.
+function mergeStatus(state, status) {
+  for (const key of ["content", "level_dbfs", "title", "silent", "source_down"]) {
+    if (status[key] !== undefined && status[key] !== null) state.status[key] = status[key];
+  }
+}
+
 // What the stream plays: content and level of the latest window, the title, dead air.
 function drawContent(state, status) {
+  mergeStatus(state, status);
   const node = state.section.querySelector(".content");
   if (status.content !== undefined && status.content !== null) {
     const level = status.level_dbfs === null || status.level_dbfs === undefined
@@ -235,13 +330,15 @@ function drawContent(state, status) {
   if (status.source_down !== undefined) {
     state.section.dataset.sourceDown = String(status.source_down);
   }
+  drawRow(state);
+  drawAlarms();
 }
 
 function eventText(e) {
   switch (e.event) {
     case "now_playing": return `now playing: ${e.title}`;
     case "content_change": return `${e.previous} → ${e.content}`;
-    case "silence_start": return `dead air (below ${e.threshold_dbfs} dBFS since ${audioTime(e.silence_since_s)})`;
+    case "silence_start": return `dead air (below ${e.threshold_dbfs} dBFS)`;
     case "silence_end": return `audio back after ${e.duration_s.toFixed(1)} s`;
     case "source_down": return `source down: ${e.reason}`;
     case "source_up": return `source up after ${e.outage_s.toFixed(1)} s`;
@@ -249,7 +346,25 @@ function eventText(e) {
   }
 }
 
+function noteEvent(state, e) {
+  state.lastEvent = e;
+  if (e.event === "silence_start") state.silentSince = e.time;
+  if (e.event === "source_down") state.downSince = e.time;
+}
+
+function addFeed(e) {
+  const feed = document.getElementById("feed");
+  const item = el("li");
+  item.dataset.event = e.event;
+  item.dataset.stream = e.stream;
+  item.append(el("span", "when", clock(e.time)), el("span", "feed-stream", e.stream),
+    el("span", "what", eventText(e)));
+  feed.prepend(item);
+  while (feed.children.length > MAX_FEED) feed.lastElementChild.remove();
+}
+
 function addEvent(state, e) {
+  noteEvent(state, e);
   const list = state.section.querySelector(".events");
   const item = el("li");
   item.dataset.event = e.event;
@@ -273,6 +388,9 @@ function onSnapshot(snapshot) {
     for (const e of s.status.events) addEvent(state, e);
     drawContent(state, s.status);
   }
+  document.getElementById("feed").replaceChildren();
+  Object.values(snapshot.streams).flatMap((s) => s.status.events)
+    .sort((a, b) => a.time - b.time).slice(-MAX_FEED).forEach(addFeed);
   drawSummary();
 }
 
@@ -287,6 +405,7 @@ function onUpdate(u) {
 function onEvent(payload) {
   const state = streams.get(payload.event.stream) || createStream(payload.event.stream);
   addEvent(state, payload.event);
+  addFeed(payload.event);
   drawContent(state, payload.status);
 }
 
@@ -316,6 +435,11 @@ function connect() {
 window.setInterval(() => {
   const now = performance.now();
   for (const state of streams.values()) drawHealth(state, now);
+  document.getElementById("clock").textContent = clock(Date.now() / 1000);
 }, 500);
+for (const button of document.querySelectorAll(".views button")) {
+  button.addEventListener("click", () => setView(button.dataset.view));
+}
+applyView();
 window.addEventListener("resize", () => streams.forEach(scheduleHeatmap));
 connect();
