@@ -180,8 +180,8 @@ class _StreamSeries:
     level_dbfs: float | None = None
     content: str | None = None
     silent: bool = False
-    family_scores: Sequence[float] = ()
-    tag_values: Sequence[tuple[str, float]] = ()
+    smoothed: np.ndarray | None = None  # the last update's (a new array per update)
+    tags: tuple[str, ...] = ()
     events: dict[str, int] = dataclasses.field(
         default_factory=lambda: dict.fromkeys(EVENT_KINDS, 0)
     )
@@ -211,11 +211,12 @@ class StreamMetrics(Collector):
     Notes
     -----
     ``observe`` and ``forget`` come from the worker's loop, ``collect`` from
-    the HTTP server's threads; a lock guards the per-stream table, and what
-    ``observe`` computes (family scores from ``update.smoothed``) is computed
-    outside it.  Values are the worker's own: ``smoothed`` is its exponential
-    moving average (``inference.ema_seconds``), a family's score the largest
-    smoothed probability among its tags (:meth:`Families.scores`).
+    the HTTP server's threads; a lock guards the per-stream table.  ``observe``
+    only keeps references (a few microseconds per update); family scores and
+    tag probabilities are computed at scrape time from the last update's
+    ``smoothed``: the worker's exponential moving average
+    (``inference.ema_seconds``), a family's score the largest smoothed
+    probability among its tags (:meth:`Families.scores`).
     """
 
     def __init__(
@@ -272,16 +273,13 @@ class StreamMetrics(Collector):
                 if message.event in ("silence_start", "silence_end"):
                     series.silent = message.event == "silence_start"
             return
-        smoothed = np.asarray(message.smoothed, dtype=np.float32)
-        family_scores = self.families.scores(smoothed, message.tags).tolist()
-        tag_values = [(tag, float(smoothed[i])) for tag, i in self._tag_positions(message.tags)]
         with self._lock:
             series = self._streams.setdefault(stream, _StreamSeries())
             series.last_update_time = message.published_time
             series.level_dbfs = message.level_dbfs
             series.content = message.content
-            series.family_scores = family_scores
-            series.tag_values = tag_values
+            series.smoothed = message.smoothed
+            series.tags = message.tags
 
     def forget(self, stream: str) -> None:
         """Remove ``stream``'s series (it ended, was evicted or starts over)."""
@@ -340,10 +338,12 @@ class StreamMetrics(Collector):
             if series.content is not None:
                 for kind in CONTENTS:
                     content.add_metric([stream, kind], 1.0 if kind == series.content else 0.0)
-            for name, score in zip(names, series.family_scores, strict=False):
-                family.add_metric([stream, name], score)
-            for name, probability in series.tag_values:
-                tag.add_metric([stream, name], probability)
+            if series.smoothed is not None:
+                scores = self.families.scores(series.smoothed, series.tags).tolist()
+                for name, score in zip(names, scores, strict=True):
+                    family.add_metric([stream, name], score)
+                for name, i in self._tag_positions(series.tags):
+                    tag.add_metric([stream, name], float(series.smoothed[i]))
             for kind, count in series.events.items():
                 events.add_metric([stream, kind], count)
         yield from (last, silent, level, content, family, tag, events)
