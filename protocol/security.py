@@ -32,14 +32,25 @@ Keys come from ``python -m tools.keys generate --out DIR --name NAME``
 (``zmq.auth.create_certificates``): ``NAME.key`` is the public key file,
 ``NAME.key_secret`` the secret one (it holds the public key too).  The worker
 reads ``allowed_clients_dir`` once, at start.
+
+A refused handshake is never silent.  The worker's authenticator logs each
+client key it refuses, with the peer's address and the fix (rate-limited), and
+counts it (:func:`auth_rejected`: ``reason="auth"`` in the worker's rejected
+counters and metrics).  A client watches its own handshakes
+(:class:`HandshakeWatch`) and stops with :class:`AuthenticationError`
+("authentication failed: the worker does not accept this client key; ...")
+instead of waiting for a connection that never comes.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import ipaddress
 import logging
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -47,31 +58,44 @@ from typing import Any, Final, Protocol
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 from tagstream.errors import UsageError
 
 __all__ = [
     "CURVE_MODES",
     "NO_KEYS",
+    "AuthenticationError",
     "CurveSettings",
+    "HandshakeWatch",
     "SecurityError",
     "SecuritySettings",
+    "auth_rejected",
     "check_server",
     "curve_enabled",
     "is_local_endpoint",
     "secure_client",
     "secure_server",
     "start_authenticator",
+    "watch_handshake",
 ]
 
 logger = logging.getLogger(__name__)
 
 CURVE_MODES: Final = ("auto", "on", "off")
 _KEYS_HINT: Final = "create keys with: python -m tools.keys generate --out DIR"
+#: At most one log line per this many seconds about refused client keys (the rest are counted).
+AUTH_LOG_INTERVAL_S: Final = 5.0
+#: Handshakes in a row that the worker cut off without a reason before a client gives up.
+HANDSHAKE_FAILURES: Final = 3
 
 
 class SecurityError(UsageError):
     """A security setting is missing, unreadable or not allowed; the message names it."""
+
+
+class AuthenticationError(SecurityError):
+    """The worker refused this client's CURVE handshake; the message says which key to fix."""
 
 
 class SecuritySettings(Protocol):
@@ -254,11 +278,70 @@ def start_authenticator(
     allowed = sorted(Path(folder).glob("*.key"))
     if not allowed:
         logger.warning("no client keys in allowed_clients_dir=%s: every client is refused", folder)
-    auth = ThreadAuthenticator(context, log=logging.getLogger("zmq.auth"))
+    auth = _Authenticator(context, allowed_clients_dir=folder)
     auth.start()
-    auth.configure_curve(domain="*", location=folder)
+    auth.configure_curve_callback(domain="*", credentials_provider=auth)
     logger.info("curve on endpoints=%s allowed_clients=%d", ",".join(secured), len(allowed))
     return auth
+
+
+class _Authenticator(ThreadAuthenticator):
+    """The ZAP authenticator that says whom it refused: logged (rate-limited) and counted.
+
+    Admits exactly the keys ``zmq.auth`` reads from ``allowed_clients_dir`` (as
+    ``configure_curve`` does); it is its own credentials provider so that it sees
+    each refused key, and it notes the peer's address from the ZAP request.
+    Everything but :attr:`rejected` runs in the authenticator's thread.
+    """
+
+    def __init__(self, context: zmq.Context[Any], *, allowed_clients_dir: str) -> None:
+        super().__init__(context, log=logging.getLogger("zmq.auth"))
+        self.allowed_clients_dir = allowed_clients_dir
+        self._allowed_keys = set(zmq.auth.load_certificates(allowed_clients_dir))
+        #: Handshakes refused so far (written by the authenticator's thread only).
+        self.rejected = 0
+        self._address = ""
+        self._last_log = float("-inf")
+        self._unlogged = 0
+
+    def handle_zap_message(self, msg: list[bytes]) -> Any:
+        # One request at a time in the authenticator's thread: the callback below is for it.
+        address = msg[3] if len(msg) > 3 else b""
+        self._address = address[:64].decode("utf-8", "replace") or "?"
+        return super().handle_zap_message(msg)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """``zmq.auth``'s credentials provider: whether the z85 public ``key`` is allowed."""
+        if key in self._allowed_keys:
+            return True
+        self.rejected += 1
+        now = time.monotonic()
+        if now - self._last_log < AUTH_LOG_INTERVAL_S:
+            self._unlogged += 1
+            return False
+        logger.warning(
+            "rejected CURVE handshake peer=%s client_key=%s rejected_total=%d unlogged=%d: the "
+            "client's key is not in security.allowed_clients_dir=%s; if it should connect, copy "
+            "its public key file (NAME.key) there and restart the worker",
+            self._address,
+            key[:40].decode("ascii", "replace"),
+            self.rejected,
+            self._unlogged,
+            self.allowed_clients_dir,
+        )
+        self._last_log = now
+        self._unlogged = 0
+        return False
+
+
+def auth_rejected(auth: ThreadAuthenticator | None) -> collections.Counter[str]:
+    """Client keys the worker's authenticator refused: ``{"auth": n}`` (empty when none).
+
+    For the worker's rejected counters (``WorkerStats.rejected``, the metric
+    ``tagstream_worker_rejected_messages_total{reason="auth"}``).
+    """
+    count = getattr(auth, "rejected", 0)
+    return collections.Counter({"auth": count} if count else {})
 
 
 def secure_server(
@@ -324,3 +407,110 @@ def secure_client(
     socket.curve_publickey = public
     socket.curve_serverkey = server_public
     return True
+
+
+def watch_handshake(socket: zmq.Socket[Any], settings: SecuritySettings) -> HandshakeWatch:
+    """A :class:`HandshakeWatch` on a CURVE client ``socket``; call before ``connect``."""
+    return HandshakeWatch(socket, client_key=str(settings.client_secret_key))
+
+
+class HandshakeWatch:
+    """A CURVE client's handshakes (a ZeroMQ socket monitor): refused ones raise.
+
+    libzmq retries a refused handshake quietly for ever; the client calls
+    :meth:`check` whenever it waits (before each send, each receive poll) and
+    stops with one line naming the key to fix.
+
+    Parameters
+    ----------
+    socket : zmq.Socket
+        A CURVE client socket (:func:`secure_client`), not yet connected.
+    client_key : str
+        Its ``client_secret_key`` file, named in the message.
+    """
+
+    _EVENTS: Final = (
+        zmq.EVENT_HANDSHAKE_SUCCEEDED
+        | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    )
+
+    def __init__(self, socket: zmq.Socket[Any], *, client_key: str = "") -> None:
+        self._socket: zmq.Socket[Any] | None = socket
+        self.client_key = client_key
+        self._monitor: zmq.Socket[Any] | None = socket.get_monitor_socket(self._EVENTS)
+        self._failures_in_a_row = 0
+        #: Handshakes that succeeded so far.
+        self.succeeded = 0
+
+    def check(self) -> None:
+        """Read the handshake events so far (never blocks).
+
+        Raises
+        ------
+        AuthenticationError
+            The worker refused this client's key, speaks no CURVE, or cut off
+            :data:`HANDSHAKE_FAILURES` handshakes in a row (a wrong server key).
+        """
+        while self._monitor is not None and self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)
+            kind, value = event["event"], event["value"]
+            endpoint = bytes(event["endpoint"])[:200].decode("utf-8", "replace")
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.succeeded += 1
+                self._failures_in_a_row = 0
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                raise AuthenticationError(self._refused(endpoint, value))
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                raise AuthenticationError(self._protocol(endpoint, value))
+            else:  # EVENT_HANDSHAKE_FAILED_NO_DETAIL: the worker closed the connection
+                self._failures_in_a_row += 1
+                if self._failures_in_a_row >= HANDSHAKE_FAILURES:
+                    raise AuthenticationError(
+                        f"authentication failed: the worker at {endpoint} cut off "
+                        f"{self._failures_in_a_row} CURVE handshakes in a row; check that "
+                        "security.server_public_key is the worker's public key (NAME.key) "
+                        "and that the worker has CURVE on"
+                    )
+
+    def _refused(self, endpoint: str, status: int) -> str:
+        if status == 400:
+            public = self.client_key.removesuffix("_secret") or "this client's NAME.key"
+            return (
+                f"authentication failed: the worker does not accept this client key; copy "
+                f"{public} into the worker's security.allowed_clients_dir and restart the "
+                f"worker (endpoint {endpoint})"
+            )
+        return (
+            f"authentication failed: the worker at {endpoint} answered ZAP status {status}; "
+            "see the worker's log"
+        )
+
+    @staticmethod
+    def _protocol(endpoint: str, code: int) -> str:
+        if code == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return (
+                f"authentication failed: the worker at {endpoint} does not use CURVE; set "
+                'security.curve the same on both sides (or "off" here for a worker without '
+                "keys on loopback)"
+            )
+        if code == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+            return (
+                f"authentication failed: the CURVE handshake with {endpoint} did not decrypt; "
+                "check that security.server_public_key is the worker's public key (NAME.key)"
+            )
+        return (
+            f"authentication failed: the CURVE handshake with {endpoint} broke the protocol "
+            f"(ZeroMQ error 0x{code:08x}); check both sides' security settings"
+        )
+
+    def close(self) -> None:
+        """Stop watching (before the socket closes); safe to call twice."""
+        if self._socket is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._socket.disable_monitor()
+            self._socket = None
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None

@@ -28,7 +28,7 @@ from typing import Literal, Self, overload
 import zmq
 
 from protocol import Event, ProtocolError, TagUpdate, check_stream_id, decode_published
-from protocol.security import NO_KEYS, SecuritySettings, secure_client
+from protocol.security import NO_KEYS, SecuritySettings, secure_client, watch_handshake
 from tagstream.errors import UsageError
 
 __all__ = ["Subscriber", "SubscriberError", "subscribe"]
@@ -118,8 +118,10 @@ class Subscriber:
         context = context if context is not None else zmq.Context.instance()
         self._socket: zmq.Socket[bytes] | None = context.socket(zmq.SUB)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self._handshake = None  # a refused CURVE key raises in receive(), never waits for ever
         try:
-            secure_client(self._socket, security or NO_KEYS, endpoints=endpoint_list)
+            if secure_client(self._socket, security or NO_KEYS, endpoints=endpoint_list):
+                self._handshake = watch_handshake(self._socket, security or NO_KEYS)
             if self.streams is None:
                 self._socket.setsockopt(zmq.SUBSCRIBE, b"")
             else:
@@ -166,6 +168,8 @@ class Subscriber:
                 if remaining <= 0:
                     return None
                 wait_ms = min(wait_ms, max(1, int(remaining * 1000)))
+            if self._handshake is not None:
+                self._handshake.check()
             if not self._socket.poll(wait_ms, zmq.POLLIN):
                 continue
             frames = self._socket.recv_multipart(copy=False)
@@ -204,6 +208,8 @@ class Subscriber:
 
     def close(self) -> None:
         """Close the socket (``linger=0``); safe to call more than once."""
+        if self._handshake is not None:
+            self._handshake.close()
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
