@@ -170,7 +170,8 @@ class StreamHistory:
         Lead (in smoothed probability) a tag needs over the dominant one to replace it.
     continue_restarts : bool
         A stream that starts over with the same tags continues where it was:
-        its ``seq`` and audio times are counted on from the last update, the
+        its ``seq`` and audio times are counted on from the last update (its
+        first window a hop after the last one), the
         history and the dominant tag are kept and ``loops`` counts it (a file
         played in a loop, as ``tools.live``'s demo is).
 
@@ -292,9 +293,10 @@ class StreamHistory:
             and update.tags == latest.tags
             and (update.seq <= latest.seq or update.end_s < latest.end_s)
         ):
-            # the same stream from the start again: its audio time 0 is where it was
+            # the same stream from the start again: its first window follows the last one
+            # a hop later, as if the audio went on (no blank in the sparklines)
             self._seq_offset = latest.seq + 1 - raw.seq
-            self._time_offset_s = latest.end_s
+            self._time_offset_s = latest.end_s + (self.hop_s() or 0.5) - raw.end_s
             update = self._shifted(raw, self._seq_offset, self._time_offset_s)
             self.loops += 1
             logger.info("stream continued stream=%s loops=%d", self.stream, self.loops)

@@ -197,7 +197,7 @@ def test_a_looped_stream_continues_its_history_without_repeating_the_dominant_ta
     ends = [u.end_s for u in history.entries]
     assert seqs == list(range(12))  # counted on, nothing missed
     assert all(b > a for a, b in itertools.pairwise(ends))  # time goes on
-    assert ends[4] == ends[3] + 3.0  # the second loop's first window ends 3 s after
+    assert ends[4] == ends[3] + HOP_S  # the second loop's first window a hop after
     assert [(c.previous, c.tag) for c in changes if c] == [(None, "rock"), ("rock", "jazz")]
     assert (history.restarts, history.missed, history.updates) == (0, 0, 12)
 
