@@ -424,7 +424,8 @@ def _drain(fd: int, into: bytearray) -> None:
         into.extend(chunk)
 
 
-def test_cli_draws_the_dashboard_until_count_updates(wire: Wire) -> None:
+@pytest.mark.parametrize("view", ["auto", "overview"])
+def test_cli_draws_the_dashboard_until_count_updates(wire: Wire, view: str) -> None:
     stop = threading.Event()
 
     def publish() -> None:  # its own socket: ZeroMQ sockets stay in one thread
@@ -446,16 +447,18 @@ def test_cli_draws_the_dashboard_until_count_updates(wire: Wire) -> None:
     assert ready.wait(DEADLINE_S)
     out, err = io.StringIO(), io.StringIO()
     try:
-        status = main(
-            ["--endpoint", endpoints[0], "--count", "5", "--top", "2"], stdout=out, stderr=err
-        )
+        argv = ["--endpoint", endpoints[0], "--count", "5", "--top", "2", "--view", view]
+        status = main(argv, stdout=out, stderr=err)
     finally:
         stop.set()
         thread.join(timeout=DEADLINE_S)
     assert status == 0, err.getvalue()
     text = out.getvalue()
     assert "tagstream dashboard - studio-a" in text
-    assert "pop" in text and "rock" in text and "█" in text
+    if view == "overview":  # one row: the stream, its state and its dominant tag
+        assert re.search(r"studio-a +● ok .* pop 0\.70", text), text
+    else:
+        assert "pop" in text and "rock" in text and "█" in text
 
 
 @pytest.mark.parametrize(
