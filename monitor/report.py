@@ -24,7 +24,10 @@ left out of every share and mean, and such updates make segments of their own
   dominant tag and, for each top K tag, ``share:<tag>`` and ``mean:<tag>``
   (plus ``share:other``);
 * ``segments.csv``: ``stream, start, end, duration_s, tag, updates,
-  audio_start_s, audio_end_s, content``.
+  audio_start_s, audio_end_s, content``;
+* with an as-run log (:mod:`monitor.asrun`): ``asrun.csv`` (one row per item
+  played), ``dead_air.csv`` and a second panel in ``report.png``;
+  :func:`format_asrun` gives its table.
 
 Times are the workers' ``published_time``, shown in the local time zone
 (or another ``tz``).  :func:`parse_time` reads an ISO date or time
@@ -45,14 +48,17 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, TextIO
 
 import numpy as np
 
+from monitor.asrun import AsRun, write_asrun_csv, write_dead_air_csv
 from monitor.store import StoreError, decode_blobs, open_database, read_tag_sets, select_updates
 from tagstream.errors import UnavailableError
 
 __all__ = [
+    "ASRUN_CSV_NAME",
+    "DEAD_AIR_CSV_NAME",
     "HOURLY_CSV_NAME",
     "PNG_NAME",
     "SEGMENTS_CSV_NAME",
@@ -60,6 +66,7 @@ __all__ = [
     "Segment",
     "TagReport",
     "build_report",
+    "format_asrun",
     "format_report",
     "local_timezone",
     "parse_time",
@@ -84,6 +91,14 @@ _UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 PNG_NAME: Final = "report.png"
 HOURLY_CSV_NAME: Final = "hourly.csv"
 SEGMENTS_CSV_NAME: Final = "segments.csv"
+ASRUN_CSV_NAME: Final = "asrun.csv"
+DEAD_AIR_CSV_NAME: Final = "dead_air.csv"
+#: As-run rows printed on stdout (the most recent); asrun.csv has all of them.
+_PRINTED_ASRUN_ROWS: Final = 40
+#: Colours of the as-run lane in report.png for rows that are not music.
+_KIND_COLOURS: Final = {"speech": "#ffd92f", "silence": "#d0d0d0", "outage": "#202020"}
+#: tab10 colours for the families, grey (silence) and yellow-ish (speech) left out.
+_FAMILY_COLOURS: Final = (0, 2, 3, 4, 5, 8, 9, 1, 6)
 _SEGMENT_COLUMNS: Final = (
     "stream", "start", "end", "duration_s", "tag", "updates", "audio_start_s", "audio_end_s",
     "content",
@@ -770,11 +785,15 @@ def plot_report(
     top_k: int = 5,
     width_px: int = 1200,
     height_px: int = 500,
+    asrun: AsRun | None = None,
 ) -> None:
     """Write a PNG: stacked area of the top ``top_k`` tags' mean probability over time.
 
     Bins without updates are drawn as 0.  The bin width (1 min .. 1 day) is the
-    smallest that gives at most 400 bins over the range.
+    smallest that gives at most 400 bins over the range.  With ``asrun``, a second
+    panel below draws the as-run log: one lane per stream, music coloured by
+    family, speech orange, silence grey, outages black (on the audio's own wall-clock
+    times, which for a file sent faster than real time differ from the top panel's).
     """
     import matplotlib
 
@@ -785,7 +804,18 @@ def plot_report(
     k = min(top_k, len(report.tags))
     bin_s, starts, means = _plot_series(report, k)
     dpi = 100
-    figure, axes = plt.subplots(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
+    lanes = sorted({e.stream for e in asrun.entries}) if asrun is not None else []
+    if lanes:  # the as-run panel takes the lower part of the same height
+        lane_px = min(max(110, 24 * len(lanes) + 70), height_px // 2)
+        figure, (axes, lane_axes) = plt.subplots(
+            2,
+            1,
+            figsize=(width_px / dpi, height_px / dpi),
+            dpi=dpi,
+            gridspec_kw={"height_ratios": [height_px - lane_px, lane_px]},
+        )
+    else:
+        figure, axes = plt.subplots(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
     try:
         if len(starts) == 1:  # one bin: draw it as a flat band over its width
             starts = np.append(starts, starts[0] + bin_s)
@@ -806,16 +836,132 @@ def plot_report(
         axes.set_ylim(bottom=0)
         axes.grid(alpha=0.3)
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+        if lanes:
+            assert asrun is not None
+            _plot_asrun(report, asrun, lanes, lane_axes)
         figure.tight_layout()
         figure.savefig(path, dpi=dpi, format="png")
     finally:
         plt.close(figure)
 
 
+def _plot_asrun(report: TagReport, asrun: AsRun, lanes: Sequence[str], axes: object) -> None:
+    """The as-run panel: one horizontal lane per stream, one bar per row."""
+    import matplotlib.dates as mdates
+    import matplotlib.patches as mpatches
+    import matplotlib.pyplot as plt
+
+    palette = plt.get_cmap("tab10")
+    families = list(asrun.families.names)
+    colour = {
+        name: palette(_FAMILY_COLOURS[i % len(_FAMILY_COLOURS)]) for i, name in enumerate(families)
+    }
+    used: dict[str, object] = {}
+    for lane, stream in enumerate(lanes):
+        for entry in (e for e in asrun.entries if e.stream == stream):
+            if entry.kind == "music":
+                name = entry.family or "music"
+                face = colour.get(entry.family, "#7f7fff")
+            else:
+                name, face = entry.kind, _KIND_COLOURS[entry.kind]
+            used.setdefault(name, face)
+            start = mdates.date2num(report.datetime(entry.start_time))
+            width = max(entry.duration_s, 0.0) / 86_400.0
+            axes.broken_barh([(start, width)], (lane - 0.4, 0.8), facecolors=face)  # type: ignore[attr-defined]
+    first = min(e.start_time for e in asrun.entries)
+    last = max(e.end_time for e in asrun.entries)
+    axes.set_xlim(  # type: ignore[attr-defined]
+        mdates.date2num(report.datetime(first)),
+        mdates.date2num(report.datetime(max(last, first + 1))),
+    )
+    axes.set_yticks(range(len(lanes)), labels=list(lanes), fontsize=8)  # type: ignore[attr-defined]
+    axes.set_ylim(-0.6, len(lanes) - 0.4)  # type: ignore[attr-defined]
+    axes.invert_yaxis()  # type: ignore[attr-defined]
+    locator = mdates.AutoDateLocator(tz=report.tz)
+    axes.xaxis.set_major_locator(locator)  # type: ignore[attr-defined]
+    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=report.tz))  # type: ignore[attr-defined]
+    axes.set_title("As-run log (music by tag family)", fontsize=10)  # type: ignore[attr-defined]
+    axes.legend(  # type: ignore[attr-defined]
+        handles=[mpatches.Patch(color=face, label=name) for name, face in used.items()],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        frameon=False,
+    )
+
+
+def format_asrun(asrun: AsRun, tz: dt.tzinfo, *, rows: int = _PRINTED_ASRUN_ROWS) -> str:
+    """The as-run log as text: the last ``rows`` rows, dead air, music time by family."""
+
+    def clock(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, tz=tz).strftime("%Y-%m-%d %H:%M:%S")
+
+    shown = asrun.entries[-rows:]
+    seconds = asrun.kind_seconds()
+    settings = asrun.settings
+    lines = [
+        f"As-run log: {len(asrun.entries)} rows"
+        + (f"; the last {len(shown)}" if len(shown) < len(asrun.entries) else "")
+        + f" (min_segment_seconds={settings.min_segment_seconds:g}, "
+        f"family_hysteresis={settings.family_hysteresis:g}); "
+        + "  ".join(f"{kind} {value / 60:.1f} min" for kind, value in seconds.items()),
+    ]
+    lines += _table(
+        ["stream", "start", "end", "duration", "what", "title"],
+        [
+            [
+                e.stream,
+                clock(e.start_time),
+                clock(e.end_time)[11:],
+                f"{e.duration_s:.1f} s",
+                e.label,
+                e.title,
+            ]
+            for e in shown
+        ],
+        left=(0, 4, 5),
+    )
+    lines += ["", f"Dead air: {len(asrun.dead_air)} incidents"]
+    if asrun.dead_air:
+        lines += _table(
+            ["stream", "start", "end", "duration"],
+            [
+                [
+                    d.stream,
+                    clock(d.start_time),
+                    "(still silent)" if d.end_time is None else clock(d.end_time)[11:],
+                    f"{d.duration_s:.1f} s",
+                ]
+                for d in asrun.dead_air
+            ],
+            left=(0,),
+        )
+    music_s = sum(asrun.family_seconds.values())
+    lines += ["", "Music by tag family (share of music time)"]
+    lines += _table(
+        ["family", "minutes", "share"],
+        [
+            [name, f"{value / 60:.1f}", f"{100 * value / max(music_s, 1e-9):.1f}%"]
+            for name, value in asrun.family_seconds.items()
+        ],
+    )
+    return "\n".join(lines) + "\n"
+
+
 def write_outputs(
-    report: TagReport, out_dir: str | os.PathLike[str], *, top_k: int = 5
+    report: TagReport,
+    out_dir: str | os.PathLike[str],
+    *,
+    top_k: int = 5,
+    asrun: AsRun | None = None,
+    asrun_path: str | os.PathLike[str] | TextIO | None = None,
 ) -> dict[str, Path]:
-    """Write ``report.png``, ``hourly.csv`` and ``segments.csv`` into ``out_dir`` (created)."""
+    """Write ``report.png``, ``hourly.csv`` and ``segments.csv`` into ``out_dir`` (created).
+
+    With ``asrun``: also ``asrun.csv`` (or ``asrun_path``: a path, or an open text
+    stream, which is then left out of the returned paths) and ``dead_air.csv``, and
+    the as-run panel in the PNG.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -823,7 +969,19 @@ def write_outputs(
         "hourly": out / HOURLY_CSV_NAME,
         "segments": out / SEGMENTS_CSV_NAME,
     }
-    plot_report(report, paths["png"], top_k=top_k)
+    plot_report(report, paths["png"], top_k=top_k, asrun=asrun)
     write_hourly_csv(report, paths["hourly"], top_k=top_k)
     write_segments_csv(report, paths["segments"])
+    if asrun is not None:
+
+        def iso(t: float) -> str:
+            return _format_time(report, t, timespec="milliseconds")
+
+        if asrun_path is None or isinstance(asrun_path, str | os.PathLike):
+            paths["asrun"] = Path(asrun_path) if asrun_path is not None else out / ASRUN_CSV_NAME
+            write_asrun_csv(asrun, paths["asrun"], format_time=iso)
+        else:
+            write_asrun_csv(asrun, asrun_path, format_time=iso)
+        paths["dead_air"] = out / DEAD_AIR_CSV_NAME
+        write_dead_air_csv(asrun, paths["dead_air"], format_time=iso)
     return paths
