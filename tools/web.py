@@ -414,6 +414,12 @@ class WebDashboard:
         CURVE keys for the subscription, e.g. ``config.SecurityConfig``.
     context : zmq.Context or None
         Defaults to ``zmq.Context.instance()``.
+    max_connections : int > 0
+        Connections open at once, idle ones included (:data:`MAX_CONNECTIONS`).
+    max_pages : int > 0
+        Pages following ``/events`` at once (:data:`MAX_PAGES`); each keeps a thread.
+    idle_timeout_s : int > 0
+        Seconds before an idle or unfinished connection is closed (:data:`IDLE_TIMEOUT_S`).
 
     Notes
     -----
