@@ -280,8 +280,16 @@ def test_render_before_any_update_says_it_waits() -> None:
     assert re.fullmatch(r"tagstream live - waiting for tags \.\.\. \(\d\d:\d\d:\d\d\)", text)
 
 
-def _console(width: int = 100, height: int = 25) -> Console:
-    return Console(record=True, width=width, height=height, file=io.StringIO(), color_system=None)
+def _console(width: int = 100, height: int = 25, *, terminal: bool = False) -> Console:
+    """A recording console; ``terminal``: it behaves as a terminal of that size."""
+    return Console(
+        record=True,
+        width=width,
+        height=height,
+        file=io.StringIO(),
+        color_system=None,
+        force_terminal=terminal,
+    )
 
 
 def silence(stream: str, at_s: float) -> Event:
@@ -345,8 +353,11 @@ def test_many_streams_fit_one_screen_in_the_overview(
     model.add_event(silence("station-07", 4.0))
     model.add_event(Event("station-09", "source_down", time=1.7e9, at_s=4.0,
                           fields={"reason": "connection refused"}))  # fmt: skip
-    console = _console(width, height)
-    console.print(render_dashboard(model))  # auto: the panels would not fit
+    piped = _console(width, height)
+    piped.print(render_dashboard(model))  # auto, not on a terminal: no screen to fit
+    assert len(piped.export_text().splitlines()) > height
+    console = _console(width, height, terminal=True)
+    console.print(render_dashboard(model))  # auto on a terminal: the panels would not fit
     text = console.export_text()
     lines = text.splitlines()
     assert len(lines) <= height
@@ -359,7 +370,7 @@ def test_many_streams_fit_one_screen_in_the_overview(
     assert "station-09 SOURCE DOWN: connection refused" in text  # the event feed
     assert "2 ALARMS" in lines[0]
     assert all(len(line) <= width for line in lines)
-    detail = _console(width, height)
+    detail = _console(width, height, terminal=True)
     detail.print(render_dashboard(model, view="detail"))
     assert len(detail.export_text().splitlines()) > height  # what the overview saves
 

@@ -1,13 +1,24 @@
 """Terminal dashboard: live tags, a one-minute history and the health of every stream.
 
     python -m tools.dashboard [--endpoint E ...] [--stream ID ...] [--top K]
-                              [--history-seconds S] [--count N] [--config PATH] [--traceback]
+                              [--history-seconds S] [--count N] [--view auto|detail|overview]
+                              [--log-file PATH] [--config PATH] [--traceback]
 
 Subscribes to one or more workers (``[subscribe] endpoints`` in ``config.toml``
 by default) and draws, per stream, the top tags (smoothed) as bars, a sparkline
-of each of them over the last ``web.history_seconds`` of audio, the moments the
-dominant tag changed, and the stream's health: how long ago the last update
-came, its latency, and the gaps, drops and missed updates so far.
+of each of them over the last ``web.history_seconds`` of audio across the rest
+of the width, what it plays (content, level, now-playing title; DEAD AIR and
+SOURCE DOWN in red with the time they began), the moments the dominant tag
+changed and the worker's events with wall-clock times, and the stream's
+health: how long ago the last update came, its latency, and the gaps, drops
+and missed updates so far.  Events redraw the screen as they come.
+
+When those panels would not fit the terminal's height (or with ``--view
+overview``) it draws one row per stream instead, side by side on a wide
+terminal, and the latest events of every stream below them, so that a group
+of 20-50 stations fits one screen.  While the view is on a terminal, log
+records go to ``--log-file`` (default :func:`default_log_file`, named at the
+bottom of the screen) rather than across the view; piped, they stay on stderr.
 
 The data model is :mod:`monitor.history` (shared with the web page and
 ``tools.live``); :func:`render_dashboard` turns it into a ``rich`` renderable,
@@ -415,7 +426,10 @@ class _DashboardView:
                 header.append(f"{alarms} ALARM{'S' if alarms > 1 else ''}", style=_ALARM_STYLE)
             yield header
             detail_height = 3 + len(streams) * detail_lines(self.top_k)
-            overview = self.view == "overview" or (self.view == "auto" and detail_height > height)
+            # "auto" fits a terminal's screen; piped output has no height to fit
+            overview = self.view == "overview" or (
+                self.view == "auto" and console.is_terminal and detail_height > height
+            )
             if not overview:
                 for history in histories:
                     yield _stream_panel(history, now=now, top_k=self.top_k)
@@ -486,8 +500,8 @@ def render_dashboard(
         width, dominant-tag changes and events with wall-clock times, health);
         ``overview``: one row per stream (state, content, level, dominant tag and
         its trend, dead air / source down / now playing) and the latest events of
-        every stream; ``auto``: detail while every panel fits the console's
-        height, else overview.
+        every stream; ``auto``: detail while every panel fits the height of the
+        terminal it is drawn on, else overview (detail when not drawn on a terminal).
     log_file : str or None
         Named in the footer: where log lines go while the view is on screen.
     hint : str or None
