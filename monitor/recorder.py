@@ -13,7 +13,12 @@ mode).  On :meth:`Recorder.stop` it stops receiving, takes what is already
 arriving on its socket (at most ``0.5 s``), commits everything buffered and
 returns, within a second.  A failing write (disk full, database locked, I/O
 error) is logged as one error line (repeated at most every 60 s while it
-lasts); the batch is dropped and counted, and recording goes on.
+lasts, with how many commits failed and went through since the last line); the
+batch is dropped and counted, and recording goes on.  "database writes work
+again" is logged once, after commits have gone through for a minute without
+one failing (:class:`monitor.store.RecordWriter`).  Started on a full disk,
+the recorder says that the disk is full and whether the recording in the file
+is intact, and exits with status 3.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -48,6 +49,7 @@ from protocol import Event, TagUpdate
 from tagstream.errors import UnavailableError
 
 __all__ = [
+    "RECOVERY_SECONDS",
     "SCHEMA_VERSION",
     "SYNCHRONOUS_MODES",
     "UPDATE_COLUMNS",
@@ -55,6 +57,7 @@ __all__ = [
     "StoreError",
     "decode_blobs",
     "delete_older_than",
+    "free_bytes",
     "open_database",
     "read_events",
     "read_tag_sets",
@@ -134,6 +137,8 @@ _INSERT_EVENT: Final = (
 _RETENTION_BATCH_ROWS: Final = 5_000
 #: Least seconds between two error lines about failing writes.
 _ERROR_LOG_INTERVAL_S: Final = 60.0
+#: Seconds of commits without a failure before failing writes count as over.
+RECOVERY_SECONDS: Final = 60.0
 #: Milliseconds a write waits for another connection's lock before failing.
 _BUSY_TIMEOUT_MS: Final = 200
 SYNCHRONOUS_MODES: Final = ("NORMAL", "FULL")
@@ -203,16 +208,89 @@ def open_database(
             if str(mode).lower() != "wal":
                 logger.warning("WAL mode unavailable path=%s journal_mode=%s", path, mode)
             connection.execute(f"PRAGMA synchronous = {synchronous}")
-            connection.executescript(_SCHEMA)
-            _add_content_columns(connection)
-            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version != SCHEMA_VERSION or not _schema_complete(connection):
+                # Only a new or older file is written to here: an up-to-date one opens
+                # without a write, so a recorder starts on a full disk and says so on
+                # its first commit instead of failing here.
+                connection.executescript(_SCHEMA)
+                _add_content_columns(connection)
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except StoreError:
         connection.close()
         raise
     except sqlite3.Error as exc:
         connection.close()
-        raise StoreError(f"{path}: not a usable recording database ({exc})") from None
+        raise StoreError(_open_error(path, exc, writing=not read_only)) from None
     return connection
+
+
+#: Free bytes below which a failed write is put down to a full disk.
+_DISK_FULL_BYTES: Final = 1 << 20
+_SQLITE_HEADER: Final = b"SQLite format 3\x00"
+
+
+def _schema_complete(connection: sqlite3.Connection) -> bool:
+    """Whether every table and index of :data:`_SCHEMA` and every content column is there."""
+    names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    wanted = {"tags", "updates", "events", "updates_published_time"}
+    wanted |= {"updates_stream_published_time", "events_stream_time", "events_time"}
+    return wanted <= names and {n for n, _ in _CONTENT_COLUMNS} <= _update_columns(connection)
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int | None:
+    """Bytes free to this user on the file system that holds ``path`` (None: unknown)."""
+    folder = Path(path).resolve().parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _looks_intact(path: Path) -> bool:
+    """An SQLite file with the recording's tables, read without writing anything."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
+                return False
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            names = {row[0] for row in probe.execute("SELECT name FROM sqlite_master")}
+        finally:
+            probe.close()
+    except (OSError, sqlite3.Error):
+        return False
+    return {"updates", "tags"} <= names
+
+
+def _open_error(path: Path, exc: sqlite3.Error, *, writing: bool) -> str:
+    """The one line that says why a database could not be opened, and what to do."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    free = free_bytes(path)
+    disk_full = primary == sqlite3.SQLITE_FULL or (
+        primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN)
+        and free is not None
+        and free < _DISK_FULL_BYTES
+    )
+    if writing and disk_full:
+        state = (
+            "the recording in it is intact"
+            if path.is_file() and _looks_intact(path)
+            else "nothing was written"
+        )
+        room = "" if free is None else f", {free} bytes free"
+        return (
+            f"{path}: cannot record: the disk is full ({exc}{room}); {state}. "
+            "Free disk space (or lower record.retention_days) and start again"
+        )
+    if primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY) and (
+        path.is_file() and _looks_intact(path)
+    ):
+        return (
+            f"{path}: cannot {'write' if writing else 'read'} the database ({exc}); "
+            "the file itself is a recording: check its folder's permissions and the disk"
+        )
+    return f"{path}: not a usable recording database ({exc})"
 
 
 def _update_columns(connection: sqlite3.Connection) -> set[str]:
@@ -596,6 +674,8 @@ class RecordWriter:
     db_path : path-like
         Created if missing.
     synchronous : {"FULL", "NORMAL"}
+    clock : callable
+        Monotonic seconds, for the rate of the error lines and the recovery time.
 
     Attributes
     ----------
@@ -606,10 +686,25 @@ class RecordWriter:
         Updates lost to failing writes.
     failed_commits : int
         Batches that failed.
+
+    Notes
+    -----
+    While writes fail, one error line every 60 s says so, with how many commits
+    failed and how many went through since the previous line (a disk that is
+    full except for the space a checkpoint or the retention pass frees now and
+    then lets some commits through).  "database writes work again" is said once,
+    when commits have gone through for :data:`RECOVERY_SECONDS` without one failing.
     """
 
-    def __init__(self, db_path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.db_path = Path(db_path)
+        self._clock = clock
         self.connection: sqlite3.Connection | None = open_database(
             self.db_path, synchronous=synchronous
         )
@@ -623,6 +718,11 @@ class RecordWriter:
         self.events_written = 0
         self._failing = False
         self._last_error_log = float("-inf")
+        #: Since the last error line: commits that failed, and that went through.
+        self._failed_since_log = 0
+        self._ok_since_log = 0
+        #: When commits began to go through again without one failing (None: not yet).
+        self._ok_since: float | None = None
 
     @property
     def pending(self) -> int:
@@ -652,6 +752,8 @@ class RecordWriter:
                 )
             except sqlite3.DatabaseError as exc:
                 self._failed(exc, len(events))
+            else:
+                self._succeeded()
         if not self._updates:
             return 0
         if self.connection is None:
@@ -664,28 +766,51 @@ class RecordWriter:
             self._failed(exc, len(updates))
             return 0
         self.written += written
-        if self._failing:
-            self._failing = False
-            logger.warning(
-                "database writes work again path=%s total_dropped=%d", self.db_path, self.dropped
-            )
+        self._succeeded()
         return written
+
+    def _succeeded(self) -> None:
+        if not self._failing:
+            return
+        self._ok_since_log += 1
+        now = self._clock()
+        if self._ok_since is None:
+            self._ok_since = now
+        elif now - self._ok_since >= RECOVERY_SECONDS:
+            self._failing = False
+            self._ok_since = None
+            logger.warning(
+                "database writes work again path=%s ok_for_s=%.0f total_dropped=%d",
+                self.db_path,
+                RECOVERY_SECONDS,
+                self.dropped,
+            )
 
     def _failed(self, exc: sqlite3.Error, count: int) -> None:
         self.dropped += count
         self.failed_commits += 1
         self._failing = True
-        now = time.monotonic()
+        self._ok_since = None
+        self._failed_since_log += 1
+        now = self._clock()
         if now - self._last_error_log >= _ERROR_LOG_INTERVAL_S:
+            first = self._last_error_log == float("-inf")
             self._last_error_log = now
+            free = free_bytes(self.db_path)
             logger.error(
                 "cannot write to database path=%s error=%r dropped=%d total_dropped=%d "
-                "(recording continues; free disk space or fix the file)",
+                "%sfree_bytes=%s (recording continues; free disk space or fix the file)",
                 self.db_path,
                 str(exc),
                 count,
                 self.dropped,
+                ""
+                if first
+                else f"commits_failed={self._failed_since_log} "
+                f"commits_ok={self._ok_since_log} since_s={_ERROR_LOG_INTERVAL_S:.0f} ",
+                "unknown" if free is None else free,
             )
+            self._failed_since_log = self._ok_since_log = 0
 
     def delete_older_than(
         self, cutoff_time: float, *, should_stop: Callable[[], bool] | None = None

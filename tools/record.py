@@ -17,8 +17,9 @@ arriving on its socket (at most ``0.5 s``), commits everything buffered, closes
 the database and exits 0, within a second.
 
 Exit status (README "Exit status"): 0 stopped by SIGTERM or Ctrl-C, 1 unexpected
-error, 2 usage or config error, 3 a database that cannot be opened, 4 an
-endpoint that cannot be subscribed to.
+error, 2 usage or config error, 3 a database that cannot be opened (on a full disk
+the line says so, and whether the recording in it is intact), 4 an endpoint that
+cannot be subscribed to.
 """
 
 from __future__ import annotations
