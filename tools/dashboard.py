@@ -297,6 +297,8 @@ def _stream_panel(history: StreamHistory, *, now: float, top_k: int) -> Any:
 
     title = Text(history.stream, style="bold magenta")
     title.append(f"  {latest.model}  {latest.start_s:.1f}-{latest.end_s:.1f} s", style="dim")
+    if (latest.behind_s or 0.0) >= 1.0:  # the worker is behind (docs/PROTOCOL.md, "Shedding")
+        title.append(f"  behind {latest.behind_s:.1f} s · shed {latest.shed}", style="bold red")
     parts = [_content_text(history), table, changes]
     if history.events:
         parts.append(_events_text(history))
@@ -617,7 +619,6 @@ def run_dashboard(
     console = Console(file=out)
     log_file = (log_file or default_log_file("dashboard")) if console.is_terminal else None
     with connect(endpoints, streams=streams, security=security, events=True) as updates:
-        logger.info("dashboard endpoints=%s", ",".join(updates.endpoints))
         with (
             logs_to_file(log_file),
             Live(
@@ -629,6 +630,7 @@ def run_dashboard(
                 transient=False,
             ) as live,
         ):
+            logger.info("dashboard endpoints=%s", ",".join(updates.endpoints))
             while not stop.is_set():
                 update = updates.receive_message(timeout_s=_POLL_S)
                 if update is None:
