@@ -297,8 +297,6 @@ def _stream_panel(history: StreamHistory, *, now: float, top_k: int) -> Any:
 
     title = Text(history.stream, style="bold magenta")
     title.append(f"  {latest.model}  {latest.start_s:.1f}-{latest.end_s:.1f} s", style="dim")
-    if (latest.behind_s or 0.0) >= 1.0:  # the worker is behind (docs/PROTOCOL.md, "Shedding")
-        title.append(f"  behind {latest.behind_s:.1f} s · shed {latest.shed}", style="bold red")
     parts = [_content_text(history), table, changes]
     if history.events:
         parts.append(_events_text(history))
@@ -618,33 +616,33 @@ def run_dashboard(
     received = 0
     console = Console(file=out)
     log_file = (log_file or default_log_file("dashboard")) if console.is_terminal else None
-    with connect(endpoints, streams=streams, security=security, events=True) as updates:
-        with (
-            logs_to_file(log_file),
-            Live(
-                get_renderable=lambda: render_dashboard(
-                    model, top_k=top_k, view=view, log_file=log_file
-                ),
-                console=console,
-                refresh_per_second=4,
-                transient=False,
-            ) as live,
-        ):
-            logger.info("dashboard endpoints=%s", ",".join(updates.endpoints))
-            while not stop.is_set():
-                update = updates.receive_message(timeout_s=_POLL_S)
-                if update is None:
-                    model.forget_idle()
-                    continue
-                if isinstance(update, Event):
-                    model.add_event(update)
-                    live.refresh()  # events show as they come
-                    continue
-                model.add(update)
-                received += 1
-                if count is not None and received >= count:
-                    break
-            live.refresh()
+    with (
+        connect(endpoints, streams=streams, security=security, events=True) as updates,
+        logs_to_file(log_file),
+        Live(
+            get_renderable=lambda: render_dashboard(
+                model, top_k=top_k, view=view, log_file=log_file
+            ),
+            console=console,
+            refresh_per_second=4,
+            transient=False,
+        ) as live,
+    ):
+        logger.info("dashboard endpoints=%s", ",".join(updates.endpoints))
+        while not stop.is_set():
+            update = updates.receive_message(timeout_s=_POLL_S)
+            if update is None:
+                model.forget_idle()
+                continue
+            if isinstance(update, Event):
+                model.add_event(update)
+                live.refresh()  # events show as they come
+                continue
+            model.add(update)
+            received += 1
+            if count is not None and received >= count:
+                break
+        live.refresh()
 
 
 def build_parser() -> argparse.ArgumentParser:
