@@ -45,7 +45,7 @@ How a row is found
    piano, music over a voice that has just begun), so a change of family or of
    content lands up to about a hop or two into the less salient item
    (benchmarks/asrun_hour.py measures it on real music); boundaries with
-   silence and outages are within half a hop.
+   silence and outages are within one hop.
 5. ``now_playing`` titles name the rows: a row's title is the one in effect at
    its middle, and a music row is split where the title changes when the
    change lies at least ``min_segment_seconds`` from both of its ends (two
@@ -63,7 +63,8 @@ Dead air
 --------
 :attr:`AsRun.dead_air` lists every ``silence_start`` with its ``silence_end``
 (start, end and duration as the worker measured them, at 0.1 s); a silence
-still going on at the end of the range has no end.
+still going on at the end of the range has no end, and one cut short by a
+``source_down`` ends there (what follows is an outage).
 
 Memory grows with the windows of one stream in the range (about 100 bytes per
 window: 17 MB for a day at the 0.5 s hop); streams are read one at a time.
@@ -750,46 +751,50 @@ def _split_at_titles(
 
 
 def _dead_air(stream: str, events: Sequence[Event], windows: StreamWindows | None) -> list[DeadAir]:
+    """Dead-air incidents: each ``silence_start`` with its ``silence_end``.
+
+    A ``source_down`` during the silence ends the incident there: what follows is an
+    outage (its own as-run row), not dead air, even though the worker's silence timer
+    only hears the audio come back after it.
+    """
     incidents = []
     pending: Event | None = None
+    ignore_end = False
+
+    def incident(since_s: float, end_s: float | None, duration: float, at: Event) -> DeadAir:
+        if windows is not None:
+            start_time = windows.wall_time(since_s)
+        else:
+            start_time = at.time - (at.at_s - since_s)
+        return DeadAir(
+            stream=stream,
+            start_time=start_time,
+            end_time=None if end_s is None else start_time + duration,
+            duration_s=duration,
+            audio_start_s=since_s,
+            audio_end_s=end_s,
+            level_dbfs=float(at.fields.get("level_dbfs", float("nan"))),
+        )
+
     for event in sorted(events, key=lambda e: (e.at_s, e.time)):
         if event.event == "silence_start":
-            pending = event
+            pending, ignore_end = event, False
+        elif event.event == "source_down" and pending is not None:
+            since_s = float(pending.fields["silence_since_s"])
+            end_s = max(event.at_s, since_s)
+            incidents.append(incident(since_s, end_s, end_s - since_s, pending))
+            pending, ignore_end = None, True
         elif event.event == "silence_end" and pending is not None:
             since_s = float(pending.fields["silence_since_s"])
             duration = float(event.fields["duration_s"])
-            start_time = (
-                event.time - (event.at_s - since_s)
-                if windows is None
-                else (windows.wall_time(since_s))
-            )
-            incidents.append(
-                DeadAir(
-                    stream=stream,
-                    start_time=start_time,
-                    end_time=start_time + duration,
-                    duration_s=duration,
-                    audio_start_s=since_s,
-                    audio_end_s=event.at_s,
-                    level_dbfs=float(pending.fields["level_dbfs"]),
-                )
-            )
+            incidents.append(incident(since_s, event.at_s, duration, pending))
             pending = None
+        elif event.event == "silence_end" and ignore_end:
+            ignore_end = False
     if pending is not None:
         since_s = float(pending.fields["silence_since_s"])
         last_s = float(windows.end_s[-1]) if windows is not None else pending.at_s
-        start_time = windows.wall_time(since_s) if windows is not None else pending.time
-        incidents.append(
-            DeadAir(
-                stream=stream,
-                start_time=start_time,
-                end_time=None,
-                duration_s=max(last_s - since_s, 0.0),
-                audio_start_s=since_s,
-                audio_end_s=None,
-                level_dbfs=float(pending.fields["level_dbfs"]),
-            )
-        )
+        incidents.append(incident(since_s, None, max(last_s - since_s, 0.0), pending))
     return incidents
 
 
