@@ -51,7 +51,7 @@ from config import Config, ConfigError, ContentConfig, StreamerConfig, coerce_se
 from config.schema import check_value, read_toml
 from streamer.core import Source, Streamer, StreamerStats
 from streamer.routing import endpoint_for
-from tagstream.errors import TagstreamError, UnavailableError
+from tagstream.errors import TagstreamError, UnavailableError, UsageError
 
 if TYPE_CHECKING:
     from config import SecurityConfig
@@ -279,6 +279,8 @@ class StationRunner:
         self.open_failures = 0
         self.failures = 0
         self.ended = False
+        #: A usage error (a bad endpoint or key setting): retrying cannot help.
+        self.fatal: UsageError | None = None
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (thread-safe)."""
@@ -300,6 +302,9 @@ class StationRunner:
             started = time.monotonic()
             try:
                 source = self._open_source()
+            except UsageError as exc:
+                self.fatal = exc
+                return
             except TagstreamError as exc:
                 self.open_failures += 1
                 logger.warning(
@@ -340,6 +345,9 @@ class StationRunner:
                 streamer.stop()
         try:
             streamer.run()
+        except UsageError as exc:  # the endpoint or the keys: the same for every retry
+            self.fatal = exc
+            return True
         except TagstreamError as exc:
             self.failures += 1
             logger.error("station failed stream=%s error=%s; retrying", station.id, exc)
@@ -467,10 +475,20 @@ class Stations:
         return {runner.station.id: runner.stats() for runner in self.runners}
 
     def run(self) -> None:
-        """Start the stations and wait until :meth:`stop` or every station has ended."""
+        """Start the stations and wait until :meth:`stop` or every station has ended.
+
+        Raises
+        ------
+        tagstream.errors.UsageError
+            A station met a usage error that no retry can mend (a bad endpoint, a
+            missing CURVE key): every station is stopped and the first such error raised.
+        """
         self.start()
         try:
             while not self._stop.wait(0.2):
+                fatal = next((r.fatal for r in self.runners if r.fatal is not None), None)
+                if fatal is not None:
+                    raise fatal
                 if not any(thread.is_alive() for thread in self._threads):
                     logger.info("every station has ended")
                     break

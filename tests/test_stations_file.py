@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, free_port
 
 from config import ConfigError, load_config
 from streamer.stations import STATION_OPTIONS, load_stations
@@ -138,3 +138,19 @@ def test_a_missing_station_file_names_it(tmp_path: Path) -> None:
     assert done.returncode == ExitStatus.USAGE, done.stderr
     assert "none.toml: settings file not found; check the path" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_endpoint_stops_every_station_with_exit_2(tmp_path: Path) -> None:
+    """No retry mends a usage error: the stations stop and the error is the last line."""
+    path = write(tmp_path, f'[[station]]\nid = "a"\nurl = "http://127.0.0.1:{free_port()}/a"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "streamer", "--stations", str(path),
+         "--endpoint", "tcp://127.0.0.1:notaport"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == ExitStatus.USAGE, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot connect to endpoint 'tcp://127.0.0.1:notaport'"), last
