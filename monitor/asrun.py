@@ -46,10 +46,11 @@ How a row is found
    content lands up to about a hop or two into the less salient item
    (benchmarks/asrun_hour.py measures it on real music); boundaries with
    silence and outages are within one hop.
-5. ``now_playing`` titles name the rows: a row's title is the one in effect at
-   its middle, and a music row is split where the title changes when the
-   change lies at least ``min_segment_seconds`` from both of its ends (two
-   songs of one family back to back).
+5. ``now_playing`` titles name the rows: a music row's title is the one in
+   effect at its middle (a speech row's: one that began during it), and a
+   music row is split where the title changes when the change lies at least
+   ``min_segment_seconds`` from both of its ends (two songs of one family back
+   to back).
 
 Times
 -----
@@ -175,7 +176,8 @@ class AsRunEntry:
     family : str
         Music: the dominant tag family (``""`` if no family scored); else ``""``.
     title : str
-        The ``now_playing`` title in effect (``""``: none known).
+        Music: the ``now_playing`` title in effect; speech: one that began during
+        it; ``""``: none known.
     top_tag : str
         Music: the tag with the highest mean probability over the row's windows.
     windows : int
@@ -708,12 +710,21 @@ def segment_stream(
                 start_time=start_time,
                 end_time=max(start_time, end_time),
                 family=family,
-                title=_title_at(titles, 0.5 * (start + end)),
+                title=_row_title(kind, titles, start, end),
                 top_tag=_top_tag(windows, a, b) if kind == "music" else "",
                 windows=max(0, b - a + 1) if kind != "outage" else 0,
             )
         )
     return entries
+
+
+def _row_title(kind: str, titles: Sequence[tuple[float, str]], start: float, end: float) -> str:
+    """A music row: the title in effect at its middle; speech: one that began during it."""
+    if kind == "music":
+        return _title_at(titles, 0.5 * (start + end))
+    if kind == "speech":
+        return next((t for when, t in reversed(titles) if start <= when < end), "")
+    return ""
 
 
 def _title_at(titles: Sequence[tuple[float, str]], at_s: float) -> str:
