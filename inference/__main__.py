@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         parser,
         "--backend",
         key="model.backend",
-        help="what runs the network in exact mode: tensorflow or onnxruntime (no TensorFlow "
-        "loaded); streaming mode runs on tensorflow",
+        help="what runs the network: onnxruntime (no TensorFlow loaded), tensorflow, or auto "
+        "(onnxruntime; tensorflow with --precision bfloat16)",
     )
     cli.setting_flag(
         parser,

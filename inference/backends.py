@@ -36,14 +36,17 @@ A backend answers four questions:
   one batch.  Windows whose look-ahead will never come (the stream ended, had
   a long gap, or was forgotten) are recomputed exactly from their mel frames.
 
-Another way of running the model (ONNX Runtime, say) is another subclass of
-:class:`Backend` and an entry in :data:`BACKENDS` (and in the choices of
-``inference.mode``); the worker does not change.
+What runs the network is the tagger's business (``model.backend``:
+TensorFlow, ONNX Runtime, or "auto", :func:`model.tagger.resolve_backend`);
+another way of choosing windows is another subclass of :class:`Backend` and
+an entry in :data:`BACKENDS` (and in the choices of ``inference.mode``); the
+worker does not change.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -100,7 +103,7 @@ class Backend(abc.ABC):
     #: The ``inference.mode`` value that selects this backend.
     mode: ClassVar[str]
     #: The ``model.backend`` values (what runs the network) this mode works with.
-    model_backends: ClassVar[tuple[str, ...]] = ("tensorflow", "onnxruntime")
+    model_backends: ClassVar[tuple[str, ...]] = ("tensorflow", "onnxruntime", "auto")
 
     def __init__(self, tagger: Any) -> None:
         self.tagger = tagger
@@ -205,7 +208,11 @@ class _PushedWindow(DueWindow):
 class StreamingBackend(Backend):
     """Streamable windows pushed through per-stream musicnn caches, the others exactly.
 
-    ``mode = "streaming"``; musicnn models only.
+    ``mode = "streaming"``; musicnn models only.  The incremental step runs on
+    the tagger's backend: :class:`model.streaming.StreamingMusicnn` over the
+    Keras network on TensorFlow, or its ONNX graph (``streaming.onnx``, built
+    once beside ``model.onnx``, :func:`model.onnx.load_streaming_step`) on ONNX
+    Runtime, without TensorFlow.
 
     Raises
     ------
@@ -214,17 +221,26 @@ class StreamingBackend(Backend):
     """
 
     mode = "streaming"
-    #: The incremental step is built from the Keras network (``tagger.network``).
-    model_backends = ("tensorflow",)
 
     def __init__(self, tagger: Any) -> None:
         super().__init__(tagger)
         from model.streaming import StreamingMusicnn
 
         try:
-            self.model = StreamingMusicnn(
-                tagger.network, window_frames=tagger.contract.window_frames
-            )
+            if tagger.backend == "onnxruntime":
+                from model.onnx import load_streaming_step
+
+                if tagger.folder is None:
+                    raise SettingsError(
+                        f"inference.mode = 'streaming' needs the model folder of {tagger.name!r} "
+                        "(its streaming.onnx or model.keras); use mode = 'exact'"
+                    )
+                device = "cpu" if tagger.device == "/CPU:0" else "gpu"
+                self.model = load_streaming_step(tagger.folder, tagger.contract, device=device)
+            else:
+                self.model = StreamingMusicnn(
+                    tagger.network, window_frames=tagger.contract.window_frames
+                )
         except ValueError as exc:
             raise SettingsError(self._refusal(tagger.name)) from exc
         self.lookahead_frames = self.model.lookahead_frames
@@ -321,6 +337,9 @@ class StreamingBackend(Backend):
         return False
 
     def _device(self) -> Any:
+        """Where the step runs: TensorFlow's device scope, or nothing for ONNX Runtime."""
+        if self.model.backend != "tensorflow":
+            return contextlib.nullcontext()
         import tensorflow as tf
 
         return tf.device(self.tagger.device)

@@ -18,7 +18,13 @@ The session options were chosen by measurement (``python -m
 benchmarks.inference_backends --sweep``; the numbers are in ``docs/EDGE.md``):
 all graph optimisations, the memory arena on, sequential execution with
 ONNX Runtime's default intra-op thread pool (one thread per core this process
-may use) whose idle threads do not spin.
+may use) whose idle threads do not spin.  On the CPU a tagger runs at most
+:data:`CPU_CALL_WINDOWS` windows per session call: the cost per window is
+the same from batch 1 up (within the noise of ``python -m
+benchmarks.inference_backends``), while the memory arena keeps what the
+largest call needed for the life of the process: a process that ran musicnn
+on 16 windows at once holds 675 MiB, on 4 220 MiB, on 2 144 MiB, on 1 107
+MiB.
 """
 
 from __future__ import annotations
@@ -40,14 +46,19 @@ from model.tagger import DEVICES, BaseTagger
 if TYPE_CHECKING:
     import onnxruntime
 
+    from model.streaming import StreamingMusicnn
+
 __all__ = [
+    "CPU_CALL_WINDOWS",
     "INPUT_NAME",
     "ONNX_FORMAT",
     "ONNX_OPSET",
     "OUTPUT_NAME",
     "SOURCE_KEY",
+    "STREAMING_FILE",
     "OnnxTagger",
     "load_onnx_tagger",
+    "load_streaming_step",
     "new_session",
     "session_options",
     "source_key",
@@ -64,6 +75,10 @@ ONNX_FORMAT = "1"
 SOURCE_KEY = "tagstream.source"
 INPUT_NAME = "mel"
 OUTPUT_NAME = "tags"
+#: Most windows per session call on the CPU execution provider (a larger batch is split).
+CPU_CALL_WINDOWS = 2
+#: The streaming musicnn step's ONNX graph, beside ``model.onnx`` (:func:`load_streaming_step`).
+STREAMING_FILE = "streaming.onnx"
 
 
 def source_key(folder: str | os.PathLike[str]) -> str | None:
@@ -205,23 +220,45 @@ class OnnxTagger(BaseTagger):
     session : onnxruntime.InferenceSession
         One input (batch, window_frames, n_mels), one output (batch, n_tags).
     contract : ModelContract
+    folder : path or None
+        The model folder it was loaded from (:func:`load_onnx_tagger`), where
+        the worker's streaming mode finds the Keras network.
     """
 
     backend = "onnxruntime"
 
-    def __init__(self, session: onnxruntime.InferenceSession, contract: ModelContract) -> None:
+    def __init__(
+        self,
+        session: onnxruntime.InferenceSession,
+        contract: ModelContract,
+        *,
+        folder: str | os.PathLike[str] | None = None,
+    ) -> None:
         super().__init__(contract)
         self.session = session
+        self.folder = Path(folder) if folder is not None else None
         inputs, outputs = session.get_inputs(), session.get_outputs()
         self._check_network(tuple(inputs[0].shape)[1:], outputs[0].shape[-1])
         self._input = inputs[0].name
         self._output = outputs[0].name
-        self.device = "/GPU:0" if session.get_providers()[0] != "CPUExecutionProvider" else "/CPU:0"
+        on_cpu = session.get_providers()[0] == "CPUExecutionProvider"
+        self.device = "/CPU:0" if on_cpu else "/GPU:0"
         self.precision = "float32"
+        #: Most windows per session call (:data:`CPU_CALL_WINDOWS` on the CPU; GPUs take any).
+        self.call_windows: int | None = CPU_CALL_WINDOWS if on_cpu else None
+
+    def warm_up(self, *, batch_size: int = 1) -> None:
+        """:meth:`BaseTagger.warm_up`; on the CPU a call of :attr:`call_windows` windows is the
+        largest a batch of any size makes, so warming up with it holds the peak memory."""
+        super().warm_up(batch_size=min(batch_size, self.call_windows or batch_size))
 
     def _run(self, windows: np.ndarray) -> np.ndarray:
-        (probabilities,) = self.session.run([self._output], {self._input: windows})
-        return np.asarray(probabilities, dtype=np.float32)
+        step = self.call_windows or len(windows)
+        outputs = [
+            self.session.run([self._output], {self._input: windows[start : start + step]})[0]
+            for start in range(0, len(windows), step)
+        ]
+        return np.asarray(np.concatenate(outputs), dtype=np.float32)
 
 
 def load_onnx_tagger(
@@ -258,7 +295,7 @@ def load_onnx_tagger(
             built_from = session.get_modelmeta().custom_metadata_map.get(SOURCE_KEY)
             if key is None or built_from == key:
                 logger.debug("loaded model=%s onnx=%s", contract.name, path)
-                return OnnxTagger(session, contract)
+                return OnnxTagger(session, contract, folder=folder)
             logger.info("rebuilding model=%s onnx=%s: model.keras changed", contract.name, path)
     elif key is None:
         raise ModelLoadError(
@@ -279,4 +316,57 @@ def load_onnx_tagger(
             path,
             exc.strerror or exc,
         )
-    return OnnxTagger(new_session(content, device=device), contract)
+    return OnnxTagger(new_session(content, device=device), contract, folder=folder)
+
+
+def load_streaming_step(
+    folder: str | os.PathLike[str], contract: ModelContract, *, device: str = "auto"
+) -> StreamingMusicnn:
+    """The streaming musicnn of a model folder on ONNX Runtime, building ``streaming.onnx`` once.
+
+    Like ``model.onnx`` (:func:`load_onnx_tagger`): built from ``model.keras``
+    (:meth:`model.streaming.StreamingMusicnn.to_onnx`, TensorFlow needed that
+    once), written atomically beside it with the same :data:`SOURCE_KEY`, and
+    rebuilt when ``model.keras`` changes; while it is up to date nothing here
+    imports TensorFlow.
+
+    Raises
+    ------
+    ModelLoadError
+        Neither a loadable ``streaming.onnx`` nor ``model.keras`` (exit status 3).
+    ValueError
+        The network is not a musicnn (only musicnn streams).
+    """
+    from model.streaming import StreamingMusicnn
+
+    folder = Path(folder)
+    path = folder / STREAMING_FILE
+    key = source_key(folder)
+    if path.is_file():
+        try:
+            session = new_session(path, device=device)
+        except ModelLoadError:
+            if key is None:
+                raise
+            logger.warning("rebuilding model=%s step=%s: it does not load", contract.name, path)
+        else:
+            built_from = session.get_modelmeta().custom_metadata_map.get(SOURCE_KEY)
+            if key is None or built_from == key:
+                return StreamingMusicnn.from_onnx(session)
+            logger.info("rebuilding model=%s step=%s: model.keras changed", contract.name, path)
+    elif key is None:
+        raise ModelLoadError(
+            f"{folder}: neither {MODEL_FILE} nor {STREAMING_FILE}: streaming mode needs one"
+        )
+    streaming = StreamingMusicnn(load_network(folder), window_frames=contract.window_frames)
+    content = streaming.to_onnx(opset=ONNX_OPSET, metadata={SOURCE_KEY: key} if key else None)
+    try:
+        write_file(folder, STREAMING_FILE, content)
+        logger.info("built model=%s step=%s", contract.name, path)
+    except OSError as exc:
+        logger.warning(
+            "cannot write %s (%s): it is rebuilt at every start; make the folder writable",
+            path,
+            exc.strerror or exc,
+        )
+    return StreamingMusicnn.from_onnx(new_session(content, device=device))

@@ -27,6 +27,15 @@ exact mode): the mid-end features of interior frames are identical to running
 the network over the whole signal, only the edge frames of each window differ.
 At the start of a stream the cache holds zeros, exactly like the 'same'
 padding of the whole-signal computation.
+
+Backends
+--------
+The step is one graph with the caches in and out, so it converts to ONNX:
+:meth:`StreamingMusicnn.to_onnx` writes it (``tf2onnx``, TensorFlow needed
+that once) and :meth:`StreamingMusicnn.from_onnx` runs it in an ONNX Runtime
+session without TensorFlow (:func:`model.onnx.load_streaming_step` caches it
+as ``streaming.onnx`` in the model folder).  Both run the same
+:meth:`StreamingMusicnn.push`; :attr:`StreamingMusicnn.backend` says which.
 """
 
 from __future__ import annotations
@@ -38,7 +47,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["StreamCache", "StreamingMusicnn"]
+__all__ = ["LOOKAHEAD_KEY", "STEP_INPUTS", "StreamCache", "StreamingMusicnn"]
+
+#: Names of the step's inputs (in order), in the TensorFlow signature and the ONNX graph.
+STEP_INPUTS = ("mel", "frames_seen", "inputs", "front", "midend_1", "midend_2", "features")
+#: Metadata key of a step's ONNX graph: its ``lookahead_frames``.
+LOOKAHEAD_KEY = "tagstream.lookahead_frames"
 
 _FRONT_BN = {
     "conv2d": "batch_normalization_1",
@@ -102,7 +116,11 @@ class StreamingMusicnn:
         are ready (73 for musicnn: 1.168 s).
     feature_channels : int
         Channels of a mid-end feature frame (753 for musicnn).
+    backend : {"tensorflow", "onnxruntime"}
+        What runs the step (:meth:`from_onnx` makes the second).
     """
+
+    backend = "tensorflow"
 
     def __init__(self, network: Any, *, window_frames: int = 187) -> None:
         import tensorflow as tf
@@ -147,17 +165,82 @@ class StreamingMusicnn:
             "midend_2": (2 * self._mid_reach, mid_channels),
         }
         spec = tf.TensorSpec
-        signature = [
-            spec((None, None, self.n_mels), tf.float32),  # new mel frames
-            spec((None,), tf.int32),  # frames seen before them
-            *(spec((None, *shape), tf.float32) for shape in self._context.values()),
-            spec((None, window_frames, self.feature_channels), tf.float32),
+        shapes = [
+            (None, None, self.n_mels),  # new mel frames
+            (None,),  # frames seen before them
+            *((None, *shape) for shape in self._context.values()),
+            (None, window_frames, self.feature_channels),
+        ]
+        types = [tf.float32, tf.int32, *[tf.float32] * (len(shapes) - 2)]
+        self._signature = [
+            spec(shape, dtype, name=name)
+            for shape, dtype, name in zip(shapes, types, STEP_INPUTS, strict=True)
         ]
         # One concrete function for every batch size and hop (the signature leaves them
         # open): calling it skips tf.function's argument binding, ~0.5 ms per push.
         self._step = tf.function(
-            self._step_graph, input_signature=signature
+            self._step_graph, input_signature=self._signature
         ).get_concrete_function()
+
+    def to_onnx(self, *, opset: int, metadata: dict[str, str] | None = None) -> bytes:
+        """The step as an ONNX graph: :data:`STEP_INPUTS` in, the new caches and outputs out.
+
+        Imports ``tf2onnx`` and ``onnx``; :meth:`from_onnx` runs the result.
+        ``metadata`` is stored beside :data:`LOOKAHEAD_KEY`.
+        """
+        import warnings
+
+        import onnx
+        import tensorflow as tf
+        import tf2onnx
+
+        function = tf.function(self._step_graph, input_signature=self._signature)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf2onnx's numpy-2 deprecations
+            proto, _ = tf2onnx.convert.from_function(
+                function, input_signature=self._signature, opset=opset
+            )
+        props = {LOOKAHEAD_KEY: str(self.lookahead_frames), **(metadata or {})}
+        onnx.helper.set_model_props(proto, props)
+        proto.doc_string = "tagstream streaming musicnn step: new mel frames and caches in and out"
+        onnx.checker.check_model(proto)
+        return bytes(proto.SerializeToString())
+
+    @classmethod
+    def from_onnx(cls, session: Any) -> StreamingMusicnn:
+        """The streaming model of a step graph written by :meth:`to_onnx`, run by ``session``.
+
+        Parameters
+        ----------
+        session : onnxruntime.InferenceSession
+            Over the graph; nothing here imports TensorFlow.
+
+        Raises
+        ------
+        ValueError
+            The graph is not such a step.
+        """
+        inputs = {value.name: value.shape for value in session.get_inputs()}
+        metadata = session.get_modelmeta().custom_metadata_map
+        if tuple(inputs) != STEP_INPUTS or LOOKAHEAD_KEY not in metadata:
+            raise ValueError(f"not a streaming musicnn step: inputs {list(inputs)}")
+        self = cls.__new__(cls)
+        self.backend = "onnxruntime"
+        self.network = None
+        self.n_mels = int(inputs["mel"][2])
+        self.window_frames = int(inputs["features"][1])
+        self.feature_channels = int(inputs["features"][2])
+        self.lookahead_frames = int(metadata[LOOKAHEAD_KEY])
+        self._context = {
+            key: (int(inputs[key][1]), int(inputs[key][2])) for key in STEP_INPUTS[2:6]
+        }
+        outputs = [value.name for value in session.get_outputs()]
+
+        def step(*arrays: np.ndarray) -> list[np.ndarray]:
+            return list(session.run(outputs, dict(zip(STEP_INPUTS, arrays, strict=True))))
+
+        self._step = step
+        return self
 
     def new_cache(self) -> StreamCache:
         """The cache of a stream before its first frame (zero padding, like 'same')."""
@@ -253,7 +336,7 @@ class StreamingMusicnn:
             np.stack([cache.features for cache in caches]),
         )
         inputs, front, midend_1, midend_2, features, new_features, probabilities = (
-            output.numpy() for output in outputs
+            np.asarray(output) for output in outputs
         )
         for i, cache in enumerate(caches):
             cache.frames_seen += frames.shape[1]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -21,8 +20,17 @@ from model import ModelContract, load_tagger, log_mel
 from model.architectures import ARCHITECTURES
 from model.convert import PRETRAINED
 from model.folder import ONNX_FILE, ModelLoadError, save_model_folder
-from model.onnx import SOURCE_KEY, OnnxTagger, new_session, source_key, to_onnx
-from model.tagger import Tagger
+from model.onnx import (
+    CPU_CALL_WINDOWS,
+    SOURCE_KEY,
+    STREAMING_FILE,
+    OnnxTagger,
+    load_streaming_step,
+    new_session,
+    source_key,
+    to_onnx,
+)
+from model.tagger import Tagger, resolve_backend
 from protocol import decode_update
 from tagstream.errors import ExitStatus
 
@@ -105,6 +113,10 @@ def test_onnx_equals_keras_for_the_pretrained_models(name: str, rng: np.random.G
     _assert_close_and_alive(onnx_tagger.predict(windows), keras_tagger.predict(windows))
     for batch in (1, 16, 33):  # the batch axis is free
         assert onnx_tagger.predict(windows[[0] * batch]).shape == (batch, 50)
+    # On the CPU a batch runs CPU_CALL_WINDOWS windows per call: the same as one call.
+    assert onnx_tagger.call_windows == CPU_CALL_WINDOWS < len(windows)
+    (whole,) = onnx_tagger.session.run(["tags"], {"mel": windows})
+    np.testing.assert_allclose(onnx_tagger.predict(windows), whole, atol=1e-6, rtol=0)
     signal = rng.standard_normal(16000 * 10).astype(np.float32) * 0.1
     starts, onnx_probabilities = onnx_tagger.tag_audio(signal, hop_frames=50)
     keras_starts, keras_probabilities = keras_tagger.tag_audio(signal, hop_frames=50)
@@ -274,20 +286,24 @@ sys.exit(main(sys.argv[1:]))
 )
 
 
-def test_the_worker_runs_exact_mode_on_onnx_without_tensorflow(tmp_path: Path) -> None:
-    """``python -m inference --backend onnxruntime``: ready, tags a stream, never imports TF."""
-    load_tagger("MSD_musicnn", backend="onnxruntime")  # builds model.onnx once, with TF here
+@pytest.mark.parametrize("mode", ["exact", "streaming"])
+def test_the_worker_runs_on_onnx_without_tensorflow(mode: str, tmp_path: Path) -> None:
+    """``python -m inference --backend onnxruntime [--mode streaming]``: ready, tags a
+    stream, never imports TensorFlow (streaming mode through streaming.onnx)."""
+    tagger = load_tagger("MSD_musicnn", backend="onnxruntime")  # builds model.onnx, with TF here
+    assert tagger.folder is not None
+    load_streaming_step(tagger.folder, tagger.contract)  # and streaming.onnx
     ready = tmp_path / "ready.json"
     inp, out = f"ipc://{tmp_path}/in", f"ipc://{tmp_path}/out"
     child = subprocess.Popen(
         [sys.executable, "-c", _WORKER_WITHOUT_TENSORFLOW, "--backend", "onnxruntime",
-         "--input", inp, "--publish", out, "--ready-file", str(ready)],
+         "--mode", mode, "--input", inp, "--publish", out, "--ready-file", str(ready)],
         cwd=ROOT, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     context = zmq.Context()
     try:
         info = wait_ready(ready, process=child, timeout_s=300)
-        assert info["backend"] == "onnxruntime" and info["mode"] == "exact"
+        assert info["backend"] == "onnxruntime" and info["mode"] == mode
         sub = context.socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(out)
@@ -295,8 +311,9 @@ def test_the_worker_runs_exact_mode_on_onnx_without_tensorflow(tmp_path: Path) -
         push.connect(inp)
         rng = np.random.default_rng(0)
         update = None
+        seconds = 3.5 if mode == "exact" else 6.0  # a window, plus its look-ahead if streamed
         for attempt in range(30):  # the subscription joins while probe streams play
-            for message in audio_messages(music(rng, 3.5), f"onnx:{attempt}", block=1600):
+            for message in audio_messages(music(rng, seconds), f"onnx:{attempt}", block=1600):
                 push.send_multipart(message)
             if sub.poll(3000):
                 update = decode_update(sub.recv_multipart())
@@ -312,10 +329,50 @@ def test_the_worker_runs_exact_mode_on_onnx_without_tensorflow(tmp_path: Path) -
         context.destroy(linger=0)
 
 
-def test_streaming_mode_on_onnx_is_refused_before_the_model_loads() -> None:
-    from inference.__main__ import main
+# --------------------------------------------------------------------------- "auto"
 
-    err = io.StringIO()
-    status = main(["--mode", "streaming", "--backend", "onnxruntime"], stderr=err)
-    assert status == ExitStatus.USAGE
-    assert "runs on model.backend = 'tensorflow'" in err.getvalue()
+
+def test_auto_is_onnxruntime_except_for_bfloat16() -> None:
+    assert resolve_backend("auto") == "onnxruntime"
+    assert resolve_backend("auto", precision="bfloat16") == "tensorflow"
+    assert resolve_backend("tensorflow") == "tensorflow"
+    assert resolve_backend("onnxruntime", precision="bfloat16") == "onnxruntime"  # refused later
+    with pytest.raises(ModelLoadError, match="backend='onnx' must be one of auto, tensorflow"):
+        resolve_backend("onnx")
+    assert load_tagger("MSD_musicnn", backend="auto").backend == "onnxruntime"
+
+
+def test_the_streaming_step_on_onnx_equals_tensorflow_and_is_built_once(
+    rng: np.random.Generator,
+) -> None:
+    """streaming.onnx: the same caches and probabilities as the TensorFlow step, hop by hop."""
+    from model.streaming import StreamingMusicnn
+
+    onnx_tagger = load_tagger("MSD_musicnn", backend="onnxruntime")
+    assert onnx_tagger.folder is not None
+    onnx_step = load_streaming_step(onnx_tagger.folder, onnx_tagger.contract)
+    built = (onnx_tagger.folder / STREAMING_FILE).stat().st_mtime_ns
+    keras = load_tagger("MSD_musicnn", backend="tensorflow")
+    tf_step = StreamingMusicnn(keras.network, window_frames=187)
+    assert (onnx_step.backend, tf_step.backend) == ("onnxruntime", "tensorflow")
+    assert onnx_step.lookahead_frames == tf_step.lookahead_frames == 73
+    assert onnx_step.feature_channels == tf_step.feature_channels
+    signals = [log_mel(music(rng, 9.0)), log_mel(np.clip(music(rng, 9.0) * 40, -1, 1))]
+    caches = {step: [step.new_cache() for _ in signals] for step in (onnx_step, tf_step)}
+    position, pushed = 0, 0
+    for hop in (187 + 73, 31, 62, 1, 31):  # batched streams, different hops
+        chunks = [mel[position : position + hop] for mel in signals]
+        ours = onnx_step.push(caches[onnx_step], chunks)
+        theirs = tf_step.push(caches[tf_step], chunks)
+        for a, b in zip(ours, theirs, strict=True):
+            assert a is not None and b is not None
+            np.testing.assert_allclose(a, b, atol=ONNX_ATOL, rtol=0)
+            pushed += 1
+        position += hop
+    assert pushed == 10
+    for a, b in zip(caches[onnx_step], caches[tf_step], strict=True):
+        assert a.frames_seen == b.frames_seen
+        np.testing.assert_allclose(a.features, b.features, atol=1e-3, rtol=1e-5)
+    again = load_streaming_step(onnx_tagger.folder, onnx_tagger.contract)
+    assert again.backend == "onnxruntime"
+    assert (onnx_tagger.folder / STREAMING_FILE).stat().st_mtime_ns == built  # not rebuilt

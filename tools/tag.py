@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         key="model.backend",
         help="onnxruntime: ONNX Runtime, no TensorFlow loaded (2-2.6x faster per window "
-        "on AVX2 CPUs); tensorflow: Keras",
+        "on AVX2 CPUs); tensorflow: Keras; auto: onnxruntime, tensorflow for bfloat16",
     )
     cli.setting_flag(
         parser,
