@@ -1,7 +1,7 @@
-"""Worker capacity: the most real-time streams one worker sustains, exact vs streaming mode.
+"""Worker capacity: the most real-time streams one worker sustains, by mode and backend.
 
-    .venv/bin/python -m benchmarks.capacity [--seconds 20] [--hops 1.0 0.5]
-                                            [--modes exact streaming] [--start 4]
+    .venv/bin/python -m benchmarks.capacity [--seconds 20] [--hops 1.0 0.5] [--start 4]
+        [--modes exact exact-onnxruntime streaming streaming-onnxruntime]
 
 For every mode and hop, a worker subprocess (``python -m inference --mode M
 --hop-seconds H``) is fed by :mod:`benchmarks.latency`'s load generator (0.1 s
@@ -9,18 +9,22 @@ blocks of every stream, paced in real time) and measured by its subscriber.  A
 trial passes when the p99 latency stays below the hop and at least 90 % of the
 expected updates arrived; the stream count is doubled from ``--start`` until a
 trial fails, then bisected between the last pass and the first failure (to
-within 12.5 %).  A mode with a ``-bfloat16`` suffix (``exact-bfloat16``) runs
-the worker with ``--precision bfloat16``.  ``--stagger`` spreads the streams'
+within 12.5 %).  A mode with an ``-onnxruntime`` suffix (``streaming-onnxruntime``)
+runs the worker with ``--backend onnxruntime``, one with a ``-bfloat16``
+suffix (``exact-bfloat16``) with ``--precision bfloat16``; the others run on
+TensorFlow, float32.  ``--stagger`` spreads the streams'
 starts over the hop, as independent feeds are; without it every stream's
 window falls due at the same moment (the worst case).  ``--p99-ms`` sets a stricter latency bound.
 
 Latency runs from the last sample an update needed: in streaming mode that is
 the end of the window's look-ahead (73 frames = 1.168 s after the window), so
 the column measures the work, and the look-ahead's fixed delay is printed
-beside it.  The baseline is exact mode, measured in the same run: the ratio
-column is streams sustained / exact mode's at the same hop.  The ceiling
+beside it.  The baseline is the first of ``--modes`` (exact mode on TensorFlow by
+default), measured in the same run: the ratio column is streams sustained /
+the baseline's at the same hop.  The ceiling
 column is what the model's arithmetic allows at the CPU's measured matmul rate
-(see :func:`measured_gflops`).
+(see :func:`measured_gflops`).  The CPU and the load average are printed with
+the table.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.latency import run_config
+from benchmarks.common import cpu_description, load_description
+from benchmarks.latency import MODES, run_config, worker_settings
 from benchmarks.streaming_hop import WINDOW_GFLOP
 
 LOOKAHEAD_S = 73 * 256 / 16000
@@ -65,17 +70,10 @@ def trial(
     stagger: bool = False,
     p99_limit_ms: float | None = None,
 ) -> Trial:
-    worker_mode, _, precision = mode.partition("-")
-    lookahead = LOOKAHEAD_S if worker_mode == "streaming" else 0.0
+    settings = worker_settings(mode)
+    lookahead = LOOKAHEAD_S if settings["mode"] == "streaming" else 0.0
     row = run_config(
-        streams,
-        seconds,
-        hop,
-        warmup,
-        mode=worker_mode,
-        precision=precision or "float32",
-        lookahead_s=lookahead,
-        stagger=stagger,
+        streams, seconds, hop, warmup, **settings, lookahead_s=lookahead, stagger=stagger
     )
     result = Trial(
         mode=mode,
@@ -164,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes",
         nargs="+",
-        default=["exact", "streaming"],
-        choices=[f"{m}{p}" for m in ("exact", "streaming") for p in ("", "-bfloat16")],
-        help="worker modes; a -bfloat16 suffix runs it with --precision bfloat16",
+        default=["exact", "exact-onnxruntime", "streaming", "streaming-onnxruntime"],
+        choices=MODES,
+        help="worker modes; -onnxruntime runs it with --backend onnxruntime, -bfloat16 with "
+        "--precision bfloat16 (the first given is the baseline)",
     )
     parser.add_argument("--start", type=int, default=4, help="first stream count tried")
     parser.add_argument("--limit", type=int, default=256, help="most streams tried")
@@ -181,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    print(f"CPU: {cpu_description()}")
+    print(f"start: {load_description()}", flush=True)
     gflops = measured_gflops()
     results: dict[tuple[str, float], Trial | None] = {}
     for hop in args.hops:
@@ -198,26 +199,28 @@ def main(argv: list[str] | None = None) -> int:
             )
             results[(mode, hop)] = best
     print()
+    print(f"CPU: {cpu_description()}")
+    print(f"end: {load_description()}")
     print(
         f"measured matmul rate {gflops:.0f} GFLOP/s; exact-mode ceiling = rate / "
         f"({WINDOW_GFLOP} GFLOP x windows per stream per s); streaming adds "
         f"{LOOKAHEAD_S:.3f} s look-ahead delay (not in the latency columns)"
     )
     print(
-        f"{'hop s':>5} {'mode':>9} {'streams':>7} {'x exact':>7} {'upd/s':>6} "
+        f"{'hop s':>5} {'mode':>18} {'streams':>7} {'x ' + args.modes[0]:>8} {'upd/s':>6} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'exact ceiling':>13}"
     )
     for hop in args.hops:
-        baseline = results.get(("exact", hop))
+        baseline = results.get((args.modes[0], hop))
         ceiling = gflops / (WINDOW_GFLOP / hop)
         for mode in args.modes:
             best = results[(mode, hop)]
             if best is None:
-                print(f"{hop:>5g} {mode:>9} {'<' + str(args.start):>7}")
+                print(f"{hop:>5g} {mode:>18} {'<' + str(args.start):>7}")
                 continue
             ratio = best.streams / baseline.streams if baseline else float("nan")
             print(
-                f"{hop:>5g} {mode:>9} {best.streams:>7} {ratio:>7.2f} {best.updates_per_s:>6.1f} "
+                f"{hop:>5g} {mode:>18} {best.streams:>7} {ratio:>7.2f}x {best.updates_per_s:>6.1f} "
                 f"{best.p50_ms:>7.0f} {best.p99_ms:>7.0f} {ceiling:>13.0f}"
             )
     return 0

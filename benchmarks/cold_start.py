@@ -1,6 +1,7 @@
 """Cold start: imports, tagging one file from a cold process, and the inference worker.
 
     .venv/bin/python -m benchmarks.cold_start [--repeats 3] [--backends ...] [--modes ...]
+        [--no-load-breakdown]
 
 Per backend (``model.backend``), in the same run: the import of its runtime
 (``import tensorflow`` against ``import onnxruntime``: seconds and the peak
@@ -9,20 +10,25 @@ loads ``MSD_musicnn`` with :func:`model.load_tagger` and tags one 30 s file
 with :func:`model.tagging.tag_file`, as ``python -m tools.tag`` does: wall
 seconds from ``Popen`` to the result, the load and tagging seconds inside it,
 its peak memory, and whether TensorFlow was imported (never, on the ONNX
-path).  The ONNX file is built before the timed runs (once per model, where
-TensorFlow is allowed).
+path).  Beside it, ``python -m tools.tag --backend B --json FILE`` as a user
+runs it: wall seconds from ``Popen`` to its exit (issue 15's target on the
+ONNX path: 2.5 s).  The ONNX file is built before the timed runs (once per
+model, where TensorFlow is allowed).
 
-Then the worker (``--modes``; it runs ``model.backend = "tensorflow"`` until
-``python -m inference`` takes a backend): each repetition starts it on private
-ipc endpoints with a subscriber and a load generator already connected
-(ZeroMQ queues until the worker binds): 3.5 s of audio wait in the PUSH
-queue, so the first update comes as soon as the worker can compute one.
-Measured from ``Popen``: the "ready" log line and the first update at the
-subscriber.  Baseline, in the same run: ``python -c "import tensorflow"``.  A
-breakdown of the model's load in this process follows:
+Then the worker (``--modes``, :data:`benchmarks.latency.MODES`:
+the ``-onnxruntime`` modes run ``python -m inference --backend onnxruntime``, the others
+TensorFlow): each repetition starts it on private ipc endpoints with a
+subscriber and a load generator already connected (ZeroMQ queues until the
+worker binds): 3.5 s of audio wait in the PUSH queue, so the first update
+comes as soon as the worker can compute one.  Measured from ``Popen``: the
+"ready" log line and the first update at the subscriber (target on the ONNX
+path: ready within 1.5 s).  Baselines, in the same run: ``python -c "import
+tensorflow"``, and the first mode's worker (exact mode on TensorFlow by
+default).  A breakdown of the model's load in this process follows:
 ``keras.saving.load_model`` of the cached ``model.keras`` against building the
 architecture in code and loading only its weights (``model.weights.h5``).
-Medians of ``--repeats``.
+Medians of ``--repeats``, interleaved.  The CPU and the load average are
+printed with the tables.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from benchmarks.common import ROOT, cpu_description
+from benchmarks.common import ROOT, cpu_description, load_description
+from benchmarks.latency import MODES, worker_settings
 from protocol import AudioFrame, encode_audio
 from protocol.subscriber import Subscriber
 from tools.demo_audio import demo_signal
@@ -111,6 +118,17 @@ def first_tag(backend: str, path: Path) -> dict[str, float]:
     return {"wall_s": wall, **{k: float(v) for k, v in result.items() if k != "top"}}
 
 
+def tools_tag_s(backend: str, path: Path) -> float:
+    """Wall seconds of ``python -m tools.tag --backend backend --json path``, start to exit."""
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "tools.tag", "--backend", backend, "--json", "--no-progress",
+         str(path)],
+        check=True, env=ENV, cwd=ROOT, capture_output=True,
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
 def import_tensorflow_s() -> float:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import tensorflow"], check=True, env=ENV, cwd=ROOT)
@@ -118,7 +136,8 @@ def import_tensorflow_s() -> float:
 
 
 def worker_start(mode: str) -> tuple[float, float]:
-    """Seconds from Popen to the "ready" log line and to the first update."""
+    """Seconds from Popen to the "ready" log line and to the first update (``mode``: MODES)."""
+    settings = worker_settings(mode)
     with tempfile.TemporaryDirectory(prefix="tagstream-cold-") as folder:
         input_endpoint, publish_endpoint = f"ipc://{folder}/in", f"ipc://{folder}/out"
         context: zmq.Context = zmq.Context.instance()
@@ -150,7 +169,8 @@ def worker_start(mode: str) -> tuple[float, float]:
             started = time.perf_counter()
             worker = subprocess.Popen(
                 [sys.executable, "-m", "inference", "--input", input_endpoint,
-                 "--publish", publish_endpoint, "--mode", mode],
+                 "--publish", publish_endpoint, "--mode", settings["mode"],
+                 "--backend", settings["backend"], "--precision", settings["precision"]],
                 cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
             ready: list[float] = []
@@ -215,22 +235,28 @@ def first_tag_table(backends: list[str], repeats: int) -> None:
         (path,) = write_synthetic_folder(Path(folder), files=1, seconds=30.0, seed=0)
         imports: dict[str, list[tuple[float, float]]] = {b: [] for b in backends}
         tags: dict[str, list[dict[str, float]]] = {b: [] for b in backends}
+        commands: dict[str, list[float]] = {b: [] for b in backends}
         for _ in range(repeats):  # interleaved
             for backend in backends:
                 imports[backend].append(import_cost(RUNTIMES[backend]))
                 tags[backend].append(first_tag(backend, path))
+                commands[backend].append(tools_tag_s(backend, path))
     print(f"one 30 s file from a cold process (MSD_musicnn, tag_file), medians of {repeats}")
+    print("wall s: tag_file in a cold process; tools.tag s: python -m tools.tag --json FILE")
     print(
         f"{'backend':<12} {'import s':>8} {'import MiB':>10} {'wall s':>7} {'load s':>7} "
-        f"{'tag s':>6} {'peak MiB':>8} {'TF imported':>11}"
+        f"{'tag s':>6} {'peak MiB':>8} {'TF imported':>11} {'tools.tag s':>11} {'TF / this':>9}"
     )
+    tools_tag = {backend: float(np.median(commands[backend])) for backend in backends}
     for backend in backends:
         import_s, import_mib = (float(np.median(v)) for v in zip(*imports[backend], strict=True))
         row = {k: float(np.median([t[k] for t in tags[backend]])) for k in tags[backend][0]}
+        vs_tf = tools_tag.get("tensorflow", float("nan")) / tools_tag[backend]
         print(
             f"{backend:<12} {import_s:8.2f} {import_mib:10.0f} {row['wall_s']:7.2f} "
             f"{row['load_s']:7.2f} {row['tag_s']:6.2f} {row['peak_mib']:8.0f} "
-            f"{'yes' if row['tensorflow'] else 'no':>11}"
+            f"{'yes' if row['tensorflow'] else 'no':>11} {tools_tag[backend]:11.2f} "
+            f"{vs_tf:8.2f}x"
         )
 
 
@@ -240,31 +266,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes",
         nargs="+",
-        default=["exact", "streaming"],
-        help="worker modes (the worker runs model.backend = 'tensorflow')",
+        default=["exact", "exact-onnxruntime", "streaming", "streaming-onnxruntime"],
+        choices=MODES,
+        help="worker modes (-onnxruntime: --backend onnxruntime); the first is the baseline",
     )
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument(
+        "--no-load-breakdown",
+        dest="load_breakdown",
+        action="store_false",
+        help="skip the .keras against .weights.h5 load breakdown",
+    )
     args = parser.parse_args(argv)
     print(f"CPU: {cpu_description()}")
+    print(f"start: {load_description()}", flush=True)
     first_tag_table(args.backends, args.repeats)
     baseline = float(np.median([import_tensorflow_s() for _ in range(args.repeats)]))
-    rows = []
-    for mode in args.modes:
-        runs = [worker_start(mode) for _ in range(args.repeats)]
-        rows.append((mode, *(float(np.median(values)) for values in zip(*runs, strict=True))))
-    breakdown = load_breakdown(args.repeats)
+    runs: dict[str, list[tuple[float, float]]] = {mode: [] for mode in args.modes}
+    for _ in range(args.repeats):  # interleaved
+        for mode in args.modes:
+            runs[mode].append(worker_start(mode))
+    rows = [
+        (mode, *(float(np.median(values)) for values in zip(*runs[mode], strict=True)))
+        for mode in args.modes
+    ]
+    breakdown = load_breakdown(args.repeats) if args.load_breakdown else {}
+    print(f"end: {load_description()}")
     print(f"baseline: python -c 'import tensorflow' = {baseline:.2f} s (median of {args.repeats})")
+    first_mode = rows[0][2]
     print(
-        f"{'mode':>9} {'ready s':>8} {'first update s':>14} {'ready/base':>10} {'first/base':>10}"
+        f"{'mode':>18} {'ready s':>8} {'first update s':>14} {'ready/base':>10} "
+        f"{'first/base':>10} {args.modes[0] + ' / this':>18}"
     )
     for mode, ready, first in rows:
         print(
-            f"{mode:>9} {ready:>8.2f} {first:>14.2f} {ready / baseline:>10.2f} "
-            f"{first / baseline:>10.2f}"
+            f"{mode:>18} {ready:>8.2f} {first:>14.2f} {ready / baseline:>10.2f} "
+            f"{first / baseline:>10.2f} {first_mode / first:>17.2f}x"
         )
-    print("model load in this process (TensorFlow already imported):")
-    for name, seconds in breakdown.items():
-        print(f"  {name:<28} {seconds:6.2f} s")
+    if breakdown:
+        print("model load in this process (TensorFlow already imported):")
+        for name, seconds in breakdown.items():
+            print(f"  {name:<28} {seconds:6.2f} s")
     return 0
 
 

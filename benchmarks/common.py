@@ -22,6 +22,7 @@ __all__ = [
     "ROOT",
     "cpu_description",
     "cpu_features",
+    "load_description",
     "median_ms",
     "proc_status_mib",
     "synthetic_music",
@@ -68,6 +69,24 @@ def cpu_description() -> str:
     features = cpu_features(set(fields.get("flags", "").split()))
     listed = ", ".join(f"{feature} {'yes' if has else 'no'}" for feature, has in features.items())
     return f"{name}, {cores} cores; {listed}"
+
+
+def load_description() -> str:
+    """The machine's load average (1, 5 and 15 minutes) against its cores, as one line.
+
+    A benchmark prints it beside :func:`cpu_description` at its start and end:
+    on a shared machine it says how far the absolute times are inflated.
+
+    >>> load_description()  # doctest: +SKIP
+    'load average 3.10 2.75 2.40 (1, 5, 15 min) on 2 cores'
+    """
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average unknown"
+    return (
+        f"load average {one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min) on {os.cpu_count()} cores"
+    )
 
 
 def proc_status_mib(pid: int, field: str = "VmRSS") -> float | None:

@@ -20,7 +20,8 @@ Ours run once per ``--backends`` entry ("tensorflow": ``model.keras`` through
 ``Tagger``; "onnxruntime": ``model.onnx`` through ``OnnxTagger``), in the same
 run.  The CPU (model, cores, instruction sets) is printed with the table,
 which gives the median speed (x real time), the ratio to the baseline and the
-ratio to the TensorFlow ``tools.tag`` pipeline measured in the same run.
+ratio to the TensorFlow ``tools.tag`` pipeline measured in the same run, with
+the load average at the start and the end.
 ``--precision bfloat16`` is TensorFlow's process-wide mixed-precision switch,
 so it speeds up the baseline's TF-1 graph too: compare a bfloat16 run with a
 float32 run, not with its own baseline.
@@ -141,10 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"skipped: {args.folder} is absent")
         return 0
 
-    from benchmarks.common import cpu_description
+    from benchmarks.common import cpu_description, load_description
     from model import load_tagger
     from model.audio import AUDIO_EXTENSIONS
 
+    start_load = load_description()
     with tempfile.TemporaryDirectory(prefix="tagstream-bench-") as scratch:
         if args.folder is None:
             paths = write_synthetic_folder(
@@ -181,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = audio_seconds(paths) if args.folder is not None else args.files * args.seconds
     reference = np.stack(list(outputs[next(iter(pipelines))].values()))
     print(f"CPU: {cpu_description()}")
+    print(f"start: {start_load}; end: {load_description()}")
     print(
         f"{len(paths)} files, {total:.0f} s of audio, model {args.model} ({args.precision}); "
         f"median of {args.repeats} interleaved passes; vs TF = against tensorflow: tools.tag"

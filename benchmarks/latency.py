@@ -1,8 +1,10 @@
-"""End-to-end latency of the inference worker under real-time load.
+"""End-to-end latency of the inference worker under real-time load, on each model backend.
 
     python -m benchmarks.latency [--seconds 30] [--streams 1 16] [--hop-seconds 0.5]
+                                 [--backends tensorflow onnxruntime]
 
-For each stream count a worker subprocess (``python -m inference``) is started
+For each backend (``python -m inference --backend B``, exact mode) and stream
+count a worker subprocess is started
 on private ipc endpoints; a load generator sends real-time paced 0.1 s blocks
 of synthesized music for every stream (``capture_time`` = the block's first
 sample, sent when its last sample is "captured"), and a subscriber records,
@@ -10,9 +12,12 @@ for every update, receipt time - ``capture_time`` of the window's last sample.
 That latency includes the block buffering (up to one block), the queueing and
 batching in the worker, the model call and the PUB/SUB hop.
 
-Baseline, measured in the same run: one batch-1 ``Tagger.predict`` call (the
-median of 50, after warm-up) in this process; the table's ratio column is
-latency / baseline.  The first ``--warmup-seconds`` of each run are ignored,
+Baselines, measured in the same run: one batch-1 ``Tagger.predict`` call of
+the TensorFlow backend (the median of 50, after warm-up) in this process (the
+p50/base and p99/base columns), and the TensorFlow worker's row at the same
+stream count (the "TF p99 / p99" column: how many times lower each backend's
+p99 latency is).  The CPU and the load average are printed with the table.
+The first ``--warmup-seconds`` of each run are ignored,
 and so is the final flush when the streams end (the drain column: seconds from
 the streams' ends to the last update).
 """
@@ -32,12 +37,31 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from benchmarks.common import ROOT
+from benchmarks.common import ROOT, cpu_description, load_description
 from protocol import AudioFrame, EndOfStream, encode_audio, encode_end
 from protocol.subscriber import Subscriber
 from tools.demo_audio import demo_signal
 
 BLOCK_SECONDS = 0.1
+#: ``model.backend`` values, TensorFlow (the baseline) first.
+BACKENDS = ("tensorflow", "onnxruntime")
+#: Worker modes: ``inference.mode``, then an optional ``-onnxruntime`` or ``-bfloat16``.
+MODES = (
+    "exact", "exact-onnxruntime", "streaming", "streaming-onnxruntime", "exact-bfloat16",
+    "streaming-bfloat16",
+)  # fmt: skip
+
+
+def worker_settings(mode: str) -> dict[str, str]:
+    """The worker's ``mode``, ``precision`` and ``backend`` for a :data:`MODES` entry."""
+    worker_mode, _, suffix = mode.partition("-")
+    return {
+        "mode": worker_mode,
+        "precision": "bfloat16" if suffix == "bfloat16" else "float32",
+        "backend": "onnxruntime" if suffix == "onnxruntime" else "tensorflow",
+    }
+
+
 SAMPLE_RATE = 16000
 
 
@@ -56,14 +80,20 @@ def baseline_predict_ms(repeats: int = 50) -> float:
 
 
 def start_worker(
-    folder: Path, hop_seconds: float, *, mode: str = "exact", precision: str = "float32"
+    folder: Path,
+    hop_seconds: float,
+    *,
+    mode: str = "exact",
+    precision: str = "float32",
+    backend: str = "tensorflow",
 ) -> tuple[subprocess.Popen[bytes], str, str]:
+    """``python -m inference`` on ipc endpoints in ``folder``, once its "ready" line is logged."""
     input_endpoint, publish_endpoint = f"ipc://{folder}/in", f"ipc://{folder}/out"
     log = (folder / "worker.log").open("ab")
     worker = subprocess.Popen(
         [sys.executable, "-m", "inference", "--input", input_endpoint, "--publish",
          publish_endpoint, "--hop-seconds", str(hop_seconds), "--mode", mode,
-         "--precision", precision],
+         "--precision", precision, "--backend", backend],
         cwd=ROOT, stdout=log, stderr=log, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )  # fmt: skip
     log.close()
@@ -137,6 +167,7 @@ def run_config(
     *,
     mode: str = "exact",
     precision: str = "float32",
+    backend: str = "tensorflow",
     lookahead_s: float = 0.0,
     stagger: bool = False,
 ) -> dict[str, float | str]:
@@ -152,7 +183,7 @@ def run_config(
     """
     folder = Path(tempfile.mkdtemp(prefix="tagstream-bench-"))
     worker, input_endpoint, publish_endpoint = start_worker(
-        folder, hop, mode=mode, precision=precision
+        folder, hop, mode=mode, precision=precision, backend=backend
     )
     received: list[tuple[float, float]] = []  # (needed sample's capture time, receipt)
     ended: list[float] = []
@@ -205,26 +236,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hop-seconds", type=float, default=0.5)
     parser.add_argument("--warmup-seconds", type=float, default=5.0)
     parser.add_argument(
+        "--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS,
+        help="model.backend of the workers (exact mode)",
+    )  # fmt: skip
+    parser.add_argument(
         "--stagger", action="store_true", help="spread the streams' starts over the hop"
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    print(f"CPU: {cpu_description()}")
+    print(f"start: {load_description()}", flush=True)
     baseline = baseline_predict_ms()
     rows = [
-        run_config(n, args.seconds, args.hop_seconds, args.warmup_seconds, stagger=args.stagger)
+        {
+            "backend": backend,
+            **run_config(
+                n,
+                args.seconds,
+                args.hop_seconds,
+                args.warmup_seconds,
+                backend=backend,
+                stagger=args.stagger,
+            ),
+        }
         for n in args.streams
+        for backend in args.backends  # interleaved: each stream count on every backend in turn
     ]
-    print(f"baseline: one batch-1 Tagger.predict = {baseline:.1f} ms (median of 50)")
-    print(f"{'streams':>7} {'updates':>8} {'upd/s':>7} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'p50/base':>9} {'p99/base':>9} {'drain s':>8}")  # fmt: skip
+    print(f"end: {load_description()}")
+    print(
+        f"baseline: one batch-1 TensorFlow Tagger.predict = {baseline:.1f} ms (median of 50); "
+        f"hop {args.hop_seconds:g} s, exact mode"
+    )
+    print(f"{'backend':<12} {'streams':>7} {'updates':>8} {'upd/s':>7} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'p50/base':>9} {'p99/base':>9} {'TF p99 / p99':>12} "
+          f"{'drain s':>8}")  # fmt: skip
+    tf_p99 = {row["streams"]: float(row["p99_ms"]) for row in rows if row["backend"] == BACKENDS[0]}
     for row in rows:
+        vs_tf = tf_p99.get(int(row["streams"]), float("nan")) / float(row["p99_ms"])
         print(
-            f"{row['streams']:>7} {row['updates']:>8} {row['updates_per_s']:>7.1f} "
-            f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {float(row['p50_ms']) / baseline:>9.1f} "
-            f"{float(row['p99_ms']) / baseline:>9.1f} {row['drain_s']:>8.2f}"
+            f"{row['backend']:<12} {row['streams']:>7} {row['updates']:>8} "
+            f"{row['updates_per_s']:>7.1f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} "
+            f"{float(row['p50_ms']) / baseline:>9.1f} {float(row['p99_ms']) / baseline:>9.1f} "
+            f"{vs_tf:>11.2f}x {row['drain_s']:>8.2f}"
         )
     for row in rows:
-        print(f"worker ({row['streams']} streams): {row['worker']}")
+        print(f"worker ({row['backend']}, {row['streams']} streams): {row['worker']}")
     return 0
 
 
