@@ -49,6 +49,7 @@ __all__ = [
     "MetricsConfig",
     "ModelConfig",
     "RecordConfig",
+    "ReportConfig",
     "SecurityConfig",
     "StreamerConfig",
     "SubscribeConfig",
@@ -76,7 +77,7 @@ class ModelConfig:
     cache_dir: str = "~/.cache/tagstream"
     device: str = setting("auto", choices=("auto", "cpu", "gpu"))
     precision: str = setting("float32", choices=("float32", "bfloat16"))
-    backend: str = setting("tensorflow", choices=("tensorflow", "onnxruntime"))
+    backend: str = setting("auto", choices=("auto", "tensorflow", "onnxruntime"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +120,7 @@ class InferenceConfig:
     max_streams_per_peer: int = setting(128, above=0, max=100_000)
     status_interval_seconds: float = setting(10.0, above=0, max=_DAY)
     publish_hwm: int = setting(1000, above=0, max=_MAX_HWM)
+    max_window_age_seconds: float = setting(10.0, min=0, max=_DAY)
     mode: str = setting("exact", choices=("exact", "streaming"))
 
 
@@ -130,6 +132,8 @@ class ContentConfig:
     silence_dbfs: float = setting(-50.0, above=-120, max=-1)
     silence_seconds: float = setting(10.0, above=0, max=_DAY)
     change_seconds: float = setting(4.0, above=0, max=3600)
+    #: A station file (streamer.stations) whose per-station silence settings apply by stream id.
+    stations: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +151,14 @@ class RecordConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    """How ``python -m tools.report`` cuts the as-run log (monitor.asrun.AsRunSettings)."""
+
+    min_segment_seconds: float = setting(10.0, min=0, max=3600)
+    family_hysteresis: float = setting(0.1, min=0, max=0.99)
+
+
+@dataclasses.dataclass(frozen=True)
 class SecurityConfig:
     curve: str = setting("auto", choices=("auto", "on", "off"))
     server_secret_key: str = ""
@@ -160,6 +172,10 @@ class MetricsConfig:
     worker_port: int = setting(0, min=0, max=65535)
     streamer_port: int = setting(0, min=0, max=65535)
     bind: str = "127.0.0.1"
+    #: Tags whose smoothed probability the worker exports per stream (bounded cardinality).
+    stream_tags: tuple[str, ...] = setting(
+        ("rock", "pop", "electronic", "Hip-Hop", "jazz", "female vocalists", "male vocalists")
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +199,7 @@ class Config:
     content: ContentConfig = ContentConfig()
     subscribe: SubscribeConfig = SubscribeConfig()
     record: RecordConfig = RecordConfig()
+    report: ReportConfig = ReportConfig()
     security: SecurityConfig = SecurityConfig()
     metrics: MetricsConfig = MetricsConfig()
     web: WebConfig = WebConfig()
