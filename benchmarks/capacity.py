@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{LOOKAHEAD_S:.3f} s look-ahead delay (not in the latency columns)"
     )
     print(
-        f"{'hop s':>5} {'mode':>18} {'streams':>7} {'x ' + args.modes[0]:>8} {'upd/s':>6} "
+        f"{'hop s':>5} {'mode':>21} {'streams':>7} {'x ' + args.modes[0]:>8} {'upd/s':>6} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'exact ceiling':>13}"
     )
     for hop in args.hops:
@@ -216,11 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes:
             best = results[(mode, hop)]
             if best is None:
-                print(f"{hop:>5g} {mode:>18} {'<' + str(args.start):>7}")
+                print(f"{hop:>5g} {mode:>21} {'<' + str(args.start):>7}")
                 continue
             ratio = best.streams / baseline.streams if baseline else float("nan")
             print(
-                f"{hop:>5g} {mode:>18} {best.streams:>7} {ratio:>7.2f}x {best.updates_per_s:>6.1f} "
+                f"{hop:>5g} {mode:>21} {best.streams:>7} {ratio:>7.2f}x {best.updates_per_s:>6.1f} "
                 f"{best.p50_ms:>7.0f} {best.p99_ms:>7.0f} {ceiling:>13.0f}"
             )
     return 0

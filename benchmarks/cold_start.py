@@ -295,12 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"baseline: python -c 'import tensorflow' = {baseline:.2f} s (median of {args.repeats})")
     first_mode = rows[0][2]
     print(
-        f"{'mode':>18} {'ready s':>8} {'first update s':>14} {'ready/base':>10} "
+        f"{'mode':>21} {'ready s':>8} {'first update s':>14} {'ready/base':>10} "
         f"{'first/base':>10} {args.modes[0] + ' / this':>18}"
     )
     for mode, ready, first in rows:
         print(
-            f"{mode:>18} {ready:>8.2f} {first:>14.2f} {ready / baseline:>10.2f} "
+            f"{mode:>21} {ready:>8.2f} {first:>14.2f} {ready / baseline:>10.2f} "
             f"{first / baseline:>10.2f} {first_mode / first:>17.2f}x"
         )
     if breakdown:

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     base = results[args.modes[0]][0][1]
     print(f"x base: against the idle {args.modes[0]} worker ({base:.0f} MiB)")
     print(
-        f"{'mode':>18} {'load':>11} {'VmRSS MiB':>9} {'VmHWM MiB':>9} {'x idle':>6} "
+        f"{'mode':>21} {'load':>11} {'VmRSS MiB':>9} {'VmHWM MiB':>9} {'x idle':>6} "
         f"{'x base':>6} {'MiB/stream':>10}"
     )
     for mode, rows in results.items():
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             streams = int(label.split()[0]) if label != "idle" else 0
             per_stream = f"{(rss - idle) / streams:10.2f}" if streams else f"{'':>10}"
             print(
-                f"{mode:>18} {label:>11} {rss:>9.0f} {hwm:>9.0f} {rss / idle:>6.2f} "
+                f"{mode:>21} {label:>11} {rss:>9.0f} {hwm:>9.0f} {rss / idle:>6.2f} "
                 f"{rss / base:>6.2f} {per_stream}"
             )
     return 0
