@@ -81,7 +81,11 @@ def measure(mode: str, counts: list[int], seconds: float) -> list[tuple[str, flo
             rows.append((f"{count} streams", *sample[0]))
     finally:
         worker.terminate()
-        worker.wait(timeout=10)
+        try:
+            worker.wait(timeout=60)  # TensorFlow's teardown is slow on a loaded machine
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
         shutil.rmtree(folder, ignore_errors=True)
     return rows
 
