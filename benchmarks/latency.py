@@ -210,7 +210,11 @@ def run_config(
         stop.set()
         receiver.join()
         worker.terminate()
-        worker.wait(timeout=10)
+        try:
+            worker.wait(timeout=60)  # TensorFlow's teardown is slow on a loaded machine
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
         status = [
             line for line in (folder / "worker.log").read_text().splitlines() if " stopped " in line
         ]
