@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from benchmarks.common import cpu_description, load_description
 from config import load_config
 from model.tagger import window_starts
 from protocol import AudioFrame, EndOfStream, decode_update, encode_audio, encode_end
@@ -532,7 +533,8 @@ def print_table(result: FuzzResult, out: Any = sys.stdout) -> None:
     print("fuzz: subscriber side (decode_update)", file=out)
     row("updates decoded", result.update_messages)
     row("  rejected", sum(result.update_rejects.values()))
-    print("throughput (same worker, same run)", file=out)
+    print(f"throughput (same worker, same run; {cpu_description()})", file=out)
+    print(f"  {load_description()}", file=out)
     row("baseline: valid audio messages/s", f"{result.baseline_per_s:,.0f}")
     row("fuzz messages/s", f"{result.messages_per_s:,.0f}")
     row("ratio fuzz / baseline", f"{result.messages_per_s / result.baseline_per_s:.2f}")

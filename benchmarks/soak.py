@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import ROOT, proc_status_mib
+from benchmarks.common import ROOT, cpu_description, load_description, proc_status_mib
 from protocol.subscriber import Subscriber
 
 AUDIO_SUFFIXES = (".ogg", ".wav", ".flac", ".mp3")
@@ -231,6 +231,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "update_seq_gaps": seq_gaps,
         },
         "logs": str(folder) if args.keep_logs else None,
+        "cpu": cpu_description(),
+        "load": load_description(),
     }
     return result
 
@@ -242,6 +244,8 @@ def print_table(result: dict[str, Any]) -> None:
         f"{result['updates']} updates, {result['streamer_runs']} streamer runs "
         f"({result['streamer_failures']} failed)"
     )
+    print(f"cpu: {result.get('cpu', '')}")
+    print(f"load at the end: {result.get('load', '')}")
     print("\nworker resident memory (VmRSS, MiB)")
     print(f"  {'start':>8} {'warm':>8} {'end':>8} {'max':>8} {'growth':>8} {'MiB/h':>8}")
     print(
