@@ -623,8 +623,15 @@ def segment_stream(
     silent = windows.content == "silence"
     starts = [e for e in events if e.event == "silence_start"]
     ends = [e for e in events if e.event == "silence_end"]
-    for run in _runs(["s" if s else "" for s in silent.tolist()]):
-        if run.label != "s":
+    # A silence on both sides of a hole is two silences, with the outage between them.
+    timeline_part = np.zeros(n, dtype=np.int64)
+    timeline_part[hole_after + 1] = 1
+    timeline_part = np.cumsum(timeline_part)
+    silence_labels = [
+        f"s{part}" if quiet else "" for quiet, part in zip(silent, timeline_part, strict=True)
+    ]
+    for run in _runs(silence_labels):
+        if not run.label:
             continue
         begin = float(windows.start_s[run.first]) - hop / 2
         finish = float(windows.end_s[run.last]) + hop / 2
@@ -677,7 +684,7 @@ def segment_stream(
         if kind == "end":
             break
         pieces.append((kind, "", start, end, first, last))
-        cursor_window = last + 1
+        cursor_window = max(cursor_window, last + 1)
         cursor_s = end
 
     # Neighbours meet: an outage keeps its own edges, other pieces give way.

@@ -463,3 +463,27 @@ def test_dead_air_cut_short_by_an_outage_ends_where_the_source_went_down(tmp_pat
     [incident] = log.dead_air
     assert (incident.audio_start_s, incident.audio_end_s) == (20.0, 35.0)
     assert incident.duration_s == 15.0
+
+
+def test_silence_on_both_sides_of_an_outage_is_two_silences() -> None:
+    """Music, dead air, the source lost for 20 s (a hole in the timeline), dead air, music."""
+    before = [("music", "rock")] * 20 + [("silence", "")] * 15
+    after = [("silence", "")] * 15 + [("music", "rock")] * 20
+    first, second = windows_of(before), windows_of(after)
+    shift = first.end_s[-1] + 20.0 - second.start_s[0]
+    joined = StreamWindows(
+        "s", np.concatenate([first.start_s, second.start_s + shift]),
+        np.concatenate([first.end_s, second.end_s + shift]),
+        np.concatenate([first.capture_time, second.capture_time + shift]),
+        np.concatenate([first.content, second.content]),
+        np.concatenate([first.p_music, second.p_music]),
+        np.concatenate([first.p_speech, second.p_speech]),
+        np.concatenate([first.family_scores, second.family_scores]),
+        np.concatenate([first.tag_probabilities, second.tag_probabilities]),
+        first.tags,
+    )  # fmt: skip
+    rows = segment_stream(joined)
+    assert [r.kind for r in rows] == ["music", "silence", "outage", "silence", "music"]
+    outage = rows[2]
+    assert (outage.audio_start_s, outage.audio_end_s) == (first.end_s[-1], first.end_s[-1] + 20.0)
+    assert sum(r.windows for r in rows) == len(joined)
