@@ -259,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         "--db", type=Path, help="keep the recording here (default: a temporary file)"
     )
     parser.add_argument("--seed", type=int, default=20240611)
+    parser.add_argument(
+        "--list", action="store_true", help="also list the items played and the rows found"
+    )
     args = parser.parse_args(argv)
     if not (args.music / "labels.csv").is_file():
         print(f"skipped: {args.music} is absent (real-music checks need ../shared/music)")
@@ -339,6 +342,14 @@ def main(argv: list[str] | None = None) -> int:
         f"dead air incidents: {len(log.dead_air)} "
         f"(silences played: {sum(1 for p in played if p[0] == 'silence')})"
     )
+    if args.list:
+        print("\nplayed:")
+        for kind, family, start, end in played:
+            print(f"  {start:8.2f} {end:8.2f}  {kind:8s} {family}")
+        print("found:")
+        for r in rows:
+            where = f"{r.audio_start_s:8.2f} {r.audio_end_s:8.2f}"
+            print(f"  {where}  {r.kind:8s} {r.family:15s} {r.title}")
     print(load_description())
     print(f"recording: {db}")
     return 0
