@@ -206,10 +206,17 @@ class Harness:
         self.join_subscription()
 
     def join_subscription(self) -> None:
-        """Send probe streams until one of their updates comes back, then drain the probes'."""
+        """Send probe streams until one of their updates comes back, then drain the probes'.
+
+        One probe at a time: the next is sent only once the worker has published an update
+        of the last, so a slow worker (a loaded machine) never builds a backlog of probes
+        that the test's own updates would then wait behind.
+        """
         probe = np.zeros(int(3.2 * 16000), dtype=np.float32)
         for attempt in range(50):
+            published = self.worker.stats().windows
             self.send_audio(probe, stream=f"probe:{attempt}", block=16000 * 2)
+            self.worker.wait_for(lambda s, n=published: s.windows > n, timeout_s=DEADLINE_S)
             if self.sub.poll(200):
                 self.receive(count=None)  # drain the probe's updates
                 return

@@ -123,7 +123,9 @@ def test_a_stalled_subscriber_neither_grows_the_worker_nor_slows_the_others(
         for attempt in range(50):  # probe until the stalled subscriber has joined too
             if stalled.poll(200):
                 break
+            published = worker.stats().windows  # one probe at a time: no backlog of probes
             harness.send_audio(np.zeros(16000 * 3 + 800, np.float32), stream=f"join:{attempt}")
+            worker.wait_for(lambda s, n=published: s.windows > n, timeout_s=DEADLINE_S)
         assert stalled.poll(0), "the stalled subscriber never joined"
         harness.receive(count=None)  # drain the join probes' updates
         probes = worker.stats().windows
