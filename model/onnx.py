@@ -222,7 +222,7 @@ class OnnxTagger(BaseTagger):
     contract : ModelContract
     folder : path or None
         The model folder it was loaded from (:func:`load_onnx_tagger`), where
-        the worker's streaming mode finds the Keras network.
+        the worker's streaming mode finds its step (:func:`load_streaming_step`).
     """
 
     backend = "onnxruntime"

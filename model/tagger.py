@@ -91,7 +91,7 @@ def resolve_backend(backend: str, *, precision: str = "float32") -> str:
     AVX2 CPU and starts in a fraction of a second without TensorFlow
     (``docs/EDGE.md``), so "auto" picks it; ``precision = "bfloat16"`` is a
     TensorFlow option, so with it "auto" picks TensorFlow.  The worker's
-    streaming mode runs its incremental step on TensorFlow whatever this says
+    streaming mode follows the tagger's backend
     (:class:`inference.backends.StreamingBackend`).
 
     Raises
