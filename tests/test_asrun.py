@@ -1,9 +1,10 @@
 """The as-run log (issue 14 item 4): a real worker, a real recorder, real audio.
 
 A real in-process worker (the session's MSD_musicnn, Silero VAD) tags a scripted
-programme sent on its input socket: synthesized techno (the model's ``electronic``
-family) and piano (``ambient``), espeak-ng talk, dead air, a source outage (a
-sequence gap with the streamer's ``source_down``/``source_up``) and techno again.
+programme sent on its input socket, with a streamer's titles: synthesized techno
+(the model's ``electronic`` family), piano (``ambient``), espeak-ng talk, dead air,
+techno, a source outage (a sequence gap with the streamer's ``source_down`` and
+``source_up``) and piano again.
 A real :class:`monitor.recorder.Recorder` records it into SQLite, and the as-run
 log built from that file must have one row per played item with the boundaries
 where they were played.  Every wait is on what arrived, never on how long it took.
@@ -129,15 +130,19 @@ class RecorderThread:
 
 
 def join_recorder(harness: Harness, recorder: Recorder) -> None:
-    """Send short probe streams until the recorder has received one of their updates."""
+    """Send short probe streams until the recorder has received one of their updates.
+
+    PUB drops what it publishes before a subscription arrives; what is sent after a
+    probe's update reached the recorder reaches it too.
+    """
     probe = np.zeros(int(3.2 * SR), dtype=np.float32)
     for attempt in range(100):
         harness.send_audio(probe, stream=f"recorder-probe:{attempt}", block=2 * SR)
-        try:
-            wait_until(lambda: recorder.received > 0, "a probe update", timeout_s=2.0)
-            return
-        except pytest.fail.Exception:
-            continue
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            if recorder.received:
+                return
+            time.sleep(0.05)
     pytest.fail("the recorder never received a probe update")
 
 
