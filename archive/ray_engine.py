@@ -230,7 +230,9 @@ class RayEngine:
             raise UsageError(f"files_per_batch={files_per_batch} must be > 0")
         self.ray = import_ray()
         self.contract = contract
-        self.backend = backend
+        from model.tagger import resolve_backend
+
+        self.backend = resolve_backend(backend, precision=precision)  # rows name "auto"'s choice
         self.actor_options = {
             "model": model,
             "cache_dir": cache_dir,  # "~" is each node's own home
