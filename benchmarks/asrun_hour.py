@@ -20,7 +20,7 @@ ahead of its updates), records the updates and events with a real
   (:func:`monitor.report.build_report`) per item played.
 
 Skips (exit 0) when the music folder or espeak-ng is absent.  An hour takes
-about 30 minutes on a loaded 2-core machine; ``--minutes`` shortens it.
+23 minutes on the loaded 2-core AMD EPYC (2.7x real time); ``--minutes`` shortens it.
 """
 
 from __future__ import annotations
