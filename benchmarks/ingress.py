@@ -1,9 +1,9 @@
-"""Input-socket throughput: the worker's raw-ZMTP ingress against a plain PULL socket.
+"""Input-socket throughput: the worker's raw-ZMTP ingress against a plain ROUTER socket.
 
 Without CURVE the worker parses ZMTP itself (:class:`inference.ingress.StreamIngress`)
 so that no peer can make it hold an unbounded multipart message; this measures
 what that costs per message against libzmq framing the same messages
-(:class:`inference.ingress.PullIngress`, the baseline, same process, same
+(:class:`inference.ingress.RouterIngress`, the baseline, same process, same
 messages: 0.1 s blocks of 16 kHz float32 audio as the streamer sends them).
 
     python -m benchmarks.ingress [--messages 20000] [--senders 4]
@@ -50,7 +50,7 @@ def _run(kind: str, messages: int, senders: int) -> tuple[float, float]:
     ingress = open_ingress(
         context,
         endpoint,
-        curve=kind == "pull",  # PullIngress; CURVE itself is not switched on here
+        curve=kind == "pull",  # RouterIngress (libzmq framing); CURVE itself is not on here
         max_message_bytes=MAX_MESSAGE_BYTES,
         max_part_bytes=MAX_MESSAGE_BYTES,
         receive_hwm=1000,
@@ -61,7 +61,7 @@ def _run(kind: str, messages: int, senders: int) -> tuple[float, float]:
     size = sum(len(part) for part in payload[0])
 
     def send() -> None:
-        push = context.socket(zmq.PUSH)
+        push = context.socket(zmq.DEALER)  # the streamer's socket; both ingresses take it
         push.setsockopt(zmq.LINGER, 2000)
         push.connect(address)
         for message in payload:
@@ -103,7 +103,7 @@ def main() -> None:
     print(f"{args.messages} messages of 0.1 s (6.4 kB of audio) from {args.senders} senders")
     print(f"{'ingress':<28} {'messages/s':>11} {'MB/s':>7} {'streams':>8} {'ratio':>6}")
     base = best["pull"][0]
-    for kind, label in (("pull", "PULL (libzmq framing)"), ("zmtp", "raw ZMTP (bounded)")):
+    for kind, label in (("pull", "ROUTER (libzmq framing)"), ("zmtp", "raw ZMTP (bounded)")):
         rate, mb = best[kind]
         print(f"{label:<28} {rate:>11.0f} {mb:>7.1f} {rate / 10:>8.0f} {rate / base:>6.2f}")
 

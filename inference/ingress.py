@@ -15,13 +15,15 @@ counted.  libzmq itself holds at most ``RAW_RCVHWM`` chunks of at most
 connection counts whole chunks, so a full one stops reading its TCP socket).
 
 A peer is the connection (its ZeroMQ routing id) here, and its CURVE public
-key with :class:`PullIngress`, which is used when CURVE is on (libzmq must do
+key with :class:`RouterIngress`, which is used when CURVE is on (libzmq must do
 the encryption; only authenticated peers get past its handshake) and for
 ``inproc://`` (in-process, trusted).  ``docs/ROBUSTNESS.md`` gives the
 worst-case memory formula built from these constants.
 
-Both ingresses accept PUSH peers (they answer as PULL) and DEALER peers (they
-answer as ROUTER, so the worker can send them acknowledgements and credit).
+:class:`StreamIngress` accepts PUSH peers (it answers as PULL) and DEALER peers
+(it answers as ROUTER, so the worker can send them acknowledgements: the
+end-of-stream handshake and flow control, ``docs/PROTOCOL.md``).
+:class:`RouterIngress` is a libzmq ROUTER: DEALER peers only.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ __all__ = [
     "RAW_RCVHWM",
     "Inbound",
     "Ingress",
-    "PullIngress",
+    "RouterIngress",
     "StreamIngress",
     "open_ingress",
 ]
@@ -127,28 +129,35 @@ class Inbound:
         ``conn:<hex routing id>`` (a connection) or ``key:<z85 public key>`` (CURVE).
     frames : list
         The message's parts (buffer-like).
-    reply : bool
-        Whether the peer can be answered (a DEALER peer of :class:`StreamIngress`).
+    reply_to : object or None
+        Where :meth:`Ingress.reply` sends an answer (a DEALER peer); ``None`` when
+        the peer cannot be answered (a PUSH peer).
     """
 
     peer: str
     frames: list[Any]
-    reply: bool = False
+    reply_to: Any = None
 
 
 class Ingress:
-    """What the worker needs of its input socket (:class:`StreamIngress`, :class:`PullIngress`)."""
+    """What the worker needs of its input socket: :class:`StreamIngress`, :class:`RouterIngress`."""
 
     socket: zmq.Socket[Any]
     #: Messages and connections refused by the ingress itself, by reason.
     dropped: collections.Counter[str]
+    #: Bytes read from the socket so far (raw ZMTP; 0 where libzmq frames messages).
+    bytes_read: int = 0
 
-    def receive(self, limit: int) -> Iterator[Inbound]:
-        """Yield up to ``limit`` whole messages that are ready, without blocking."""
+    def receive(self, limit: int, *, max_chunks: int | None = None) -> Iterator[Inbound]:
+        """Yield up to ``limit`` whole messages that are ready, without blocking.
+
+        ``max_chunks``: most raw chunks read (raw ZMTP; default ``16 * limit``, so that a
+        large message moves on); ignored where libzmq frames messages.
+        """
         raise NotImplementedError
 
-    def reply(self, peer: str, frames: list[bytes]) -> bool:
-        """Send ``frames`` to ``peer`` if it can be answered; False if not (never blocks)."""
+    def reply(self, reply_to: Any, frames: list[bytes]) -> bool:
+        """Send ``frames`` to an :attr:`Inbound.reply_to`; False if it did not go (never blocks)."""
         return False
 
     def housekeeping(self, now: float) -> None:
@@ -225,17 +234,18 @@ class StreamIngress(Ingress):
         closed, self._closed = self._closed, []
         return closed
 
-    def receive(self, limit: int) -> Iterator[Inbound]:
+    def receive(self, limit: int, *, max_chunks: int | None = None) -> Iterator[Inbound]:
         out: collections.deque[Inbound] = collections.deque()
         # Each raw chunk is at most RAW_CHUNK_BYTES: reading a few per wanted message keeps
         # one call short while a peer streams a huge (dropped) message.
-        for _ in range(max(limit, 1) * 16):
+        for _ in range(max_chunks if max_chunks is not None else max(limit, 1) * 16):
             try:
                 routing_id, data = self.socket.recv_multipart(zmq.NOBLOCK, copy=True)
             except zmq.Again:
                 break
             except ValueError:  # pragma: no cover - a raw socket always gives two parts
                 continue
+            self.bytes_read += len(data)
             self._on_chunk(routing_id, data, out)
             while out:
                 yield out.popleft()
@@ -243,8 +253,10 @@ class StreamIngress(Ingress):
             if limit <= 0:
                 return
 
-    def reply(self, peer: str, frames: list[bytes]) -> bool:
-        state = self._by_name(peer)
+    def reply(self, reply_to: Any, frames: list[bytes]) -> bool:
+        # reply_to is the peer's name: a DEALER that reconnected with its own id is answered
+        # on its new connection.
+        state = self._by_name(reply_to)
         if state is None or state.answer != b"ROUTER" or state.state != "open":
             return False
         data = b"".join(_frame(f, more=i < len(frames) - 1) for i, f in enumerate(frames))
@@ -403,8 +415,8 @@ class StreamIngress(Ingress):
             logger.debug("dropped message peer=%s reason=%s", peer.routing_id.hex(), peer.skipping)
             peer.skipping = ""
         else:
-            reply = peer.answer == b"ROUTER"
-            out.append(Inbound(peer.name, list(peer.parts), reply))
+            reply_to = peer.name if peer.answer == b"ROUTER" else None
+            out.append(Inbound(peer.name, list(peer.parts), reply_to))
         self._release(peer)
 
     def _release(self, peer: _Peer) -> None:
@@ -474,26 +486,46 @@ class StreamIngress(Ingress):
         peer.buffer = bytearray()
 
 
-class PullIngress(Ingress):
-    """A PULL socket: libzmq frames messages (CURVE, ``inproc://``); the peer is its CURVE key.
+class RouterIngress(Ingress):
+    """A ROUTER socket: libzmq frames messages (CURVE, ``inproc://``); DEALER peers only.
 
-    Without CURVE every message of a PULL socket has the same peer ``"pull"``.
+    With CURVE the peer is its public key (``key:<z85>``, ZeroMQ's ``User-Id``),
+    else its routing id (``id:<hex>`` when the DEALER chose one, which
+    ``ROUTER_HANDOVER`` lets a reconnect keep; ``conn:<hex>`` for libzmq's own).
+    Every peer can be answered, by its routing id.
     """
 
     def __init__(self, socket: zmq.Socket[Any]) -> None:
         self.socket = socket
         self.dropped = collections.Counter()
 
-    def receive(self, limit: int) -> Iterator[Inbound]:
+    def receive(self, limit: int, *, max_chunks: int | None = None) -> Iterator[Inbound]:
         for _ in range(limit):
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            routing_id = frames[0].bytes
+            if len(frames) - 1 > MAX_PARTS:  # libzmq kept it already; do not pass it on
+                self.dropped["parts"] += 1
+                continue
             user = ""
             with contextlib.suppress(zmq.ZMQError, AttributeError):  # no CURVE: no User-Id
                 user = str(frames[0].get("User-Id") or "")
-            yield Inbound(f"key:{user}" if user else "pull", frames)
+            if user:
+                peer = f"key:{user}"
+            elif routing_id[:1] != b"\0":
+                peer = f"id:{routing_id.hex()}"
+            else:
+                peer = f"conn:{routing_id.hex()}"
+            yield Inbound(peer, frames[1:], routing_id)
+
+    def reply(self, reply_to: Any, frames: list[bytes]) -> bool:
+        try:
+            self.socket.send_multipart([reply_to, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            return False
+        return True
 
 
 def open_ingress(
@@ -511,13 +543,15 @@ def open_ingress(
     ``configure(socket)`` runs before ``bind`` (CURVE server options).
     """
     if curve or endpoint.startswith("inproc://"):
-        socket = context.socket(zmq.PULL)
+        socket = context.socket(zmq.ROUTER)
         socket.setsockopt(zmq.MAXMSGSIZE, max_part_bytes)
         socket.setsockopt(zmq.RCVHWM, receive_hwm)
+        socket.setsockopt(zmq.SNDHWM, 1000)
+        socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a sender that reconnects keeps its id
         if configure is not None:
             configure(socket)
         socket.bind(endpoint)
-        return PullIngress(socket)
+        return RouterIngress(socket)
     socket = context.socket(zmq.STREAM)
     socket.setsockopt(zmq.RCVHWM, RAW_RCVHWM)
     socket.setsockopt(zmq.SNDHWM, 1000)

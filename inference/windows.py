@@ -315,6 +315,8 @@ class PendingWindow:
         Mel frames of its segment up to and including the window's last frame.
     segment : int
         The stream's segment (:attr:`StreamState.segment`) the window belongs to.
+    block_seq : int
+        ``seq`` + 1 of the audio block whose samples completed the window (for acks).
     streamable : bool
         Streaming mode: the streaming model computes it once ``end_frame +
         lookahead_frames`` frames of the segment have arrived.  False in exact
@@ -330,6 +332,7 @@ class PendingWindow:
     received_time: float
     end_frame: int = 0
     segment: int = 0
+    block_seq: int = 0
     streamable: bool = False
 
 
@@ -378,6 +381,18 @@ class StreamState:
         Segments started after a long gap or a format change.
     updates : int
         Tag updates made (the next update's ``seq``).
+    shed : collections.Counter {str: int}
+        Windows shed, by reason: ``stale`` (older than the worker's bound when
+        their turn came, :meth:`shed_stale`), ``overflow`` (more than
+        ``max_pending_windows`` waiting).  Also counted in ``dropped``.
+    live : bool
+        Whether the stream's audio is live (its last block said so): only live
+        streams are shed as stale.
+    reply_to : object or None
+        Where the worker sends this stream's acks (the owner's last connection
+        that can be answered), ``None`` for a sender that cannot be answered.
+    acked_seq : int
+        The last ack sent (-1: none yet).
     ended : bool
         An end-of-stream arrived; the tail has been flushed.
     last_active : float
@@ -398,6 +413,12 @@ class StreamState:
         self.samples_replaced = 0
         self.resets = 0
         self.updates = 0
+        self.shed: collections.Counter[str] = collections.Counter()
+        self.live = True
+        self.reply_to: Any = None
+        self.acked_seq = -1
+        self.end_seq: int | None = None
+        self.end_acked = False
         self.ended = False
         self.last_active = now
         self.expected_seq: int | None = None
@@ -474,6 +495,7 @@ class StreamState:
                 self._new_segment(gap_seconds=missing_s)
                 result = AcceptResult.GAP_RESET
         self.expected_seq = frame.seq + 1
+        self.live = frame.live
         self.sample_rate = frame.sample_rate
         self._last_block_seconds = frame.duration_s
         self._last_capture_time = frame.capture_time
@@ -568,6 +590,7 @@ class StreamState:
             if len(self._pending) >= self.settings.max_pending_windows:
                 self._pending.popleft()
                 self.dropped += 1
+                self.shed["overflow"] += 1
             self._pending.append(
                 PendingWindow(
                     stream=self.stream,
@@ -578,6 +601,7 @@ class StreamState:
                     received_time=received_time,
                     end_frame=start_frame + self.settings.window_frames,
                     segment=self.segment,
+                    block_seq=self.expected_seq or 0,
                     streamable=lookahead > 0,
                 )
             )
@@ -632,6 +656,47 @@ class StreamState:
             return np.zeros((0, self.settings.spec.n_mels), dtype=np.float32)
         return np.concatenate(taken)
 
+    def shed_stale(self, *, before: float, max_ahead_s: float) -> int:
+        """Drop the waiting windows received before ``before`` (Unix time); return how many.
+
+        Only windows of a live stream whose audio is not ahead of the worker's clock
+        (capture time at most ``max_ahead_s`` after reception: a file sent faster than
+        real time is not live) are shed; ages come from the worker's own clock
+        (``received_time``), so a sender's clock cannot make the worker shed.  Windows
+        leave in order from the oldest, so the stream is fast-forwarded to its first
+        fresh window.  Counted in :attr:`shed` (``stale``) and :attr:`dropped`.
+        """
+        if not self.live:
+            return 0
+        count = 0
+        pending = self._pending
+        while pending:
+            window = pending[0]
+            if window.received_time >= before or (
+                window.capture_time > window.received_time + max_ahead_s
+            ):
+                break
+            pending.popleft()
+            count += 1
+        if count:
+            self.shed["stale"] += count
+            self.dropped += count
+        return count
+
+    def ack_position(self) -> int:
+        """The ``seq`` an ack may carry: every block below it taken, its windows published.
+
+        A waiting window was completed by block ``block_seq - 1``; windows wait in
+        order, so every earlier block's windows have left.
+        """
+        if self._pending:
+            return max(self._pending[0].block_seq - 1, 0)
+        return self.expected_seq or 0
+
+    def behind_s(self, window: PendingWindow) -> float:
+        """Seconds of this stream's audio received beyond ``window``'s end (0 if none)."""
+        return max(0.0, self._segment_end_s() - window.end_s)
+
     def take_pending(self, limit: int) -> list[PendingWindow]:
         """Remove and return up to ``limit`` of the oldest pending windows."""
         count = min(limit, len(self._pending))
@@ -663,6 +728,8 @@ class StreamState:
             published_time=published_time,
             gaps=self.gaps,
             dropped=self.dropped,
+            shed=sum(self.shed.values()),
+            behind_s=self.behind_s(window),
         )
         self.updates += 1
         return update
@@ -674,6 +741,7 @@ class StreamState:
             "dropped": self.dropped,
             "samples_replaced": self.samples_replaced,
             "resets": self.resets,
+            "shed": sum(self.shed.values()),
             "updates": self.updates,
         }
 

@@ -47,16 +47,19 @@ from inference.ingress import Inbound, Ingress, open_ingress
 from inference.windows import AcceptResult, StreamSettings, StreamState
 from protocol import (
     MAX_BUFFER_BYTES,
+    Ack,
     AudioFrame,
     EndOfStream,
     Event,
     ProtocolError,
     decode_input,
+    encode_ack,
     encode_event,
     encode_update,
 )
 from protocol.security import (
     SecurityError,
+    auth_rejected,
     check_server,
     curve_enabled,
     secure_server,
@@ -88,6 +91,15 @@ LOG_INTERVAL_S = 5.0
 MAX_LATENCY_SAMPLES = 100_000
 #: /healthz says unavailable when the loop has not turned for this long.
 HEALTH_LOOP_STALE_S = 10.0
+#: Most rounds of ``max_batch`` input messages read in one loop iteration (between batches).
+#: Rounds after the first read at most ``max_batch`` raw chunks each (small messages: live
+#: audio blocks), so a large message read alongside moves at the one-round pace it always
+#: had (reading it faster raised the 400-part test's peak RSS from 50 to 137 MiB).
+MAX_READ_ROUNDS = 64
+#: Most raw input bytes read in one loop iteration (about 20 minutes of 16 kHz mono float32
+#: audio in 0.1 s blocks): a peer streaming a huge message that is being skipped cannot keep
+#: the loop reading, and what is read between two model calls stays bounded.
+MAX_READ_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,14 @@ class WorkerStats:
         Audio blocks whose capture time was more than :data:`MAX_CLOCK_AHEAD_S` ahead of
         the worker's clock when received (a sender's clock skew, or a file sent faster
         than real time); latency then counts from reception.
+    shed : dict {str: int}
+        Windows shed (not tagged) because the worker was behind, by reason: ``stale``
+        (older than ``inference.max_window_age_seconds`` when their turn came) and
+        ``overflow`` (more than ``max_pending_windows`` waiting).  Also in ``dropped``.
+    acks : int
+        Acknowledgements sent to senders (``docs/PROTOCOL.md``, "Ack").
+    pending : int
+        Windows waiting for the model now (all streams, ended ones included).
     """
 
     streams: int = 0
@@ -143,6 +163,9 @@ class WorkerStats:
     ended: int = 0
     evicted_idle: int = 0
     clock_ahead: int = 0
+    shed: dict[str, int] = dataclasses.field(default_factory=dict)
+    acks: int = 0
+    pending: int = 0
 
     @property
     def rejected_total(self) -> int:
@@ -228,6 +251,9 @@ class Worker:
         self._owner: dict[str, str | None] = {}
         self._peer_streams: collections.Counter[str] = collections.Counter()
         self._ending: list[StreamState] = []  # ended streams whose windows still wait
+        self._end_acks: list[StreamState] = []  # ended streams whose sender awaits the end ack
+        self._shed: collections.Counter[str] = collections.Counter()
+        self._behind_max_s = 0.0  # largest behind_s published since the last status line
         self._counts: collections.Counter[str] = collections.Counter()
         self._batch_sizes: collections.Counter[int] = collections.Counter()
         self._rejected: collections.Counter[str] = collections.Counter()
@@ -240,7 +266,7 @@ class Worker:
         self._last_idle_check = time.monotonic()
         self._heartbeat = float("-inf")  # monotonic time of the last loop iteration
         #: Prometheus metrics (tagstream.metrics); served when config.metrics.worker_port > 0.
-        self.metrics = WorkerMetrics(self.stats)
+        self.metrics = WorkerMetrics(self.stats, stream_tags=config.metrics.stream_tags)
         self._metrics_server: MetricsServer | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -278,6 +304,8 @@ class Worker:
         contract = self.tagger.contract if self.tagger is not None else self._read_contract()
         self._stream_settings(contract)
         backend.check(contract)
+        if self.config.metrics.worker_port:  # metrics.stream_tags must be the model's tags
+            self.metrics.streams.check_tags(contract.tags)
         self._start_metrics_server()
         if self.tagger is None:
             from model import load_tagger
@@ -473,8 +501,7 @@ class Worker:
         timeout_ms = 0 if busy else int(POLL_INTERVAL_S * 1000)
         ready = poller.poll(timeout_ms) if poller is not None else ingress.socket.poll(timeout_ms)
         if ready:
-            for inbound in ingress.receive(self.config.inference.max_batch):
-                self._handle(inbound, received_time=time.time(), now=time.monotonic())
+            self._read_input(ingress)
             for peer in ingress.take_closed():
                 self._release_peer(peer)
             if ingress.dropped != self._ingress_dropped:
@@ -485,7 +512,8 @@ class Worker:
                     " ".join(f"{k}={v}" for k, v in sorted(ingress.dropped.items())),
                 )
                 self._ingress_dropped = collections.Counter(ingress.dropped)
-        self._run_batches()
+        self._run_batches(ingress)
+        self._send_acks(ingress)
         now = time.monotonic()
         if now - self._last_idle_check >= 1.0:
             self._last_idle_check = now
@@ -494,6 +522,38 @@ class Worker:
         if now - self._last_status >= self.config.inference.status_interval_seconds:
             self._log_status(now)
         self._snapshot()
+
+    def _read_input(self, ingress: Ingress) -> None:
+        """Take in what the senders sent, so that a backlog waits here, where it can be shed.
+
+        Reads rounds of ``max_batch`` messages until a round comes up short (the socket is
+        empty, or busy with one large message), :data:`MAX_READ_ROUNDS` rounds or
+        :data:`MAX_READ_BYTES`, or until a stream has half its ``max_pending_windows``
+        waiting (audio sent faster than real time without flow control then waits in the
+        socket).
+        """
+        limit = self.config.inference.max_batch
+        start = ingress.bytes_read
+        for round_ in range(MAX_READ_ROUNDS):
+            taken = 0
+            for inbound in ingress.receive(limit, max_chunks=limit if round_ else None):
+                self._handle(inbound, received_time=time.time(), now=time.monotonic())
+                taken += 1
+            # A short round: the socket is drained, or its bytes are a large (or skipped)
+            # message; either way the model's turn comes first.
+            if taken < limit or ingress.bytes_read - start > MAX_READ_BYTES:
+                return
+            if self._input_full() or not self._input_waiting(ingress):
+                return
+
+    @staticmethod
+    def _input_waiting(ingress: Ingress) -> bool:
+        return bool(ingress.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+
+    def _input_full(self) -> bool:
+        assert self.settings is not None
+        limit = max(1, self.settings.max_pending_windows // 2)
+        return any(state.pending >= limit for state in self._streams.values())
 
     def run_in_thread(self) -> threading.Thread:
         """Start :meth:`run` in a daemon thread and return it."""
@@ -610,9 +670,15 @@ class Worker:
                 assert self.content is not None
                 self._send(self.content.source_event(message, self._streams.get(message.stream)))
             elif isinstance(message, EndOfStream):
-                self._end(message, now=now)
+                self._end(message, reply_to=inbound.reply_to, now=now)
             else:
-                self._audio(message, inbound.peer, received_time=received_time, now=now)
+                self._audio(
+                    message,
+                    inbound.peer,
+                    reply_to=inbound.reply_to,
+                    received_time=received_time,
+                    now=now,
+                )
         except Exception as exc:  # one bad message must not stop the worker
             self._rejected["internal"] += 1
             self._log_limited(
@@ -641,7 +707,15 @@ class Worker:
                 self._owner[stream] = None
         self._peer_streams.pop(peer, None)
 
-    def _audio(self, frame: AudioFrame, peer: str, *, received_time: float, now: float) -> None:
+    def _audio(
+        self,
+        frame: AudioFrame,
+        peer: str,
+        *,
+        reply_to: Any = None,
+        received_time: float,
+        now: float,
+    ) -> None:
         assert self.settings is not None
         state = self._streams.get(frame.stream)
         per_peer = self.config.inference.max_streams_per_peer
@@ -674,6 +748,7 @@ class Worker:
         ahead = frame.capture_time - received_time
         if ahead > MAX_CLOCK_AHEAD_S:
             self._counts["clock_ahead"] += 1
+        if ahead > MAX_CLOCK_AHEAD_S and frame.live:  # a recorded file is ahead by design
             self._log_limited(
                 f"clock:{frame.stream}",
                 logging.WARNING,
@@ -684,6 +759,7 @@ class Worker:
                 ahead,
             )
         before = (state.gaps, state.dropped, state.samples_replaced, state.resets)
+        overflow = state.shed["overflow"]
         result = state.accept(frame, received_time=received_time, now=now)
         if result == AcceptResult.RESTARTED:
             logger.info("stream restarted stream=%s seq=%d", frame.stream, frame.seq)
@@ -691,7 +767,10 @@ class Worker:
             self._counts["resets"] += 1
             state = self._new_stream(frame.stream, peer, now=now)
             before = (0, 0, 0, 0)
+            overflow = 0
             result = state.accept(frame, received_time=received_time, now=now)
+        if reply_to is not None:
+            state.reply_to = reply_to  # the owner's latest connection
         if self.content is not None:
             self.content.accept(state, frame, result)
         gaps, dropped, replaced, resets = (
@@ -704,6 +783,7 @@ class Worker:
         self._counts["dropped"] += dropped
         self._counts["samples_replaced"] += replaced
         self._counts["resets"] += resets
+        self._shed["overflow"] += state.shed["overflow"] - overflow
         if result == AcceptResult.DUPLICATE:
             self._log_limited(
                 f"duplicate:{frame.stream}",
@@ -746,6 +826,7 @@ class Worker:
 
     def _retire(self, state: StreamState) -> None:
         """Forget ``state`` once its waiting windows are published."""
+        self.metrics.streams.forget(state.stream)  # its per-stream series go now
         if self._streams.get(state.stream) is state:
             del self._streams[state.stream]
             owner = self._owner.pop(state.stream, None)
@@ -758,13 +839,21 @@ class Worker:
         if state.pending:
             self._ending.append(state)
 
-    def _end(self, message: EndOfStream, *, now: float) -> None:
+    def _end(self, message: EndOfStream, *, reply_to: Any = None, now: float) -> None:
         state = self._streams.get(message.stream)
         if state is None:
             logger.debug("end of unknown stream=%s", message.stream)
+            waiting = any(s.stream == message.stream for s in self._end_acks)
+            if reply_to is not None and not waiting:  # nothing of it here: done at once
+                self._reply(reply_to, Ack(message.stream, message.seq, end=True))
             return
         dropped = state.dropped
         state.end(now=now)
+        state.end_seq = message.seq
+        if reply_to is not None:
+            state.reply_to = reply_to
+        if state.reply_to is not None:
+            self._end_acks.append(state)
         self._counts["dropped"] += state.dropped - dropped
         self._counts["ended"] += 1
         logger.info(
@@ -790,11 +879,20 @@ class Worker:
             s for s in self._streams.values() if s.pending
         ]
 
-    def _run_batches(self) -> None:
-        """Run the backend's due windows in batches of up to ``max_batch`` until none is due."""
+    def _run_batches(self, ingress: Ingress | None = None) -> None:
+        """Run the backend's due windows in batches of up to ``max_batch`` until none is due.
+
+        Returns after one batch when input is waiting (it is read between batches), and
+        sheds stale windows before each batch (:meth:`_shed_stale`).
+        """
         assert self.backend is not None
         limit = self.config.inference.max_batch
+        first = True
         while not self._stop.is_set():
+            if not first and ingress is not None and self._input_waiting(ingress):
+                return
+            first = False
+            self._shed_stale()
             due = self.backend.take_due(self._waiting(), limit)
             self._ending = [s for s in self._ending if s.pending]
             if not due:
@@ -810,6 +908,59 @@ class Worker:
                 continue
             model_seconds = time.perf_counter() - model_started
             self._publish_batch(due, probabilities, model_seconds=model_seconds, content=content)
+
+    def _shed_stale(self) -> None:
+        """Shed the windows of live streams received more than ``max_window_age_seconds`` ago.
+
+        A window's age is the worker's own: now minus when it received the window's last
+        sample.  Streams that are not live (``live: false``, flow-controlled files) and
+        audio ahead of the worker's clock are never shed (:meth:`StreamState.shed_stale`).
+        """
+        bound = self.config.inference.max_window_age_seconds
+        if bound <= 0:
+            return
+        before = time.time() - bound
+        for state in [*self._ending, *self._streams.values()]:
+            count = state.shed_stale(before=before, max_ahead_s=MAX_CLOCK_AHEAD_S)
+            if not count:
+                continue
+            self._shed["stale"] += count
+            self._counts["dropped"] += count
+            self._log_limited(
+                f"shed:{state.stream}",
+                logging.WARNING,
+                "shed stale windows stream=%s count=%d shed=%d max_window_age_s=%g (the worker "
+                "is behind: more audio than it can tag)",
+                state.stream,
+                count,
+                state.shed["stale"],
+                bound,
+            )
+
+    def _reply(self, reply_to: Any, ack: Ack) -> bool:
+        assert self._ingress is not None
+        sent = self._ingress.reply(reply_to, encode_ack(ack))
+        self._counts["acks"] += sent
+        return sent
+
+    def _send_acks(self, ingress: Ingress) -> None:
+        """Tell each sender that can be answered how far its streams are tagged."""
+        for state in [*self._streams.values(), *self._ending]:
+            if state.reply_to is None:
+                continue
+            position = state.ack_position()
+            if position > state.acked_seq and self._reply(
+                state.reply_to, Ack(state.stream, position)
+            ):
+                state.acked_seq = position
+        if self._end_acks:
+            waiting = []
+            for state in self._end_acks:
+                if state.pending:
+                    waiting.append(state)
+                elif state.end_seq is not None:
+                    self._reply(state.reply_to, Ack(state.stream, state.end_seq, end=True))
+            self._end_acks = waiting
 
     def _publish_batch(
         self,
@@ -838,6 +989,8 @@ class Worker:
             if self.content is not None:
                 update, events = self.content.annotate(item.state, item.window, update, result)
             self._send(update)
+            if update.behind_s is not None and update.behind_s > self._behind_max_s:
+                self._behind_max_s = update.behind_s
             for event in events:
                 self._send(event)
             # Latency counts from the last sample the update needed: its look-ahead's, if any.
@@ -861,6 +1014,7 @@ class Worker:
             self._publish.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:  # pragma: no cover - PUB drops at the HWM instead of blocking
             self._counts["dropped"] += 1
+        self.metrics.streams.observe(update, live=update.stream in self._streams)
 
     # -- reporting --------------------------------------------------------------------
 
@@ -870,15 +1024,18 @@ class Worker:
         latencies = self._latencies
         logger.info(
             "status streams=%d windows_per_s=%.1f latency_p50_ms=%.0f latency_p99_ms=%.0f "
-            "drops=%d rejected=%d gaps=%d",
+            "drops=%d rejected=%d gaps=%d shed=%d behind_max_s=%.1f",
             len(self._streams),
             windows / elapsed,
             _percentile_ms(latencies, 50),
             _percentile_ms(latencies, 99),
             self._counts["dropped"] + self._counts["refused"],
-            sum((self._rejected + self._ingress_dropped).values()),
+            sum((self._rejected + self._ingress_dropped + auth_rejected(self._auth)).values()),
             self._counts["gaps"],
+            sum(self._shed.values()),
+            self._behind_max_s,
         )
+        self._behind_max_s = 0.0
         self._latencies = []
         self._windows_at_status = self._counts["windows"]
         self._last_status = now
@@ -892,7 +1049,7 @@ class Worker:
             windows=counts["windows"],
             batches=counts["batches"],
             batch_sizes=dict(self._batch_sizes),
-            rejected=dict(self._rejected + self._ingress_dropped),
+            rejected=dict(self._rejected + self._ingress_dropped + auth_rejected(self._auth)),
             gaps=counts["gaps"],
             dropped=counts["dropped"],
             refused=counts["refused"],
@@ -901,6 +1058,9 @@ class Worker:
             ended=counts["ended"],
             evicted_idle=counts["evicted_idle"],
             clock_ahead=counts["clock_ahead"],
+            shed=dict(self._shed),
+            acks=counts["acks"],
+            pending=sum(state.pending for state in [*self._ending, *self._streams.values()]),
         )
 
     def stats(self) -> WorkerStats:

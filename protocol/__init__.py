@@ -7,6 +7,9 @@ specification for readers outside Python):
   frame 1 the raw little-endian interleaved PCM, sent and received without a
   copy (``copy=False`` on both sides, ``np.frombuffer`` on the ZeroMQ buffer).
 * **end** (streamer -> worker): one header frame; the stream is over.
+* **ack** (worker -> streamer, on the same connection, to ``DEALER`` senders only):
+  how far the worker has tagged a stream (:class:`Ack`); a sender's credit for
+  flow control and, with ``end=True``, the end-of-stream handshake.
 * **tags** (worker PUB -> subscribers): frame 0 is the topic (the stream id),
   frame 1 a msgpack header, frames 2 and 3 the raw and the smoothed tag
   probabilities as little-endian float32.  Optional header fields say what the
@@ -49,6 +52,7 @@ __all__ = [
     "CONTENTS",
     "EVENT_FIELDS",
     "EVENT_KINDS",
+    "KIND_ACK",
     "KIND_AUDIO",
     "KIND_END",
     "KIND_EVENT",
@@ -64,6 +68,7 @@ __all__ = [
     "REJECT_REASONS",
     "SAMPLE_FORMATS",
     "SOURCE_EVENT_KINDS",
+    "Ack",
     "AudioFrame",
     "EndOfStream",
     "Event",
@@ -73,10 +78,12 @@ __all__ = [
     "PublishedMessage",
     "TagUpdate",
     "check_stream_id",
+    "decode_ack",
     "decode_event",
     "decode_input",
     "decode_published",
     "decode_update",
+    "encode_ack",
     "encode_audio",
     "encode_end",
     "encode_event",
@@ -90,6 +97,7 @@ KIND_AUDIO: Final = "audio"
 KIND_END: Final = "end"
 KIND_TAGS: Final = "tags"
 KIND_EVENT: Final = "event"
+KIND_ACK: Final = "ack"
 
 #: What a window holds (a tag update's optional ``content``), as :mod:`model.content` says.
 CONTENTS: Final = ("music", "speech", "silence")
@@ -147,7 +155,7 @@ REJECT_REASONS: Final[Mapping[str, str]] = {
     "size": "a binary frame's byte length does not match the header",
     "topic": "the topic frame differs from the header's stream",
     "tags": f"tag names are not strings, or more than {MAX_TAGS} of them",
-    "counter": "gaps or dropped is negative",
+    "counter": "gaps, dropped, shed or behind_s is negative",
     "content": "content is not music/speech/silence, or its probabilities or level are not numbers",
     "event": "unknown event kind, or a kind-specific field missing or of the wrong type",
 }
@@ -286,6 +294,11 @@ class AudioFrame:
     samples : np.ndarray [shape=(frames, channels), dtype matching ``sample_format``]
         Interleaved samples.  Decoded frames hold a read-only view of the
         received ZeroMQ buffer: copy before modifying.
+    live : bool
+        ``True`` (the default): audio captured now, which the worker may shed
+        when it falls too far behind (``inference.max_window_age_seconds``).
+        ``False``: recorded audio sent as fast as the worker takes it, under
+        flow control (acks): never shed.  Optional on the wire (``"live"``).
 
     Raises
     ------
@@ -304,11 +317,14 @@ class AudioFrame:
     channels: int
     sample_format: str
     samples: np.ndarray
+    live: bool = True
 
     def __post_init__(self) -> None:
         check_stream_id(self.stream)
         _check_int("seq", self.seq, minimum=0, reason="seq")
         _check_time("capture_time", self.capture_time)
+        if not isinstance(self.live, bool):
+            raise ProtocolError(f"live={self.live!r} must be true or false", reason="header")
         _check_audio_format(
             sample_rate=self.sample_rate, channels=self.channels, sample_format=self.sample_format
         )
@@ -369,6 +385,35 @@ class EndOfStream:
 InputMessage: TypeAlias = "AudioFrame | EndOfStream | Event"
 
 
+@dataclasses.dataclass(frozen=True)
+class Ack:
+    """How far the worker has tagged a stream (worker -> the sender that owns it).
+
+    Parameters
+    ----------
+    stream : str
+        Stream id.
+    seq : int >= 0
+        Every audio block numbered below ``seq`` has been taken in, and every
+        window those blocks completed has been published (or shed, or dropped:
+        counted in the updates' ``dropped``).  Acks of one stream never go back.
+    end : bool
+        The stream's end message has been handled and its last window
+        published: nothing of the stream is left in the worker.  ``seq`` is
+        then the end message's ``seq``.
+    """
+
+    stream: str
+    seq: int
+    end: bool = False
+
+    def __post_init__(self) -> None:
+        check_stream_id(self.stream)
+        _check_int("seq", self.seq, minimum=0, reason="seq")
+        if not isinstance(self.end, bool):
+            raise ProtocolError(f"end={self.end!r} must be true or false", reason="header")
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class TagUpdate:
     """Tag probabilities for one window of one stream, published by the worker.
@@ -406,6 +451,13 @@ class TagUpdate:
         One probability per class of :data:`CONTENTS`.
     level_dbfs : float or None
         The window's RMS level in dBFS (a full-scale sine reads 0).
+    shed : int >= 0
+        Windows of this stream the worker shed so far because they were too old
+        when their turn came (also counted in ``dropped``).
+    behind_s : float >= 0 or None
+        How far behind the stream the worker is: seconds of the stream's audio it
+        had received beyond this window's end when it published it.  ``None``
+        from a worker that does not say.
 
     Notes
     -----
@@ -429,11 +481,19 @@ class TagUpdate:
     content: str | None = None
     content_probabilities: Mapping[str, float] | None = None
     level_dbfs: float | None = None
+    shed: int = 0
+    behind_s: float | None = None
 
     def __post_init__(self) -> None:
         check_stream_id(self.stream)
         _check_int("seq", self.seq, minimum=0, reason="seq")
         _check_content(self)
+        _check_int("shed", self.shed, minimum=0, reason="counter")
+        if self.behind_s is not None:
+            behind_s = _check_time("behind_s", self.behind_s)
+            if behind_s < 0:
+                raise ProtocolError(f"behind_s={behind_s} must be >= 0", reason="counter")
+            object.__setattr__(self, "behind_s", behind_s)
         start_s = _check_time("start_s", self.start_s)
         end_s = _check_time("end_s", self.end_s)
         if not 0.0 <= start_s <= end_s:
@@ -484,12 +544,16 @@ class TagUpdate:
             "published_time": float(self.published_time),
             "gaps": self.gaps,
             "dropped": self.dropped,
-            **self._content_fields(),
+            **self._optional_fields(),
         }
 
-    def _content_fields(self) -> dict[str, Any]:
-        """The optional content fields that are set (header and JSON share them)."""
+    def _optional_fields(self) -> dict[str, Any]:
+        """The optional fields that are set: content, shed, behind (header and JSON share them)."""
         fields: dict[str, Any] = {}
+        if self.shed:
+            fields["shed"] = int(self.shed)
+        if self.behind_s is not None:
+            fields["behind_s"] = float(self.behind_s)
         if self.content is not None:
             fields["content"] = self.content
         if self.content_probabilities is not None:
@@ -575,6 +639,8 @@ def encode_audio(frame: AudioFrame) -> list[bytes | memoryview]:
         "sample_format": frame.sample_format,
         "frames": int(samples.shape[0]),
     }
+    if not frame.live:
+        header["live"] = False
     return [_pack(header), samples.data.cast("B")]
 
 
@@ -585,6 +651,18 @@ def encode_end(message: EndOfStream) -> list[bytes]:
         "kind": KIND_END,
         "stream": message.stream,
         "seq": int(message.seq),
+    }
+    return [_pack(header)]
+
+
+def encode_ack(ack: Ack) -> list[bytes]:
+    """Encode an acknowledgement as ``[header]`` (the worker replies on the input connection)."""
+    header = {
+        "version": PROTOCOL_VERSION,
+        "kind": KIND_ACK,
+        "stream": ack.stream,
+        "seq": int(ack.seq),
+        "end": bool(ack.end),
     }
     return [_pack(header)]
 
@@ -609,7 +687,7 @@ def encode_update(update: TagUpdate) -> list[bytes | memoryview]:
         "published_time": float(update.published_time),
         "gaps": int(update.gaps),
         "dropped": int(update.dropped),
-        **update._content_fields(),
+        **update._optional_fields(),
     }
     probabilities = np.ascontiguousarray(update.probabilities, dtype="<f4")
     smoothed = np.ascontiguousarray(update.smoothed, dtype="<f4")
@@ -756,6 +834,28 @@ def decode_input(frames: Sequence[FrameLike]) -> InputMessage:
         channels=channels,
         sample_format=sample_format,
         samples=samples,
+        live=header.get("live", True),
+    )
+
+
+def decode_ack(frames: Sequence[FrameLike]) -> Ack:
+    """Decode an acknowledgement received by a ``DEALER`` sender (``[header]``).
+
+    Raises
+    ------
+    ProtocolError
+        For anything malformed; ``reason`` says what.
+    """
+    if isinstance(frames, bytes | bytearray | memoryview) or not isinstance(frames, Sequence):
+        raise ProtocolError("expected a list of frames", reason="frames")
+    _expect_frames(frames, 1, KIND_ACK)
+    header = _unpack_header(frames[0])
+    if header["kind"] != KIND_ACK:
+        raise ProtocolError(f"kind={header['kind']!r} is not {KIND_ACK!r}", reason="kind")
+    return Ack(
+        stream=check_stream_id(_str_field(header, "stream")),
+        seq=_field(header, "seq"),
+        end=header.get("end", False),
     )
 
 
@@ -806,7 +906,15 @@ def decode_update(frames: Sequence[FrameLike]) -> TagUpdate:
         raise ProtocolError(f"tags={tags!r} must be a list of strings", reason="tags")
     optional = {
         name: header[name]
-        for name in ("gaps", "dropped", "content", "content_probabilities", "level_dbfs")
+        for name in (
+            "gaps",
+            "dropped",
+            "content",
+            "content_probabilities",
+            "level_dbfs",
+            "shed",
+            "behind_s",
+        )
         if name in header
     }
     return TagUpdate(

@@ -30,11 +30,14 @@ from inference.ready import NotReadyError, wait_ready
 from model import MUSICNN_FEATURES
 from model.tagger import window_starts
 from protocol import (
+    Ack,
     AudioFrame,
     EndOfStream,
     Event,
     TagUpdate,
+    decode_input,
     decode_update,
+    encode_ack,
     encode_audio,
     encode_end,
 )
@@ -176,10 +179,16 @@ def assert_same_update(got: TagUpdate, want: TagUpdate) -> None:
 
 
 def worker_config(**inference: object) -> Config:
-    """Settings for an in-process worker on free tcp ports, with ``inference.*`` overrides."""
-    overrides = {
+    """Settings for an in-process worker on free tcp ports, with ``inference.*`` overrides.
+
+    Shedding stale work is off (``max_window_age_seconds = 0``) unless a test asks for it:
+    the tests send audio faster than real time, and on a loaded machine whether a window
+    waits 10 s must not decide what they see (``tests/test_overload.py`` tests shedding).
+    """
+    overrides: dict[str, object] = {
         "inference.input_endpoint": "tcp://127.0.0.1:*",
         "inference.publish_endpoint": "tcp://127.0.0.1:*",
+        "inference.max_window_age_seconds": 0,
     }
     overrides.update({f"inference.{k}": v for k, v in inference.items()})
     return load_config(overrides=overrides)
@@ -259,6 +268,39 @@ class Harness:
         self.push.close(linger=0)
         self.sub.close(linger=0)
         self.context.term()
+
+
+class StreamerSink:
+    """A ROUTER socket standing in for the worker's input: decodes what a streamer sends.
+
+    With ``ack=True`` it answers like a worker that has tagged each block as soon as it
+    arrives (``docs/PROTOCOL.md``, "Ack"), so ``--fast`` flow control and the end-of-stream
+    handshake complete; with ``ack=False`` it answers nothing, as an older worker.
+    """
+
+    def __init__(self, context: zmq.Context[Any], *, ack: bool = True, rcvhwm: int = 1000):
+        self.ack = ack
+        self.socket = context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        port = self.socket.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+
+    def receive(self, timeout_ms: int = 10_000) -> Any:
+        """The next input message (``protocol.decode_input``); fails past ``timeout_ms``."""
+        assert self.socket.poll(timeout_ms), f"no message within {timeout_ms} ms"
+        routing_id, *frames = self.socket.recv_multipart(copy=False)
+        message = decode_input(frames)
+        if self.ack and isinstance(message, AudioFrame):
+            ack = Ack(message.stream, message.seq + 1)
+            self.socket.send_multipart([routing_id, *encode_ack(ack)])
+        elif self.ack and isinstance(message, EndOfStream):
+            ack = Ack(message.stream, message.seq, end=True)
+            self.socket.send_multipart([routing_id, *encode_ack(ack)])
+        return message
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
 
 
 # -- processes ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 import zmq
-from helpers import DEADLINE_S, Processes, frames_of, free_port, wait_until
+from helpers import DEADLINE_S, Processes, StreamerSink, frames_of, free_port, wait_until
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -150,17 +150,15 @@ def test_streamer_metrics_while_streaming(
     config.write_text(f"[metrics]\nstreamer_port = {port}\n")
     wav = tmp_path / "long.wav"
     soundfile.write(wav, np.zeros(16000 * 30, dtype=np.float32), 16000)
-    pull = context.socket(zmq.PULL)
-    pull_port = pull.bind_to_random_port("tcp://127.0.0.1")
+    sink = StreamerSink(context)
     process = processes.start(
         "streamer", "streamer", "--file", str(wav), "--config", str(config),
-        "--endpoint", f"tcp://127.0.0.1:{pull_port}", "--stream-id", "metrics:s",
+        "--endpoint", sink.endpoint, "--stream-id", "metrics:s",
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     for _ in range(5):
-        assert pull.poll(int(DEADLINE_S * 1000)), "the streamer sent nothing"
-        pull.recv_multipart()
+        sink.receive(int(DEADLINE_S * 1000))
 
     def sent() -> float:
         return samples(get(base + "/metrics")[1])[("tagstream_streamer_blocks_sent_total", ())]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from helpers import free_port, wait_until
+from helpers import StreamerSink, free_port, wait_until
 from icecast import (
     FFMPEG,
     SYNTH_RATE,
@@ -201,10 +201,9 @@ def test_streamer_sends_the_outage_as_a_sequence_gap(icecast: Icecast, synth_wav
 
     icecast.start_source(synth_wav)
     context = zmq.Context()
-    pull = context.socket(zmq.PULL)
-    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    sink = StreamerSink(context)
     source = NetworkSource(icecast.url, backoff_initial_s=0.2, backoff_max_s=1.0)
-    streamer = Streamer(source, endpoint=f"tcp://127.0.0.1:{port}", stream_id="station")
+    streamer = Streamer(source, endpoint=sink.endpoint, stream_id="station")
     thread = threading.Thread(target=streamer.run, daemon=True)
     thread.start()
     received: list[protocol.InputMessage] = []
@@ -214,8 +213,8 @@ def test_streamer_sends_the_outage_as_a_sequence_gap(icecast: Icecast, synth_wav
         while not predicate():
             if time.monotonic() > deadline:
                 pytest.fail(f"{len(received)} messages; status {source.status_fields()}")
-            if pull.poll(200):
-                received.append(protocol.decode_input(pull.recv_multipart()))
+            if sink.socket.poll(200):
+                received.append(sink.receive(0))
 
     def frames() -> list[protocol.AudioFrame]:
         return [m for m in received if isinstance(m, protocol.AudioFrame)]
@@ -233,7 +232,7 @@ def test_streamer_sends_the_outage_as_a_sequence_gap(icecast: Icecast, synth_wav
     finally:
         streamer.stop()
         thread.join(timeout=10)
-        pull.close(linger=0)
+        sink.close()
         context.term()
     assert not thread.is_alive()
     seqs = [f.seq for f in frames()]
@@ -659,29 +658,31 @@ def test_streamer_cli_sends_a_static_url_with_fast(
     folder, base = http_folder
     ffmpeg_encode(synth_wav, "-c:a", "libmp3lame", "-b:a", "128k", str(folder / "song.mp3"))
     context = zmq.Context.instance()
-    pull = context.socket(zmq.PULL)
-    pull.linger = 0
-    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    sink = StreamerSink(context)
+    statuses: list[int] = []
+    argv = ["--url", f"{base}/song.mp3", "--fast", "--stream-id", "url-test",
+            "--endpoint", sink.endpoint]  # fmt: skip
+    thread = threading.Thread(
+        target=lambda: statuses.append(main(argv, stdout=io.StringIO(), stderr=io.StringIO())),
+        daemon=True,
+    )
+    thread.start()
     try:
-        status = main(
-            ["--url", f"{base}/song.mp3", "--fast", "--stream-id", "url-test",
-             "--endpoint", f"tcp://127.0.0.1:{port}"],
-            stdout=io.StringIO(), stderr=io.StringIO(),
-        )  # fmt: skip
-        assert status == 0
         seconds, ended = 0.0, False
-        while pull.poll(5000):
-            message = protocol.decode_input(pull.recv_multipart(copy=False))
+        while sink.socket.poll(5000):
+            message = sink.receive(0)
             if isinstance(message, protocol.EndOfStream):
                 ended = True
                 break
             assert message.stream == "url-test"
             seconds += message.samples.shape[0] / message.sample_rate
         assert ended
+        thread.join(timeout=30)
+        assert statuses == [0]
         duration = soundfile.info(str(synth_wav)).duration
         assert abs(seconds - duration) < 0.2, (seconds, duration)
     finally:
-        pull.close()
+        sink.close()
 
 
 def test_streamer_cli_unreachable_url_exits_3_with_one_line() -> None:

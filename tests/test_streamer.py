@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import soundfile
 import zmq
+from helpers import StreamerSink
 
-import protocol
 from protocol import AudioFrame, EndOfStream
 from streamer import FileSource, Streamer
 from streamer.cli import main
+from streamer.core import StreamerStats
 from tagstream.errors import ExitStatus, UnavailableError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,27 +42,41 @@ needs_portaudio = pytest.mark.skipif(
 
 
 @pytest.fixture
-def pull() -> Iterator[tuple[zmq.Socket[bytes], str]]:
-    """A PULL socket bound to a random local port, as the worker's input."""
+def sink() -> Iterator[StreamerSink]:
+    """A ROUTER socket on a random local port that acks like the worker's input."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    sock = context.socket(zmq.PULL)
-    port = sock.bind_to_random_port("tcp://127.0.0.1")
-    yield sock, f"tcp://127.0.0.1:{port}"
-    sock.close(linger=0)
+    receiver = StreamerSink(context)
+    yield receiver
+    receiver.close()
     context.term()
 
 
 def receive_until_end(
-    sock: zmq.Socket[bytes], *, timeout_ms: int = RECEIVE_TIMEOUT_MS
+    sink: StreamerSink, *, timeout_ms: int = RECEIVE_TIMEOUT_MS
 ) -> tuple[list[AudioFrame], EndOfStream]:
     """Every audio frame up to the end message; fails if a message takes longer than timeout."""
     frames: list[AudioFrame] = []
     while True:
-        assert sock.poll(timeout_ms), f"no message within {timeout_ms} ms"
-        message = protocol.decode_input(sock.recv_multipart(copy=False))
+        message = sink.receive(timeout_ms)
         if isinstance(message, EndOfStream):
             return frames, message
         frames.append(message)
+
+
+def run_and_receive(
+    streamer: Streamer, sink: StreamerSink
+) -> tuple[StreamerStats, list[AudioFrame], EndOfStream]:
+    """Run ``streamer`` in a thread while ``sink`` receives (and acks) until its end message."""
+    result: list[StreamerStats] = []
+    thread = threading.Thread(target=lambda: result.append(streamer.run()), daemon=True)
+    thread.start()
+    try:
+        frames, end = receive_until_end(sink)
+        thread.join(timeout=RECEIVE_TIMEOUT_MS / 1000)
+        assert not thread.is_alive(), "the streamer did not finish after its end was acked"
+    finally:
+        streamer.stop()
+    return result[0], frames, end
 
 
 def write_noise(
@@ -96,51 +111,47 @@ def check_stream(
 
 @pytest.mark.parametrize(("channels", "subtype"), [(1, "PCM_16"), (2, "FLOAT"), (3, "PCM_24")])
 def test_file_source_sends_every_sample_in_order(
-    pull: tuple[zmq.Socket[bytes], str],
+    sink: StreamerSink,
     rng: np.random.Generator,
     tmp_path: Path,
     channels: int,
     subtype: str,
 ) -> None:
-    sock, endpoint = pull
     path = tmp_path / "noise.wav"
     decoded = write_noise(path, rng, seconds=1.23, rate=22050, channels=channels, subtype=subtype)
     expected = decoded.mean(axis=1, dtype=np.float32) if channels > 1 else decoded[:, 0]
     source = FileSource(path, block_seconds=0.1, realtime=False)
-    streamer = Streamer(source, endpoint=endpoint, stream_id="test:noise")
-    stats = streamer.run()
-    frames, end = receive_until_end(sock)
+    streamer = Streamer(source, endpoint=sink.endpoint, stream_id="test:noise")
+    stats, frames, end = run_and_receive(streamer, sink)
     check_stream(frames, end, stream="test:noise", rate=22050, expected_mono=expected)
     assert [frame.frames for frame in frames[:-1]] == [2205] * (len(frames) - 1)
-    assert stats.sent == len(frames) + 1
+    assert not any(frame.live for frame in frames)  # --fast: not live, never shed
+    assert stats.sent + stats.queued == len(frames) + 1
+    assert stats.acked == len(frames)
     assert stats.dropped_send == 0
 
 
 def test_file_source_paces_in_real_time(
-    pull: tuple[zmq.Socket[bytes], str], rng: np.random.Generator, tmp_path: Path
+    sink: StreamerSink, rng: np.random.Generator, tmp_path: Path
 ) -> None:
-    sock, endpoint = pull
     path = tmp_path / "one_second.flac"
     decoded = write_noise(path, rng, seconds=1.0, rate=16000, channels=1, subtype="PCM_16")
-    streamer = Streamer(FileSource(path, block_seconds=0.1), endpoint=endpoint, stream_id="rt")
+    streamer = Streamer(FileSource(path, block_seconds=0.1), endpoint=sink.endpoint, stream_id="rt")
     started = time.monotonic()
-    streamer.run()
+    _, frames, end = run_and_receive(streamer, sink)
     elapsed = time.monotonic() - started
-    frames, end = receive_until_end(sock)
     check_stream(frames, end, stream="rt", rate=16000, expected_mono=decoded[:, 0])
     assert elapsed >= 0.9 * 1.0, f"1 s of audio streamed in {elapsed:.2f} s: not paced"
 
 
 def test_default_stream_id_is_host_and_file_stem(
-    pull: tuple[zmq.Socket[bytes], str], rng: np.random.Generator, tmp_path: Path
+    sink: StreamerSink, rng: np.random.Generator, tmp_path: Path
 ) -> None:
-    sock, endpoint = pull
     path = tmp_path / "my song.wav"
     write_noise(path, rng, seconds=0.2, rate=8000, channels=1, subtype="PCM_16")
-    streamer = Streamer(FileSource(path, realtime=False), endpoint=endpoint)
+    streamer = Streamer(FileSource(path, realtime=False), endpoint=sink.endpoint)
     assert streamer.stream_id == f"{socket.gethostname()}:my song"
-    streamer.run()
-    frames, end = receive_until_end(sock)
+    _, frames, end = run_and_receive(streamer, sink)
     assert {frame.stream for frame in frames} == {end.stream} == {streamer.stream_id}
 
 
@@ -149,20 +160,17 @@ def test_fast_file_waits_for_a_slow_worker_instead_of_dropping(
 ) -> None:
     """send_hwm=1: the streamer must wait for the reader, never drop."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    sock = context.socket(zmq.PULL)
-    sock.setsockopt(zmq.RCVHWM, 1)
-    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    sink = StreamerSink(context, rcvhwm=1)
     path = tmp_path / "noise.wav"
     decoded = write_noise(path, rng, seconds=3.0, rate=8000, channels=1, subtype="PCM_16")
     source = FileSource(path, block_seconds=0.01, realtime=False)  # 300 messages
-    streamer = Streamer(source, endpoint=f"tcp://127.0.0.1:{port}", stream_id="slow", send_hwm=1)
+    streamer = Streamer(source, endpoint=sink.endpoint, stream_id="slow", send_hwm=1)
     thread = threading.Thread(target=streamer.run, daemon=True)
     try:
         thread.start()
         frames: list[AudioFrame] = []
         while True:
-            assert sock.poll(RECEIVE_TIMEOUT_MS)
-            message = protocol.decode_input(sock.recv_multipart())
+            message = sink.receive(RECEIVE_TIMEOUT_MS)
             if isinstance(message, EndOfStream):
                 break
             frames.append(message)
@@ -171,24 +179,27 @@ def test_fast_file_waits_for_a_slow_worker_instead_of_dropping(
         assert not thread.is_alive()
     finally:
         streamer.stop()
-        sock.close(linger=0)
+        sink.close()
         context.term()
     check_stream(frames, message, stream="slow", rate=8000, expected_mono=decoded[:, 0])
     assert streamer.stats().dropped_send == 0
 
 
 def test_main_streams_a_file_fast(
-    pull: tuple[zmq.Socket[bytes], str],
+    sink: StreamerSink,
     rng: np.random.Generator,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    sock, endpoint = pull
     path = tmp_path / "noise.ogg"
     decoded = write_noise(path, rng, seconds=0.5, rate=16000, channels=2, subtype="VORBIS")
-    status = main(["--file", str(path), "--fast", "--endpoint", endpoint, "--stream-id", "cli"])
-    assert status == ExitStatus.OK
-    frames, end = receive_until_end(sock)
+    argv = ["--file", str(path), "--fast", "--endpoint", sink.endpoint, "--stream-id", "cli"]
+    statuses: list[int] = []
+    thread = threading.Thread(target=lambda: statuses.append(main(argv)), daemon=True)
+    thread.start()
+    frames, end = receive_until_end(sink)
+    thread.join(timeout=RECEIVE_TIMEOUT_MS / 1000)
+    assert statuses == [ExitStatus.OK]
     check_stream(
         frames, end, stream="cli", rate=16000, expected_mono=decoded.mean(axis=1, dtype=np.float32)
     )
@@ -197,9 +208,9 @@ def test_main_streams_a_file_fast(
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_a_file_stream_cleanly(
-    pull: tuple[zmq.Socket[bytes], str], rng: np.random.Generator, tmp_path: Path, signum: int
+    sink: StreamerSink, rng: np.random.Generator, tmp_path: Path, signum: int
 ) -> None:
-    sock, endpoint = pull
+    endpoint = sink.endpoint
     path = tmp_path / "long.wav"
     write_noise(path, rng, seconds=60.0, rate=8000, channels=1, subtype="PCM_16")
     process = subprocess.Popen(
@@ -220,9 +231,9 @@ def test_signal_stops_a_file_stream_cleanly(
         text=True,
     )
     try:
-        assert sock.poll(RECEIVE_TIMEOUT_MS), "streamer sent nothing"
+        assert sink.socket.poll(RECEIVE_TIMEOUT_MS), "streamer sent nothing"
         process.send_signal(signum)
-        frames, end = receive_until_end(sock)
+        frames, end = receive_until_end(sink)
         _, stderr = process.communicate(timeout=10)
     finally:
         if process.poll() is None:
@@ -418,10 +429,10 @@ def dominant_frequency(signal_: np.ndarray, rate: int) -> float:
 
 @needs_portaudio
 def test_captures_what_pulseaudio_plays(
-    pulse_server: Any, pull: tuple[zmq.Socket[bytes], str], tmp_path: Path
+    pulse_server: Any, sink: StreamerSink, tmp_path: Path
 ) -> None:
     """Play a known tone sequence into PulseAudio; the streamer must deliver that signal."""
-    sock, endpoint = pull
+    sock, endpoint = sink.socket, sink.endpoint
     rate = pulse_server.sample_rate
     played, tones = tone_sequence(rate)
     wav = tmp_path / "tones.wav"
@@ -455,7 +466,7 @@ def test_captures_what_pulseaudio_plays(
             if not sock.poll(RECEIVE_TIMEOUT_MS):
                 process.kill()
                 pytest.fail(f"streamer sent nothing for 10 s; stderr: {process.communicate()[1]}")
-            message = protocol.decode_input(sock.recv_multipart(copy=False))
+            message = sink.receive(0)
             assert isinstance(message, AudioFrame)
             frames.append(message)
 
@@ -468,7 +479,7 @@ def test_captures_what_pulseaudio_plays(
         player.join()
         receive(10)  # 1 s more: the tail of the played signal
         process.send_signal(signal.SIGTERM)
-        rest, end = receive_until_end(sock)
+        rest, end = receive_until_end(sink)
         frames.extend(rest)
         _, stderr = process.communicate(timeout=10)
     finally:
@@ -498,10 +509,10 @@ def test_captures_what_pulseaudio_plays(
 
 @needs_portaudio
 def test_capture_resumes_after_the_sound_server_restarts(
-    pulse_server: Any, pull: tuple[zmq.Socket[bytes], str]
+    pulse_server: Any, sink: StreamerSink
 ) -> None:
     """The device vanishes mid-capture: the streamer retries, resumes, and leaves a seq gap."""
-    sock, endpoint = pull
+    sock, endpoint = sink.socket, sink.endpoint
     process = subprocess.Popen(
         [sys.executable, "-m", "streamer", "--device", "pulse", "--endpoint", endpoint],
         cwd=REPO_ROOT,
@@ -515,7 +526,7 @@ def test_capture_resumes_after_the_sound_server_restarts(
         if not sock.poll(timeout_ms):
             process.kill()
             pytest.fail(f"streamer sent nothing; stderr: {process.communicate()[1]}")
-        message = protocol.decode_input(sock.recv_multipart(copy=False))
+        message = sink.receive(0)
         assert isinstance(message, AudioFrame)
         return message
 
@@ -530,7 +541,7 @@ def test_capture_resumes_after_the_sound_server_restarts(
             pulse_server.start()
         after = [next_frame(30_000) for _ in range(3)]  # retries every 3 s
         process.send_signal(signal.SIGTERM)
-        _, end = receive_until_end(sock)
+        _, end = receive_until_end(sink)
         _, stderr = process.communicate(timeout=10)
     finally:
         if process.poll() is None:

@@ -297,6 +297,8 @@ def _stream_panel(history: StreamHistory, *, now: float, top_k: int) -> Any:
 
     title = Text(history.stream, style="bold magenta")
     title.append(f"  {latest.model}  {latest.start_s:.1f}-{latest.end_s:.1f} s", style="dim")
+    if (latest.behind_s or 0.0) >= 1.0:  # the worker is behind (docs/PROTOCOL.md, "Shedding")
+        title.append(f"  behind {latest.behind_s:.1f} s · shed {latest.shed}", style="bold red")
     parts = [_content_text(history), table, changes]
     if history.events:
         parts.append(_events_text(history))
