@@ -263,19 +263,28 @@ def test_with_curve_a_stream_belongs_to_its_key(
         worker.start()
         worker.run_in_thread()
         sub = client("studio", zmq.SUB, worker.publish_endpoint)
-        sub.setsockopt(zmq.SUBSCRIBE, b"studio:1")
-        studio = client("studio", zmq.PUSH, worker.input_endpoint)
-        other = client("other", zmq.PUSH, worker.input_endpoint)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        studio = client("studio", zmq.DEALER, worker.input_endpoint)
+        other = client("other", zmq.DEALER, worker.input_endpoint)
+        # The SUB socket joins late (a CURVE handshake, then its subscription) and PUB drops
+        # what it publishes before: without this, a loaded machine lost the first updates.
+        probes = _join_with_probes(sub, studio)
+        stats = worker.wait_for(lambda s: s.ended >= probes, timeout_s=DEADLINE_S)
+        assert stats.ended == probes
+        before = stats.messages
         blocks = frames_of(music(rng, 10.0), stream="studio:1", block=1600, start_time=time.time())
         for block in blocks[:50]:
             studio.send_multipart(encode_audio(block))
-        wait_until(lambda: worker.stats().streams >= 1, "the studio's stream to open")
+        # All 50 taken in before the new socket sends: the worker fair-queues its connections,
+        # so blocks still queued on the first one would interleave with the second one's (the
+        # race of a loaded run: it waited for the stream to open, i.e. for the first block).
+        wait_until(lambda: worker.stats().messages >= before + 50, "the first 50 blocks taken in")
         forged = dataclasses.replace(
             blocks[0], seq=10**12, capture_time=blocks[0].capture_time + 1e6
         )
         other.send_multipart(encode_audio(forged))
         wait_until(lambda: worker.stats().rejected.get("owner", 0) >= 1, "the forgery rejected")
-        again = client("studio", zmq.PUSH, worker.input_endpoint)  # same key, new socket
+        again = client("studio", zmq.DEALER, worker.input_endpoint)  # same key, new socket
         for block in blocks[50:]:
             again.send_multipart(encode_audio(block))
         again.send_multipart(encode_end(EndOfStream(stream="studio:1", seq=len(blocks))))
@@ -284,10 +293,25 @@ def test_with_curve_a_stream_belongs_to_its_key(
         deadline = time.monotonic() + DEADLINE_S
         while len(updates) < expected and time.monotonic() < deadline:
             if sub.poll(200):
-                updates.append(decode_update(sub.recv_multipart()))
+                update = decode_update(sub.recv_multipart())
+                if update.stream == "studio:1":
+                    updates.append(update)
         assert [u.seq for u in updates] == list(range(expected))
         assert worker.stats().rejected == {"owner": 1}
         assert worker.stats().gaps == 0
+
+
+def _join_with_probes(sub: zmq.Socket[Any], push: zmq.Socket[Any]) -> int:
+    """Send short silent probe streams on ``push`` until ``sub`` gets an update; return how many."""
+    probe = np.zeros(int(3.2 * 16000), dtype=np.float32)
+    for attempt in range(50):
+        frames = frames_of(probe, stream=f"probe:{attempt}", block=16000 * 2)
+        for frame in frames:
+            push.send_multipart(encode_audio(frame))
+        push.send_multipart(encode_end(EndOfStream(stream=frames[0].stream, seq=len(frames))))
+        if sub.poll(2000):
+            return attempt + 1
+    raise AssertionError("the SUB socket never received a probe update")
 
 
 def test_a_sender_clock_ahead_is_reported_and_latency_is_never_negative(

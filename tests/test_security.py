@@ -7,7 +7,9 @@ allowed folder (and a client without CURVE) can do neither.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import logging
 import subprocess
 import sys
 import time
@@ -18,12 +20,13 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
-from helpers import DEADLINE_S, ROOT, audio_messages
+from helpers import DEADLINE_S, ROOT, audio_messages, wait_until
 
 from config import SecurityConfig, load_config
 from inference import Worker, WorkerError
 from protocol import decode_update
 from protocol.security import (
+    AuthenticationError,
     CurveSettings,
     SecurityError,
     curve_enabled,
@@ -172,7 +175,7 @@ def secure_worker(tagger: Any, key_folder: Path) -> Iterator[Worker]:
 def socket_pair(
     context: zmq.Context[Any], worker: Worker, settings: SecurityConfig | None
 ) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
-    push, sub = context.socket(zmq.PUSH), context.socket(zmq.SUB)
+    push, sub = context.socket(zmq.DEALER), context.socket(zmq.SUB)  # CURVE input: ROUTER
     for sock, endpoint in ((push, worker.input_endpoint), (sub, worker.publish_endpoint)):
         sock.setsockopt(zmq.LINGER, 0)
         if settings is not None:
@@ -225,7 +228,7 @@ def test_only_allowed_clients_send_audio_and_read_tags(
             lambda s: s.messages >= sent * per_stream, timeout_s=DEADLINE_S
         )
         assert stats.messages == sent * per_stream, "a refused client's message got through"
-        assert stats.rejected_total == 0
+        assert set(stats.rejected) <= {"auth"}  # the intruder's handshakes, no message
         assert not intruder_sub.poll(100) and not plain_sub.poll(100)
     finally:
         context.destroy(linger=0)
@@ -262,3 +265,135 @@ def test_a_message_over_the_size_limit_never_reaches_the_worker(
         assert set(stats.rejected) <= {"frames"}  # at most the truncated header
     finally:
         context.destroy(linger=0)
+
+
+# -- a refused handshake is never silent ----------------------------------------------------
+
+
+def test_a_refused_key_is_logged_with_its_address_and_counted(
+    secure_worker: Worker,
+    key_folder: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import protocol.security
+
+    monkeypatch.setattr(protocol.security, "AUTH_LOG_INTERVAL_S", 3600.0)  # one line, then quiet
+    caplog.set_level(logging.WARNING, logger="protocol.security")
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        intruders = [
+            socket_pair(context, secure_worker, client_settings(key_folder, "intruder"))[0]
+            for _ in range(3)
+        ]
+        for push in intruders:
+            push.send_multipart(audio_messages(np.zeros(1600, np.float32), "x")[0], zmq.NOBLOCK)
+        stats = wait_until(
+            lambda: (s := secure_worker.stats()).rejected.get("auth", 0) >= 3 and s,
+            lambda: f"three refused handshakes counted, have {secure_worker.stats().rejected}",
+        )
+    finally:
+        context.destroy(linger=0)
+    assert set(stats.rejected) == {"auth"}
+    assert stats.messages == 0
+    registry = secure_worker.metrics.registry
+    counted = registry.get_sample_value(
+        "tagstream_worker_rejected_messages_total", {"reason": "auth"}
+    )
+    assert counted is not None and counted >= 3
+    lines = [r.getMessage() for r in caplog.records if "rejected CURVE handshake" in r.getMessage()]
+    assert len(lines) == 1, lines  # rate-limited
+    public = zmq.auth.load_certificate(key_folder / "intruder.key")[0].decode()
+    assert "peer=127.0.0.1 " in lines[0] and f"client_key={public} " in lines[0]
+    assert f"security.allowed_clients_dir={key_folder / 'allowed'}" in lines[0]
+
+
+def test_a_subscriber_with_a_refused_key_says_so_instead_of_waiting(
+    secure_worker: Worker, key_folder: Path
+) -> None:
+    settings = client_settings(key_folder, "intruder")
+    with (
+        Subscriber(secure_worker.publish_endpoint, security=settings) as subscriber,
+        pytest.raises(AuthenticationError) as excinfo,
+    ):
+        subscriber.receive(timeout_s=DEADLINE_S)  # raises long before: never None
+    message = str(excinfo.value)
+    assert message.startswith(
+        "authentication failed: the worker does not accept this client key; copy "
+        f"{key_folder / 'intruder.key'} into the worker's security.allowed_clients_dir"
+    )
+    assert excinfo.value.status == ExitStatus.USAGE and "\n" not in message
+    # The allowed key on the same worker is not refused.
+    with Subscriber(
+        secure_worker.publish_endpoint, security=client_settings(key_folder, "studio")
+    ) as allowed:
+        watch = allowed._handshake
+        assert watch is not None
+        wait_until(lambda: allowed.receive(timeout_s=0.1) is None and watch.succeeded, "handshake")
+
+
+def test_a_wrong_server_key_fails_the_handshake_with_a_message(
+    secure_worker: Worker, key_folder: Path
+) -> None:
+    settings = dataclasses.replace(
+        client_settings(key_folder, "studio"),
+        server_public_key=str(key_folder / "intruder.key"),  # not the worker's key
+    )
+    with (
+        Subscriber(secure_worker.publish_endpoint, security=settings) as subscriber,
+        pytest.raises(AuthenticationError, match=r"security\.server_public_key"),
+    ):
+        subscriber.receive(timeout_s=DEADLINE_S)
+
+
+def test_the_streamer_with_a_refused_key_exits_with_one_line(
+    secure_worker: Worker, key_folder: Path, tmp_path: Path
+) -> None:
+    import soundfile
+
+    wav = tmp_path / "a.wav"
+    soundfile.write(wav, np.zeros(16000 * 10, dtype=np.float32), 16000)  # 100 blocks
+    config = tmp_path / "intruder.toml"
+    config.write_text(
+        "[streamer]\nsend_hwm = 10\n"  # a --fast file fills it and waits: the check runs
+        '[security]\ncurve = "on"\n'
+        f'client_secret_key = "{key_folder / "intruder.key_secret"}"\n'
+        f'server_public_key = "{key_folder / "worker.key"}"\n'
+    )
+    err = io.StringIO()
+    status = streamer_main(
+        ["--config", str(config), "--file", str(wav), "--fast",
+         "--endpoint", secure_worker.input_endpoint],
+        stderr=err,
+    )  # fmt: skip
+    lines = err.getvalue().strip().splitlines()
+    assert status == ExitStatus.USAGE, lines
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: authentication failed: the worker does not accept this client key;"
+    ), lines
+    assert secure_worker.stats().messages == 0
+
+
+def test_tools_subscribe_with_a_refused_key_exits_with_one_line(
+    secure_worker: Worker, key_folder: Path, tmp_path: Path
+) -> None:
+    from tools.subscribe import main as subscribe_main
+
+    config = tmp_path / "intruder.toml"
+    config.write_text(
+        '[security]\ncurve = "on"\n'
+        f'client_secret_key = "{key_folder / "intruder.key_secret"}"\n'
+        f'server_public_key = "{key_folder / "worker.key"}"\n'
+    )
+    out, err = io.StringIO(), io.StringIO()
+    status = subscribe_main(
+        ["--config", str(config), "--endpoint", secure_worker.publish_endpoint],
+        stdout=out,
+        stderr=err,
+    )
+    lines = err.getvalue().strip().splitlines()
+    assert status == ExitStatus.USAGE, lines
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: authentication failed: the worker does not accept this client key;"
+    ), lines
+    assert out.getvalue() == ""
