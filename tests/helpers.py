@@ -169,6 +169,7 @@ def assert_same_update(got: TagUpdate, want: TagUpdate) -> None:
     for field in (
         "stream", "seq", "start_s", "end_s", "model", "tags",
         "capture_time", "received_time", "published_time", "gaps", "dropped",
+        "shed", "behind_s",
     ):  # fmt: skip
         assert getattr(got, field) == getattr(want, field), field
     np.testing.assert_array_equal(got.probabilities, want.probabilities)

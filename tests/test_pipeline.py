@@ -29,8 +29,9 @@ JSON_FIELDS = {
     "stream", "seq", "start_s", "end_s", "model", "tags", "smoothed",
     "capture_time", "received_time", "published_time", "gaps", "dropped",
 }  # fmt: skip
-#: Set when the worker classifies content (``[content]`` settings).
-CONTENT_FIELDS = {"content", "content_probabilities", "level_dbfs"}
+#: Set when the worker classifies content (``[content]`` settings), says how far behind
+#: the stream it is, and has shed windows of it (docs/PROTOCOL.md, optional fields).
+CONTENT_FIELDS = {"content", "content_probabilities", "level_dbfs", "behind_s", "shed"}
 
 
 def test_fast_file_through_the_pipeline(processes: Processes, tmp_path: Path, tagger: Any) -> None:
