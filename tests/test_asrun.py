@@ -233,7 +233,7 @@ def programme_db(
             )  # fmt: skip
             end_s = played[-1][3]
             wait_until(
-                lambda: last_end_s(db, stream) >= end_s - 3.6,
+                lambda: last_end_s(db, stream) >= end_s - HOP_S,
                 lambda: f"the last window recorded (at {last_end_s(db, stream):.1f} s)",
                 timeout_s=WAIT_S,
             )
