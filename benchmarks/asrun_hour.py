@@ -214,7 +214,7 @@ def play(items: list[dict], db: Path) -> list[tuple[str, str, float, float]]:
             position += len(block) / SR
             drain(0)
 
-    def event(kind: str, **fields: object) -> None:
+    def event(kind: str, **fields: str | float) -> None:
         message = Event(stream, kind, time=t0 + position, at_s=position, fields=fields)
         push.send_multipart(encode_event(message, topic=False))
 

@@ -468,6 +468,7 @@ def run_fuzz(
         # The victim's last blocks and its end: every update, in order, without a gap.
         victim.finish()
         settings = worker.settings
+        assert settings is not None
         n_samples = sum(len(b.samples) for b in victim.blocks)
         result.victim_expected = len(
             window_starts(

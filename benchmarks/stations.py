@@ -137,8 +137,9 @@ class Receiver:
             message = protocol.decode_input(frames)
             if self.acks and isinstance(message, protocol.AudioFrame | protocol.EndOfStream):
                 end = isinstance(message, protocol.EndOfStream)
-                ack = protocol.Ack(message.stream, message.seq + (not end), end=end)  # type: ignore[attr-defined]
-                self.socket.send_multipart([routing_id, *protocol.encode_ack(ack)])  # type: ignore[attr-defined]
+                ack = protocol.Ack(message.stream, message.seq + (not end), end=end)
+                assert routing_id is not None
+                self.socket.send_multipart([routing_id, *protocol.encode_ack(ack)])
             if not isinstance(message, protocol.AudioFrame):
                 continue
             expected = self._next.get(message.stream)

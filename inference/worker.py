@@ -548,7 +548,8 @@ class Worker:
 
     @staticmethod
     def _input_waiting(ingress: Ingress) -> bool:
-        return bool(ingress.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+        events = ingress.socket.getsockopt(zmq.EVENTS)  # an int for this option
+        return isinstance(events, int) and bool(events & zmq.POLLIN)
 
     def _input_full(self) -> bool:
         assert self.settings is not None

@@ -374,7 +374,8 @@ def read_stream_windows(
                 len(names),
                 what=f"probabilities of tag set {tags_id}",
             )
-            probabilities[np.ix_(index, [all_tags[n] for n in names])] = values
+            columns_of = np.array([all_tags[n] for n in names], dtype=np.intp)
+            probabilities[np.ix_(index, columns_of)] = values
             scores[index] = np.stack([families.scores(row, names) for row in values])
         parts["probabilities"].append(probabilities)
         parts["family_scores"].append(scores)
@@ -638,9 +639,9 @@ def segment_stream(
         window_s = float(windows.end_s[run.first] - windows.start_s[run.first])
         known = next(
             (
-                e.fields["silence_since_s"]
+                float(e.fields["silence_since_s"])
                 for e in starts
-                if abs(e.fields["silence_since_s"] - begin) <= window_s
+                if abs(float(e.fields["silence_since_s"]) - begin) <= window_s
             ),
             None,
         )

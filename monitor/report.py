@@ -48,7 +48,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 import numpy as np
 
@@ -856,7 +856,7 @@ def _plot_asrun(report: TagReport, asrun: AsRun, lanes: Sequence[str], axes: obj
     colour = {
         name: palette(_FAMILY_COLOURS[i % len(_FAMILY_COLOURS)]) for i, name in enumerate(families)
     }
-    used: dict[str, object] = {}
+    used: dict[str, Any] = {}  # legend name -> matplotlib colour
     for lane, stream in enumerate(lanes):
         for entry in (e for e in asrun.entries if e.stream == stream):
             if entry.kind == "music":
