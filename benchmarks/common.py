@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,3 +115,66 @@ def median_ms(call: Callable[[], object], repeats: int) -> float:
         call()
         times.append(time.perf_counter() - started)
     return 1e3 * float(np.median(times))
+
+
+#: A 128 kbit/s mp3 station: its bytes per second, and ICY metadata every this many bytes.
+MP3_BYTES_PER_SECOND = 16_000
+ICY_METAINT = 16_000
+
+
+def make_mp3(seconds: float, folder: Path) -> bytes:
+    """``seconds`` of synthetic music as CBR 128 kbit/s mp3, 44.1 kHz stereo, no tags."""
+    import subprocess
+
+    import soundfile
+
+    music = synthetic_music(seconds, rng=np.random.default_rng(0), sample_rate=44100)
+    wav = folder / "music.wav"
+    soundfile.write(wav, np.stack([music, music], axis=1), 44100)
+    mp3 = folder / "music.mp3"
+    decode = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(wav)]
+    encode = ["-c:a", "libmp3lame", "-b:a", "128k", "-write_xing", "0", "-id3v2_version", "0"]
+    subprocess.run([*decode, *encode, str(mp3)], check=True)
+    return mp3.read_bytes()
+
+
+def answer_like_icecast(
+    connection: socket.socket, body: bytes, *, realtime: bool, packet_bytes: int = ICY_METAINT
+) -> None:
+    """Answer one HTTP request: ``body`` once, then close.
+
+    With ``realtime``, like an Icecast mount: paced to 128 kbit/s in ``packet_bytes``,
+    no length, ICY titles (``StreamTitle='Song N'``) every :data:`ICY_METAINT` bytes
+    when the client asks for them. Without, like a web server with a static file.
+    """
+    with connection:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = connection.recv(4096)
+            if not chunk:
+                return
+            request += chunk
+        icy = realtime and b"icy-metadata: 1" in request.lower()
+        header = b"HTTP/1.0 200 OK\r\nContent-Type: audio/mpeg\r\n"
+        if not realtime:
+            header += f"Content-Length: {len(body)}\r\n".encode()
+        elif icy:
+            header += f"icy-br: 128\r\nicy-metaint: {ICY_METAINT}\r\n".encode()
+        connection.sendall(header + b"\r\n")
+        started = time.monotonic()
+        sent = 0
+        try:
+            while sent < len(body):
+                if realtime:
+                    delay = started + sent / MP3_BYTES_PER_SECOND - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                end = min(sent + packet_bytes, len(body), (sent // ICY_METAINT + 1) * ICY_METAINT)
+                connection.sendall(body[sent:end])
+                sent = end
+                if icy and sent % ICY_METAINT == 0:
+                    text = f"StreamTitle='Song {sent // ICY_METAINT}';".encode()
+                    text += b"\0" * (-len(text) % 16)
+                    connection.sendall(bytes([len(text) // 16]) + text)
+        except OSError:
+            return

@@ -32,67 +32,31 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
-from benchmarks.common import cpu_description, synthetic_music
+from benchmarks.common import (
+    MP3_BYTES_PER_SECOND,
+    answer_like_icecast,
+    cpu_description,
+    make_mp3,
+)
 
-METAINT = 16000
-BYTES_PER_SECOND = 16000  # 128 kbit/s
-
-
-def make_mp3(seconds: float, folder: Path) -> bytes:
-    """``seconds`` of synthetic music as CBR 128 kbit/s mp3, 44.1 kHz stereo, no tags."""
-    rng = np.random.default_rng(0)
-    music = synthetic_music(seconds, rng=rng, sample_rate=44100)
-    wav = folder / "music.wav"
-    soundfile.write(wav, np.stack([music, music], axis=1), 44100)
-    mp3 = folder / "music.mp3"
-    decode = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(wav)]
-    encode = ["-c:a", "libmp3lame", "-b:a", "128k", "-write_xing", "0", "-id3v2_version", "0"]
-    subprocess.run([*decode, *encode, str(mp3)], check=True)
-    return mp3.read_bytes()
+BYTES_PER_SECOND = MP3_BYTES_PER_SECOND
 
 
 def serve(listener: socket.socket, body: bytes, realtime: bool) -> None:
     """Child process: answer each connection like an Icecast mount, until killed."""
     while True:
         connection, _ = listener.accept()
-        threading.Thread(target=_answer, args=(connection, body, realtime), daemon=True).start()
-
-
-def _answer(connection: socket.socket, body: bytes, realtime: bool) -> None:
-    with connection:
-        request = b""
-        while b"\r\n\r\n" not in request:
-            chunk = connection.recv(4096)
-            if not chunk:
-                return
-            request += chunk
-        icy = b"icy-metadata: 1" in request.lower()
-        header = b"HTTP/1.0 200 OK\r\nContent-Type: audio/mpeg\r\nicy-br: 128\r\n"
-        if icy:
-            header += f"icy-metaint: {METAINT}\r\n".encode()
-        connection.sendall(header + b"\r\n")
-        started = time.monotonic()
-        try:
-            for number, start in enumerate(range(0, len(body), METAINT)):
-                if realtime:
-                    delay = started + start / BYTES_PER_SECOND - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                chunk = body[start : start + METAINT]
-                connection.sendall(chunk)
-                if icy and len(chunk) == METAINT:
-                    text = f"StreamTitle='Song {number}';".encode()
-                    text += b"\0" * (-len(text) % 16)
-                    connection.sendall(bytes([len(text) // 16]) + text)
-        except OSError:
-            return
+        threading.Thread(
+            target=answer_like_icecast,
+            args=(connection, body),
+            kwargs={"realtime": realtime},
+            daemon=True,
+        ).start()
 
 
 def cpu_seconds() -> float:

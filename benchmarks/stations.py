@@ -34,16 +34,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import soundfile
 import zmq
 
 import protocol
-from benchmarks.common import ROOT, cpu_description, synthetic_music
+from benchmarks.common import (
+    MP3_BYTES_PER_SECOND,
+    ROOT,
+    answer_like_icecast,
+    cpu_description,
+    make_mp3,
+)
 
-BYTES_PER_SECOND = 16_000  # 128 kbit/s
-METAINT = 16_000
 PACKET_S = 0.1
+PACKET_BYTES = int(MP3_BYTES_PER_SECOND * PACKET_S)
 BLOCK_SECONDS = 0.1
 #: A station is followed when this share of real-time audio arrived and no gap.
 KEPT_UP = 0.98
@@ -52,59 +55,17 @@ _START_LIMIT_S = 180.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def make_mp3(seconds: float, folder: Path) -> bytes:
-    """``seconds`` of synthetic music as CBR 128 kbit/s mp3, 44.1 kHz stereo, no tags."""
-    music = synthetic_music(seconds, rng=np.random.default_rng(0), sample_rate=44100)
-    wav = folder / "music.wav"
-    soundfile.write(wav, np.stack([music, music], axis=1), 44100)
-    mp3 = folder / "music.mp3"
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(wav),
-         "-c:a", "libmp3lame", "-b:a", "128k", "-write_xing", "0", "-id3v2_version", "0",
-         str(mp3)],
-        check=True,
-    )  # fmt: skip
-    return mp3.read_bytes()
-
-
 def serve(listener: socket.socket, body: bytes, cores: set[int]) -> None:
     """Child process: every connection is a live station, paced in 0.1 s packets."""
     os.sched_setaffinity(0, cores)
     while True:
         connection, _ = listener.accept()
-        threading.Thread(target=_station, args=(connection, body), daemon=True).start()
-
-
-def _station(connection: socket.socket, body: bytes) -> None:
-    with connection:
-        request = b""
-        while b"\r\n\r\n" not in request:
-            chunk = connection.recv(4096)
-            if not chunk:
-                return
-            request += chunk
-        icy = b"icy-metadata: 1" in request.lower()
-        header = b"HTTP/1.0 200 OK\r\nContent-Type: audio/mpeg\r\nicy-br: 128\r\n"
-        if icy:
-            header += f"icy-metaint: {METAINT}\r\n".encode()
-        connection.sendall(header + b"\r\n")
-        packet = int(BYTES_PER_SECOND * PACKET_S)
-        started = time.monotonic()
-        sent = 0
-        try:
-            while sent < len(body):
-                delay = started + sent / BYTES_PER_SECOND - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                end = min(sent + packet, len(body), (sent // METAINT + 1) * METAINT)
-                connection.sendall(body[sent:end])
-                sent = end
-                if icy and sent % METAINT == 0:
-                    text = f"StreamTitle='Song {sent // METAINT}';".encode()
-                    text += b"\0" * (-len(text) % 16)
-                    connection.sendall(bytes([len(text) // 16]) + text)
-        except OSError:
-            return
+        threading.Thread(
+            target=answer_like_icecast,
+            args=(connection, body),
+            kwargs={"realtime": True, "packet_bytes": PACKET_BYTES},
+            daemon=True,
+        ).start()
 
 
 class Receiver:
