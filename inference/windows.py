@@ -397,6 +397,10 @@ class StreamState:
         An end-of-stream arrived; the tail has been flushed.
     last_active : float
         Monotonic time of the last accepted message.
+    min_transit_s : float
+        Least (reception - capture time) of the stream's blocks so far, seconds (``inf``
+        before the first): the sender's clock offset plus the quickest delivery, set by
+        the worker.
     segment : int
         Segments started so far (0 for the first); bumped by long gaps and format changes.
     backend_cache : object
@@ -421,6 +425,7 @@ class StreamState:
         self.end_acked = False
         self.ended = False
         self.last_active = now
+        self.min_transit_s = float("inf")
         self.expected_seq: int | None = None
         self.sample_rate: int | None = None
         self._last_block_seconds = 0.0

@@ -85,6 +85,10 @@ RECEIVE_HWM = 1000
 MAX_MESSAGE_BYTES = MAX_BUFFER_BYTES + 1024 * 1024
 #: A capture time further ahead of the worker's clock than this is reported as skew.
 MAX_CLOCK_AHEAD_S = 1.0
+#: A stream whose quickest block arrived this long after its capture time has a clock behind
+#: the worker's (no streamer holds live audio that long): reported as skew, and its latency
+#: counts from that quickest transit (a probe with capture time 0 showed 56 years before).
+MAX_CLOCK_BEHIND_S = 10.0
 #: Least seconds between two log lines about the same kind of bad input.
 LOG_INTERVAL_S = 5.0
 #: Latencies kept between two status lines.
@@ -139,6 +143,10 @@ class WorkerStats:
         Audio blocks whose capture time was more than :data:`MAX_CLOCK_AHEAD_S` ahead of
         the worker's clock when received (a sender's clock skew, or a file sent faster
         than real time); latency then counts from reception.
+    clock_behind : int
+        Audio blocks of streams whose quickest block so far arrived more than
+        :data:`MAX_CLOCK_BEHIND_S` after its capture time (the sender's clock runs
+        behind); latency then counts from that quickest transit.
     shed : dict {str: int}
         Windows shed (not tagged) because the worker was behind, by reason: ``stale``
         (older than ``inference.max_window_age_seconds`` when their turn came) and
@@ -163,6 +171,7 @@ class WorkerStats:
     ended: int = 0
     evicted_idle: int = 0
     clock_ahead: int = 0
+    clock_behind: int = 0
     shed: dict[str, int] = dataclasses.field(default_factory=dict)
     acks: int = 0
     pending: int = 0
@@ -759,6 +768,17 @@ class Worker:
                 frame.stream,
                 ahead,
             )
+        state.min_transit_s = min(state.min_transit_s, -ahead)
+        if state.min_transit_s > MAX_CLOCK_BEHIND_S:
+            self._counts["clock_behind"] += 1
+            self._log_limited(
+                f"clock:{frame.stream}",
+                logging.WARNING,
+                "capture time behind the worker's clock stream=%s behind_s=%.1f (the sender's "
+                "clock is off); latency counts from the stream's quickest block",
+                frame.stream,
+                state.min_transit_s,
+            )
         before = (state.gaps, state.dropped, state.samples_replaced, state.resets)
         overflow = state.shed["overflow"]
         result = state.accept(frame, received_time=received_time, now=now)
@@ -996,10 +1016,13 @@ class Worker:
                 self._send(event)
             # Latency counts from the last sample the update needed: its look-ahead's, if any.
             # Never less than since the worker received it: a sender's clock that runs ahead
-            # (counted as clock_ahead) cannot make latency negative.
+            # (counted as clock_ahead) cannot make latency negative.  A clock far behind
+            # (clock_behind) is taken off: what is left is the delay beyond the quickest block.
+            skew_s = item.state.min_transit_s
+            skew_s = skew_s if skew_s > MAX_CLOCK_BEHIND_S else 0.0
             latencies.append(
                 max(
-                    published_time - (item.window.capture_time + item.lookahead_s),
+                    published_time - (item.window.capture_time + item.lookahead_s + skew_s),
                     published_time - item.window.received_time,
                 )
             )
@@ -1059,6 +1082,7 @@ class Worker:
             ended=counts["ended"],
             evicted_idle=counts["evicted_idle"],
             clock_ahead=counts["clock_ahead"],
+            clock_behind=counts["clock_behind"],
             shed=dict(self._shed),
             acks=counts["acks"],
             pending=sum(state.pending for state in [*self._ending, *self._streams.values()]),

@@ -340,3 +340,31 @@ def test_a_sender_clock_ahead_is_reported_and_latency_is_never_negative(
     assert stats.clock_ahead == len(blocks)
     assert latency("count") - count == expected
     assert latency("sum") - total >= 0.0
+
+
+def test_a_sender_clock_far_behind_is_reported_not_taken_as_latency(
+    run_worker: Any, rng: np.random.Generator
+) -> None:
+    harness = run_worker(hop_seconds=1.0)
+    worker = harness.worker
+    registry = worker.metrics.registry
+
+    def latency(name: str) -> float:
+        return registry.get_sample_value(f"tagstream_worker_latency_seconds_{name}") or 0.0
+
+    count, total = latency("count"), latency("sum")
+    earlier = worker.stats().clock_behind  # the harness's probes (capture time 1000) count too
+    behind_s = 3600.0  # the sender's clock runs an hour behind the worker's
+    blocks = frames_of(music(rng, 6.0), stream="skewed:2", start_time=time.time() - behind_s)
+    for block in blocks:
+        harness.send(encode_audio(block))
+    harness.send(encode_end(EndOfStream(stream="skewed:2", seq=len(blocks))))
+    expected = int((6.0 - 3.0) // 1.0) + 1
+    assert len(harness.receive(count=expected, stream="skewed:2")) == expected
+    stats = worker.wait_for(
+        lambda s: s.clock_behind >= earlier + len(blocks) and latency("count") >= count + expected
+    )
+    assert stats.clock_behind - earlier == len(blocks) and stats.clock_ahead == 0
+    assert latency("count") - count == expected
+    # Without the skew taken off, each of the 4 windows would count about an hour.
+    assert 0.0 <= latency("sum") - total < behind_s / 10
