@@ -884,6 +884,7 @@ class Worker:
             " ".join(f"{k}={v}" for k, v in state.counters().items() if k != "updates"),
         )
         self._retire(state)
+        self.metrics.streams.ended(message.stream, time.time())
 
     def _evict_idle(self, now: float) -> None:
         timeout = self.config.inference.idle_timeout_seconds

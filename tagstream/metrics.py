@@ -190,6 +190,12 @@ class _StreamSeries:
         return dataclasses.replace(self, events=dict(self.events))
 
 
+#: How long an ended stream's ``tagstream_stream_ended_timestamp_seconds`` stays (the
+#: ``TagstreamStreamMissing`` rule looks back an hour), and most streams remembered so.
+ENDED_KEEP_S = 3600.0
+MAX_ENDED = 4096
+
+
 class StreamMetrics(Collector):
     """Per-stream series of what a worker publishes: a collector to register in its registry.
 
@@ -198,7 +204,10 @@ class StreamMetrics(Collector):
     the idle timeout, or a restart); Prometheus reads the latest values at
     scrape time.  A stream's set of series exists from its first update until
     :meth:`forget`, so streams that churn through new ids do not pile up
-    series.
+    series.  A stream that its sender ended on purpose (:meth:`ended`) keeps
+    one series, ``tagstream_stream_ended_timestamp_seconds``, for
+    :data:`ENDED_KEEP_S` (at most :data:`MAX_ENDED` streams), so that an alert
+    rule can tell an end from a loss.
 
     Parameters
     ----------
@@ -227,6 +236,7 @@ class StreamMetrics(Collector):
         self._lock = threading.Lock()
         self._streams: dict[str, _StreamSeries] = {}
         self._tag_index: dict[tuple[str, ...], list[tuple[str, int]]] = {}
+        self._ended: dict[str, float] = {}  # stream -> Unix time of its end, oldest first
 
     def check_tags(self, tags: Sequence[str]) -> None:
         """Raise :class:`config.ConfigError` unless every ``stream_tags`` entry is in ``tags``.
@@ -274,6 +284,8 @@ class StreamMetrics(Collector):
                     series.silent = message.event == "silence_start"
             return
         with self._lock:
+            if stream in self._ended:  # the id is in use again
+                del self._ended[stream]
             series = self._streams.setdefault(stream, _StreamSeries())
             series.last_update_time = message.published_time
             series.level_dbfs = message.level_dbfs
@@ -286,6 +298,17 @@ class StreamMetrics(Collector):
         with self._lock:
             self._streams.pop(stream, None)
 
+    def ended(self, stream: str, at: float) -> None:
+        """``stream`` was ended by its sender at Unix time ``at`` (not lost): remember it."""
+        with self._lock:
+            self._streams.pop(stream, None)
+            self._ended.pop(stream, None)
+            self._ended[stream] = at
+            while len(self._ended) > MAX_ENDED or (
+                self._ended and at - next(iter(self._ended.values())) > ENDED_KEEP_S
+            ):
+                del self._ended[next(iter(self._ended))]
+
     @property
     def streams(self) -> list[str]:
         """The streams that have series now."""
@@ -295,6 +318,7 @@ class StreamMetrics(Collector):
     def collect(self) -> Iterator[Any]:
         with self._lock:
             table = sorted((stream, s.copy()) for stream, s in self._streams.items())
+            ended = sorted(self._ended.items())
         last = GaugeMetricFamily(
             "tagstream_stream_last_update_timestamp_seconds",
             "Unix time of the stream's last published tag update",
@@ -346,7 +370,14 @@ class StreamMetrics(Collector):
                     tag.add_metric([stream, name], float(series.smoothed[i]))
             for kind, count in series.events.items():
                 events.add_metric([stream, kind], count)
-        yield from (last, silent, level, content, family, tag, events)
+        gone = GaugeMetricFamily(
+            "tagstream_stream_ended_timestamp_seconds",
+            "Unix time at which the stream's sender ended it (kept for an hour after the end)",
+            labels=["stream"],
+        )
+        for stream, at in ended:
+            gone.add_metric([stream], at)
+        yield from (last, silent, level, content, family, tag, events, gone)
 
 
 class WorkerMetrics:

@@ -82,11 +82,16 @@ def of_stream(got: Samples, name: str, stream: str) -> dict[tuple[tuple[str, str
     }
 
 
+#: The one series a stream keeps after its sender ended it.
+ENDED = "tagstream_stream_ended_timestamp_seconds"
+
+
 def streams_in(got: Samples) -> set[str]:
+    """Streams with live series (an ended stream's end timestamp not counted)."""
     return {
         value
         for (sample, labels), _ in got.items()
-        if sample.startswith("tagstream_stream_")
+        if sample.startswith("tagstream_stream_") and sample != ENDED
         for key, value in labels
         if key == "stream"
     }
@@ -249,16 +254,22 @@ def test_a_streams_series_follow_music_dead_air_and_go_when_it_ends_or_is_evicte
     [later] = of_stream(got, "tagstream_stream_last_update_timestamp_seconds", "fm").values()
     assert later >= updated
 
-    # The end: every series of fm goes (its last windows, published after it, make none).
+    # The end: every series of fm goes (its last windows, published after it, make none)
+    # but its end time, after its last update: an end on purpose, not a lost stream.
     fm.end()
     wait_until(lambda: "fm" not in streams_in(scrape(base)[0]), "fm's series to go at its end")
     harness.barrier(rng)  # the windows fm had waiting are published by now
     got = scrape(base)[0]
     assert "fm" not in streams_in(got)
     assert got[("tagstream_worker_streams_ended_total", ())] >= 1
-    # The idle stream was evicted (it has sent nothing for a while) and its series went.
+    [ended_at] = of_stream(got, ENDED, "fm").values()
+    assert later <= ended_at <= time.time()
+    # The idle stream was evicted (it has sent nothing for a while): its series went, and
+    # it has no end time (it was lost, not ended).
     wait_until(lambda: "idle" not in streams_in(scrape(base)[0]), "the idle stream's eviction")
-    assert scrape(base)[0][("tagstream_worker_streams_evicted_total", ())] >= 1
+    got = scrape(base)[0]
+    assert got[("tagstream_worker_streams_evicted_total", ())] >= 1
+    assert not of_stream(got, ENDED, "idle")
 
 
 def used_names(text: str) -> set[str]:
