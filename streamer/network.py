@@ -107,6 +107,7 @@ import numpy as np
 
 import protocol
 from streamer.core import Block
+from streamer.id3 import TimedId3Reader, parse_id3_title
 from tagstream.errors import UnavailableError, UsageError
 
 __all__ = [
@@ -140,6 +141,17 @@ _CONTEXT_RE: Final = re.compile(rb"\[(\w+) @ 0x[0-9a-f]+\] ")
 #: Contexts whose errors mean the input failed (not one bad frame of the audio).
 _INPUT_CONTEXTS: Final = frozenset(
     {b"http", b"https", b"tcp", b"tls", b"hls", b"rtsp", b"rtmp", b"srt", b"udp", b"crypto"}
+)
+#: FFmpeg's http at the end of a body sent without a length: "should be" the unknown size
+#: (UINT64_MAX).  That is how such a body ends, not an error.
+_UNSIZED_END_RE: Final = re.compile(
+    rb"Stream ends prematurely at \d+, should be 18446744073709551615"
+)
+#: The second output of an HLS decoder: its first audio stream and the first variant's data
+#: streams (timed ID3) copied with their timestamps as MPEG-TS, for :class:`TimedId3Reader`.
+_TIMED_ID3_OUTPUT: Final = (
+    *("-map", "0:a:0", "-map", "0:p:0:d?", "-c", "copy"),
+    *("-f", "mpegts", "-flush_packets", "1"),
 )
 
 
@@ -369,14 +381,26 @@ class _Connection:
         *,
         http_response: _Response | None,
         stall_timeout_s: float,
+        timed_id3: bool = False,
     ) -> None:
         self.end_reason = ""
         #: The first error ffmpeg reported about its input ("" when none).
         self.input_error = ""
+        #: The input was an HTTP body without a length, and it ended.
+        self.unsized_end = False
         self._input = command[command.index("-i") + 1]
         #: (audio byte offset in this connection, title) found by the ICY reader.
         self.titles: collections.deque[tuple[int, str]] = collections.deque()
         self.titles_seen = False
+        #: (seconds after this connection's first decoded sample, title) from timed ID3.
+        self.timed_titles: collections.deque[tuple[float, str]] = collections.deque()
+        self._timed_reader: TimedId3Reader | None = None
+        self._side_fd: int | None = None
+        side_write_fd: int | None = None
+        if timed_id3:
+            self._side_fd, side_write_fd = os.pipe()
+            command = [*command, *_TIMED_ID3_OUTPUT, f"pipe:{side_write_fd}"]
+            self._timed_reader = TimedId3Reader()
         #: The network read timed out (the ICY reader saw no bytes for ``stall_timeout_s``).
         self.stalled = False
         self.audio_bytes = 0
@@ -394,16 +418,24 @@ class _Connection:
                 stdin=subprocess.PIPE if http_response is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                pass_fds=() if side_write_fd is None else (side_write_fd,),
             )
         except OSError as exc:
             if http_response is not None:
                 http_response.abort()
+            if self._side_fd is not None:
+                os.close(self._side_fd)
             raise _ConnectError(f"cannot run {command[0]}: {exc}") from None
+        finally:
+            if side_write_fd is not None:
+                os.close(side_write_fd)  # ffmpeg holds its own copy
         assert self._process.stdout is not None and self._process.stderr is not None
         self._stdout_fd = self._process.stdout.fileno()
         # poll, not select: a streamer following many stations has descriptors past 1024.
         self._poller = select.poll()
         self._poller.register(self._stdout_fd, select.POLLIN)
+        if self._side_fd is not None:
+            self._poller.register(self._side_fd, select.POLLIN)
         self._stderr_thread = threading.Thread(
             target=self._drain_stderr,
             args=(self._process.stderr,),
@@ -432,6 +464,11 @@ class _Connection:
                 continue
             text = line[level.end() :].decode("utf-8", "replace").strip()
             context = _CONTEXT_RE.match(line)
+            if _UNSIZED_END_RE.search(line):
+                self.unsized_end = True
+                continue
+            if self.unsized_end and text == f"{self._input}: Input/output error":
+                continue  # ffmpeg's word for the same end
             if text:
                 self._stderr_tail.append(text)
             if level.group(1) != b"warning" and (
@@ -487,9 +524,43 @@ class _Connection:
             self.titles.append((self.audio_bytes, title))
 
     def read(self, timeout_s: float) -> bytes | None:
-        if not self._poller.poll(timeout_s * 1000):
-            return None
-        return os.read(self._stdout_fd, 64 * 1024)
+        if self._side_fd is None:
+            if not self._poller.poll(timeout_s * 1000):
+                return None
+            return os.read(self._stdout_fd, 64 * 1024)
+        return self._read_with_titles(timeout_s)
+
+    def _read_with_titles(self, timeout_s: float) -> bytes | None:
+        """:meth:`read` of an HLS decoder: its timed-ID3 output is read first when both have data.
+
+        Both pipes are read by this one thread, so ffmpeg never blocks on the side output
+        while the audio is awaited (and a tag comes in before the audio after it).
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining_s = deadline - time.monotonic()
+            ready = {fd for fd, _ in self._poller.poll(max(0.0, remaining_s) * 1000)}
+            if self._side_fd is not None and self._side_fd in ready:
+                self._read_side(self._side_fd)
+            if self._stdout_fd in ready:
+                return os.read(self._stdout_fd, 64 * 1024)
+            if remaining_s <= 0:
+                return None
+
+    def _read_side(self, fd: int) -> None:
+        assert self._timed_reader is not None
+        data = os.read(fd, 64 * 1024)
+        if data:
+            placed = self._timed_reader.feed(data)
+        else:
+            placed = self._timed_reader.flush()
+            self._poller.unregister(fd)
+            os.close(fd)
+            self._side_fd = None
+        for offset_s, tag in placed:
+            title = parse_id3_title(tag)
+            if title is not None:
+                self.timed_titles.append((offset_s, title))
 
     def exit_code(self) -> int | None:
         try:
@@ -519,6 +590,9 @@ class _Connection:
                     stream.close()
         if self._feeder is not None:
             self._feeder.join(timeout=2.0)
+        if self._side_fd is not None:
+            os.close(self._side_fd)
+            self._side_fd = None
         self._stderr_thread.join(timeout=2.0)
         if self._process.stderr is not None:
             self._process.stderr.close()
@@ -779,7 +853,7 @@ class NetworkSource:
                         end_s = start_s + self.block_seconds
                         for at_s, title in [t for t in titles if t[0] < end_s]:
                             titles.remove((at_s, title))
-                            self._title_changed(title, max(at_s, start_s), now)
+                            self._title_changed(title, at_s, now)
                         samples = np.frombuffer(bytes(pending[:block_bytes]), dtype="<f4")
                         del pending[:block_bytes]
                         block = self._block(index, samples, now, last_capture, pace)
@@ -869,20 +943,32 @@ class NetworkSource:
         index: int,
         titles: list[tuple[float, str]],
     ) -> None:
-        """Move the connection's ICY titles to ``titles`` as (audio position, title)."""
+        """Move the connection's titles to ``titles`` as (audio position, title).
+
+        Timed ID3 titles come with their position after the connection's first decoded
+        sample, kept even when they come a few blocks after that position (FFmpeg's
+        second output lags its first at times; the worker places an event by its
+        ``at_s``), and one from before the first sample applies from there.  ICY titles
+        come with a byte offset, before their audio: at the block in hand at the latest.
+        """
         start_s = start_index * self.block_seconds
+        while connection.timed_titles:
+            offset_s, title = connection.timed_titles.popleft()
+            titles.append((start_s + max(0.0, offset_s), title))
+        block_s = index * self.block_seconds
         while connection.titles:
             byte_offset, title = connection.titles.popleft()
             if not connection.titles_seen:
                 # The first metadata of a connection names what is playing since its start.
                 connection.titles_seen = True
-                titles.append((start_s, title))
+                titles.append((max(start_s, block_s), title))
                 continue
             rate = connection.byte_rate
             if rate <= 0:  # no declared bit rate: bytes fed per second decoded so far
                 decoded_s = (index - start_index) * self.block_seconds
                 rate = connection.audio_bytes / decoded_s if decoded_s > 0 else 0.0
-            titles.append((start_s + (byte_offset / rate if rate > 0 else 0.0), title))
+            at_s = start_s + (byte_offset / rate if rate > 0 else 0.0)
+            titles.append((max(at_s, block_s), title))
 
     def _block(
         self, index: int, samples: np.ndarray, now: float, last_capture: float, pace: _Pace
@@ -1020,6 +1106,7 @@ class NetworkSource:
             [*base, "-nostdin", *seek, "-i", self.url, *output],
             http_response=None,
             stall_timeout_s=self.stall_timeout_s,
+            timed_id3=self._playlist,
         )
 
 

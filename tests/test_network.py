@@ -450,6 +450,53 @@ def test_static_stream_cut_short_resumes_where_it_stopped(synth_wav: Path, tmp_p
     assert sum(is_tone(b) for b in blocks[:-1]) >= 0.95 * (len(blocks) - 1)
 
 
+class _UnsizedHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.body`` as HTTP/1.0 without a Content-Length: the end is the close."""
+
+    server: _CutFirstServer
+
+    def do_GET(self) -> None:
+        self.server.requests += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/mpeg")
+        self.end_headers()
+        self.wfile.write(self.server.body)
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@needs_ffmpeg
+def test_static_file_without_a_length_is_read_to_its_end(synth_wav: Path, tmp_path: Path) -> None:
+    # FFmpeg says "Stream ends prematurely at N, should be 18446744073709551615" (the
+    # unknown size) when such a body ends: that is its end, not a drop to resume from.
+    mp3 = tmp_path / "a.mp3"
+    ffmpeg_encode(synth_wav, "-t", "4", "-c:a", "libmp3lame", "-b:a", "128k", str(mp3))
+    server = _CutFirstServer(mp3.read_bytes())
+    server.RequestHandlerClass = _UnsizedHandler
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/a.mp3"
+    source = NetworkSource(url, live=False, fast=True, max_attempts=1)
+    events: list[SourceEvent] = []
+    source.on_event = events.append
+    try:
+        blocks = list(source.blocks(threading.Event()))
+    finally:
+        source.close()
+        server.shutdown()
+        server.server_close()
+    assert events == []
+    assert server.requests == 1
+    status = source.status_fields()
+    assert (status["connects"], status["drops"], status["connect_failures"]) == (1, 0, 0)
+    total_s = sum(b.samples.size for b in blocks) / 16000
+    assert total_s == pytest.approx(4.0, abs=0.1)
+    assert [b.index for b in blocks] == list(range(len(blocks)))
+    assert sum(is_tone(b) for b in blocks[:-1]) >= 0.95 * (len(blocks) - 1)
+
+
 # ---------------------------------------------------------------------------
 # A raw ICY server (Shoutcast v1 answers "ICY 200 OK"): exact title positions, stalls
 # ---------------------------------------------------------------------------
