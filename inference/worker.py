@@ -607,16 +607,18 @@ class Worker:
         return self._stop.is_set()
 
     def close(self) -> None:
-        """Stop, wait (up to 5 s) for :meth:`run` to return, close sockets (``linger=0``).
+        """Stop, wait for :meth:`run` to return, close sockets (``linger=0``).
 
-        Safe to call more than once.
+        Safe to call more than once.  The sockets are closed only once the loop has
+        returned: ZeroMQ sockets are not thread-safe, and a loop in a long model call (a
+        loaded machine) would otherwise publish on a closed socket.
         """
         if self._closed:
             return
         self._closed = True
         self._stop.set()
-        if not self._idle.wait(5.0):  # pragma: no cover - a model call that hangs
-            logger.warning("closing while the loop is still running")
+        while not self._idle.wait(5.0):  # pragma: no cover - a model call under heavy load
+            logger.warning("closing: waiting for the loop's model call to end")
         if self._ingress is not None:
             self._ingress.socket.close(linger=0)
         if self._publish is not None:
