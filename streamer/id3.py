@@ -25,7 +25,14 @@ import collections
 import re
 from typing import Final
 
-__all__ = ["TimedId3Reader", "parse_id3_title", "restore_id3_header"]
+__all__ = [
+    "TimedId3Reader",
+    "id3_tag_size",
+    "parse_id3_title",
+    "pts_difference_s",
+    "restore_id3_header",
+    "transport_stream_timestamp",
+]
 
 #: PTS are 33-bit counters of a 90 kHz clock.
 PTS_HZ: Final = 90_000
@@ -111,6 +118,9 @@ def _frames(tag: bytes) -> dict[str, bytes]:
             if frame_flags & 0x0001:  # data length indicator
                 data = data[4:]
         frames.setdefault(frame_id.decode("ascii"), data)
+        if frame_id == b"PRIV" and b"\0" in data:
+            owner, _, private = data.partition(b"\0")
+            frames.setdefault(f"PRIV:{owner.decode('latin-1')}", private)
         if frame_id in (b"TXXX", b"TXX"):
             values = _decode_text(data)
             if len(values) >= 2:
@@ -156,6 +166,34 @@ def restore_id3_header(payload: bytes) -> bytes | None:
         if _frames_fit(tag):
             return tag
     return None
+
+
+def id3_tag_size(head: bytes) -> int | None:
+    """The size of the ID3v2 tag at the start of ``head`` (its first 10 bytes at least),
+    header and footer included, or ``None`` when ``head`` does not start with one."""
+    if len(head) < 10 or head[:3] != b"ID3" or any(byte & 0x80 for byte in head[6:10]):
+        return None
+    return 10 + _synchsafe(head[6:10]) + (10 if head[5] & 0x10 else 0)
+
+
+def transport_stream_timestamp(tag: bytes) -> int | None:
+    """The 90 kHz PTS of a packed-audio HLS segment's first sample, from its ID3 tag.
+
+    RFC 8216 section 3.4: a ``PRIV`` frame owned by
+    ``com.apple.streaming.transportStreamTimestamp`` holds the 33-bit PTS in 8 bytes.
+    """
+    private = _frames(tag).get("PRIV:com.apple.streaming.transportStreamTimestamp")
+    if private is None or len(private) != 8:
+        return None
+    return int.from_bytes(private, "big") & (_PTS_MODULO - 1)
+
+
+def pts_difference_s(pts: int, origin: int) -> float:
+    """Seconds from ``origin`` to ``pts`` (90 kHz, 33 bits), across a wrap; negative if before."""
+    delta = (pts - origin) % _PTS_MODULO
+    if delta >= _PTS_MODULO // 2:
+        delta -= _PTS_MODULO
+    return delta / PTS_HZ
 
 
 def parse_id3_title(tag: bytes) -> str | None:
@@ -256,10 +294,7 @@ class TimedId3Reader:
         placed = []
         while self._pending:
             pts, tag = self._pending.popleft()
-            delta = (pts - origin) % _PTS_MODULO
-            if delta >= _PTS_MODULO // 2:  # before the origin (or across a wrap)
-                delta -= _PTS_MODULO
-            placed.append((delta / PTS_HZ, tag))
+            placed.append((pts_difference_s(pts, origin), tag))
         return placed
 
     def flush(self) -> list[tuple[float, bytes]]:

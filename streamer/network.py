@@ -91,6 +91,7 @@ import http.client
 import logging
 import math
 import os
+import queue
 import re
 import select
 import shutil
@@ -107,7 +108,13 @@ import numpy as np
 
 import protocol
 from streamer.core import Block
-from streamer.id3 import TimedId3Reader, parse_id3_title
+from streamer.id3 import (
+    TimedId3Reader,
+    id3_tag_size,
+    parse_id3_title,
+    pts_difference_s,
+    transport_stream_timestamp,
+)
 from tagstream.errors import UnavailableError, UsageError
 
 __all__ = [
@@ -149,6 +156,13 @@ _UNSIZED_END_RE: Final = re.compile(
 )
 #: The second output of an HLS decoder: its first audio stream and the first variant's data
 #: streams (timed ID3) copied with their timestamps as MPEG-TS, for :class:`TimedId3Reader`.
+#: Packed-audio HLS segments (RFC 8216 section 3.4: ADTS AAC, MP3, AC-3, E-AC-3), each with an
+#: ID3 tag in front; FFmpeg logs the segments it opens, and drops a tag that differs from the first.
+_PACKED_AUDIO_EXTENSIONS: Final = (".aac", ".mp3", ".ac3", ".ec3")
+_OPENING_RE: Final = re.compile(rb"\[hls @ 0x[0-9a-f]+\] \[info\] Opening '(.+)' for reading")
+#: Bytes of a packed segment asked for first (a title tag is far smaller); at most this much more.
+_ID3_HEAD_BYTES: Final = 4096
+_MAX_ID3_BYTES: Final = 256 * 1024
 _TIMED_ID3_OUTPUT: Final = (
     *("-map", "0:a:0", "-map", "0:p:0:d?", "-c", "copy"),
     *("-f", "mpegts", "-flush_packets", "1"),
@@ -291,8 +305,14 @@ class _Response:
         self.response.close()
 
 
-def _open_http(url: str, *, timeout_s: float, icy: bool = True) -> _Response:
-    """GET ``url`` (following redirects); raise :class:`_ConnectError` on any failure."""
+def _open_http(
+    url: str, *, timeout_s: float, icy: bool = True, first_bytes: int | None = None
+) -> _Response:
+    """GET ``url`` (following redirects); raise :class:`_ConnectError` on any failure.
+
+    ``first_bytes`` asks for that many bytes from the start (``Range``); a server that
+    ignores it answers 200 with the whole body, of which the caller reads what it needs.
+    """
     for _ in range(_MAX_REDIRECTS + 1):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in _HTTP_SCHEMES or not parts.hostname:
@@ -312,6 +332,8 @@ def _open_http(url: str, *, timeout_s: float, icy: bool = True) -> _Response:
         headers = {"User-Agent": _USER_AGENT, "Accept": "*/*"}
         if icy:
             headers["Icy-MetaData"] = "1"
+        if first_bytes is not None:
+            headers["Range"] = f"bytes=0-{first_bytes - 1}"
         if parts.username is not None:
             credentials = f"{parts.username}:{parts.password or ''}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
@@ -330,7 +352,7 @@ def _open_http(url: str, *, timeout_s: float, icy: bool = True) -> _Response:
                 raise _ConnectError(f"HTTP {response.status} without a Location")
             url = urllib.parse.urljoin(url, location)
             continue
-        if response.status != 200:
+        if response.status != 200 and not (first_bytes is not None and response.status == 206):
             response.close()
             connection.close()
             raise _ConnectError(f"HTTP {response.status} {response.reason}".strip())
@@ -362,6 +384,79 @@ def _playlist_is_vod(url: str, text: str, *, timeout_s: float) -> bool:
                         opened.abort()
                     return "#EXT-X-ENDLIST" in body.decode("utf-8", "replace")
     return False
+
+
+def _fetch_id3_tag(url: str, *, timeout_s: float) -> bytes | None:
+    """The ID3 tag in front of a packed-audio segment, fetched by its first bytes only."""
+    want = _ID3_HEAD_BYTES
+    for _ in range(2):  # the head, then the whole tag if the head was too short
+        opened = _open_http(url, timeout_s=timeout_s, icy=False, first_bytes=want)
+        try:
+            head = opened.response.read(want)
+        finally:
+            opened.abort()
+        size = id3_tag_size(head)
+        if size is None or size > _MAX_ID3_BYTES:
+            return None
+        if size <= len(head):
+            return head[:size]
+        if len(head) < want:
+            return None  # the body ended inside the tag
+        want = size
+    return None
+
+
+class _PackedAudioTitles:
+    """Titles of packed-audio HLS segments, from the ID3 tag in front of each.
+
+    FFmpeg 5.1 reads the first segment's tag into the stream's metadata and drops the
+    later ones (``Changing ID3 metadata in HLS audio elementary stream is not
+    implemented``).  It does log each segment it opens; for each packed-audio segment
+    this fetches the tag alone (a ``Range`` request for its first bytes) in a thread of
+    its own and places the title at the segment's ``PRIV``
+    ``com.apple.streaming.transportStreamTimestamp`` minus that of the first segment
+    opened, where the decoded audio starts.  A tag without that timestamp has no place
+    and is skipped.
+    """
+
+    def __init__(self, on_title: Callable[[float, str], None], *, timeout_s: float) -> None:
+        self._on_title = on_title
+        self._timeout_s = timeout_s
+        self._urls: queue.Queue[str | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._origin_pts: int | None = None
+        self._first = True
+
+    def segment_opened(self, url: str) -> None:
+        """FFmpeg opened ``url``; take its title if it is a packed-audio segment."""
+        if not urllib.parse.urlsplit(url).path.lower().endswith(_PACKED_AUDIO_EXTENSIONS):
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="network-id3", daemon=True)
+            self._thread.start()
+        self._urls.put(url)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._urls.put(None)
+            self._thread.join(timeout=2.0)
+
+    def _run(self) -> None:
+        while (url := self._urls.get()) is not None:
+            first, self._first = self._first, False
+            try:
+                tag = _fetch_id3_tag(url, timeout_s=self._timeout_s)
+            except (_ConnectError, OSError, http.client.HTTPException) as exc:
+                logger.debug("segment tag not read url=%s error=%s", _without_password(url), exc)
+                continue
+            pts = transport_stream_timestamp(tag) if tag is not None else None
+            if first:
+                self._origin_pts = pts  # None: no positions for this connection
+            if tag is None or pts is None or self._origin_pts is None:
+                continue
+            title = parse_id3_title(tag)
+            if title is not None:
+                self._on_title(pts_difference_s(pts, self._origin_pts), title)
 
 
 # ---------------------------------------------------------------------------
@@ -397,10 +492,15 @@ class _Connection:
         self._timed_reader: TimedId3Reader | None = None
         self._side_fd: int | None = None
         side_write_fd: int | None = None
+        self._packed: _PackedAudioTitles | None = None
         if timed_id3:
             self._side_fd, side_write_fd = os.pipe()
             command = [*command, *_TIMED_ID3_OUTPUT, f"pipe:{side_write_fd}"]
             self._timed_reader = TimedId3Reader()
+            self._packed = _PackedAudioTitles(
+                lambda offset_s, title: self.timed_titles.append((offset_s, title)),
+                timeout_s=stall_timeout_s,
+            )
         #: The network read timed out (the ICY reader saw no bytes for ``stall_timeout_s``).
         self.stalled = False
         self.audio_bytes = 0
@@ -455,6 +555,10 @@ class _Connection:
         in :attr:`input_error`: ffmpeg exits with status 0 when an HTTP body ends early.
         """
         for line in stream:
+            if self._packed is not None and b"Opening '" in line:
+                opening = _OPENING_RE.search(line)
+                if opening is not None:
+                    self._packed.segment_opened(opening.group(1).decode("utf-8", "replace"))
             if self.byte_rate == 0.0:
                 match = _BITRATE_RE.search(line)
                 if match and int(match.group(1)) > 0:
@@ -594,6 +698,8 @@ class _Connection:
             os.close(self._side_fd)
             self._side_fd = None
         self._stderr_thread.join(timeout=2.0)
+        if self._packed is not None:
+            self._packed.close()
         if self._process.stderr is not None:
             self._process.stderr.close()
 

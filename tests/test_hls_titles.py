@@ -57,12 +57,19 @@ def title_of(song: int) -> str:
     return f"Band {song} - Song {song}"
 
 
-def programme_wav(folder: Path, seconds: float) -> Path:
-    """``seconds`` of the programme at 44.1 kHz stereo, -12 dBFS tones with a little noise."""
+def programme_wav(folder: Path, seconds: float, *, changes_s: list[float] | None = None) -> Path:
+    """``seconds`` of the programme at 44.1 kHz stereo, -12 dBFS tones with a little noise.
+
+    Song ``k`` (tone ``k % 3``) starts at the ``k``-th of ``changes_s`` (by default
+    FIRST_CHANGE_S, then every SONG_S).
+    """
     rng = np.random.default_rng(13)
     t = np.arange(round(seconds * SYNTH_RATE)) / SYNTH_RATE
-    songs = np.floor((t - FIRST_CHANGE_S) / SONG_S).astype(int) + 1
-    frequency = np.array(TONES_HZ)[np.maximum(songs, 0) % len(TONES_HZ)]
+    if changes_s is None:
+        songs = np.maximum(np.floor((t - FIRST_CHANGE_S) / SONG_S).astype(int) + 1, 0)
+    else:
+        songs = np.searchsorted(np.array(changes_s), t, side="right")
+    frequency = np.array(TONES_HZ)[songs % len(TONES_HZ)]
     phase = 2 * np.pi * np.cumsum(frequency) / SYNTH_RATE
     audio = 0.25 * np.sin(phase) + 0.005 * rng.standard_normal(t.size)
     path = folder / "programme.wav"
@@ -612,3 +619,127 @@ def test_live_hls_titles_arrive_at_their_audio_positions(station_folder: Path) -
     songs = [song_of(e.title) for e in reader.events if e.kind == "now_playing"]
     assert songs == list(range(songs[0], songs[0] + len(songs))), reader.seen()
     assert assert_titles_follow_the_audio(reader.blocks, reader.events) >= 3
+
+
+# ---------------------------------------------------------------------------
+# Packed audio: .aac segments, each with an ID3 tag in front (title and PRIV timestamp)
+# ---------------------------------------------------------------------------
+
+
+def adts_frames(data: bytes) -> list[bytes]:
+    frames = []
+    at = 0
+    while at + 7 <= len(data):
+        assert data[at] == 0xFF and data[at + 1] & 0xF0 == 0xF0, f"no ADTS sync at {at}"
+        length = (data[at + 3] & 3) << 11 | data[at + 4] << 3 | data[at + 5] >> 5
+        frames.append(data[at : at + length])
+        at += length
+    return frames
+
+
+class RangeFolder(http.server.ThreadingHTTPServer):
+    """Serves a folder and honours ``Range: bytes=A-B`` (206); keeps each request's range."""
+
+    daemon_threads = True
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.ranges: list[tuple[str, str]] = []
+        super().__init__(("127.0.0.1", 0), _RangeHandler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=10)
+
+
+class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    server: RangeFolder
+
+    def do_GET(self) -> None:
+        name = urllib.parse.urlsplit(self.path).path.lstrip("/")
+        path = self.server.folder / name
+        if "/" in name or not path.is_file():
+            self.send_error(404)
+            return
+        body = path.read_bytes()
+        asked = self.headers.get("Range", "")
+        self.server.ranges.append((name, asked))
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", asked)
+        if match:
+            first = int(match.group(1))
+            last = int(match.group(2)) if match.group(2) else len(body) - 1
+            part = body[first : last + 1]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {first}-{first + len(part) - 1}/{len(body)}")
+            body = part
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@needs_ffmpeg
+def test_packed_audio_hls_titles_come_from_each_segments_tag(station_folder: Path) -> None:
+    # 6 segments of 86 AAC frames (2.0 s), a new song every 2 segments.  FFmpeg itself
+    # reads only the first segment's tag; the source fetches each tag by a Range request.
+    frames_per_segment, segments = 86, 6
+    segment_s = frames_per_segment * 1024 / SYNTH_RATE
+    # The decoded audio starts with the encoder's delay: a song's tone starts with its segment.
+    changes_s = [2 * segment_s * k - PRIMING_S for k in (1, 2)]
+    wav = programme_wav(station_folder.parent, segments * segment_s, changes_s=changes_s)
+    adts = station_folder.parent / "programme.aac"
+    assert FFMPEG is not None
+    encode = ["-c:a", "aac", "-b:a", "64k", "-f", "adts", str(adts)]
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(wav), *encode],
+        check=True,
+        timeout=120,
+    )
+    frames = adts_frames(adts.read_bytes())
+    origin_pts = 10 * PTS_HZ
+    playlist = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2"]
+    playlist += ["#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-PLAYLIST-TYPE:VOD"]
+    for number in range(segments):
+        first = number * frames_per_segment
+        pts = origin_pts + round(first * 1024 / SYNTH_RATE * PTS_HZ)
+        owner = b"com.apple.streaming.transportStreamTimestamp\0"
+        song = number // 2
+        tag = id3_tag(
+            [
+                ("PRIV", owner + pts.to_bytes(8, "big")),
+                ("TIT2", text(f"Song {song}")),
+                ("TPE1", text(f"Band {song}")),
+            ]
+        )
+        body = tag + b"".join(frames[first : first + frames_per_segment])
+        (station_folder / f"part{number}.aac").write_bytes(body)
+        playlist += [f"#EXTINF:{segment_s:.6f},", f"part{number}.aac"]
+    (station_folder / "index.m3u8").write_text("\n".join([*playlist, "#EXT-X-ENDLIST", ""]))
+    server = RangeFolder(station_folder)
+    source = NetworkSource(server.url("index.m3u8"), fast=True, block_seconds=BLOCK_S)
+    events: list[SourceEvent] = []
+    source.on_event = events.append
+    try:
+        blocks = list(source.blocks(threading.Event()))
+    finally:
+        source.close()
+        server.close()
+    titles = [(round(e.at_s, 3), e.title) for e in events if e.kind == "now_playing"]
+    assert [title for _, title in titles] == [title_of(song) for song in range(3)]
+    assert [at_s for at_s, _ in titles] == pytest.approx(
+        [0.0, 2 * segment_s, 4 * segment_s], abs=0.01
+    )
+    assert assert_titles_follow_the_audio(blocks, events) == 2
+    # Each tag was fetched alone: one request for the first 4096 bytes per segment.
+    heads = sorted(name for name, asked in server.ranges if asked == "bytes=0-4095")
+    assert heads == sorted(f"part{number}.aac" for number in range(segments)), server.ranges
