@@ -34,18 +34,24 @@ How a row is found
    ``min_segment_seconds`` are merged again.  So one track is one row, not a
    flicker between ``metal``, ``heavy metal`` and ``hard rock``.
 4. Each boundary that hysteresis and merging kept is then placed where the
-   evidence changes.  Each side's score (the two families' scores for a family
-   change, ``p_music``/``p_speech`` for a change of content) is put on the scale
-   of the two runs' typical values (1 as in its own run, 0 as in the other);
-   the split of the neighbouring runs' windows with the largest sum of
+   evidence changes.  A change of **content** (music <-> speech) is placed from
+   two measurements, averaged: where the content classifier's decision flips
+   (``p_speech / (p_music + p_speech)`` crosses 0.5), moved by the window
+   geometry (a 3 s window over the change is called speech once about 0.44 of
+   it is speech when the speech is at its end, 0.26 when at its start:
+   :data:`SPEECH_SHARE_AT_FLIP`, measured on audio that may be tuned on), and
+   where the windows' tags move from one item's profile to the other's along
+   a ramp one window long (the tagging model pools over its window).  A change
+   of **family**: each side's score (the two families' scores) is put on the
+   scale of the two runs' typical values (1 as in its own run, 0 as in the
+   other); the split of the neighbouring runs' windows with the largest sum of
    ``left - right`` before it and ``right - left`` after it wins, and the
    boundary is where that difference crosses zero between the centres of the
    last window on one side and the first on the other.  A window that mixes
-   two items is called by the model for the more salient one (drums over
-   piano, music over a voice that has just begun), so a change of family or of
-   content lands up to about a hop or two into the less salient item
-   (benchmarks/asrun_hour.py measures it on real music); boundaries with
-   silence and outages are within one hop.
+   two pieces of music is called by the model for the more salient one (drums
+   over piano), so a change of family lands up to about a hop or two into the
+   less salient item.  ``python -m benchmarks.asrun_hour`` measures both on
+   real music; boundaries with silence and outages are within one hop.
 5. ``now_playing`` titles name the rows: a music row's title is the one in
    effect at its middle (a speech row's: one that began during it), and a
    music row is split where the title changes when the change lies at least
@@ -126,6 +132,19 @@ ASRUN_COLUMNS: Final = (
 DEAD_AIR_COLUMNS: Final = (
     "stream", "start", "end", "duration_s", "audio_start_s", "audio_end_s", "level_dbfs",
 )  # fmt: skip
+#: Share of a window that is speech where the content classifier's decision between
+#: speech and music flips (``p_speech / (p_music + p_speech)`` = 0.5), for a window that
+#: holds the end of one item and the start of the next: with the speech at the window's
+#: ``end`` (music -> speech) and at its ``start`` (speech -> music).  The medians over the
+#: music <-> talk changes of two tuning programmes (``python -m benchmarks.asrun_hour
+#: --tuning --minutes 40 --seed 11`` and ``--minutes 30 --seed 3``: wesnoth music,
+#: synthetic music and song, espeak-ng talk; 45 and 41 changes, interquartile ranges
+#: 0.31-0.55 and 0.16-0.36).  Places content boundaries (:func:`_split_content`).
+SPEECH_SHARE_AT_FLIP: Final = {"end": 0.44, "start": 0.26}
+#: Seconds between a content boundary's first estimate and the windows that make the
+#: two items' tag profiles, and the seconds of windows in each profile (:func:`_tag_ramp`).
+_RAMP_MARGIN_S: Final = 1.0
+_RAMP_PROFILE_S: Final = 8.0
 #: Rows read from SQLite at a time.
 _CHUNK_ROWS: Final = 20_000
 #: A window's start this far (seconds) before the previous one's starts a new timeline
@@ -482,11 +501,115 @@ def _family_labels(scores: np.ndarray, names: Sequence[str], hysteresis: float) 
     return labels
 
 
-def _content_scores(windows: StreamWindows, label: str) -> np.ndarray:
-    """Per window, how much it sounds like ``label`` ("music" or "speech"): its probability."""
-    probability = windows.p_music if label == "music" else windows.p_speech
-    fallback = (windows.content == label).astype(np.float64)
-    return np.where(np.isnan(probability), fallback, probability)
+def _speech_vs_music(windows: StreamWindows) -> np.ndarray:
+    """Per window, the content classifier's speech probability among speech and music.
+
+    ``p_speech / (p_music + p_speech)``: 0.5 is where it decides between the two.
+    A window recorded without probabilities counts by its ``content``.
+    """
+    total = windows.p_music + windows.p_speech
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = windows.p_speech / total
+    fallback = (windows.content == "speech").astype(np.float64)
+    return np.where(np.isfinite(share) & (total > 1e-9), share, fallback)
+
+
+def _place(evidence: np.ndarray, first: int, last: int, centres: np.ndarray) -> tuple[int, float]:
+    """Where ``evidence`` (> 0: like the left side) changes sign among windows ``first .. last``.
+
+    Returns ``(k, audio_s)``: the split before window ``k`` with the largest sum of
+    ``evidence`` before it and of ``-evidence`` after it, and the audio time where the
+    evidence crosses zero between the centres of windows ``k - 1`` and ``k`` (linear
+    interpolation; halfway when it does not cross).
+    """
+    k = _best_split(evidence, first, last)
+    before, after = float(evidence[k - 1]), float(evidence[k])
+    share = before / (before - after) if before > 0 > after else 0.5
+    return k, float(centres[k - 1] + share * (centres[k] - centres[k - 1]))
+
+
+def _split_content(
+    speech_vs_music: np.ndarray,
+    left: _Run,
+    right: _Run,
+    windows: StreamWindows,
+    window_s: float,
+    hop_s: float,
+) -> None:
+    """Place the boundary between a music and a speech run (either order).
+
+    Two measurements of the same change, averaged:
+
+    1. **Where the content decision flips.**  A window ``[e - W, e]`` over a change at
+       ``T`` holds ``(e - T) / W`` of the new item.  The classifier calls it speech once
+       a share ``s`` of it is speech (:data:`SPEECH_SHARE_AT_FLIP`: about 0.44 when the
+       speech is at the window's end, 0.26 when it is at its start), so from music to
+       speech the flip's window ends at ``T + s * W`` and its centre lies ``(0.5 - s) * W``
+       before ``T``: the change is that centre moved ``(0.5 - s) * W`` later.  From
+       speech to music the flip's window holds ``1 - (e - T) / W`` of speech and its
+       centre lies ``(0.5 - s) * W`` after ``T``: moved as much earlier.
+    2. **Where the tags move** (:func:`_tag_ramp`).
+
+    Both are within about a hop of the change on their own in half to three quarters
+    of the changes of the tuning programme (``python -m benchmarks.asrun_hour
+    --tuning``); their errors are partly independent and their mean is closer.
+    """
+    margin = 0.5 - speech_vs_music if left.label == "music" else speech_vs_music - 0.5
+    k, flip_s = _place(margin, left.first, right.last, windows.centres)
+    left.last, right.first = k - 1, k
+    if right.label == "speech":
+        placed = flip_s + (0.5 - SPEECH_SHARE_AT_FLIP["end"]) * window_s
+    else:
+        placed = flip_s - (0.5 - SPEECH_SHARE_AT_FLIP["start"]) * window_s
+    moved = _tag_ramp(windows, placed, left.first, right.last, window_s, hop_s)
+    if moved is not None:
+        placed = 0.5 * (placed + moved)
+    lowest, highest = windows.centres[left.first], windows.centres[right.last]
+    right.start_s = float(min(max(placed, lowest), highest))
+
+
+def _tag_ramp(
+    windows: StreamWindows, near_s: float, first: int, last: int, window_s: float, hop_s: float
+) -> float | None:
+    """Where the windows' tags move from one item's profile to the next one's, near ``near_s``.
+
+    The tagging model pools over its window, so a window ``[e - W, e]`` over a change
+    at ``T`` has scores (logits) about ``(e - T) / W`` of the way from the first item's
+    to the second's.  Each window's logits are projected on the line between the two
+    profiles (medians over the windows of ``first .. last`` that end at least
+    :data:`_RAMP_MARGIN_S` before ``near_s``, or begin as far after it, and lie within
+    :data:`_RAMP_PROFILE_S` of that), and ``T`` is the change whose ramp
+    ``clip((e - T) / W, 0, 1)`` fits those projections best (least squares, 10 ms
+    steps within :data:`_RAMP_MARGIN_S` + one hop of ``near_s``).
+
+    Returns None when the windows hold no tags, either side has fewer than two
+    windows for its profile, or the profiles are the same.
+    """
+    if not windows.tags:
+        return None
+    # Only the windows near the change: the profiles' and the ramp's.
+    span_s = _RAMP_MARGIN_S + _RAMP_PROFILE_S + window_s
+    lo = max(first, int(np.searchsorted(windows.start_s, near_s - span_s - window_s)))
+    hi = min(last + 1, int(np.searchsorted(windows.start_s, near_s + span_s)))
+    start, end = windows.start_s[lo:hi], windows.end_s[lo:hi]
+    p = np.clip(windows.tag_probabilities[lo:hi].astype(np.float64), 1e-4, 1 - 1e-4)
+    logits = np.log(p / (1 - p))
+    before = (end <= near_s - _RAMP_MARGIN_S) & (end > near_s - _RAMP_MARGIN_S - _RAMP_PROFILE_S)
+    after = (start >= near_s + _RAMP_MARGIN_S) & (start < near_s + _RAMP_MARGIN_S + _RAMP_PROFILE_S)
+    if before.sum() < 2 or after.sum() < 2:
+        return None
+    origin = np.median(logits[before], axis=0)
+    direction = np.median(logits[after], axis=0) - origin
+    length = float(direction @ direction)
+    if not length > 1e-6:
+        return None
+    reach = window_s + _RAMP_MARGIN_S
+    used = (end > near_s - reach) & (start < near_s + reach)
+    position = (logits[used] - origin) @ direction / length
+    candidates = np.arange(near_s - _RAMP_MARGIN_S - hop_s, near_s + _RAMP_MARGIN_S + hop_s, 0.01)
+    ramps = np.clip((end[used][None, :] - candidates[:, None]) / window_s, 0.0, 1.0)
+    cost = ((position[None, :] - ramps) ** 2).sum(axis=1)
+    return float(candidates[int(np.argmin(cost))])
 
 
 def _split_between(
@@ -519,11 +642,8 @@ def _split_between(
     evidence = scaled(left_score, pure_left, pure_right) - scaled(
         right_score, pure_right, pure_left
     )
-    k = _best_split(evidence, left.first, right.last)
+    k, right.start_s = _place(evidence, left.first, right.last, centres)
     left.last, right.first = k - 1, k
-    before, after = float(evidence[k - 1]), float(evidence[k])
-    share = before / (before - after) if before > 0 > after else 0.5
-    right.start_s = float(centres[k - 1] + share * (centres[k] - centres[k - 1]))
 
 
 def _stretch_runs(
@@ -541,15 +661,12 @@ def _stretch_runs(
     """
     kinds = ["speech" if c == "speech" else "music" for c in windows.content[first : last + 1]]
     content_runs = _merge_short(_runs(kinds, first), min_windows)
-    for left, right in itertools.pairwise(content_runs):
-        _split_between(
-            _content_scores(windows, left.label),
-            _content_scores(windows, right.label),
-            left,
-            right,
-            guard,
-            windows.centres,
-        )
+    if len(content_runs) > 1:
+        speech_vs_music = _speech_vs_music(windows)
+        window_s = float(np.median(windows.end_s - windows.start_s))
+        hop_s = windows.hop_seconds()
+        for left, right in itertools.pairwise(content_runs):
+            _split_content(speech_vs_music, left, right, windows, window_s, hop_s)
     out: list[tuple[str, str, int, int, float | None]] = []
     for run in content_runs:
         if run.label == "speech":
