@@ -79,6 +79,15 @@ the rate observed so far), added to the position at which the connection's
 audio began.  Exact for constant bit-rate streams.  The first title of a
 connection applies from its start, and is not emitted again when a reconnect
 finds the same title.
+
+HLS titles are ID3 tags (:mod:`streamer.id3`).  In MPEG-TS segments they form a
+timed-metadata stream: the ffmpeg of an HLS connection copies it, with the
+first audio stream, as MPEG-TS to a second pipe, read beside the audio, and a
+title is placed at its PTS minus that of the first audio packet, exactly (it
+may reach the loop a few blocks after its position).  In packed-audio segments
+(``.aac``, ``.mp3``) each segment starts with a tag that FFmpeg drops after the
+first: the tag alone is fetched by a ``Range`` request for each segment ffmpeg
+opens, and placed by its ``PRIV`` transport-stream timestamp.
 """
 
 from __future__ import annotations
