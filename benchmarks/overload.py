@@ -80,6 +80,7 @@ def _sender(
     started.set()
     tick = 0
     active = list(streams)
+    ending: list[str] = []
     switched = False
     while True:
         due = t0 + (tick + 1) * BLOCK_SECONDS
@@ -90,9 +91,16 @@ def _sender(
         if not switched and elapsed >= over_s:
             switched = True
             result["switched_at"] = time.time()
-            for stream in active[keep:]:
-                push.send_multipart(encode_end(EndOfStream(stream, seqs[stream])), zmq.NOBLOCK)
+            ending = active[keep:]
             active = active[:keep]
+        # Ends wait for room like audio (a full queue: the worker is behind), tried each tick
+        # so that the streams that go on stay paced.
+        for stream in list(ending):
+            try:
+                push.send_multipart(encode_end(EndOfStream(stream, seqs[stream])), zmq.NOBLOCK)
+                ending.remove(stream)
+            except zmq.Again:
+                break
         if elapsed >= over_s + after_s:
             break
         offset = (tick * block) % (len(signal) - block)
@@ -113,7 +121,7 @@ def _sender(
             except zmq.Again:
                 dropped += 1
         tick += 1
-    for stream in active:
+    for stream in ending + active:
         push.send_multipart(encode_end(EndOfStream(stream, seqs[stream])))
     result["dropped"] = dropped
     push.close(linger=1000)

@@ -666,20 +666,24 @@ class StreamState:
 
         Only windows of a live stream whose audio is not ahead of the worker's clock
         (capture time at most ``max_ahead_s`` after reception: a file sent faster than
-        real time is not live) are shed; ages come from the worker's own clock
-        (``received_time``), so a sender's clock cannot make the worker shed.  Windows
-        leave in order from the oldest, so the stream is fast-forwarded to its first
-        fresh window.  Counted in :attr:`shed` (``stale``) and :attr:`dropped`.
+        real time is not live) are shed.  A window's time is when the worker received
+        its last sample, or earlier when that sample waited on the way (in the sender's
+        queue or the socket, while the worker was busy): its capture time plus the
+        stream's quickest transit (:attr:`min_transit_s`, which takes the sender's
+        clock offset off), so a sender's clock can only make its own stream shed.
+        Windows leave in order from the oldest, so the stream is fast-forwarded to its
+        first fresh window.  Counted in :attr:`shed` (``stale``) and :attr:`dropped`.
         """
         if not self.live:
             return 0
         count = 0
         pending = self._pending
+        transit = self.min_transit_s
         while pending:
             window = pending[0]
-            if window.received_time >= before or (
-                window.capture_time > window.received_time + max_ahead_s
-            ):
+            if window.capture_time > window.received_time + max_ahead_s:
+                break
+            if min(window.received_time, window.capture_time + transit) >= before:
                 break
             pending.popleft()
             count += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from typing import Any
 
 import numpy as np
@@ -116,3 +117,49 @@ def test_updates_carry_behind_and_shed_through_the_wire(run_worker: Any, rng: An
     # What the subscriber decodes is what was encoded.
     again = decode_update(encode_update(updates[-1]))
     assert (again.shed, again.behind_s) == (updates[-1].shed, updates[-1].behind_s)
+
+
+def test_live_audio_that_waited_on_the_way_is_shed_by_its_own_age(
+    run_worker: Any, rng: np.random.Generator
+) -> None:
+    """A sender holds 5 s of live audio back (its queue, a stalled link) and then sends it
+    at once: it is as late as its capture times say, though the worker has only just
+    received it.  Windows older than the bound are shed at their turn, even on an idle
+    worker (ages from reception alone tagged them all), and the fresh ones are tagged."""
+    max_age_s, prefix_s, held_s = 3.0, 3.2, 5.0
+    harness = run_worker(hop_seconds=0.5, max_window_age_seconds=max_age_s)
+    worker = harness.worker
+    assert worker.settings is not None
+    y = music(rng, prefix_s + held_s)
+    t0 = time.time()  # the prefix's last sample is captured now: its transit is ~0
+    frames = frames_of(y, stream="held", block=8000, start_time=t0 - prefix_s)
+    prefix = round(prefix_s * 16000) // 8000
+    for frame in frames[:prefix]:
+        harness.send(encode_audio(frame))
+    updates = harness.receive(count=1, stream="held")  # the worker has taken the prefix
+    before = worker.stats().shed.get("stale", 0)
+    # The sender holds the rest back until it has all been captured (this is the
+    # scenario's passage of time, not a synchronisation).
+    time.sleep(max(0.0, t0 + held_s - time.time()))
+    for frame in frames[prefix:]:
+        harness.send(encode_audio(frame))
+    harness.send(encode_end(EndOfStream(stream="held", seq=len(frames))))
+    total = len(expected_starts(len(y), worker.settings.hop_frames))
+
+    def accounted() -> bool:
+        updates.extend(harness.receive(count=None, stream="held"))
+        shed = worker.stats().shed.get("stale", 0) - before
+        return len(updates) + shed >= total and worker.stats().pending == 0
+
+    wait_until(accounted, lambda: f"every window published or shed: {worker.stats()}")
+    shed = worker.stats().shed.get("stale", 0) - before
+    assert len(updates) + shed == total
+    assert shed > 0, "nothing shed: the held audio's age was not seen"
+    # A published window of the held audio ended at most the bound before it was sent
+    # (its turn came after that): a window's end_s is its last sample's audio time.
+    held = [u for u in updates if u.end_s > prefix_s]
+    assert all(u.end_s >= prefix_s + held_s - max_age_s - 0.05 for u in held), [
+        u.end_s for u in held
+    ]
+    after = harness.barrier(rng, stream="after")  # a fresh live stream loses nothing
+    assert after.shed == 0 and after.dropped == 0
