@@ -86,6 +86,10 @@ __all__ = [
 MAX_FILL_SECONDS = 10.0
 #: Received blocks remembered per stream for the audio-time -> capture-time mapping.
 MAX_ANCHORS = 256
+#: A stream's quickest transit (:meth:`StreamState.observe_transit`) is the least of the
+#: last one to two epochs of this many seconds (monotonic time): a clock drifting 100 ppm
+#: moves 30 ms in that time, a backlog has to outlast it to pass for an offset.
+TRANSIT_EPOCH_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -398,9 +402,9 @@ class StreamState:
     last_active : float
         Monotonic time of the last accepted message.
     min_transit_s : float
-        Least (reception - capture time) of the stream's blocks so far, seconds (``inf``
-        before the first): the sender's clock offset plus the quickest delivery, set by
-        the worker.
+        Least (reception - capture time) of the stream's recent blocks, seconds (``inf``
+        before the first): the sender's clock offset plus the quickest delivery
+        (:meth:`observe_transit`).
     segment : int
         Segments started so far (0 for the first); bumped by long gaps and format changes.
     backend_cache : object
@@ -426,6 +430,8 @@ class StreamState:
         self.ended = False
         self.last_active = now
         self.min_transit_s = float("inf")
+        self._transit_minima = [float("inf"), float("inf")]  # previous epoch, this one
+        self._transit_epoch_start = now
         self.expected_seq: int | None = None
         self.sample_rate: int | None = None
         self._last_block_seconds = 0.0
@@ -450,6 +456,21 @@ class StreamState:
         self._frames_buffered = 0
 
     # -- input ------------------------------------------------------------------------
+
+    def observe_transit(self, transit_s: float, *, now: float) -> float:
+        """Take one block's reception minus capture time; return :attr:`min_transit_s`.
+
+        The least over the last one to two :data:`TRANSIT_EPOCH_S` (two epochs' minima),
+        not over the stream's life: a sender whose capture clock drifts from the
+        worker's (capture times counted from samples at a nominal rate) is followed,
+        and is never taken as ever later.
+        """
+        if now - self._transit_epoch_start >= TRANSIT_EPOCH_S:
+            self._transit_minima = [self._transit_minima[1], float("inf")]
+            self._transit_epoch_start = now
+        self._transit_minima[1] = min(self._transit_minima[1], transit_s)
+        self.min_transit_s = min(self._transit_minima)
+        return self.min_transit_s
 
     def accept(self, frame: AudioFrame, *, received_time: float, now: float) -> str:
         """Take one audio block; due windows become :meth:`pending`.

@@ -770,8 +770,7 @@ class Worker:
                 frame.stream,
                 ahead,
             )
-        state.min_transit_s = min(state.min_transit_s, -ahead)
-        if state.min_transit_s > MAX_CLOCK_BEHIND_S:
+        if state.observe_transit(-ahead, now=now) > MAX_CLOCK_BEHIND_S:
             self._counts["clock_behind"] += 1
             self._log_limited(
                 f"clock:{frame.stream}",

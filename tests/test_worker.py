@@ -87,6 +87,19 @@ def test_scheduler_reset_restarts_frame_count(rng) -> None:
     np.testing.assert_array_equal(window, frames)
 
 
+def test_quickest_transit_follows_a_drifting_clock() -> None:
+    """The least transit of the last one to two epochs, not of the stream's life."""
+    from inference.windows import TRANSIT_EPOCH_S as EPOCH
+
+    state = StreamState("s", settings=stream_settings(), now=0.0)
+    assert state.min_transit_s == math.inf
+    assert state.observe_transit(0.5, now=0.0) == 0.5
+    assert state.observe_transit(0.2, now=10.0) == 0.2
+    assert state.observe_transit(3.0, now=EPOCH + 1) == 0.2  # the last epoch still counts
+    assert state.observe_transit(3.1, now=2 * EPOCH + 2) == 3.0  # 0.2 is two epochs old
+    assert state.observe_transit(-1.0, now=2 * EPOCH + 3) == -1.0  # ahead: taken at once
+
+
 def test_ema_alpha_and_update() -> None:
     s = stream_settings(hop_frames=31, ema_seconds=10.0)
     assert s.ema_alpha == pytest.approx(1 - math.exp(-31 * FRAME_S / 10.0))
