@@ -169,6 +169,8 @@ _UNSIZED_END_RE: Final = re.compile(
 #: ID3 tag in front; FFmpeg logs the segments it opens, and drops a tag that differs from the first.
 _PACKED_AUDIO_EXTENSIONS: Final = (".aac", ".mp3", ".ac3", ".ec3")
 _OPENING_RE: Final = re.compile(rb"\[hls @ 0x[0-9a-f]+\] \[info\] Opening '(.+)' for reading")
+#: At the end of an HLS decoder's output, how long its last titles are waited for.
+_DRAIN_TITLES_S: Final = 2.0
 #: Bytes of a packed segment asked for first (a title tag is far smaller); at most this much more.
 _ID3_HEAD_BYTES: Final = 4096
 _MAX_ID3_BYTES: Final = 256 * 1024
@@ -445,10 +447,15 @@ class _PackedAudioTitles:
             self._thread.start()
         self._urls.put(url)
 
-    def close(self) -> None:
+    def finish(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the tags of the segments opened so far."""
         if self._thread is not None:
             self._urls.put(None)
-            self._thread.join(timeout=2.0)
+            self._thread.join(timeout=timeout_s)
+
+    def close(self) -> None:
+        """Stop taking segments; a fetch in flight ends by its own timeout (daemon thread)."""
+        self.finish(_POLL_S)
 
     def _run(self) -> None:
         while (url := self._urls.get()) is not None:
@@ -659,6 +666,23 @@ class _Connection:
                 return os.read(self._stdout_fd, 64 * 1024)
             if remaining_s <= 0:
                 return None
+
+    def drain_titles(self, timeout_s: float) -> None:
+        """The audio has ended: read the titles still on their way, for up to ``timeout_s``.
+
+        A packed segment's tag may still be being fetched (a far server answers after
+        ffmpeg has read the whole segment), and the second output's last packets can
+        follow the audio's end (its muxer writes what it still interleaves at the end).
+        """
+        deadline = time.monotonic() + timeout_s
+        if self._side_fd is not None:
+            with contextlib.suppress(KeyError):
+                self._poller.unregister(self._stdout_fd)
+        while self._side_fd is not None and (remaining_s := deadline - time.monotonic()) > 0:
+            if self._poller.poll(remaining_s * 1000):
+                self._read_side(self._side_fd)
+        if self._packed is not None:
+            self._packed.finish(max(0.0, deadline - time.monotonic()))
 
     def _read_side(self, fd: int) -> None:
         assert self._timed_reader is not None
@@ -940,6 +964,7 @@ class NetworkSource:
                             break
                         continue
                     if not data:
+                        connection.drain_titles(_DRAIN_TITLES_S)
                         code = connection.exit_code()
                         ended_cleanly = (
                             not self.live
@@ -986,8 +1011,17 @@ class NetworkSource:
             finally:
                 self._connection = None
                 connection.close()
+            tail = np.frombuffer(bytes(pending[: len(pending) // 4 * 4]), dtype="<f4")
+            if start_index is not None:
+                # Titles that came after the last block (the end of a connection's output):
+                # those within the audio delivered, the tail of a clean end included.
+                self._collect_titles(connection, start_index, index, titles)
+                end_s = (index + (tail.size / self.block_frames if ended_cleanly else 0)) * (
+                    self.block_seconds
+                )
+                for at_s, title in sorted(t for t in titles if t[0] < end_s):
+                    self._title_changed(title, at_s, time.time())
             if ended_cleanly:
-                tail = np.frombuffer(bytes(pending[: len(pending) // 4 * 4]), dtype="<f4")
                 if tail.size:
                     self.blocks_read += 1
                     yield self._block(index, tail, time.time(), last_capture, pace)

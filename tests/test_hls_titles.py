@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -563,7 +564,7 @@ def test_vod_hls_titles_keep_their_positions_across_a_reconnect(station_folder: 
         station.url("index.m3u8"),
         fast=True,
         block_seconds=BLOCK_S,
-        stall_timeout_s=2.0,
+        stall_timeout_s=6.0,  # generous: only the stalled request may count as a stall
         backoff_initial_s=0.1,
     )
     reader = Reader(source)
@@ -638,12 +639,17 @@ def adts_frames(data: bytes) -> list[bytes]:
 
 
 class RangeFolder(http.server.ThreadingHTTPServer):
-    """Serves a folder and honours ``Range: bytes=A-B`` (206); keeps each request's range."""
+    """Serves a folder and honours ``Range: bytes=A-B`` (206); keeps each request's range.
+
+    A request for a closed range (a tag's head, not FFmpeg's ``bytes=0-``) is answered
+    ``head_delay_s`` late, like a far server: the tags come after FFmpeg has read the audio.
+    """
 
     daemon_threads = True
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, head_delay_s: float = 0.0) -> None:
         self.folder = folder
+        self.head_delay_s = head_delay_s
         self.ranges: list[tuple[str, str]] = []
         super().__init__(("127.0.0.1", 0), _RangeHandler)
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -671,6 +677,8 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         asked = self.headers.get("Range", "")
         self.server.ranges.append((name, asked))
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", asked)
+        if match and match.group(2):
+            time.sleep(self.server.head_delay_s)
         if match:
             first = int(match.group(1))
             last = int(match.group(2)) if match.group(2) else len(body) - 1
@@ -690,9 +698,11 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 
 @needs_ffmpeg
 def test_packed_audio_hls_titles_come_from_each_segments_tag(station_folder: Path) -> None:
-    # 6 segments of 86 AAC frames (2.0 s), a new song every 2 segments.  FFmpeg itself
-    # reads only the first segment's tag; the source fetches each tag by a Range request.
-    frames_per_segment, segments = 86, 6
+    # 5 segments of 86 AAC frames (2.0 s), a new song every 2 segments, the last song in
+    # the last segment.  FFmpeg itself reads only the first segment's tag; the source
+    # fetches each tag by a Range request, here answered 0.1 s late, so that the last
+    # ones come after FFmpeg has ended: the source waits for them (up to 2 s).
+    frames_per_segment, segments = 86, 5
     segment_s = frames_per_segment * 1024 / SYNTH_RATE
     # The decoded audio starts with the encoder's delay: a song's tone starts with its segment.
     changes_s = [2 * segment_s * k - PRIMING_S for k in (1, 2)]
@@ -725,7 +735,7 @@ def test_packed_audio_hls_titles_come_from_each_segments_tag(station_folder: Pat
         (station_folder / f"part{number}.aac").write_bytes(body)
         playlist += [f"#EXTINF:{segment_s:.6f},", f"part{number}.aac"]
     (station_folder / "index.m3u8").write_text("\n".join([*playlist, "#EXT-X-ENDLIST", ""]))
-    server = RangeFolder(station_folder)
+    server = RangeFolder(station_folder, head_delay_s=0.1)
     source = NetworkSource(server.url("index.m3u8"), fast=True, block_seconds=BLOCK_S)
     events: list[SourceEvent] = []
     source.on_event = events.append
