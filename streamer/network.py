@@ -686,14 +686,19 @@ class _Connection:
 
     def _read_side(self, fd: int) -> None:
         assert self._timed_reader is not None
-        data = os.read(fd, 64 * 1024)
+        try:
+            data = os.read(fd, 64 * 1024)
+        except OSError:  # closed under the read: the titles end with the connection
+            data = b""
         if data:
             placed = self._timed_reader.feed(data)
         else:
             placed = self._timed_reader.flush()
-            self._poller.unregister(fd)
-            os.close(fd)
             self._side_fd = None
+            with contextlib.suppress(KeyError):
+                self._poller.unregister(fd)
+            with contextlib.suppress(OSError):  # close() may have closed it already
+                os.close(fd)
         for offset_s, tag in placed:
             title = parse_id3_title(tag)
             if title is not None:
