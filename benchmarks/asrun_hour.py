@@ -32,7 +32,10 @@ placement rules of :mod:`monitor.asrun` were chosen on it.
 
 ``--db PATH`` keeps the recording and writes what was played next to it
 (``PATH.played.json``); ``--replay --db PATH`` measures that recording again
-without streaming (another version of :mod:`monitor.asrun` on the same windows).
+without streaming, and ``--before REV`` adds the boundary errors of
+``monitor/asrun.py`` as it was at git revision ``REV`` on the same windows
+(``--replay --db hour.db --before b857ff3^``: the placement before and after
+the music <-> talk rule, side by side).
 
 Skips (exit 0) when the music folder (wesnoth's for ``--tuning``) or espeak-ng is
 absent.  An hour takes 23 minutes on the loaded 2-core AMD EPYC (2.7x real time);
@@ -54,10 +57,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
-from benchmarks.common import cpu_description, load_description, synthetic_music
+from benchmarks.common import ROOT, cpu_description, load_description, synthetic_music
 
 MUSIC = Path(__file__).resolve().parents[2] / "shared" / "music"
 SR = 16000
@@ -398,6 +402,35 @@ def flip_shares(db: Path, played: list[tuple[str, str, float, float]]) -> dict[s
     return shares
 
 
+def asrun_at(revision: str) -> ModuleType:
+    """``monitor/asrun.py`` as it was at a git ``revision`` of this checkout, as its own module."""
+    source = subprocess.run(
+        ["git", "show", f"{revision}:monitor/asrun.py"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    name = "asrun_at_" + "".join(c if c.isalnum() else "_" for c in revision)
+    module = ModuleType(name)
+    sys.modules[name] = module  # dataclasses look their module up
+    exec(compile(source, f"{revision}:monitor/asrun.py", "exec"), module.__dict__)
+    return module
+
+
+def print_errors(errors: dict[str, list[float]], *, tuning: bool) -> None:
+    """The boundary errors' table: n, median, largest, and how many within 1 hop, 2 hops, 3 s."""
+    print(
+        f"{'boundary error (found - played)':38s}{'n':>5s}{'median s':>10s}{'|max| s':>10s}"
+        f"{'<= 1 hop':>10s}{'<= 2 hops':>10s}{'<= 3 s':>8s}"
+    )
+    hop = 0.496
+    for what, values in errors.items():
+        if tuning and what == "family change":
+            continue  # the tuning music has no genres
+        v = np.abs(np.array(values))
+        print(f"{what:38s}{len(v):>5d}{np.median(values):>10.2f}{np.max(v):>10.2f}"
+              f"{np.mean(v <= hop + 1e-9) * 100:>9.0f}%{np.mean(v <= 2 * hop + 1e-9) * 100:>9.0f}%"
+              f"{np.mean(v <= 3.0) * 100:>7.0f}%")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.asrun_hour", description=__doc__.split("\n\n")[0]
@@ -416,6 +449,11 @@ def main(argv: list[str] | None = None) -> int:
         "--replay",
         action="store_true",
         help="measure the recording --db (and its .played.json) again without streaming",
+    )
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        help="also measure monitor/asrun.py as at this git revision on the same recording",
     )
     parser.add_argument("--seed", type=int, default=20240611)
     parser.add_argument(
@@ -494,18 +532,15 @@ def main(argv: list[str] | None = None) -> int:
         same = "yes" if same_sequence else "no"
         print(f"{'kinds and families as played':38s}{same:>14s}{'':>14s}")
     print()
-    print(
-        f"{'boundary error (found - played)':38s}{'n':>5s}{'median s':>10s}{'|max| s':>10s}"
-        f"{'<= 1 hop':>10s}{'<= 2 hops':>10s}{'<= 3 s':>8s}"
-    )
-    hop = 0.496
-    for what, values in errors.items():
-        if tuning and what == "family change":
-            continue  # the tuning music has no genres
-        v = np.abs(np.array(values))
-        print(f"{what:38s}{len(v):>5d}{np.median(values):>10.2f}{np.max(v):>10.2f}"
-              f"{np.mean(v <= hop + 1e-9) * 100:>9.0f}%{np.mean(v <= 2 * hop + 1e-9) * 100:>9.0f}%"
-              f"{np.mean(v <= 3.0) * 100:>7.0f}%")  # fmt: skip
+    print_errors(errors, tuning=tuning)
+    if args.before:
+        earlier = asrun_at(args.before).load_asrun(db, stream="fm:hour").entries
+        print(
+            f"\nthe as-run log of {args.before} on the same recording: {len(earlier)} rows "
+            f"({len(earlier) / len(played):.2f} per item played)"
+        )
+        starts = np.array([r.audio_start_s for r in earlier[1:]])
+        print_errors(boundary_errors(played, starts), tuning=tuning)
     if tuning:
         shares = flip_shares(db, played)
         print("\nspeech share of the window where the content decision flips (median, IQR):")
