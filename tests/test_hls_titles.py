@@ -553,6 +553,35 @@ def test_vod_hls_titles_arrive_at_their_audio_positions(station_folder: Path) ->
 
 
 @needs_ffmpeg
+def test_master_playlist_titles_come_from_the_variant_decoded(station_folder: Path) -> None:
+    playlist = make_vod(station_folder)
+    # A second variant with segments of its own: FFmpeg probes its first one, no more.
+    variant = playlist.read_text().replace("seg", "alt")
+    (station_folder / "alt.m3u8").write_text(variant)
+    for segment in station_folder.glob("seg*.ts"):
+        (station_folder / segment.name.replace("seg", "alt")).write_bytes(segment.read_bytes())
+    (station_folder / "master.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=96000\nindex.m3u8\n"
+        "#EXT-X-STREAM-INF:BANDWIDTH=64000\nalt.m3u8\n"
+    )
+    station = Station(station_folder, "seg000.ts")
+    source = NetworkSource(station.url("master.m3u8"), fast=True, block_seconds=BLOCK_S)
+    assert not source.live, "a master playlist whose first variant ends is VOD"
+    events: list[SourceEvent] = []
+    source.on_event = events.append
+    try:
+        blocks = list(source.blocks(threading.Event()))
+    finally:
+        source.close()
+        station.close()
+    titles = [e.title for e in events if e.kind == "now_playing"]
+    assert titles == [title_of(song) for song in range(5)]
+    assert assert_titles_follow_the_audio(blocks, events) == 4
+    fetched = {name for name in station.served if name.startswith("alt")}
+    assert fetched <= {"alt.m3u8", "alt000.ts"}, station.served
+
+
+@needs_ffmpeg
 def test_vod_hls_titles_keep_their_positions_across_a_reconnect(station_folder: Path) -> None:
     make_vod(station_folder)
     # seg003 (6-8 s) is never answered the first time: the source stalls, reconnects
