@@ -3,7 +3,8 @@
 The worker hands this module every accepted audio block and every window it
 publishes; :class:`ContentTracker` keeps, per stream (:class:`ContentStream`):
 
-* the last :data:`RING_SECONDS` of audio at the classifier's 16 kHz, on the
+* the last :data:`RING_SECONDS` of audio received (an outage that resets the
+  stream takes no room) at the classifier's 16 kHz, on the
   same audio timeline as the worker's windows (``start_s``/``end_s``), so each
   published window is classified from exactly its own samples
   (:class:`model.content.ContentClassifier`: ``content``,
@@ -78,6 +79,7 @@ LEVEL_BLOCK_SECONDS = 0.1
 RING_SECONDS = 30.0
 #: The classifier's sample rate (model.content.SAMPLE_RATE; not imported, to keep ONNX away).
 _RATE = 16000
+_RING_SAMPLES = round(RING_SECONDS * _RATE)
 #: Least seconds between two log lines about failing classifications.
 _LOG_INTERVAL_S = 5.0
 
@@ -163,6 +165,7 @@ class ContentStream:
         self.settings = settings
         self.keep_audio = keep_audio
         self._chunks: collections.deque[_Chunk] = collections.deque()
+        self._held = 0  # 16 kHz samples in the chunks
         self._resampler: Resampler | None = None
         self._rate: int | None = None
         self._expected_seq: int | None = None
@@ -242,9 +245,11 @@ class ContentStream:
         start_s = self._origin_s + self._output_samples / _RATE
         self._output_samples += len(samples)
         self._chunks.append(_Chunk(start_s, np.array(samples, dtype=np.float32), filled))
-        newest = self._chunks[-1].end_s
-        while self._chunks and self._chunks[0].end_s < newest - RING_SECONDS:
-            self._chunks.popleft()
+        self._held += len(samples)
+        # Trimmed by the audio it holds, not by the timeline: an outage jumps the clock,
+        # and the audio before it may still wait for the classifier.
+        while self._held - len(self._chunks[0].samples) >= _RING_SAMPLES:
+            self._held -= len(self._chunks.popleft().samples)
 
     # -- windows ----------------------------------------------------------------------
 

@@ -19,9 +19,21 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
-from helpers import DEADLINE_S, Collector, Harness, Processes, events, music, updates, wait_until
+from helpers import (
+    DEADLINE_S,
+    Collector,
+    Harness,
+    Processes,
+    events,
+    frames_of,
+    music,
+    updates,
+    wait_until,
+)
 from icecast import Icecast, needs_icecast
 
+from inference.content import ContentSettings, ContentStream
+from inference.windows import AcceptResult
 from protocol import Event, TagUpdate, decode_published
 
 SR = 16000
@@ -137,6 +149,27 @@ def collect(run_worker: Callable[..., Harness]) -> Iterator[Callable[[str], Coll
     yield start
     for collector in made:
         collector.close()
+
+
+def test_audio_before_an_outage_stays_for_the_classifier(rng: np.random.Generator) -> None:
+    """An outage (a sequence gap too long to fill) jumps the audio clock by 40 s; the
+    windows before it, still waiting for the classifier, keep their audio (the ring
+    holds 30 s of audio, not 30 s of timeline: they were classified as music, with no
+    probabilities, before)."""
+    stream = ContentStream("s", ContentSettings())
+    frames = frames_of(music(rng, 5.0), stream="s", block=8000)
+    for frame in frames:
+        stream.accept(frame, AcceptResult.ACCEPTED)
+    after = frames_of(music(rng, 1.0), stream="s", block=8000, first_seq=len(frames) + 80)
+    stream.accept(after[0], AcceptResult.GAP_RESET)  # 80 blocks of 0.5 s missing
+    before = stream.samples(2.0, 5.0)
+    assert before is not None and np.abs(before).max() > 0.0
+    assert stream.samples(45.0, 45.5) is not None  # the audio after the outage
+    # Bounded by audio held: 60 s more push the 5 s before the outage out.
+    late = frames_of(music(rng, 60.0), stream="s", block=8000, first_seq=after[0].seq + 1)
+    for frame in late:
+        stream.accept(frame, AcceptResult.ACCEPTED)
+    assert stream.samples(2.0, 5.0) is None
 
 
 def test_dead_air_through_the_streamer(
