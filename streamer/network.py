@@ -118,6 +118,7 @@ import numpy as np
 import protocol
 from streamer.core import Block
 from streamer.id3 import (
+    PTS_HZ,
     TimedId3Reader,
     id3_tag_size,
     parse_id3_title,
@@ -427,16 +428,29 @@ class _PackedAudioTitles:
     its own and places the title at the segment's ``PRIV``
     ``com.apple.streaming.transportStreamTimestamp`` minus that of the first segment
     opened, where the decoded audio starts.  A tag without that timestamp has no place
-    and is skipped.
+    and is skipped.  A connection resumed with ``-ss`` decodes from the position itself
+    (FFmpeg's seek in packed audio is exact to about 20 ms, unlike in MPEG-TS segments),
+    so its origin is given: the stream's first timestamp plus the position.  Its tags
+    from before the position are left out: FFmpeg opens the first segment again to
+    probe the stream, and what played at the position was named before the drop.
     """
 
-    def __init__(self, on_title: Callable[[float, str], None], *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        on_title: Callable[[float, str], None],
+        *,
+        timeout_s: float,
+        origin_pts: int | None = None,
+    ) -> None:
         self._on_title = on_title
         self._timeout_s = timeout_s
         self._urls: queue.Queue[str | None] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._origin_pts: int | None = None
+        self._origin_pts = origin_pts
+        self._resumed = origin_pts is not None
         self._first = True
+        #: The timestamp of the first segment opened (``None`` until read, or without one).
+        self.first_pts: int | None = None
 
     def segment_opened(self, url: str) -> None:
         """FFmpeg opened ``url``; take its title if it is a packed-audio segment."""
@@ -467,12 +481,15 @@ class _PackedAudioTitles:
                 continue
             pts = transport_stream_timestamp(tag) if tag is not None else None
             if first:
-                self._origin_pts = pts  # None: no positions for this connection
+                self.first_pts = pts
+                if self._origin_pts is None:
+                    self._origin_pts = pts  # None: no positions for this connection
             if tag is None or pts is None or self._origin_pts is None:
                 continue
             title = parse_id3_title(tag)
-            if title is not None:
-                self._on_title(pts_difference_s(pts, self._origin_pts), title)
+            offset_s = pts_difference_s(pts, self._origin_pts)
+            if title is not None and not (self._resumed and offset_s < 0):
+                self._on_title(offset_s, title)
 
 
 # ---------------------------------------------------------------------------
@@ -493,6 +510,7 @@ class _Connection:
         http_response: _Response | None,
         stall_timeout_s: float,
         timed_id3: bool = False,
+        packed_origin_pts: int | None = None,
     ) -> None:
         self.end_reason = ""
         #: The first error ffmpeg reported about its input ("" when none).
@@ -516,6 +534,7 @@ class _Connection:
             self._packed = _PackedAudioTitles(
                 lambda offset_s, title: self.timed_titles.append((offset_s, title)),
                 timeout_s=stall_timeout_s,
+                origin_pts=packed_origin_pts,
             )
         #: The network read timed out (the ICY reader saw no bytes for ``stall_timeout_s``).
         self.stalled = False
@@ -666,6 +685,11 @@ class _Connection:
                 return os.read(self._stdout_fd, 64 * 1024)
             if remaining_s <= 0:
                 return None
+
+    @property
+    def packed_first_pts(self) -> int | None:
+        """The first packed-audio segment's timestamp, once read (``None`` otherwise)."""
+        return self._packed.first_pts if self._packed is not None else None
 
     def drain_titles(self, timeout_s: float) -> None:
         """The audio has ended: read the titles still on their way, for up to ``timeout_s``.
@@ -867,6 +891,8 @@ class NetworkSource:
         self.gap_blocks = 0
         self.titles = 0
         self.title = ""
+        #: Packed-audio HLS: the first segment's timestamp, the origin of a resumed connection.
+        self._packed_origin_pts: int | None = None
         self._playlist = (
             input_format is None and parts.scheme in _HTTP_SCHEMES and _is_playlist(url, "")
         )
@@ -1015,6 +1041,8 @@ class NetworkSource:
                     return
             finally:
                 self._connection = None
+                if resume_s == 0 and connection.packed_first_pts is not None:
+                    self._packed_origin_pts = connection.packed_first_pts
                 connection.close()
             tail = np.frombuffer(bytes(pending[: len(pending) // 4 * 4]), dtype="<f4")
             if start_index is not None:
@@ -1256,11 +1284,15 @@ class NetworkSource:
                     stall_timeout_s=self.stall_timeout_s,
                 )
         seek = ["-ss", f"{resume_s:.6f}"] if resume_s > 0 else []
+        packed_origin_pts = None
+        if resume_s > 0 and self._packed_origin_pts is not None:
+            packed_origin_pts = self._packed_origin_pts + round(resume_s * PTS_HZ)
         return _Connection(
             [*base, "-nostdin", *seek, "-i", self.url, *output],
             http_response=None,
             stall_timeout_s=self.stall_timeout_s,
             timed_id3=self._playlist,
+            packed_origin_pts=packed_origin_pts,
         )
 
 

@@ -672,13 +672,16 @@ class RangeFolder(http.server.ThreadingHTTPServer):
 
     A request for a closed range (a tag's head, not FFmpeg's ``bytes=0-``) is answered
     ``head_delay_s`` late, like a far server: the tags come after FFmpeg has read the audio.
+    FFmpeg's first request for the file named ``stall`` is never answered.
     """
 
     daemon_threads = True
 
-    def __init__(self, folder: Path, *, head_delay_s: float = 0.0) -> None:
+    def __init__(self, folder: Path, *, head_delay_s: float = 0.0, stall: str = "") -> None:
         self.folder = folder
         self.head_delay_s = head_delay_s
+        self.stall = stall
+        self.release = threading.Event()
         self.ranges: list[tuple[str, str]] = []
         super().__init__(("127.0.0.1", 0), _RangeHandler)
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -688,6 +691,7 @@ class RangeFolder(http.server.ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}/{name}"
 
     def close(self) -> None:
+        self.release.set()
         self.shutdown()
         self.server_close()
         self.thread.join(timeout=10)
@@ -708,6 +712,10 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", asked)
         if match and match.group(2):
             time.sleep(self.server.head_delay_s)
+        elif name == self.server.stall:
+            self.server.stall = ""
+            self.server.release.wait(120)  # never answered while the test runs
+            return
         if match:
             first = int(match.group(1))
             last = int(match.group(2)) if match.group(2) else len(body) - 1
@@ -725,18 +733,17 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@needs_ffmpeg
-def test_packed_audio_hls_titles_come_from_each_segments_tag(station_folder: Path) -> None:
-    # 5 segments of 86 AAC frames (2.0 s), a new song every 2 segments, the last song in
-    # the last segment.  FFmpeg itself reads only the first segment's tag; the source
-    # fetches each tag by a Range request, here answered 0.1 s late, so that the last
-    # ones come after FFmpeg has ended: the source waits for them (up to 2 s).
-    frames_per_segment, segments = 86, 5
-    segment_s = frames_per_segment * 1024 / SYNTH_RATE
-    # The decoded audio starts with the encoder's delay: a song's tone starts with its segment.
-    changes_s = [2 * segment_s * k - PRIMING_S for k in (1, 2)]
-    wav = programme_wav(station_folder.parent, segments * segment_s, changes_s=changes_s)
-    adts = station_folder.parent / "programme.aac"
+FRAMES_PER_PART = 86
+PART_S = FRAMES_PER_PART * 1024 / SYNTH_RATE
+
+
+def make_packed(folder: Path, songs: list[int]) -> Path:
+    """A VOD of packed-audio segments of PART_S (86 AAC frames), ``songs[n]`` in part ``n``:
+    each with an ID3 tag in front (PRIV timestamp, TIT2, TPE1), its song's tone after it."""
+    # The decoded audio starts with the encoder's delay: a song's tone starts with its part.
+    changes_s = [n * PART_S - PRIMING_S for n in range(1, len(songs)) if songs[n] != songs[n - 1]]
+    wav = programme_wav(folder.parent, len(songs) * PART_S, changes_s=changes_s)
+    adts = folder.parent / "programme.aac"
     assert FFMPEG is not None
     encode = ["-c:a", "aac", "-b:a", "64k", "-f", "adts", str(adts)]
     subprocess.run(
@@ -748,11 +755,10 @@ def test_packed_audio_hls_titles_come_from_each_segments_tag(station_folder: Pat
     origin_pts = 10 * PTS_HZ
     playlist = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2"]
     playlist += ["#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-PLAYLIST-TYPE:VOD"]
-    for number in range(segments):
-        first = number * frames_per_segment
+    owner = b"com.apple.streaming.transportStreamTimestamp\0"
+    for number, song in enumerate(songs):
+        first = number * FRAMES_PER_PART
         pts = origin_pts + round(first * 1024 / SYNTH_RATE * PTS_HZ)
-        owner = b"com.apple.streaming.transportStreamTimestamp\0"
-        song = number // 2
         tag = id3_tag(
             [
                 ("PRIV", owner + pts.to_bytes(8, "big")),
@@ -760,10 +766,22 @@ def test_packed_audio_hls_titles_come_from_each_segments_tag(station_folder: Pat
                 ("TPE1", text(f"Band {song}")),
             ]
         )
-        body = tag + b"".join(frames[first : first + frames_per_segment])
-        (station_folder / f"part{number}.aac").write_bytes(body)
-        playlist += [f"#EXTINF:{segment_s:.6f},", f"part{number}.aac"]
-    (station_folder / "index.m3u8").write_text("\n".join([*playlist, "#EXT-X-ENDLIST", ""]))
+        body = tag + b"".join(frames[first : first + FRAMES_PER_PART])
+        (folder / f"part{number}.aac").write_bytes(body)
+        playlist += [f"#EXTINF:{PART_S:.6f},", f"part{number}.aac"]
+    (folder / "index.m3u8").write_text("\n".join([*playlist, "#EXT-X-ENDLIST", ""]))
+    return folder / "index.m3u8"
+
+
+@needs_ffmpeg
+def test_packed_audio_hls_titles_come_from_each_segments_tag(station_folder: Path) -> None:
+    # 5 segments of 2.0 s, a new song every 2 segments, the last song in the last
+    # segment.  FFmpeg itself reads only the first segment's tag; the source fetches
+    # each tag by a Range request, here answered 0.1 s late, so that the last ones come
+    # after FFmpeg has ended: the source waits for them (up to 2 s).
+    segments = 5
+    segment_s = PART_S
+    make_packed(station_folder, [number // 2 for number in range(segments)])
     server = RangeFolder(station_folder, head_delay_s=0.1)
     source = NetworkSource(server.url("index.m3u8"), fast=True, block_seconds=BLOCK_S)
     events: list[SourceEvent] = []
@@ -782,3 +800,42 @@ def test_packed_audio_hls_titles_come_from_each_segments_tag(station_folder: Pat
     # Each tag was fetched alone: one request for the first 4096 bytes per segment.
     heads = sorted(name for name, asked in server.ranges if asked == "bytes=0-4095")
     assert heads == sorted(f"part{number}.aac" for number in range(segments)), server.ranges
+
+
+@needs_ffmpeg
+def test_packed_audio_hls_titles_keep_their_positions_across_a_reconnect(
+    station_folder: Path,
+) -> None:
+    # A new song in every 2.0 s part; part3 (6-8 s) is not answered the first time: the
+    # source stalls, reconnects and resumes at ~5.9 s with ffmpeg -ss, which in packed
+    # audio decodes from the position itself (not from part2's start, 4 s): the titles
+    # of that connection are placed from the stream's first timestamp plus the position.
+    make_packed(station_folder, list(range(6)))
+    server = RangeFolder(station_folder, stall="part3.aac")
+    source = NetworkSource(
+        server.url("index.m3u8"),
+        fast=True,
+        block_seconds=BLOCK_S,
+        stall_timeout_s=6.0,  # generous: only the stalled request may count as a stall
+        backoff_initial_s=0.1,
+    )
+    reader = Reader(source)
+    try:
+        wait_until(reader.done, timeout_s=120, what=reader.seen)
+    finally:
+        reader.close()
+        server.close()
+    assert source.status_fields()["drops"] == 1, reader.seen()
+    titles = [
+        (round(e.at_s, 2), song_of(e.title)) for e in reader.events if e.kind == "now_playing"
+    ]
+    assert [song for _, song in titles] == list(range(6)), reader.seen()
+    up_s = next(e.at_s for e in reader.events if e.kind == "source_up")
+    assert [at_s for at_s, song in titles if song >= 3] == pytest.approx(
+        [PART_S * song for song in range(3, 6)], abs=BLOCK_S
+    )
+    assert up_s < PART_S * 3
+    # Nothing replayed: the audio delivered is the programme's length, every change titled.
+    total_s = sum(b.samples.size for b in reader.blocks) / 16000
+    assert total_s == pytest.approx(6 * PART_S, abs=0.1)
+    assert assert_titles_follow_the_audio(reader.blocks, reader.events) == 5
