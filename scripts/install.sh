@@ -15,9 +15,10 @@ dev=0
 packages=(libportaudio2 ffmpeg)
 if (( dev )); then
   # A private PulseAudio for capture tests, Chromium for the web page, Icecast for station
-  # streams, promtool (prometheus) for the alert rules, espeak-ng for synthetic speech.
+  # streams, promtool (prometheus) for the alert rules, espeak-ng for synthetic speech,
+  # openssl for the HTTPS tests' self-signed certificate.
   packages+=(pulseaudio pulseaudio-utils libasound2-plugins chromium libatomic1
-             icecast2 prometheus espeak-ng)
+             icecast2 prometheus espeak-ng openssl)
 fi
 
 missing=()

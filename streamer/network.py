@@ -353,6 +353,12 @@ def _open_http(
             connection.request("GET", path, headers=headers)
             sock = connection.sock
             response = connection.getresponse()
+        except ssl.SSLCertVerificationError as exc:
+            connection.close()
+            raise _ConnectError(
+                f"the server's TLS certificate is not trusted ({exc.verify_message}); for a "
+                "private CA or a self-signed certificate set SSL_CERT_FILE to its PEM file"
+            ) from None
         except (OSError, http.client.HTTPException) as exc:
             connection.close()
             raise _ConnectError(f"cannot connect: {type(exc).__name__}: {exc}") from None
@@ -1288,12 +1294,26 @@ class NetworkSource:
         if resume_s > 0 and self._packed_origin_pts is not None:
             packed_origin_pts = self._packed_origin_pts + round(resume_s * PTS_HZ)
         return _Connection(
-            [*base, "-nostdin", *seek, "-i", self.url, *output],
+            [*base, "-nostdin", *seek, *_tls_options(self.url), "-i", self.url, *output],
             http_response=None,
             stall_timeout_s=self.stall_timeout_s,
             timed_id3=self._playlist,
             packed_origin_pts=packed_origin_pts,
         )
+
+
+def _tls_options(url: str) -> list[str]:
+    """FFmpeg options that make it check an https server's certificate.
+
+    FFmpeg's ``tls_verify`` is off by default: without these any certificate is
+    taken.  The trust store is Python's (``SSL_CERT_FILE`` when set), else the
+    system's.  FFmpeg 5.1's HLS demuxer does not pass the option on to its segment
+    requests (only the playlist is checked; docs/STATIONS.md).
+    """
+    if urllib.parse.urlsplit(url).scheme.lower() != "https":
+        return []
+    ca_file = ssl.get_default_verify_paths().cafile
+    return ["-tls_verify", "1", *(["-ca_file", ca_file] if ca_file else [])]
 
 
 def _input_format(content_type: str) -> list[str]:

@@ -10,12 +10,16 @@ from __future__ import annotations
 import functools
 import http.server
 import itertools
+import shutil
+import socket
 import socketserver
+import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -528,18 +532,33 @@ class IcyServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, body: bytes, *, hold_open: bool = False) -> None:
+    def __init__(
+        self, body: bytes, *, hold_open: bool = False, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.body = body
         self.hold_open = hold_open
+        self.tls = tls
         self.closing = threading.Event()
         self.connections = 0
         super().__init__(("127.0.0.1", 0), _IcyHandler)
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        if self.tls is not None:  # the handshake runs in the handler's thread, on first read
+            connection = self.tls.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        return connection, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that refuses the certificate ends its handshake: expected here
+
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/stream"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.server_address[1]}/stream"
 
     def close(self) -> None:
         self.closing.set()
@@ -594,6 +613,103 @@ def test_icy_titles_are_placed_at_their_byte_position(mp3_bytes: bytes) -> None:
         server.close()
     titles = [(e.at_s, e.title) for e in reader.events if e.kind == "now_playing"]
     assert titles == [(0.0, "One"), (pytest.approx(10 * METAINT / 16000, abs=0.001), "Two")]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1 (made by openssl) and a server context."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed (apt-get install openssl)")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return cert, context
+
+
+@needs_ffmpeg
+def test_an_https_station_is_read_once_its_certificate_is_trusted(
+    mp3_bytes: bytes, certificate: tuple[Path, ssl.SSLContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, context = certificate
+    server = IcyServer(icy_body(mp3_bytes, {0: "One", 9: "Two"}), hold_open=True, tls=context)
+    try:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        with pytest.raises(UnavailableError) as refused:
+            NetworkSource(server.url, connect_timeout_s=10)
+        message = str(refused.value)
+        assert "TLS certificate is not trusted" in message and "SSL_CERT_FILE" in message
+        assert "\n" not in message
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        source = NetworkSource(server.url, connect_timeout_s=10, stall_timeout_s=30)
+        assert source.live, "an ICY answer is a live station"
+        reader = Reader(source)
+        try:
+            wait_until(lambda: source.title == "Two", timeout_s=60, what=reader.seen)
+        finally:
+            reader.close()
+    finally:
+        server.close()
+    assert [e.title for e in reader.events if e.kind == "now_playing"] == ["One", "Two"]
+
+
+class _TlsFolderServer(http.server.ThreadingHTTPServer):
+    """Serves ``folder`` over https with ``context`` (a web server with a static file)."""
+
+    def __init__(self, folder: Path, context: ssl.SSLContext) -> None:
+        handler = functools.partial(_QuietFileHandler, directory=str(folder))
+        super().__init__(("127.0.0.1", 0), handler)
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # FFmpeg refusing the certificate ends the handshake: expected here
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=10)
+
+
+class _QuietFileHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@needs_ffmpeg
+def test_ffmpeg_checks_the_certificate_of_an_https_file(
+    mp3_bytes: bytes,
+    certificate: tuple[Path, ssl.SSLContext],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A file over https is read by FFmpeg itself, whose tls_verify is off by default."""
+    cert, context = certificate
+    (tmp_path / "a.mp3").write_bytes(mp3_bytes[: 3 * 16000])
+    server = _TlsFolderServer(tmp_path, context)
+    url = f"https://127.0.0.1:{server.server_address[1]}/a.mp3"
+    try:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        untrusted = NetworkSource(url, live=False, fast=True, max_attempts=1)
+        with pytest.raises(UnavailableError, match="after 1 attempts"):
+            list(untrusted.blocks(threading.Event()))
+        untrusted.close()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        trusted = NetworkSource(url, live=False, fast=True, max_attempts=1)
+        try:
+            blocks = list(trusted.blocks(threading.Event()))
+        finally:
+            trusted.close()
+    finally:
+        server.close()
+    assert sum(b.samples.size for b in blocks) / 16000 == pytest.approx(3.0, abs=0.15)
 
 
 @needs_ffmpeg
