@@ -132,6 +132,7 @@ __all__ = [
     "NetworkSource",
     "SourceEvent",
     "parse_stream_title",
+    "station_list_urls",
 ]
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,8 @@ _HTTP_SCHEMES: Final = ("http", "https")
 _MAX_REDIRECTS: Final = 5
 #: Largest playlist read when probing an HLS URL.
 _MAX_PLAYLIST_BYTES: Final = 1024 * 1024
+#: Largest station playlist (``.pls``, ``.m3u``) read.
+_MAX_STATION_LIST_BYTES: Final = 64 * 1024
 #: Bytes read from the network per call.
 _READ_BYTES: Final = 16 * 1024
 #: Longest wait of one read before the stop flag is checked again.
@@ -376,6 +379,63 @@ def _open_http(
             raise _ConnectError(f"HTTP {response.status} {response.reason}".strip())
         return _Response(url=url, response=response, sock=sock)
     raise _ConnectError(f"more than {_MAX_REDIRECTS} redirects")
+
+
+def station_list_urls(text: str) -> list[str]:
+    """The stream URLs a station playlist names, in its order.
+
+    A station playlist is what a station's "listen" link often gives: a ``.pls``
+    (``[playlist]`` with ``File1=URL``...) or a plain ``.m3u`` (one URL a line,
+    ``#EXTM3U``/``#EXTINF`` comments).  Empty for anything else, an HLS playlist
+    (``#EXT-X-`` tags) included: that one is the stream.
+    """
+    lines = [line.strip() for line in text.splitlines()]
+    if any(line.upper().startswith("#EXT-X-") for line in lines):
+        return []
+    if any(line.lower() == "[playlist]" for line in lines):
+        numbered = []
+        for line in lines:
+            key, sep, value = line.partition("=")
+            if sep and key.lower().startswith("file") and key[4:].strip().isdigit():
+                numbered.append((int(key[4:]), value.strip()))
+        candidates = [value for _, value in sorted(numbered)]
+    else:
+        candidates = [line for line in lines if line and not line.startswith("#")]
+    return [url for url in candidates if _is_stream_url(url)]
+
+
+def _is_stream_url(text: str) -> bool:
+    parts = urllib.parse.urlsplit(text)
+    return parts.scheme.lower() in _HTTP_SCHEMES and bool(parts.netloc)
+
+
+def _resolve_station_list(url: str, *, timeout_s: float) -> str:
+    """The first stream a ``.pls``/``.m3u`` station playlist at ``url`` names, else ``url``."""
+    shown = _without_password(url)
+    try:
+        opened = _open_http(url, timeout_s=timeout_s, icy=False)
+        try:
+            text = opened.response.read(_MAX_STATION_LIST_BYTES).decode("utf-8", "replace")
+        finally:
+            opened.abort()
+    except (_ConnectError, OSError, http.client.HTTPException) as exc:
+        raise UnavailableError(
+            f"cannot read the station playlist {shown}: {exc}; check the URL"
+        ) from None
+    if any(line.strip().upper().startswith("#EXT-X-") for line in text.splitlines()):
+        return url  # an HLS playlist: the stream itself
+    urls = station_list_urls(text)
+    if not urls:
+        raise UsageError(
+            f"the station playlist {shown} names no http(s) stream; give the stream's URL"
+        )
+    logger.info(
+        "station playlist url=%s streams=%d following=%s",
+        shown,
+        len(urls),
+        _without_password(urls[0]),
+    )
+    return urls[0]
 
 
 def _is_playlist(url: str, content_type: str) -> bool:
@@ -869,6 +929,13 @@ class NetworkSource:
                 f"{ffmpeg!r} not found: network streams are decoded by FFmpeg; "
                 "install it (apt-get install ffmpeg)"
             )
+        if (
+            input_format is None
+            and parts.scheme.lower() in _HTTP_SCHEMES
+            and parts.path.lower().endswith((".pls", ".m3u"))
+        ):
+            url = _resolve_station_list(url, timeout_s=connect_timeout_s)
+            parts = urllib.parse.urlsplit(url)
         self.url = url
         #: The URL for logs and messages: a password in it is replaced by ``***``.
         self.shown_url = _without_password(url) if input_format is None else f"{input_format}:{url}"

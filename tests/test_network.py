@@ -35,7 +35,7 @@ from icecast import (
 )
 
 from streamer.core import Block
-from streamer.network import NetworkSource, SourceEvent, parse_stream_title
+from streamer.network import NetworkSource, SourceEvent, parse_stream_title, station_list_urls
 from tagstream.errors import UnavailableError, UsageError
 
 # ---------------------------------------------------------------------------
@@ -663,7 +663,7 @@ class _TlsFolderServer(http.server.ThreadingHTTPServer):
     """Serves ``folder`` over https with ``context`` (a web server with a static file)."""
 
     def __init__(self, folder: Path, context: ssl.SSLContext) -> None:
-        handler = functools.partial(_QuietFileHandler, directory=str(folder))
+        handler = functools.partial(_QuietHandler, directory=str(folder))
         super().__init__(("127.0.0.1", 0), handler)
         self.socket = context.wrap_socket(self.socket, server_side=True)
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -676,11 +676,6 @@ class _TlsFolderServer(http.server.ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
         self.thread.join(timeout=10)
-
-
-class _QuietFileHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @needs_ffmpeg
@@ -753,6 +748,52 @@ def test_a_server_that_answers_without_audio_is_a_failed_attempt_not_a_drop() ->
 # ---------------------------------------------------------------------------
 # Parsing and argument checks
 # ---------------------------------------------------------------------------
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("kind", ["pls", "m3u"])
+def test_a_station_playlist_is_followed_to_its_first_stream(
+    kind: str, synth_wav: Path, http_folder: tuple[Path, str]
+) -> None:
+    folder, base = http_folder
+    ffmpeg_encode(synth_wav, "-t", "3", "-c:a", "libmp3lame", "-b:a", "128k", str(folder / "a.mp3"))
+    listing = {
+        "pls": f"[playlist]\nNumberOfEntries=2\nFile2={base}/b.mp3\nFile1={base}/a.mp3\n"
+        "Title1=Test FM\nVersion=2\n",
+        "m3u": f"#EXTM3U\n#EXTINF:-1,Test FM\n{base}/a.mp3\n{base}/b.mp3\n",
+    }[kind]
+    (folder / f"station.{kind}").write_text(listing)
+    source = NetworkSource(f"{base}/station.{kind}", fast=True)
+    try:
+        assert source.url == f"{base}/a.mp3"
+        blocks = list(source.blocks(threading.Event()))
+    finally:
+        source.close()
+    assert sum(b.samples.size for b in blocks) / 16000 == pytest.approx(3.0, abs=0.15)
+
+
+def test_a_station_playlist_without_a_stream_is_a_usage_error(
+    http_folder: tuple[Path, str],
+) -> None:
+    folder, base = http_folder
+    (folder / "empty.pls").write_text("[playlist]\nNumberOfEntries=0\n")
+    with pytest.raises(UsageError, match=r"names no http\(s\) stream; give the stream's URL"):
+        NetworkSource(f"{base}/empty.pls")
+
+
+@pytest.mark.parametrize(
+    ("text", "urls"),
+    [
+        ("[playlist]\nFile1=http://a/1\nFile10=http://a/10\nFile2=https://a/2\n",
+         ["http://a/1", "https://a/2", "http://a/10"]),
+        ("[Playlist]\r\nfile1 = http://a/x\r\n", ["http://a/x"]),
+        ("#EXTM3U\n#EXTINF:-1,FM\nhttp://a/live\n\nnot a url\nftp://a/x\n", ["http://a/live"]),
+        ("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nhttp://a/seg1.ts\n", []),
+        ("", []),
+    ],
+)  # fmt: skip
+def test_station_list_urls(text: str, urls: list[str]) -> None:
+    assert station_list_urls(text) == urls
 
 
 @pytest.mark.parametrize(
