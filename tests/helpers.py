@@ -307,6 +307,51 @@ class StreamerSink:
 # -- processes ----------------------------------------------------------------------------------
 
 
+class SourceReader:
+    """Iterates a network source's blocks in a thread, keeping blocks and events for a test."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.blocks: list[Any] = []
+        self.events: list[Any] = []
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        source.on_event = self.events.append
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for block in self.source.blocks(self.stop):
+                self.blocks.append(block)
+        except BaseException as exc:
+            self.error = exc
+
+    def done(self) -> bool:
+        """Whether ``blocks()`` has returned (the source ended, failed or was stopped)."""
+        return not self._thread.is_alive()
+
+    def kinds(self) -> list[str]:
+        return [event.kind for event in self.events]
+
+    def seen(self) -> str:
+        """What was read so far, for a failed wait's message."""
+        titles = [(round(e.at_s, 2), e.title) for e in self.events if e.kind == "now_playing"]
+        return (
+            f"{len(self.blocks)} blocks, events {self.kinds()}, titles {titles}, "
+            f"status {self.source.status_fields()}, error {self.error!r}"
+        )
+
+    def close(self) -> None:
+        """Stop, and fail the test if ``blocks()`` did not return or raised."""
+        self.stop.set()
+        self._thread.join(timeout=10)
+        assert not self._thread.is_alive(), "blocks() did not return within 10 s of stop"
+        self.source.close()
+        if self.error is not None:
+            raise self.error
+
+
 def free_port() -> int:
     """A tcp port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from helpers import wait_until
+from helpers import SourceReader, wait_until
 from icecast import FFMPEG, SYNTH_RATE, needs_ffmpeg
 
 from streamer.core import Block
@@ -394,42 +394,6 @@ def assert_titles_follow_the_audio(
     return sum(not replayed[0] <= change_s <= replayed[1] for change_s, _ in changes)
 
 
-class Reader:
-    """Iterates a source's blocks in a thread, keeping blocks and events."""
-
-    def __init__(self, source: NetworkSource) -> None:
-        self.source = source
-        self.blocks: list[Block] = []
-        self.events: list[SourceEvent] = []
-        self.error: BaseException | None = None
-        self.stop = threading.Event()
-        source.on_event = self.events.append
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for block in self.source.blocks(self.stop):
-                self.blocks.append(block)
-        except BaseException as exc:
-            self.error = exc
-
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
-    def seen(self) -> str:
-        titles = [(round(e.at_s, 2), e.title) for e in self.events if e.kind == "now_playing"]
-        return f"{len(self.blocks)} blocks, titles {titles}, status {self.source.status_fields()}"
-
-    def close(self) -> None:
-        self.stop.set()
-        self._thread.join(timeout=10)
-        assert not self._thread.is_alive(), "blocks() did not return within 10 s of stop"
-        self.source.close()
-        if self.error is not None:
-            raise self.error
-
-
 @pytest.fixture
 def station_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "www"
@@ -596,7 +560,7 @@ def test_vod_hls_titles_keep_their_positions_across_a_reconnect(station_folder: 
         stall_timeout_s=6.0,  # generous: only the stalled request may count as a stall
         backoff_initial_s=0.1,
     )
-    reader = Reader(source)
+    reader = SourceReader(source)
     try:
         wait_until(reader.done, timeout_s=120, what=reader.seen)
     finally:
@@ -631,7 +595,7 @@ def test_live_hls_titles_arrive_at_their_audio_positions(station_folder: Path) -
         )
         source = NetworkSource(station.url("live.m3u8"), stall_timeout_s=20, block_seconds=BLOCK_S)
         assert source.live
-        reader = Reader(source)
+        reader = SourceReader(source)
         try:
             # Three changes after the one the source joined in.
             wait_until(
@@ -819,7 +783,7 @@ def test_packed_audio_hls_titles_keep_their_positions_across_a_reconnect(
         stall_timeout_s=6.0,  # generous: only the stalled request may count as a stall
         backoff_initial_s=0.1,
     )
-    reader = Reader(source)
+    reader = SourceReader(source)
     try:
         wait_until(reader.done, timeout_s=120, what=reader.seen)
     finally:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 from pathlib import Path
@@ -314,16 +315,18 @@ def _join_with_probes(sub: zmq.Socket[Any], push: zmq.Socket[Any]) -> int:
     raise AssertionError("the SUB socket never received a probe update")
 
 
+def latency_sample(worker: Any, name: str) -> float:
+    """``tagstream_worker_latency_seconds_<name>`` (``count``, ``sum``) read live."""
+    value = worker.metrics.registry.get_sample_value(f"tagstream_worker_latency_seconds_{name}")
+    return value or 0.0
+
+
 def test_a_sender_clock_ahead_is_reported_and_latency_is_never_negative(
     run_worker: Any, rng: np.random.Generator
 ) -> None:
     harness = run_worker(hop_seconds=1.0)
     worker = harness.worker
-    registry = worker.metrics.registry
-
-    def latency(name: str) -> float:
-        return registry.get_sample_value(f"tagstream_worker_latency_seconds_{name}") or 0.0
-
+    latency = functools.partial(latency_sample, worker)
     count, total = latency("count"), latency("sum")
     ahead_s = 100.0  # the sender's clock runs 100 s ahead of the worker's
     blocks = frames_of(music(rng, 6.0), stream="skewed:1", start_time=time.time() + ahead_s)
@@ -347,11 +350,7 @@ def test_a_sender_clock_far_behind_is_reported_not_taken_as_latency(
 ) -> None:
     harness = run_worker(hop_seconds=1.0)
     worker = harness.worker
-    registry = worker.metrics.registry
-
-    def latency(name: str) -> float:
-        return registry.get_sample_value(f"tagstream_worker_latency_seconds_{name}") or 0.0
-
+    latency = functools.partial(latency_sample, worker)
     count, total = latency("count"), latency("sum")
     earlier = worker.stats().clock_behind  # the harness's probes (capture time 1000) count too
     behind_s = 3600.0  # the sender's clock runs an hour behind the worker's

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
-from helpers import StreamerSink, free_port, wait_until
+from helpers import SourceReader, StreamerSink, free_port, wait_until
 from icecast import (
     FFMPEG,
     SYNTH_RATE,
@@ -78,47 +78,6 @@ def icecast() -> Iterator[Icecast]:
         server.close()
 
 
-class Reader:
-    """Iterates a source's blocks in a thread, keeping blocks and events for the test."""
-
-    def __init__(self, source: NetworkSource) -> None:
-        self.source = source
-        self.blocks: list[Block] = []
-        self.events: list[SourceEvent] = []
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-        self.stop = threading.Event()
-        source.on_event = self.events.append
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for block in self.source.blocks(self.stop):
-                self.blocks.append(block)
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.done.set()
-
-    def kinds(self) -> list[str]:
-        return [event.kind for event in self.events]
-
-    def seen(self) -> str:
-        return (
-            f"{len(self.blocks)} blocks, events {self.events}, "
-            f"status {self.source.status_fields()}, error {self.error!r}"
-        )
-
-    def close(self) -> None:
-        self.stop.set()
-        self._thread.join(timeout=10)
-        assert not self._thread.is_alive(), "blocks() did not return within 10 s of stop"
-        self.source.close()
-        if self.error is not None:
-            raise self.error
-
-
 @needs_icecast
 def test_icecast_stream_is_decoded_and_titles_arrive_with_their_position(
     icecast: Icecast, synth_wav: Path
@@ -126,7 +85,7 @@ def test_icecast_stream_is_decoded_and_titles_arrive_with_their_position(
     icecast.start_source(synth_wav)
     source = NetworkSource(icecast.url, block_seconds=0.1, stall_timeout_s=20)
     assert source.live, "an Icecast mount is live"
-    reader = Reader(source)
+    reader = SourceReader(source)
     try:
         wait_until(lambda: len(reader.blocks) >= 20, timeout_s=60, what=reader.seen)
         icecast.set_title("Alice Band - First Song")
@@ -160,7 +119,7 @@ def test_source_killed_and_restarted_is_a_counted_gap_then_audio_resumes(
 ) -> None:
     icecast.start_source(synth_wav)
     source = NetworkSource(icecast.url, block_seconds=0.1, backoff_initial_s=0.2, backoff_max_s=1.0)
-    reader = Reader(source)
+    reader = SourceReader(source)
     try:
         wait_until(lambda: len(reader.blocks) >= 30, timeout_s=60, what=reader.seen)
         icecast.kill_source()
@@ -269,7 +228,7 @@ def test_icecast_codecs_are_decoded(
     )
     source = NetworkSource(f"http://127.0.0.1:{icecast.port}{mount}", stall_timeout_s=20)
     assert source.live
-    reader = Reader(source)
+    reader = SourceReader(source)
     try:
         wait_until(lambda: len(reader.blocks) >= 40, timeout_s=60, what=reader.seen)
     finally:
@@ -360,7 +319,7 @@ def test_live_hls_is_followed(synth_wav: Path, http_folder: tuple[Path, str]) ->
         )
         source = NetworkSource(f"{base}/live.m3u8", stall_timeout_s=20)
         assert source.live, "a playlist without #EXT-X-ENDLIST is live"
-        reader = Reader(source)
+        reader = SourceReader(source)
         try:
             # More than the playlist held at the start: new segments were fetched as they came.
             wait_until(lambda: len(reader.blocks) >= 80, timeout_s=60, what=reader.seen)
@@ -605,7 +564,7 @@ def test_icy_titles_are_placed_at_their_byte_position(mp3_bytes: bytes) -> None:
     # of 128 kbit/s audio = 5.12 s.
     server = IcyServer(icy_body(mp3_bytes, {0: "One", 9: "Two"}), hold_open=True)
     source = NetworkSource(server.url, live=True, stall_timeout_s=30)
-    reader = Reader(source)
+    reader = SourceReader(source)
     try:
         wait_until(lambda: source.title == "Two", timeout_s=60, what=reader.seen)
     finally:
@@ -649,7 +608,7 @@ def test_an_https_station_is_read_once_its_certificate_is_trusted(
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))
         source = NetworkSource(server.url, connect_timeout_s=10, stall_timeout_s=30)
         assert source.live, "an ICY answer is a live station"
-        reader = Reader(source)
+        reader = SourceReader(source)
         try:
             wait_until(lambda: source.title == "Two", timeout_s=60, what=reader.seen)
         finally:
@@ -713,7 +672,7 @@ def test_a_stalled_stream_is_dropped_and_reconnected(mp3_bytes: bytes) -> None:
     source = NetworkSource(
         server.url, live=True, stall_timeout_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.2
     )
-    reader = Reader(source)
+    reader = SourceReader(source)
     try:
         wait_until(lambda: source.stalls >= 2, timeout_s=60, what=reader.seen)
     finally:
