@@ -60,6 +60,9 @@ def worker(tagger: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
             "inference.hop_seconds": 3.0,
             # The victim sends between chunks of hostile input: never evicted as idle here.
             "inference.idle_timeout_seconds": 3600.0,
+            # Nor shed: how far behind a loaded machine falls must not decide what the
+            # victim gets (shedding is tests/test_overload.py's; the long run reports it).
+            "inference.max_window_age_seconds": 0,
         }
     )
     with Worker(config, tagger=tagger) as running:
