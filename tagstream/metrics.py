@@ -37,6 +37,7 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -318,7 +319,8 @@ class StreamMetrics(Collector):
     def collect(self) -> Iterator[Any]:
         with self._lock:
             table = sorted((stream, s.copy()) for stream, s in self._streams.items())
-            ended = sorted(self._ended.items())
+            oldest = time.time() - ENDED_KEEP_S
+            ended = sorted((stream, at) for stream, at in self._ended.items() if at >= oldest)
         last = GaugeMetricFamily(
             "tagstream_stream_last_update_timestamp_seconds",
             "Unix time of the stream's last published tag update",
