@@ -167,8 +167,6 @@ _INPUT_CONTEXTS: Final = frozenset(
 _UNSIZED_END_RE: Final = re.compile(
     rb"Stream ends prematurely at \d+, should be 18446744073709551615"
 )
-#: The second output of an HLS decoder: its first audio stream and the first variant's data
-#: streams (timed ID3) copied with their timestamps as MPEG-TS, for :class:`TimedId3Reader`.
 #: Packed-audio HLS segments (RFC 8216 section 3.4: ADTS AAC, MP3, AC-3, E-AC-3), each with an
 #: ID3 tag in front; FFmpeg logs the segments it opens, and drops a tag that differs from the first.
 _PACKED_AUDIO_EXTENSIONS: Final = (".aac", ".mp3", ".ac3", ".ec3")
@@ -178,6 +176,8 @@ _DRAIN_TITLES_S: Final = 2.0
 #: Bytes of a packed segment asked for first (a title tag is far smaller); at most this much more.
 _ID3_HEAD_BYTES: Final = 4096
 _MAX_ID3_BYTES: Final = 256 * 1024
+#: The second output of an HLS decoder: its first audio stream and the first variant's data
+#: streams (timed ID3) copied with their timestamps as MPEG-TS, for :class:`TimedId3Reader`.
 _TIMED_ID3_OUTPUT: Final = (
     *("-map", "0:a:0", "-map", "0:p:0:d?", "-c", "copy"),
     *("-f", "mpegts", "-flush_packets", "1"),
