@@ -761,6 +761,12 @@ def _str_field(header: Mapping[str, Any], name: str) -> str:
     return value
 
 
+def _expect_frame_list(frames: object) -> None:
+    """A message is a sequence of frames; one bytes-like object is not."""
+    if isinstance(frames, bytes | bytearray | memoryview) or not isinstance(frames, Sequence):
+        raise ProtocolError("expected a list of frames", reason="frames")
+
+
 def _expect_frames(frames: Sequence[FrameLike], count: int, kind: str) -> None:
     if len(frames) != count:
         raise ProtocolError(
@@ -787,8 +793,7 @@ def decode_input(frames: Sequence[FrameLike]) -> InputMessage:
     ProtocolError
         For anything malformed; ``reason`` says what.
     """
-    if isinstance(frames, bytes | bytearray | memoryview) or not isinstance(frames, Sequence):
-        raise ProtocolError("expected a list of frames", reason="frames")
+    _expect_frame_list(frames)
     if not 1 <= len(frames) <= 2:
         raise ProtocolError(
             f"an input message has 1 or 2 frames, got {len(frames)}", reason="frames"
@@ -846,8 +851,7 @@ def decode_ack(frames: Sequence[FrameLike]) -> Ack:
     ProtocolError
         For anything malformed; ``reason`` says what.
     """
-    if isinstance(frames, bytes | bytearray | memoryview) or not isinstance(frames, Sequence):
-        raise ProtocolError("expected a list of frames", reason="frames")
+    _expect_frame_list(frames)
     _expect_frames(frames, 1, KIND_ACK)
     header = _unpack_header(frames[0])
     if header["kind"] != KIND_ACK:
@@ -888,8 +892,7 @@ def decode_update(frames: Sequence[FrameLike]) -> TagUpdate:
     ProtocolError
         For anything malformed; ``reason`` says what.
     """
-    if isinstance(frames, bytes | bytearray | memoryview) or not isinstance(frames, Sequence):
-        raise ProtocolError("expected a list of frames", reason="frames")
+    _expect_frame_list(frames)
     if len(frames) != 4:
         raise ProtocolError(f"a tag update has 4 frames, got {len(frames)}", reason="frames")
     header = _unpack_header(frames[1])
@@ -1102,8 +1105,7 @@ def decode_published(frames: Sequence[FrameLike]) -> PublishedMessage:
     ProtocolError
         For anything malformed; ``reason`` says what.
     """
-    if isinstance(frames, bytes | bytearray | memoryview) or not isinstance(frames, Sequence):
-        raise ProtocolError("expected a list of frames", reason="frames")
+    _expect_frame_list(frames)
     if len(frames) != 2:
         return decode_update(frames)
     header = _unpack_header(frames[1])
