@@ -231,7 +231,45 @@ def with_timed_id3(segment: bytes, tags: list[tuple[int, bytes]]) -> bytes:
 # ---------------------------------------------------------------------------
 
 
-class Station(http.server.ThreadingHTTPServer):
+class _FolderServer(http.server.ThreadingHTTPServer):
+    """Serves ``folder`` on a free loopback port in a thread; ``release`` frees stalled requests."""
+
+    daemon_threads = True
+
+    def __init__(self, folder: Path, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.folder = folder
+        self.release = threading.Event()
+        super().__init__(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
+
+    def close(self) -> None:
+        self.release.set()
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=10)
+
+
+class _FolderHandler(http.server.BaseHTTPRequestHandler):
+    server: _FolderServer
+
+    def requested_file(self) -> tuple[str, Path] | None:
+        """The file asked for, by name (no subfolders); answers 404 and None if there is none."""
+        name = urllib.parse.urlsplit(self.path).path.lstrip("/")
+        path = self.server.folder / name
+        if "/" in name or not path.is_file():
+            self.send_error(404)
+            return None
+        return name, path
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class Station(_FolderServer):
     """Serves ``folder``; each ``.ts`` goes out with the titles of its span as timed ID3.
 
     ``origin_pts`` is the PTS of the first audio packet of the first segment (the
@@ -240,23 +278,14 @@ class Station(http.server.ThreadingHTTPServer):
     audio PES.  ``stall`` names a segment whose first request is never answered.
     """
 
-    daemon_threads = True
-
     def __init__(self, folder: Path, first_segment: str, *, stall: str = "") -> None:
-        self.folder = folder
         self.first_segment = first_segment
         self.stall = stall
         self.stalled = 0
-        self.release = threading.Event()
         self.origin_pts: int | None = None
         self.served: dict[str, int] = {}
         self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _StationHandler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
+        super().__init__(folder, _StationHandler)
 
     def pts_of(self, t_s: float) -> int:
         assert self.origin_pts is not None
@@ -281,22 +310,15 @@ class Station(http.server.ThreadingHTTPServer):
             change_s += SONG_S
         return with_timed_id3(data, tags)
 
-    def close(self) -> None:
-        self.release.set()
-        self.shutdown()
-        self.server_close()
-        self.thread.join(timeout=10)
 
-
-class _StationHandler(http.server.BaseHTTPRequestHandler):
+class _StationHandler(_FolderHandler):
     server: Station
 
     def do_GET(self) -> None:
-        name = urllib.parse.urlsplit(self.path).path.lstrip("/")
-        path = self.server.folder / name
-        if "/" in name or not path.is_file():
-            self.send_error(404)
+        requested = self.requested_file()
+        if requested is None:
             return
+        name, path = requested
         if name == self.server.stall and not self.server.stalled:
             self.server.stalled += 1
             self.server.release.wait(120)  # never answered while the test runs
@@ -311,9 +333,6 @@ class _StationHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def hls_command(wav: Path, folder: Path, *args: str) -> list[str]:
@@ -631,7 +650,7 @@ def adts_frames(data: bytes) -> list[bytes]:
     return frames
 
 
-class RangeFolder(http.server.ThreadingHTTPServer):
+class RangeFolder(_FolderServer):
     """Serves a folder and honours ``Range: bytes=A-B`` (206); keeps each request's range.
 
     A request for a closed range (a tag's head, not FFmpeg's ``bytes=0-``) is answered
@@ -639,37 +658,21 @@ class RangeFolder(http.server.ThreadingHTTPServer):
     FFmpeg's first request for the file named ``stall`` is never answered.
     """
 
-    daemon_threads = True
-
     def __init__(self, folder: Path, *, head_delay_s: float = 0.0, stall: str = "") -> None:
-        self.folder = folder
         self.head_delay_s = head_delay_s
         self.stall = stall
-        self.release = threading.Event()
         self.ranges: list[tuple[str, str]] = []
-        super().__init__(("127.0.0.1", 0), _RangeHandler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
-
-    def close(self) -> None:
-        self.release.set()
-        self.shutdown()
-        self.server_close()
-        self.thread.join(timeout=10)
+        super().__init__(folder, _RangeHandler)
 
 
-class _RangeHandler(http.server.BaseHTTPRequestHandler):
+class _RangeHandler(_FolderHandler):
     server: RangeFolder
 
     def do_GET(self) -> None:
-        name = urllib.parse.urlsplit(self.path).path.lstrip("/")
-        path = self.server.folder / name
-        if "/" in name or not path.is_file():
-            self.send_error(404)
+        requested = self.requested_file()
+        if requested is None:
             return
+        name, path = requested
         body = path.read_bytes()
         asked = self.headers.get("Range", "")
         self.server.ranges.append((name, asked))
@@ -692,9 +695,6 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 FRAMES_PER_PART = 86
