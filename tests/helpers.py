@@ -307,6 +307,17 @@ class StreamerSink:
 # -- processes ----------------------------------------------------------------------------------
 
 
+def read_to_end(source: Any) -> tuple[list[Any], list[Any]]:
+    """All of a network source's blocks and events, read in this thread; the source is closed."""
+    events: list[Any] = []
+    source.on_event = events.append
+    try:
+        blocks = list(source.blocks(threading.Event()))
+    finally:
+        source.close()
+    return blocks, events
+
+
 class SourceReader:
     """Iterates a network source's blocks in a thread, keeping blocks and events for a test."""
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from helpers import SourceReader, wait_until
+from helpers import SourceReader, read_to_end, wait_until
 from icecast import FFMPEG, SYNTH_RATE, needs_ffmpeg
 
 from streamer.core import Block
@@ -516,12 +516,7 @@ def test_vod_hls_titles_arrive_at_their_audio_positions(station_folder: Path) ->
         assert set(probe.stdout.split()) == {"aac,audio", "timed_id3,data"}, probe
         source = NetworkSource(station.url("index.m3u8"), fast=True, block_seconds=BLOCK_S)
         assert not source.live
-        events: list[SourceEvent] = []
-        source.on_event = events.append
-        try:
-            blocks = list(source.blocks(threading.Event()))
-        finally:
-            source.close()
+        blocks, events = read_to_end(source)
     finally:
         station.close()
     titles = [(round(e.at_s, 2), e.title) for e in events if e.kind == "now_playing"]
@@ -550,12 +545,9 @@ def test_master_playlist_titles_come_from_the_variant_decoded(station_folder: Pa
     station = Station(station_folder, "seg000.ts")
     source = NetworkSource(station.url("master.m3u8"), fast=True, block_seconds=BLOCK_S)
     assert not source.live, "a master playlist whose first variant ends is VOD"
-    events: list[SourceEvent] = []
-    source.on_event = events.append
     try:
-        blocks = list(source.blocks(threading.Event()))
+        blocks, events = read_to_end(source)
     finally:
-        source.close()
         station.close()
     titles = [e.title for e in events if e.kind == "now_playing"]
     assert titles == [title_of(song) for song in range(5)]
@@ -748,12 +740,9 @@ def test_packed_audio_hls_titles_come_from_each_segments_tag(station_folder: Pat
     make_packed(station_folder, [number // 2 for number in range(segments)])
     server = RangeFolder(station_folder, head_delay_s=0.1)
     source = NetworkSource(server.url("index.m3u8"), fast=True, block_seconds=BLOCK_S)
-    events: list[SourceEvent] = []
-    source.on_event = events.append
     try:
-        blocks = list(source.blocks(threading.Event()))
+        blocks, events = read_to_end(source)
     finally:
-        source.close()
         server.close()
     titles = [(round(e.at_s, 3), e.title) for e in events if e.kind == "now_playing"]
     assert [title for _, title in titles] == [title_of(song) for song in range(3)]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
-from helpers import SourceReader, StreamerSink, free_port, wait_until
+from helpers import SourceReader, StreamerSink, free_port, read_to_end, wait_until
 from icecast import (
     FFMPEG,
     SYNTH_RATE,
@@ -392,12 +392,9 @@ def test_static_stream_cut_short_resumes_where_it_stopped(synth_wav: Path, tmp_p
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/a.mp3"
     source = NetworkSource(url, live=False, fast=True, backoff_initial_s=0.1)
-    events: list[SourceEvent] = []
-    source.on_event = events.append
     try:
-        blocks = list(source.blocks(threading.Event()))
+        blocks, events = read_to_end(source)
     finally:
-        source.close()
         server.shutdown()
         server.server_close()
     status = source.status_fields()
@@ -442,12 +439,9 @@ def test_static_file_without_a_length_is_read_to_its_end(synth_wav: Path, tmp_pa
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/a.mp3"
     source = NetworkSource(url, live=False, fast=True, max_attempts=1)
-    events: list[SourceEvent] = []
-    source.on_event = events.append
     try:
-        blocks = list(source.blocks(threading.Event()))
+        blocks, events = read_to_end(source)
     finally:
-        source.close()
         server.shutdown()
         server.server_close()
     assert events == []
