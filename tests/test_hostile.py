@@ -321,6 +321,23 @@ def latency_sample(worker: Any, name: str) -> float:
     return value or 0.0
 
 
+#: Windows of :func:`send_skewed`'s 6 s at a 1 s hop.
+SKEWED_WINDOWS = int((6.0 - 3.0) // 1.0) + 1
+
+
+def send_skewed(harness: Any, rng: np.random.Generator, stream: str, skew_s: float) -> int:
+    """6 s of music from a sender whose clock is ``skew_s`` off; wait for its updates.
+
+    Returns the number of blocks sent.
+    """
+    blocks = frames_of(music(rng, 6.0), stream=stream, start_time=time.time() + skew_s)
+    for block in blocks:
+        harness.send(encode_audio(block))
+    harness.send(encode_end(EndOfStream(stream=stream, seq=len(blocks))))
+    assert len(harness.receive(count=SKEWED_WINDOWS, stream=stream)) == SKEWED_WINDOWS
+    return len(blocks)
+
+
 def test_a_sender_clock_ahead_is_reported_and_latency_is_never_negative(
     run_worker: Any, rng: np.random.Generator
 ) -> None:
@@ -328,19 +345,14 @@ def test_a_sender_clock_ahead_is_reported_and_latency_is_never_negative(
     worker = harness.worker
     latency = functools.partial(latency_sample, worker)
     count, total = latency("count"), latency("sum")
-    ahead_s = 100.0  # the sender's clock runs 100 s ahead of the worker's
-    blocks = frames_of(music(rng, 6.0), stream="skewed:1", start_time=time.time() + ahead_s)
-    for block in blocks:
-        harness.send(encode_audio(block))
-    harness.send(encode_end(EndOfStream(stream="skewed:1", seq=len(blocks))))
-    expected = int((6.0 - 3.0) // 1.0) + 1
-    assert len(harness.receive(count=expected, stream="skewed:1")) == expected
+    sent = send_skewed(harness, rng, "skewed:1", +100.0)  # a clock 100 s ahead
+    expected = SKEWED_WINDOWS
     # Wait on what is asserted: stats() is a snapshot the loop refreshes, so it can lag
     # the histogram (read live) by an iteration.
     stats = worker.wait_for(
-        lambda s: s.clock_ahead >= len(blocks) and latency("count") >= count + expected
+        lambda s: s.clock_ahead >= sent and latency("count") >= count + expected
     )
-    assert stats.clock_ahead == len(blocks)
+    assert stats.clock_ahead == sent
     assert latency("count") - count == expected
     assert latency("sum") - total >= 0.0
 
@@ -354,16 +366,12 @@ def test_a_sender_clock_far_behind_is_reported_not_taken_as_latency(
     count, total = latency("count"), latency("sum")
     earlier = worker.stats().clock_behind  # the harness's probes (capture time 1000) count too
     behind_s = 3600.0  # the sender's clock runs an hour behind the worker's
-    blocks = frames_of(music(rng, 6.0), stream="skewed:2", start_time=time.time() - behind_s)
-    for block in blocks:
-        harness.send(encode_audio(block))
-    harness.send(encode_end(EndOfStream(stream="skewed:2", seq=len(blocks))))
-    expected = int((6.0 - 3.0) // 1.0) + 1
-    assert len(harness.receive(count=expected, stream="skewed:2")) == expected
+    sent = send_skewed(harness, rng, "skewed:2", -behind_s)
+    expected = SKEWED_WINDOWS
     stats = worker.wait_for(
-        lambda s: s.clock_behind >= earlier + len(blocks) and latency("count") >= count + expected
+        lambda s: s.clock_behind >= earlier + sent and latency("count") >= count + expected
     )
-    assert stats.clock_behind - earlier == len(blocks) and stats.clock_ahead == 0
+    assert stats.clock_behind - earlier == sent and stats.clock_ahead == 0
     assert latency("count") - count == expected
     # Without the skew taken off, each of the 4 windows would count about an hour.
     assert 0.0 <= latency("sum") - total < behind_s / 10
