@@ -933,11 +933,12 @@ class Worker:
             self._publish_batch(due, probabilities, model_seconds=model_seconds, content=content)
 
     def _shed_stale(self) -> None:
-        """Shed the windows of live streams received more than ``max_window_age_seconds`` ago.
+        """Shed the windows of live streams older than ``max_window_age_seconds``.
 
-        A window's age is the worker's own: now minus when it received the window's last
-        sample.  Streams that are not live (``live: false``, flow-controlled files) and
-        audio ahead of the worker's clock are never shed (:meth:`StreamState.shed_stale`).
+        A window's time is when the worker received its last sample, or earlier when that
+        sample waited on the way: its capture time plus the stream's quickest transit
+        (:meth:`StreamState.shed_stale`).  Streams that are not live (``live: false``,
+        flow-controlled files) and audio ahead of the worker's clock are never shed.
         """
         bound = self.config.inference.max_window_age_seconds
         if bound <= 0:
