@@ -156,6 +156,7 @@ class ReportConfig:
 
     min_segment_seconds: float = setting(10.0, min=0, max=3600)
     family_hysteresis: float = setting(0.1, min=0, max=0.99)
+    title_item_seconds: float = setting(900.0, min=0, max=86400)
 
 
 @dataclasses.dataclass(frozen=True)

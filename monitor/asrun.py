@@ -27,7 +27,9 @@ How a row is found
    exactly where the worker's ``silence_start``/``silence_end`` events say
    (``silence_since_s``, ``at_s``) when the silence lasted long enough for them.
 2. In each stretch the windows' content (speech or music) is cut into runs; a
-   run shorter than ``min_segment_seconds`` is merged into its longer neighbour.
+   run shorter than ``min_segment_seconds`` is merged into its longer neighbour,
+   unless the audio stops next to it (the recording's start or end, an outage:
+   no window reaches across, so its windows undercount its audio).
 3. In each music run the family follows the windows' family scores with
    **hysteresis**: it changes only when another family's score exceeds the
    current family's by more than ``family_hysteresis``; runs shorter than
@@ -56,7 +58,10 @@ How a row is found
    effect at its middle (a speech row's: one that began during it), and a
    music row is split where the title changes when the change lies at least
    ``min_segment_seconds`` from both of its ends (two songs of one family back
-   to back).
+   to back); a title announced again is no change.  A title in effect for at
+   most ``title_item_seconds`` names one track: the music rows next to each
+   other under it join into one, with the family that scores highest over all
+   of it (a song whose bridge sounds like another family is one row).
 
 Times
 -----
@@ -168,14 +173,23 @@ class AsRunSettings:
     family_hysteresis : float in [0, 1)
         A music row changes family only when another family's score exceeds
         the current one's by more than this.
+    title_item_seconds : float >= 0
+        A ``now_playing`` title in effect for at most this long names one item
+        (a track): music rows next to each other under it join into one row,
+        labelled with the family that scores highest over all of it.  A title
+        that stays longer (a station or show name) joins nothing; 0 turns the
+        rule off.
     """
 
     min_segment_seconds: float = 10.0
     family_hysteresis: float = 0.1
+    title_item_seconds: float = 900.0
 
     def __post_init__(self) -> None:
         if not self.min_segment_seconds >= 0.0:
             raise ValueError(f"min_segment_seconds={self.min_segment_seconds} must be >= 0")
+        if not self.title_item_seconds >= 0.0:
+            raise ValueError(f"title_item_seconds={self.title_item_seconds} must be >= 0")
         if not 0.0 <= self.family_hysteresis < 1.0:
             raise ValueError(f"family_hysteresis={self.family_hysteresis} must be in [0, 1)")
 
@@ -449,11 +463,21 @@ def _runs(labels: Sequence[str], offset: int = 0) -> list[_Run]:
     return runs
 
 
-def _merge_short(runs: list[_Run], min_windows: int) -> list[_Run]:
-    """Merge runs shorter than ``min_windows`` into their longer neighbour, shortest first."""
+def _merge_short(
+    runs: list[_Run], min_windows: int, *, keep_first: bool = False, keep_last: bool = False
+) -> list[_Run]:
+    """Merge runs shorter than ``min_windows`` into their longer neighbour, shortest first.
+
+    ``keep_first``/``keep_last``: the first/last run is kept whatever its length (it
+    touches the start or end of the recording, which may have cut it short).
+    """
     runs = [dataclasses.replace(r) for r in runs]
     while len(runs) > 1:
         lengths = [r.last - r.first + 1 for r in runs]
+        if keep_first:
+            lengths[0] = max(lengths[0], min_windows)
+        if keep_last:
+            lengths[-1] = max(lengths[-1], min_windows)
         i = int(np.argmin(lengths))
         if lengths[i] >= min_windows:
             break
@@ -654,13 +678,21 @@ def _stretch_runs(
     settings: AsRunSettings,
     min_windows: int,
     guard: int,
+    *,
+    cut_before: bool,
+    cut_after: bool,
 ) -> list[tuple[str, str, int, int, float | None]]:
     """Cut windows ``first .. last`` (no silence among them) into runs.
 
     Each is (kind, family, first window, last window, audio time it starts or None).
+    ``cut_before``/``cut_after``: the audio stops there (the recording's start or end,
+    an outage), so no window reaches across and the run there has fewer windows than
+    its audio: its length says nothing, and it stays its own row (talk cut by an outage).
     """
     kinds = ["speech" if c == "speech" else "music" for c in windows.content[first : last + 1]]
-    content_runs = _merge_short(_runs(kinds, first), min_windows)
+    content_runs = _merge_short(
+        _runs(kinds, first), min_windows, keep_first=cut_before, keep_last=cut_after
+    )
     if len(content_runs) > 1:
         speech_vs_music = _speech_vs_music(windows)
         window_s = float(np.median(windows.end_s - windows.start_s))
@@ -782,11 +814,20 @@ def segment_stream(
     pieces: list[tuple[str, str, float, float, int, int]] = []
     cursor_window = 0
     cursor_s = float(windows.start_s[0])
+    after_cut = True  # the recording's start
     for kind, start, end, first, last in [*cuts, ("end", np.inf, np.inf, n, n - 1)]:
         stretch_last = first - 1 if kind != "outage" else last
         if stretch_last >= cursor_window:
             runs = _stretch_runs(
-                windows, cursor_window, stretch_last, names, settings, min_windows, guard
+                windows,
+                cursor_window,
+                stretch_last,
+                names,
+                settings,
+                min_windows,
+                guard,
+                cut_before=after_cut,
+                cut_after=kind in ("outage", "end"),
             )
             edge_end = float(windows.end_s[stretch_last]) if kind == "end" else start
             centres = windows.centres
@@ -804,6 +845,7 @@ def segment_stream(
         pieces.append((kind, "", start, end, first, last))
         cursor_window = max(cursor_window, last + 1)
         cursor_s = end
+        after_cut = kind == "outage"
 
     # Neighbours meet: an outage keeps its own edges, other pieces give way.
     for j in range(1, len(pieces)):
@@ -815,8 +857,11 @@ def segment_stream(
                 pieces[j] = (*piece[:2], before[3], max(before[3], piece[3]), *piece[4:])
 
     # 3. Titles and wall-clock times.
-    titles = [(e.at_s, str(e.fields.get("title", ""))) for e in events if e.event == "now_playing"]
+    titles = _title_changes(
+        [(e.at_s, str(e.fields.get("title", ""))) for e in events if e.event == "now_playing"]
+    )
     pieces = _split_at_titles(pieces, titles, settings.min_segment_seconds)
+    pieces = _join_under_titles(pieces, titles, settings.title_item_seconds, windows, names)
     entries = []
     for kind, family, start, end, a, b in pieces:
         start_time = windows.wall_time(start)
@@ -883,6 +928,77 @@ def _split_at_titles(
                 out.append((kind, family, start, when, a, cut - 1))
                 start, a = when, cut
         out.append((kind, family, start, end, a, b))
+    return out
+
+
+def _title_changes(titles: Sequence[tuple[float, str]]) -> list[tuple[float, str]]:
+    """``(at_s, title)`` in time order where the title changes (a title announced again,
+    as a station does after a reconnect, continues the one in effect)."""
+    changes: list[tuple[float, str]] = []
+    for when, title in titles:
+        if not changes or changes[-1][1] != title:
+            changes.append((when, title))
+    return changes
+
+
+def _item_titles(
+    titles: Sequence[tuple[float, str]], longest_s: float, end_s: float
+) -> set[tuple[float, str]]:
+    """The title changes (:func:`_title_changes`) that name one item.
+
+    A title is in effect from its change until the next change or ``end_s``; it
+    names one item when that span is at most ``longest_s`` seconds.
+    """
+    ends = [when for when, _ in titles[1:]] + [end_s]
+    return {
+        (when, title)
+        for (when, title), end in zip(titles, ends, strict=True)
+        if title and end - when <= longest_s
+    }
+
+
+def _join_under_titles(
+    pieces: list[tuple[str, str, float, float, int, int]],
+    titles: Sequence[tuple[float, str]],
+    longest_s: float,
+    windows: StreamWindows,
+    names: Sequence[str],
+) -> list[tuple[str, str, float, float, int, int]]:
+    """Join music pieces next to each other under one item's title (one track, one row).
+
+    A track whose windows the model hears as two families (a rock song with a
+    quiet acoustic bridge) would otherwise be two rows; under a title that
+    changes with every item the title says it is one.  The joined row takes the
+    family whose mean score over all of its windows is highest.
+    """
+    if not titles or longest_s <= 0:
+        return pieces
+    items = _item_titles(titles, longest_s, float(windows.end_s[-1]))
+    if not items:
+        return pieces
+
+    def item_at(at_s: float) -> tuple[float, str] | None:
+        current = next((change for change in reversed(titles) if change[0] <= at_s), None)
+        return current if current in items else None
+
+    out: list[tuple[str, str, float, float, int, int]] = []
+    under: list[tuple[float, str] | None] = []
+    joined: set[int] = set()
+    for piece in pieces:
+        kind, _, start, end, _, b = piece
+        item = item_at(0.5 * (start + end)) if kind == "music" else None
+        if item is not None and out and out[-1][0] == "music" and under[-1] == item:
+            first = out[-1]
+            out[-1] = ("music", first[1], first[2], end, first[4], b)
+            joined.add(len(out) - 1)
+            continue
+        out.append(piece)
+        under.append(item)
+    for j in sorted(joined):
+        kind, _, start, end, a, b = out[j]
+        mean = windows.family_scores[a : b + 1].mean(axis=0)
+        if names and b >= a and float(mean.max()) > 0.0:
+            out[j] = (kind, names[int(np.argmax(mean))], start, end, a, b)
     return out
 
 

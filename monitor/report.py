@@ -903,7 +903,8 @@ def format_asrun(asrun: AsRun, tz: dt.tzinfo, *, rows: int = _PRINTED_ASRUN_ROWS
         f"As-run log: {len(asrun.entries)} rows"
         + (f"; the last {len(shown)}" if len(shown) < len(asrun.entries) else "")
         + f" (min_segment_seconds={settings.min_segment_seconds:g}, "
-        f"family_hysteresis={settings.family_hysteresis:g}); "
+        f"family_hysteresis={settings.family_hysteresis:g}, "
+        f"title_item_seconds={settings.title_item_seconds:g}); "
         + "  ".join(f"{kind} {value / 60:.1f} min" for kind, value in seconds.items()),
     ]
     lines += _table(

@@ -434,6 +434,62 @@ def test_a_title_change_inside_music_splits_it_and_names_the_rows() -> None:
     ]  # fmt: skip
 
 
+def _title(at_s: float, title: str) -> Event:
+    return Event("s", "now_playing", time=1e9 + at_s, at_s=at_s, fields={"title": title})
+
+
+@pytest.mark.parametrize(
+    ("title_item_seconds", "expected"),
+    [
+        (900.0, [("music", "rock", "A - One"), ("music", "pop", "B - Two")]),
+        (0.0, [("music", "rock", "A - One"), ("music", "metal", "A - One"),
+               ("music", "pop", "B - Two")]),
+        (50.0, [("music", "rock", "A - One"), ("music", "metal", "A - One"),
+                ("music", "pop", "B - Two")]),
+    ],
+)  # fmt: skip
+def test_music_rows_under_one_tracks_title_join(
+    title_item_seconds: float, expected: list[tuple[str, str, str]]
+) -> None:
+    """A 60 s track heard as rock then metal is one row, while its title lasts one track.
+
+    Rock scores higher over the whole track (40 s against 20 s).  Under a title that
+    stays longer than ``title_item_seconds`` (a show's name) nothing joins.
+    """
+    labels = [("music", "rock")] * 80 + [("music", "metal")] * 40 + [("music", "pop")] * 60
+    w = windows_of(labels)
+    titles = [_title(0.0, "A - One"), _title(30.0, "A - One"), _title(60.0, "B - Two")]
+    rows = segment_stream(w, titles, settings=AsRunSettings(title_item_seconds=title_item_seconds))
+    assert [(r.kind, r.family, r.title) for r in rows] == expected, rows
+    assert rows[0].audio_start_s == 0.0 and rows[-1].audio_end_s == w.end_s[-1]
+    if len(rows) == 2:
+        # where the family changed (window centres: 61.25 s), not where the title did
+        assert rows[0].audio_end_s == rows[1].audio_start_s == pytest.approx(61.25, abs=0.01)
+
+
+def test_talk_at_the_end_of_the_recording_is_a_row_however_short() -> None:
+    # 4 s of talk closing the recording: the recording cut it, so it is not merged away
+    labels = [("music", "jazz-blues-soul")] * 40 + [("speech", "")] * 8
+    rows = segment_stream(windows_of(labels), settings=AsRunSettings(min_segment_seconds=10))
+    assert [r.kind for r in rows] == ["music", "speech"]
+    labels = [("speech", "")] * 8 + [("music", "jazz-blues-soul")] * 40
+    rows = segment_stream(windows_of(labels), settings=AsRunSettings(min_segment_seconds=10))
+    assert [r.kind for r in rows] == ["speech", "music"]
+
+
+def test_talk_cut_by_an_outage_is_a_row_however_short() -> None:
+    # music, 4 s of talk, then the source is lost for 30 s, then music again
+    labels = [("music", "pop")] * 40 + [("speech", "")] * 8 + [("music", "pop")] * 40
+    w = windows_of(labels)
+    w.start_s[48:] += 30.0
+    w.end_s[48:] += 30.0
+    rows = segment_stream(w, settings=AsRunSettings(min_segment_seconds=10))
+    assert [r.kind for r in rows] == ["music", "speech", "outage", "music"], rows
+    # the same talk in the middle of a stretch is too short to be a row
+    rows = segment_stream(windows_of(labels), settings=AsRunSettings(min_segment_seconds=10))
+    assert [r.kind for r in rows] == ["music"], rows
+
+
 @pytest.mark.parametrize(
     "argv",
     [["--since", "-7d"], ["--since=-7d"], ["--since", "-36h", "--until", "-1.5h"]],
@@ -450,6 +506,7 @@ def test_relative_times_are_values_not_options(argv: list[str]) -> None:
     [
         (["--min-segment-seconds", "-1"], "report.min_segment_seconds"),
         (["--family-hysteresis", "1.5"], "report.family_hysteresis"),
+        (["--title-item-seconds", "-5"], "report.title_item_seconds"),
         (["--since", "-7x"], "--since: '-7x' is not an ISO time"),
     ],
 )

@@ -3,6 +3,7 @@
     python -m tools.report --db PATH [--stream ID] [--since ISO|-24h] [--until ISO|-1h]
                            [--out DIR] [--top K] [--utc] [--as-run PATH]
                            [--min-segment-seconds S] [--family-hysteresis H]
+                           [--title-item-seconds S]
                            [--families TOML] [--config PATH] [--traceback]
 
 Prints the overall top tags, a table per day and per hour (each tag's share of
@@ -17,7 +18,7 @@ The libraries are :mod:`monitor.report` and :mod:`monitor.asrun`, over the
 store :mod:`monitor.store`.
 
 The as-run settings are ``[report]`` in ``config.toml`` (``min_segment_seconds``,
-``family_hysteresis``); ``--families`` reads a ``[families]`` table (the
+``family_hysteresis``, ``title_item_seconds``); ``--families`` reads a ``[families]`` table (the
 default grouping is :data:`monitor.families.DEFAULT_FAMILIES`).
 
 Times are the workers' ``published_time``, shown in the local time zone
@@ -99,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="as-run: change a music row's family only when another scores H more "
         f"({defaults.family_hysteresis:g})",
     )
+    cli.setting_flag(
+        parser,
+        "--title-item-seconds",
+        key="report.title_item_seconds",
+        metavar="S",
+        help="as-run: a now-playing title lasting at most S seconds is one track, one music "
+        f"row; 0 = off ({defaults.title_item_seconds:g})",
+    )
     return parser
 
 
@@ -149,6 +158,7 @@ def run(ctx: cli.Context) -> int:
         settings=AsRunSettings(
             min_segment_seconds=cfg.report.min_segment_seconds,
             family_hysteresis=cfg.report.family_hysteresis,
+            title_item_seconds=cfg.report.title_item_seconds,
         ),
         families=families,
     )
