@@ -17,7 +17,8 @@ ahead of its updates), records the updates and events with a real
 
 * items played against rows found, and whether the kinds follow each other as played;
 * boundary errors (found minus played, seconds), median and max, by kind of change;
-* how often a music row's family is the one its genre maps to;
+* per kind played, the items whose longest-overlapping row is of their kind, and
+  the music items whose family with the most seconds is the one their genre maps to;
 * the baseline measured in the same run: the report's dominant-tag segments
   (:func:`monitor.report.build_report`) per item played.
 
@@ -38,7 +39,7 @@ without streaming, and ``--before REV`` adds the boundary errors of
 the music <-> talk rule, side by side).
 
 Skips (exit 0) when the music folder (wesnoth's for ``--tuning``) or espeak-ng is
-absent.  An hour takes 23 minutes on the loaded 2-core AMD EPYC (2.7x real time);
+absent.  An hour takes 5-9 minutes on the 2-core AMD EPYC (7-12x real time);
 ``--minutes`` shortens it.
 """
 
@@ -361,6 +362,43 @@ def boundary_errors(
     return errors
 
 
+def items_found(played: list[tuple[str, str, float, float]], rows: list) -> dict[str, tuple]:
+    """Per kind played: (items whose longest-overlapping row is of their kind, items).
+
+    Music also gets ``"music family"``: items whose music family with the most seconds
+    is the one their genre maps to (not for the tuning programme, whose music has none).
+    """
+    found: dict[str, list[int]] = {}
+    for kind, family, start, end in played:
+        seconds: dict[tuple[str, str], float] = {}
+        for r in rows:
+            overlap = min(end, r.audio_end_s) - max(start, r.audio_start_s)
+            if overlap > 0:
+                key = (r.kind, r.family if r.kind == "music" else "")
+                seconds[key] = seconds.get(key, 0.0) + overlap
+        by_kind: dict[str, float] = {}
+        for (k, _), s in seconds.items():
+            by_kind[k] = by_kind.get(k, 0.0) + s
+        best_kind = max(by_kind, key=by_kind.__getitem__, default="")
+        tally = found.setdefault(kind, [0, 0])
+        tally[0] += best_kind == kind
+        tally[1] += 1
+        if kind == "music" and family:
+            music = {f: s for (k, f), s in seconds.items() if k == "music"}
+            best = max(music, key=music.__getitem__, default="")
+            tally = found.setdefault("music family", [0, 0])
+            tally[0] += best == family
+            tally[1] += 1
+    return {k: (v[0], v[1]) for k, v in found.items()}
+
+
+def print_items_found(played: list[tuple[str, str, float, float]], rows: list) -> None:
+    print("items found as played (the row kind with the most of the item's seconds):")
+    for kind, (right, total) in items_found(played, rows).items():
+        print(f"  {kind:14s} {right:4d} of {total:4d}")
+    print()
+
+
 def flip_shares(db: Path, played: list[tuple[str, str, float, float]]) -> dict[str, list[float]]:
     """Speech share of the window where the content classifier's decision flips, per change.
 
@@ -532,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         same = "yes" if same_sequence else "no"
         print(f"{'kinds and families as played':38s}{same:>14s}{'':>14s}")
     print()
+    print_items_found(played, rows)
     print_errors(errors, tuning=tuning)
     if args.before:
         earlier = asrun_at(args.before).load_asrun(db, stream="fm:hour").entries
@@ -540,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({len(earlier) / len(played):.2f} per item played)"
         )
         starts = np.array([r.audio_start_s for r in earlier[1:]])
+        print_items_found(played, earlier)
         print_errors(boundary_errors(played, starts), tuning=tuning)
     if tuning:
         shares = flip_shares(db, played)
