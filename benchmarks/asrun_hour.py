@@ -57,12 +57,17 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from benchmarks.common import ROOT, cpu_description, load_description, synthetic_music
+
+if TYPE_CHECKING:
+    from monitor.asrun import AsRunEntry
 
 MUSIC = Path(__file__).resolve().parents[2] / "shared" / "music"
 SR = 16000
@@ -362,7 +367,9 @@ def boundary_errors(
     return errors
 
 
-def items_found(played: list[tuple[str, str, float, float]], rows: list) -> dict[str, tuple]:
+def items_found(
+    played: list[tuple[str, str, float, float]], rows: Sequence[AsRunEntry]
+) -> dict[str, tuple[int, int]]:
     """Per kind played: (items whose longest-overlapping row is of their kind, items).
 
     Music also gets ``"music family"``: items whose music family with the most seconds
@@ -392,7 +399,9 @@ def items_found(played: list[tuple[str, str, float, float]], rows: list) -> dict
     return {k: (v[0], v[1]) for k, v in found.items()}
 
 
-def print_items_found(played: list[tuple[str, str, float, float]], rows: list) -> None:
+def print_items_found(
+    played: list[tuple[str, str, float, float]], rows: Sequence[AsRunEntry]
+) -> None:
     print("items found as played (the row kind with the most of the item's seconds):")
     for kind, (right, total) in items_found(played, rows).items():
         print(f"  {kind:14s} {right:4d} of {total:4d}")
