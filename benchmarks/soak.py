@@ -18,8 +18,9 @@ Reported (a table, and ``--json PATH``):
 * latency (publication - capture of the window's last sample) p50/p99 and
   update count per ``--bucket-minutes`` bucket, and the ratio of the last
   bucket's p50 to the first's (the baseline measured in the same run): drift;
-* dropped frames: the worker's drops and gaps (from its final log line), the
-  streamers' ``dropped_send``, and sequence gaps seen in the updates.
+* dropped frames: the worker's drops, gaps and windows shed for being behind
+  (from its final log line), the streamers' ``dropped_send``, and sequence
+  gaps seen in the updates.
 
 The documented run is ``--minutes 60``; shorter runs give the same table.
 """
@@ -226,6 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dropped": {
             "worker_drops": summary.get("drops"),
             "worker_gaps": summary.get("gaps"),
+            "worker_shed": summary.get("shed"),
             "worker_rejected": summary.get("rejected"),
             "streamer_dropped_send": pipeline.dropped_send,
             "update_seq_gaps": seq_gaps,

@@ -105,12 +105,13 @@ def run(ctx: cli.Context) -> int:
             logger.info("stopping reason=signal")
     stats = worker.stats()
     logger.info(
-        "stopped messages=%d windows=%d rejected=%d gaps=%d drops=%d",
+        "stopped messages=%d windows=%d rejected=%d gaps=%d drops=%d shed=%d",
         stats.messages,
         stats.windows,
         stats.rejected_total,
         stats.gaps,
         stats.dropped + stats.refused,
+        sum(stats.shed.values()),
     )
     return cli.ExitStatus.OK
 
