@@ -468,8 +468,9 @@ def _merge_short(
 ) -> list[_Run]:
     """Merge runs shorter than ``min_windows`` into their longer neighbour, shortest first.
 
-    ``keep_first``/``keep_last``: the first/last run is kept whatever its length (it
-    touches the start or end of the recording, which may have cut it short).
+    ``keep_first``/``keep_last``: the first/last run is kept whatever its length (the
+    audio stops next to it, at the recording's start or end or an outage, which may
+    have cut it short).
     """
     runs = [dataclasses.replace(r) for r in runs]
     while len(runs) > 1:
@@ -932,8 +933,11 @@ def _split_at_titles(
 
 
 def _title_changes(titles: Sequence[tuple[float, str]]) -> list[tuple[float, str]]:
-    """``(at_s, title)`` in time order where the title changes (a title announced again,
-    as a station does after a reconnect, continues the one in effect)."""
+    """The ``(at_s, title)`` pairs, in time order, where the title changes.
+
+    A title announced again, as a station does after a reconnect, continues the one
+    in effect.
+    """
     changes: list[tuple[float, str]] = []
     for when, title in titles:
         if not changes or changes[-1][1] != title:
