@@ -18,8 +18,9 @@ The libraries are :mod:`monitor.report` and :mod:`monitor.asrun`, over the
 store :mod:`monitor.store`.
 
 The as-run settings are ``[report]`` in ``config.toml`` (``min_segment_seconds``,
-``family_hysteresis``, ``title_item_seconds``); ``--families`` reads a ``[families]`` table (the
-default grouping is :data:`monitor.families.DEFAULT_FAMILIES`).
+``family_hysteresis``, ``title_item_seconds``); ``--families`` reads a
+``[families]`` table (the default grouping is
+:data:`monitor.families.DEFAULT_FAMILIES`).
 
 Times are the workers' ``published_time``, shown in the local time zone
 (``--utc``: in UTC).  ``--since``/``--until`` take an ISO date or time
