@@ -899,12 +899,13 @@ def _row_title(kind: str, titles: Sequence[tuple[float, str]], start: float, end
 
 
 def _title_at(titles: Sequence[tuple[float, str]], at_s: float) -> str:
-    current = ""
-    for when, title in titles:
-        if when > at_s:
-            break
-        current = title
-    return current
+    change = _change_at(titles, at_s)
+    return change[1] if change is not None else ""
+
+
+def _change_at(titles: Sequence[tuple[float, str]], at_s: float) -> tuple[float, str] | None:
+    """The last ``(at_s, title)`` of ``titles`` (in time order) at or before ``at_s``."""
+    return next((change for change in reversed(titles) if change[0] <= at_s), None)
 
 
 def _split_at_titles(
@@ -982,7 +983,7 @@ def _join_under_titles(
         return pieces
 
     def item_at(at_s: float) -> tuple[float, str] | None:
-        current = next((change for change in reversed(titles) if change[0] <= at_s), None)
+        current = _change_at(titles, at_s)
         return current if current in items else None
 
     out: list[tuple[str, str, float, float, int, int]] = []
