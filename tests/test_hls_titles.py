@@ -490,6 +490,28 @@ def test_timed_id3_reader_places_tags_after_the_first_audio(chunk: int, origin_p
 # ---------------------------------------------------------------------------
 
 
+def read_through_a_stall(server: _FolderServer) -> SourceReader:
+    """Read ``server``'s ``index.m3u8`` to its end across its one stalled request; closes both.
+
+    The source must have dropped once (the stall) and reconnected.
+    """
+    source = NetworkSource(
+        server.url("index.m3u8"),
+        fast=True,
+        block_seconds=BLOCK_S,
+        stall_timeout_s=6.0,  # generous: only the stalled request may count as a stall
+        backoff_initial_s=0.1,
+    )
+    reader = SourceReader(source)
+    try:
+        wait_until(reader.done, timeout_s=120, what=reader.seen)
+    finally:
+        reader.close()
+        server.close()
+    assert source.status_fields()["drops"] == 1, reader.seen()
+    return reader
+
+
 def make_vod(folder: Path) -> Path:
     wav = programme_wav(folder.parent, 12.0)
     command = hls_command(wav, folder)
@@ -564,20 +586,7 @@ def test_vod_hls_titles_keep_their_positions_across_a_reconnect(station_folder: 
     # start of the segment holding that position (seg002, 4 s) and drops the timed ID3
     # before the position: up to one segment (2 s) is played again, with no titles.
     station = Station(station_folder, "seg000.ts", stall="seg003.ts")
-    source = NetworkSource(
-        station.url("index.m3u8"),
-        fast=True,
-        block_seconds=BLOCK_S,
-        stall_timeout_s=6.0,  # generous: only the stalled request may count as a stall
-        backoff_initial_s=0.1,
-    )
-    reader = SourceReader(source)
-    try:
-        wait_until(reader.done, timeout_s=120, what=reader.seen)
-    finally:
-        reader.close()
-        station.close()
-    assert source.status_fields()["drops"] == 1, reader.seen()
+    reader = read_through_a_stall(station)
     assert station.served.get("seg003.ts") == 1
     songs = [song_of(e.title) for e in reader.events if e.kind == "now_playing"]
     assert songs[-2:] == [3, 4], reader.seen()
@@ -764,21 +773,7 @@ def test_packed_audio_hls_titles_keep_their_positions_across_a_reconnect(
     # audio decodes from the position itself (not from part2's start, 4 s): the titles
     # of that connection are placed from the stream's first timestamp plus the position.
     make_packed(station_folder, list(range(6)))
-    server = RangeFolder(station_folder, stall="part3.aac")
-    source = NetworkSource(
-        server.url("index.m3u8"),
-        fast=True,
-        block_seconds=BLOCK_S,
-        stall_timeout_s=6.0,  # generous: only the stalled request may count as a stall
-        backoff_initial_s=0.1,
-    )
-    reader = SourceReader(source)
-    try:
-        wait_until(reader.done, timeout_s=120, what=reader.seen)
-    finally:
-        reader.close()
-        server.close()
-    assert source.status_fields()["drops"] == 1, reader.seen()
+    reader = read_through_a_stall(RangeFolder(station_folder, stall="part3.aac"))
     titles = [
         (round(e.at_s, 2), song_of(e.title)) for e in reader.events if e.kind == "now_playing"
     ]
