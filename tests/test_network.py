@@ -377,26 +377,32 @@ class _CutFirstHandler(http.server.BaseHTTPRequestHandler):
 class _CutFirstServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(
+        self, body: bytes, handler: type[http.server.BaseHTTPRequestHandler] = _CutFirstHandler
+    ) -> None:
         self.body = body
         self.requests = 0
-        super().__init__(("127.0.0.1", 0), _CutFirstHandler)
+        super().__init__(("127.0.0.1", 0), handler)
+
+    def read(self, **options: Any) -> tuple[NetworkSource, list[Any], list[Any]]:
+        """Serve in a thread while a static ``NetworkSource(**options)`` reads it to its end."""
+        thread = threading.Thread(target=self.serve_forever, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{self.server_address[1]}/a.mp3"
+        source = NetworkSource(url, live=False, fast=True, **options)
+        try:
+            blocks, events = read_to_end(source)
+        finally:
+            self.shutdown()
+            self.server_close()
+        return source, blocks, events
 
 
 @needs_ffmpeg
 def test_static_stream_cut_short_resumes_where_it_stopped(synth_wav: Path, tmp_path: Path) -> None:
     mp3 = tmp_path / "a.mp3"
     ffmpeg_encode(synth_wav, "-t", "6", "-c:a", "libmp3lame", "-b:a", "128k", str(mp3))
-    server = _CutFirstServer(mp3.read_bytes())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/a.mp3"
-    source = NetworkSource(url, live=False, fast=True, backoff_initial_s=0.1)
-    try:
-        blocks, events = read_to_end(source)
-    finally:
-        server.shutdown()
-        server.server_close()
+    source, blocks, events = _CutFirstServer(mp3.read_bytes()).read(backoff_initial_s=0.1)
     status = source.status_fields()
     assert status["drops"] == 1, events
     assert status["connects"] == 2
@@ -433,17 +439,8 @@ def test_static_file_without_a_length_is_read_to_its_end(synth_wav: Path, tmp_pa
     # unknown size) when such a body ends: that is its end, not a drop to resume from.
     mp3 = tmp_path / "a.mp3"
     ffmpeg_encode(synth_wav, "-t", "4", "-c:a", "libmp3lame", "-b:a", "128k", str(mp3))
-    server = _CutFirstServer(mp3.read_bytes())
-    server.RequestHandlerClass = _UnsizedHandler
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/a.mp3"
-    source = NetworkSource(url, live=False, fast=True, max_attempts=1)
-    try:
-        blocks, events = read_to_end(source)
-    finally:
-        server.shutdown()
-        server.server_close()
+    server = _CutFirstServer(mp3.read_bytes(), _UnsizedHandler)
+    source, blocks, events = server.read(max_attempts=1)
     assert events == []
     assert server.requests == 1
     status = source.status_fields()
