@@ -325,53 +325,56 @@ def latency_sample(worker: Any, name: str) -> float:
 SKEWED_WINDOWS = int((6.0 - 3.0) // 1.0) + 1
 
 
-def send_skewed(harness: Any, rng: np.random.Generator, stream: str, skew_s: float) -> int:
-    """6 s of music from a sender whose clock is ``skew_s`` off; wait for its updates.
+def send_skewed(
+    harness: Any, rng: np.random.Generator, stream: str, skew_s: float
+) -> tuple[int, Any, float, float]:
+    """6 s of music from a sender whose clock is ``skew_s`` off; wait for what it counted.
 
-    Returns the number of blocks sent.
+    Returns the blocks sent, the worker's stats once its clock counter (``clock_ahead``
+    for a positive skew, ``clock_behind`` for a negative one) has grown by them, and the
+    latency histogram's count and sum added meanwhile.
     """
+    worker = harness.worker
+    latency = functools.partial(latency_sample, worker)
+    count, total = latency("count"), latency("sum")
+    counter = "clock_ahead" if skew_s > 0 else "clock_behind"
+    earlier = getattr(worker.stats(), counter)  # the harness's probes may count too
     blocks = frames_of(music(rng, 6.0), stream=stream, start_time=time.time() + skew_s)
     for block in blocks:
         harness.send(encode_audio(block))
     harness.send(encode_end(EndOfStream(stream=stream, seq=len(blocks))))
     assert len(harness.receive(count=SKEWED_WINDOWS, stream=stream)) == SKEWED_WINDOWS
-    return len(blocks)
+    # Wait on what is asserted: stats() is a snapshot the loop refreshes, so it can lag
+    # the histogram (read live) by an iteration.
+    stats = worker.wait_for(
+        lambda s: (
+            getattr(s, counter) >= earlier + len(blocks)
+            and latency("count") >= count + SKEWED_WINDOWS
+        )
+    )
+    return len(blocks), stats, latency("count") - count, latency("sum") - total
 
 
 def test_a_sender_clock_ahead_is_reported_and_latency_is_never_negative(
     run_worker: Any, rng: np.random.Generator
 ) -> None:
     harness = run_worker(hop_seconds=1.0)
-    worker = harness.worker
-    latency = functools.partial(latency_sample, worker)
-    count, total = latency("count"), latency("sum")
-    sent = send_skewed(harness, rng, "skewed:1", +100.0)  # a clock 100 s ahead
-    expected = SKEWED_WINDOWS
-    # Wait on what is asserted: stats() is a snapshot the loop refreshes, so it can lag
-    # the histogram (read live) by an iteration.
-    stats = worker.wait_for(
-        lambda s: s.clock_ahead >= sent and latency("count") >= count + expected
-    )
+    # a clock 100 s ahead
+    sent, stats, windows, seconds = send_skewed(harness, rng, "skewed:1", +100.0)
     assert stats.clock_ahead == sent
-    assert latency("count") - count == expected
-    assert latency("sum") - total >= 0.0
+    assert windows == SKEWED_WINDOWS
+    assert seconds >= 0.0
 
 
 def test_a_sender_clock_far_behind_is_reported_not_taken_as_latency(
     run_worker: Any, rng: np.random.Generator
 ) -> None:
     harness = run_worker(hop_seconds=1.0)
-    worker = harness.worker
-    latency = functools.partial(latency_sample, worker)
-    count, total = latency("count"), latency("sum")
-    earlier = worker.stats().clock_behind  # the harness's probes (capture time 1000) count too
+    # The harness's probes (capture time 1000) count as behind too: only the growth counts.
+    earlier = harness.worker.stats().clock_behind
     behind_s = 3600.0  # the sender's clock runs an hour behind the worker's
-    sent = send_skewed(harness, rng, "skewed:2", -behind_s)
-    expected = SKEWED_WINDOWS
-    stats = worker.wait_for(
-        lambda s: s.clock_behind >= earlier + sent and latency("count") >= count + expected
-    )
+    sent, stats, windows, seconds = send_skewed(harness, rng, "skewed:2", -behind_s)
     assert stats.clock_behind - earlier == sent and stats.clock_ahead == 0
-    assert latency("count") - count == expected
+    assert windows == SKEWED_WINDOWS
     # Without the skew taken off, each of the 4 windows would count about an hour.
-    assert 0.0 <= latency("sum") - total < behind_s / 10
+    assert 0.0 <= seconds < behind_s / 10
