@@ -526,7 +526,7 @@ class ContentTracker:
             self.unclassified += 1
             return update, events
         self.classified += 1
-        fields = result.as_dict()
+        fields = result.as_dict(start_s=window.start_s)
         update = dataclasses.replace(update, **fields)
         change = content.content_event(window, result.content, now=now)
         if change is not None:

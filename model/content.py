@@ -22,10 +22,18 @@ How it decides (docs/CONTENT.md has the evaluation):
    and stored below as :data:`FITTED` (the script rewrites that block).
 
 A presenter talking over a music bed is speech; singing is music.
+
+3. **Where the sound changes**: :func:`spectral_change` finds the point in the
+   window's middle second where the mean log-mel spectrum of the second before
+   differs most from that of the second after, and how much.  At a change from
+   music to talk (or back) that point is the splice; the as-run log
+   (:mod:`monitor.asrun`) uses it to place such boundaries more finely than
+   the classifier's windows can.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import threading
@@ -47,6 +55,7 @@ __all__ = [
     "ContentResult",
     "level_dbfs",
     "load_content_classifier",
+    "spectral_change",
     "window_features",
 ]
 
@@ -91,6 +100,11 @@ _VAD_STATE = (1, 1, 128)
 _N_FFT = 512
 _HOP = 256
 _SILENCE_SLOPE_DB = 2.0  # width of the silence probability's transition around the threshold
+#: :func:`spectral_change` looks for the change in the window's middle this many seconds ...
+CHANGE_SPAN_SECONDS = 1.0
+#: ... comparing this many seconds before each point with as many after it.
+CHANGE_CONTEXT_SECONDS = 1.0
+_CHANGE_MELS = 40
 
 
 class ContentError(UnavailableError):
@@ -110,6 +124,9 @@ class ContentResult:
         RMS level in dBFS (full-scale sine = 0 dBFS), at least ``FLOOR_DBFS``.
     speech_ratio : float
         Fraction of the window's 32 ms frames that the VAD calls speech (0 for silence).
+    change_s, change_strength : float or None
+        :func:`spectral_change` of the window: seconds from its start, and how much the
+        sound changes there; ``None`` for silence and windows too short to say.
     """
 
     content: str
@@ -117,14 +134,24 @@ class ContentResult:
     level_dbfs: float
     speech_ratio: float = 0.0
     features: dict[str, float] = field(default_factory=dict, repr=False)
+    change_s: float | None = None
+    change_strength: float | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        """The fields an update carries: content, probabilities, level_dbfs."""
-        return {
+    def as_dict(self, *, start_s: float = 0.0) -> dict[str, Any]:
+        """The fields an update carries: content, probabilities, level_dbfs, change.
+
+        ``start_s`` is the window's start on the stream's audio timeline, which
+        ``change_at_s`` is given on.
+        """
+        fields: dict[str, Any] = {
             "content": self.content,
             "content_probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
             "level_dbfs": round(self.level_dbfs, 2),
         }
+        if self.change_s is not None and self.change_strength is not None:
+            fields["change_at_s"] = round(start_s + self.change_s, 4)
+            fields["change_strength"] = round(self.change_strength, 4)
+        return fields
 
 
 def level_dbfs(samples: np.ndarray) -> float:
@@ -214,7 +241,15 @@ class SileroVad:
         return np.asarray(probabilities, dtype=np.float32).reshape(-1)
 
 
-def window_features(samples: np.ndarray, vad_probabilities: np.ndarray) -> np.ndarray:
+def _power(x: np.ndarray) -> np.ndarray:
+    """Power spectra of ``x``'s frames (:data:`_N_FFT` long, every :data:`_HOP` samples)."""
+    frames = np.lib.stride_tricks.sliding_window_view(x, _N_FFT)[::_HOP]
+    return np.abs(np.fft.rfft(frames * np.hanning(_N_FFT).astype(np.float32), axis=1)) ** 2
+
+
+def window_features(
+    samples: np.ndarray, vad_probabilities: np.ndarray, *, power: np.ndarray | None = None
+) -> np.ndarray:
     """The numbers the speech/music model weighs (:data:`FEATURE_NAMES`), for one window.
 
     Parameters
@@ -222,6 +257,8 @@ def window_features(samples: np.ndarray, vad_probabilities: np.ndarray) -> np.nd
     samples : np.ndarray [shape=(n,)], 16 kHz mono float32
     vad_probabilities : np.ndarray
         :meth:`SileroVad.frame_probabilities` of ``samples``.
+    power : np.ndarray, optional
+        The window's frame spectra, if already computed (:func:`_power`).
 
     Returns
     -------
@@ -233,8 +270,8 @@ def window_features(samples: np.ndarray, vad_probabilities: np.ndarray) -> np.nd
     vad_active = float((p > 0.5).mean()) if p.size else 0.0
     if len(x) < _N_FFT * 2:
         return np.array([vad_mean, vad_active, 0.0, 0.0, 1.0, 0.0])
-    frames = np.lib.stride_tricks.sliding_window_view(x, _N_FFT)[::_HOP]
-    power = np.abs(np.fft.rfft(frames * np.hanning(_N_FFT).astype(np.float32), axis=1)) ** 2
+    if power is None:
+        power = _power(x)
     # Loudness per frame (dB) over the band that carries both voice and music.
     band = power[:, 2:128]  # 62.5 Hz - 4 kHz
     energy_db = 10.0 * np.log10(band.sum(axis=1) + 1e-10)
@@ -257,6 +294,63 @@ def window_features(samples: np.ndarray, vad_probabilities: np.ndarray) -> np.nd
     mag = mag / (mag.sum(axis=1, keepdims=True) + 1e-12)
     flux = float(np.mean(np.abs(np.diff(mag, axis=0)).sum(axis=1)))
     return np.array([vad_mean, vad_active, floor_drop, syllable, persistence, flux])
+
+
+@functools.lru_cache(maxsize=1)
+def _change_bands() -> np.ndarray:
+    """The mel filterbank of :func:`spectral_change`, shape (n_fft // 2 + 1, 40)."""
+    from model.features import mel_filterbank
+
+    bands = mel_filterbank(sample_rate=SAMPLE_RATE, n_fft=_N_FFT, n_mels=_CHANGE_MELS)
+    return np.ascontiguousarray(bands.T, dtype=np.float32)
+
+
+def spectral_change(
+    samples: np.ndarray, *, power: np.ndarray | None = None
+) -> tuple[float, float] | None:
+    """Where in the window the sound changes most: (seconds from its start, strength).
+
+    For each point in the window's middle :data:`CHANGE_SPAN_SECONDS`, the mean
+    log-mel spectrum (40 bands) of the :data:`CHANGE_CONTEXT_SECONDS` before it
+    is compared with that of as many seconds after it (a two-block novelty, as
+    in Foote's checkerboard kernel); the point where they differ most wins.
+    The strength is that difference, the RMS over bands of the change in
+    natural-log power (1.0: the bands moved by a factor of e on average).
+
+    Parameters
+    ----------
+    samples : np.ndarray [shape=(n,)], 16 kHz mono float32
+    power : np.ndarray, optional
+        The window's frame spectra, if already computed.
+
+    Returns
+    -------
+    (float, float) or None
+        ``None`` when the window is too short for both contexts (about 2 s); a window
+    shorter than the span and both contexts (the worker's is 2.992 s) looks at
+    the part of its middle second that has both.
+    """
+    x = np.asarray(samples, dtype=np.float32)
+    seconds = len(x) / SAMPLE_RATE
+    if seconds < 2 * CHANGE_CONTEXT_SECONDS + _HOP / SAMPLE_RATE or len(x) < _N_FFT:
+        return None
+    if power is None:
+        power = _power(x)
+    log_mel = np.log(power @ _change_bands() + 1e-8).astype(np.float64)
+    context = round(CHANGE_CONTEXT_SECONDS * SAMPLE_RATE / _HOP)
+    cumulative = np.vstack([np.zeros((1, log_mel.shape[1])), np.cumsum(log_mel, axis=0)])
+    # A boundary before frame i lies between frames i-1 and i: at (i*hop + n_fft/2 - hop/2).
+    i = np.arange(context, len(log_mel) - context + 1)
+    at_s = (i * _HOP + (_N_FFT - _HOP) / 2) / SAMPLE_RATE
+    middle = np.abs(at_s - seconds / 2) <= CHANGE_SPAN_SECONDS / 2 + 1e-9
+    i, at_s = i[middle], at_s[middle]
+    if not i.size:
+        return None
+    before = (cumulative[i] - cumulative[i - context]) / context
+    after = (cumulative[i + context] - cumulative[i]) / context
+    strength = np.sqrt(np.mean((after - before) ** 2, axis=1))
+    best = int(np.argmax(strength))
+    return float(at_s[best]), float(strength[best])
 
 
 @dataclass(frozen=True)
@@ -325,10 +419,12 @@ class ContentClassifier:
         self._model = _logistic(FITTED if params is None else params)
         self.vad = vad or SileroVad()
 
-    def speech_probability(self, samples: np.ndarray) -> tuple[float, np.ndarray]:
+    def speech_probability(
+        self, samples: np.ndarray, *, power: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
         """p(speech | not silence) and the features it came from."""
         x = np.asarray(samples, dtype=np.float32)
-        features = window_features(x, self.vad.frame_probabilities(x))
+        features = window_features(x, self.vad.frame_probabilities(x), power=power)
         return self._model.speech_probability(features), features
 
     def classify(self, samples: np.ndarray) -> ContentResult:
@@ -356,7 +452,9 @@ class ContentClassifier:
             return ContentResult(
                 "silence", {"music": rest, "speech": rest, "silence": silence}, level
             )
-        speech, features = self.speech_probability(x)
+        power = _power(x) if len(x) >= _N_FFT else None
+        speech, features = self.speech_probability(x, power=power)
+        change = spectral_change(x, power=power)
         probabilities = {
             "music": (1.0 - silence) * (1.0 - speech),
             "speech": (1.0 - silence) * speech,
@@ -369,6 +467,8 @@ class ContentClassifier:
             level,
             speech_ratio=float(features[1]),
             features=dict(zip(FEATURE_NAMES, features.tolist(), strict=True)),
+            change_s=None if change is None else change[0],
+            change_strength=None if change is None else change[1],
         )
 
 

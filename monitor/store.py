@@ -11,10 +11,13 @@ little-endian float32 BLOBs); the tag names are stored once per (model, tag
 list) in the table ``tags``, and ``updates.tags_id`` points at the row that
 decodes an update's BLOBs.  Since version 2 an update also stores what its
 window held (``content``, its probabilities ``p_music``/``p_speech``/``p_silence``
-and ``level_dbfs``; NULL where the worker did not say), and the table
+and ``level_dbfs``, and where its sound changes most, ``change_at_s`` and
+``change_strength``; NULL where the worker did not say), and the table
 ``events`` holds the worker's events (stream, kind, Unix ``time``, ``at_s`` and
-the kind's fields as JSON).  A version-1 file is upgraded in place when opened
-for writing, and read as it is (no content, no events) for reports.
+the kind's fields as JSON).  A version-1 file, or a version-2 file written
+before the change columns, is upgraded in place (ALTER TABLE ADD COLUMN) when
+opened for writing, and read as it is (the missing columns read as NULL) for
+reports; an older program reads a newer file, ignoring the columns it does not know.
 
 - :func:`open_database` opens (or creates) a database, read-only for reports;
 - :func:`write_updates` is the only code that inserts rows, one transaction per batch;
@@ -73,13 +76,16 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION: Final = 2
 #: Older versions this module still reads (and upgrades when writing).
 _READABLE_VERSIONS: Final = (1, 2)
-#: Columns version 2 added to ``updates``, with their SQL types.
+#: Columns version 2 added to ``updates``, with their SQL types (the last two came later
+#: within version 2: added when missing, NULL when read from a file without them).
 _CONTENT_COLUMNS: Final = (
     ("content", "TEXT"),              # "music", "speech", "silence" or NULL
     ("p_music", "REAL"),
     ("p_speech", "REAL"),
     ("p_silence", "REAL"),
     ("level_dbfs", "REAL"),
+    ("change_at_s", "REAL"),          # where the window's sound changes most (audio time)
+    ("change_strength", "REAL"),
 )  # fmt: skip
 
 _SCHEMA: Final = """
@@ -124,8 +130,8 @@ CREATE INDEX IF NOT EXISTS events_time ON events (time);
 _INSERT: Final = (
     "INSERT INTO updates (stream, seq, published_time, received_time, capture_time,"
     " recorded_time, start_s, end_s, model, tags_id, gaps, dropped, probabilities, smoothed,"
-    " content, p_music, p_speech, p_silence, level_dbfs)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " content, p_music, p_speech, p_silence, level_dbfs, change_at_s, change_strength)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_EVENT: Final = (
     "INSERT INTO events (stream, event, time, at_s, recorded_time, fields_json)"
@@ -298,7 +304,7 @@ def _update_columns(connection: sqlite3.Connection) -> set[str]:
 
 
 def _add_content_columns(connection: sqlite3.Connection) -> None:
-    """Upgrade a version-1 ``updates`` table in place (its rows get NULL content)."""
+    """Add the missing content columns to ``updates`` in place (its rows get NULL there)."""
     present = _update_columns(connection)
     for name, kind in _CONTENT_COLUMNS:
         if name not in present:
@@ -429,6 +435,8 @@ def _content_values(update: TagUpdate) -> tuple[str | float | None, ...]:
         p.get("speech"),
         p.get("silence"),
         update.level_dbfs,
+        update.change_at_s,
+        update.change_strength,
     )
 
 
@@ -568,7 +576,7 @@ def read_tag_sets(connection: sqlite3.Connection) -> dict[int, tuple[str, tuple[
 UPDATE_COLUMNS: Final = (
     "id", "stream", "seq", "published_time", "received_time", "capture_time", "recorded_time",
     "start_s", "end_s", "model", "tags_id", "gaps", "dropped", "probabilities", "smoothed",
-    "content", "p_music", "p_speech", "p_silence", "level_dbfs",
+    "content", "p_music", "p_speech", "p_silence", "level_dbfs", "change_at_s", "change_strength",
 )  # fmt: skip
 
 
@@ -617,7 +625,7 @@ def select_updates(
 _TAG_UPDATE_COLUMNS: Final = (
     "stream", "seq", "start_s", "end_s", "tags_id", "probabilities", "smoothed",
     "capture_time", "received_time", "published_time", "gaps", "dropped",
-    "content", "p_music", "p_speech", "p_silence", "level_dbfs",
+    "content", "p_music", "p_speech", "p_silence", "level_dbfs", "change_at_s", "change_strength",
 )  # fmt: skip
 
 
@@ -663,6 +671,8 @@ def read_updates(
                 else {"music": row[13], "speech": row[14], "silence": row[15]}
             ),
             level_dbfs=row[16],
+            change_at_s=row[17],
+            change_strength=row[18],
         )
 
 

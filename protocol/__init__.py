@@ -458,6 +458,12 @@ class TagUpdate:
         How far behind the stream the worker is: seconds of the stream's audio it
         had received beyond this window's end when it published it.  ``None``
         from a worker that does not say.
+    change_at_s : float or None
+        Audio time, within the window's middle second, where its sound changes
+        most (:func:`model.content.spectral_change`); ``None`` when not classified
+        or silent.
+    change_strength : float >= 0 or None
+        How much it changes there (RMS change of the log-mel bands, in nepers).
 
     Notes
     -----
@@ -483,6 +489,8 @@ class TagUpdate:
     level_dbfs: float | None = None
     shed: int = 0
     behind_s: float | None = None
+    change_at_s: float | None = None
+    change_strength: float | None = None
 
     def __post_init__(self) -> None:
         check_stream_id(self.stream)
@@ -560,6 +568,9 @@ class TagUpdate:
             fields["content_probabilities"] = dict(self.content_probabilities)
         if self.level_dbfs is not None:
             fields["level_dbfs"] = float(self.level_dbfs)
+        if self.change_at_s is not None and self.change_strength is not None:
+            fields["change_at_s"] = float(self.change_at_s)
+            fields["change_strength"] = float(self.change_strength)
         return fields
 
 
@@ -598,6 +609,15 @@ def _check_content(update: TagUpdate) -> None:
         if not math.isfinite(float(level)):
             raise ProtocolError(f"level_dbfs={level!r} must be finite", reason="content")
         object.__setattr__(update, "level_dbfs", float(level))
+    for name in ("change_at_s", "change_strength"):
+        value = getattr(update, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+            raise ProtocolError(f"{name}={value!r} must be a number", reason="content")
+        if not math.isfinite(float(value)) or float(value) < 0:
+            raise ProtocolError(f"{name}={value!r} must be finite and >= 0", reason="content")
+        object.__setattr__(update, name, float(value))
 
 
 # ---------------------------------------------------------------------------
@@ -917,6 +937,8 @@ def decode_update(frames: Sequence[FrameLike]) -> TagUpdate:
             "level_dbfs",
             "shed",
             "behind_s",
+            "change_at_s",
+            "change_strength",
         )
         if name in header
     }

@@ -25,6 +25,7 @@ from model.content import (
     ContentClassifier,
     ContentError,
     level_dbfs,
+    spectral_change,
 )
 from tagstream.errors import UnavailableError, UsageError
 from tools.demo_audio import synthetic_music
@@ -168,6 +169,44 @@ def test_espeak_speech_over_a_quiet_music_bed_is_speech(classifier: ContentClass
     rms = float(np.sqrt(np.mean(speech**2)))
     bed = bed * rms / float(np.sqrt(np.mean(bed**2))) * 10 ** (-15 / 20)  # bed 15 dB down
     assert classifier.classify(speech + bed).content == "speech"
+
+
+@pytest.mark.parametrize("splice_s", [1.2, 1.5, 1.8])
+def test_spectral_change_finds_a_splice_from_music_to_talk(
+    classifier: ContentClassifier, splice_s: float
+) -> None:
+    """Music cut to talk inside the window's middle second: the change lies at the cut.
+
+    The talk's first word starts softly ("Good"), so the change found lies about
+    0.1 s into it; within 0.2 s is less than half of the worker's 0.5 s hop.
+    """
+    speech = espeak("Good evening, and welcome to the late show on tagstream radio tonight.")
+    speech = speech[np.flatnonzero(np.abs(speech) > 1e-3)[0] :]  # from its first sound
+    speech = 0.5 * speech / np.abs(speech).max()
+    cut = int(splice_s * SAMPLE_RATE)
+    y = synthetic_music(3.0, rng=np.random.default_rng(5)) * 0.3
+    y = np.concatenate([y[:cut], speech[: WINDOW - cut]])
+    y = (y + np.random.default_rng(1).standard_normal(WINDOW) * 3e-4).astype(np.float32)
+    found = spectral_change(y)
+    assert found is not None and 0.0 <= found[0] - splice_s <= 0.2, found
+    result = classifier.classify(y)  # the same from the classifier, which shares its spectra
+    assert (result.change_s, result.change_strength) == pytest.approx(found)
+    fields = result.as_dict(start_s=100.0)
+    assert fields["change_at_s"] == pytest.approx(100.0 + found[0], abs=1e-4)
+    # Steady music changes less than the splice; a change outside the middle is not looked at.
+    steady = spectral_change(synthetic_music(3.0, rng=np.random.default_rng(5)) * 0.3)
+    assert steady is not None and steady[1] < found[1]
+    assert 1.0 - 0.02 <= steady[0] <= 2.0 + 0.02
+
+
+def test_spectral_change_needs_two_seconds_and_silence_has_none(
+    classifier: ContentClassifier,
+) -> None:
+    assert spectral_change(sine(440, 0.3)[: int(1.99 * SAMPLE_RATE)]) is None
+    found = spectral_change(np.concatenate([sine(440, 0.3), sine(880, 0.3)])[24000:71872])
+    assert found is not None and found[0] == pytest.approx(1.5, abs=0.02)  # the worker's 2.992 s
+    quiet = classifier.classify(np.zeros(WINDOW, np.float32))
+    assert quiet.change_s is None and "change_at_s" not in quiet.as_dict()
 
 
 # ---------------------------------------------------------------------------

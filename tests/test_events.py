@@ -97,6 +97,16 @@ def test_updates_carry_content_and_level_and_dead_air_makes_events(
     assert {u.content for u in quiet} == {"silence"}
     assert all(-67.0 < u.level_dbfs < -63.0 for u in quiet)  # type: ignore[operator]
     assert {u.content for u in loud} == {"music"}
+    # Where each window's sound changes most: in its middle second; silence says nothing.
+    assert all(u.change_at_s is None and u.change_strength is None for u in quiet)
+    for u in loud:
+        assert u.change_at_s is not None and u.change_strength is not None, u
+        middle = 0.5 * (u.start_s + u.end_s)
+        assert abs(u.change_at_s - middle) <= 0.5 + 0.02 and u.change_strength >= 0.0, u
+    # A window whose middle second holds the dead air's start finds it there.
+    edge = [u for u in tagged if abs(0.5 * (u.start_s + u.end_s) - 8.0) <= 0.4]
+    assert edge and all(u.change_at_s is not None for u in edge), edge
+    assert all(abs(u.change_at_s - 8.0) <= 0.05 for u in edge), edge  # type: ignore[operator]
     for u in tagged:
         assert set(u.content_probabilities or {}) == {"music", "speech", "silence"}
         assert max(u.content_probabilities, key=u.content_probabilities.get) == u.content  # type: ignore[arg-type, union-attr]
@@ -251,6 +261,8 @@ def content_update(
         probabilities=smoothed, smoothed=smoothed, capture_time=published_time,
         received_time=published_time, published_time=published_time, content=content,
         content_probabilities=share, level_dbfs=-70.0 if content == "silence" else -18.0,
+        change_at_s=None if content == "silence" else 0.5 * seq + 1.5,
+        change_strength=None if content == "silence" else 0.25 * seq,
     )  # fmt: skip
 
 
@@ -279,6 +291,8 @@ def test_the_store_keeps_content_and_events_and_the_report_counts_music_only(
         {"music": 0.05, "speech": 0.9, "silence": 0.05}
     )
     assert stored[18].level_dbfs == -70.0
+    assert stored[18].change_at_s is None and stored[18].change_strength is None
+    assert (stored[12].change_at_s, stored[12].change_strength) == (7.5, 3.0)
     assert list(read_events(connection)) == [title]
     connection.close()
 
