@@ -150,6 +150,9 @@ SPEECH_SHARE_AT_FLIP: Final = {"end": 0.44, "start": 0.26}
 #: two items' tag profiles, and the seconds of windows in each profile (:func:`_tag_ramp`).
 _RAMP_MARGIN_S: Final = 1.0
 _RAMP_PROFILE_S: Final = 8.0
+#: A music <-> talk boundary moves to the strongest spectral change the windows found
+#: (``change_at_s``, :func:`model.content.spectral_change`) this close to its estimate.
+CHANGE_SNAP_SECONDS: Final = 1.0
 #: Rows read from SQLite at a time.
 _CHUNK_ROWS: Final = 20_000
 #: A window's start this far (seconds) before the previous one's starts a new timeline
@@ -157,7 +160,7 @@ _CHUNK_ROWS: Final = 20_000
 _RESTART_SLACK_S: Final = 1.0
 _COLUMNS: Final = (
     "start_s", "end_s", "capture_time", "published_time", "content", "p_music", "p_speech",
-    "tags_id", "probabilities",
+    "change_at_s", "change_strength", "tags_id", "probabilities",
 )  # fmt: skip
 
 
@@ -293,7 +296,8 @@ class StreamWindows:
 
     Arrays of shape (W,): ``start_s``, ``end_s``, ``capture_time``, ``content``
     (object: "music", "speech", "silence"; a window recorded without content is
-    music), ``p_music``, ``p_speech`` (NaN where unknown); ``family_scores``
+    music), ``p_music``, ``p_speech``, ``change_at_s``, ``change_strength`` (NaN
+    where unknown); ``family_scores``
     (W, F) in the order of ``families.names``; ``top_tag`` (W,) index into
     ``tags`` of the window's most probable tag, with ``probability_sum``
     (T,) kept per row instead when summing (see :func:`segment_stream`).
@@ -306,6 +310,8 @@ class StreamWindows:
     content: np.ndarray
     p_music: np.ndarray
     p_speech: np.ndarray
+    change_at_s: np.ndarray
+    change_strength: np.ndarray
     family_scores: np.ndarray
     tag_probabilities: np.ndarray
     tags: tuple[str, ...]
@@ -322,6 +328,8 @@ class StreamWindows:
             self.content[index],
             self.p_music[index],
             self.p_speech[index],
+            self.change_at_s[index],
+            self.change_strength[index],
             self.family_scores[index],
             self.tag_probabilities[index],
             self.tags,
@@ -392,18 +400,20 @@ def read_stream_windows(
         parts["content"].append(
             np.array([c if c in ("speech", "silence") else "music" for c in columns[4]], object)
         )
-        for i, name in ((5, "p_music"), (6, "p_speech")):
+        for i, name in (
+            (5, "p_music"), (6, "p_speech"), (7, "change_at_s"), (8, "change_strength")
+        ):  # fmt: skip
             parts[name].append(
                 np.array([np.nan if v is None else v for v in columns[i]], dtype=np.float64)
             )
-        tags_ids = np.array(columns[7], dtype=np.int64)
+        tags_ids = np.array(columns[9], dtype=np.int64)
         probabilities = np.zeros((len(rows), len(tag_list)), dtype=np.float32)
         scores = np.zeros((len(rows), len(families.names)), dtype=np.float32)
         for tags_id in np.unique(tags_ids).tolist():
             _, names = tag_sets[tags_id]
             index = np.flatnonzero(tags_ids == tags_id)
             values = decode_blobs(
-                [columns[8][i] for i in index],
+                [columns[10][i] for i in index],
                 len(names),
                 what=f"probabilities of tag set {tags_id}",
             )
@@ -423,6 +433,8 @@ def read_stream_windows(
         joined["content"],
         joined["p_music"],
         joined["p_speech"],
+        joined["change_at_s"],
+        joined["change_strength"],
         joined["family_scores"],
         joined["probabilities"],
         tag_list,
@@ -578,6 +590,9 @@ def _split_content(
     Both are within about a hop of the change on their own in half to three quarters
     of the changes of the tuning programme (``python -m benchmarks.asrun_hour
     --tuning``); their errors are partly independent and their mean is closer.
+    That mean then moves to the strongest spectral change the windows report within
+    :data:`CHANGE_SNAP_SECONDS` of it (:func:`_snap_to_change`), which is finer than
+    windows a hop apart can say.
     """
     margin = 0.5 - speech_vs_music if left.label == "music" else speech_vs_music - 0.5
     k, flip_s = _place(margin, left.first, right.last, windows.centres)
@@ -589,8 +604,28 @@ def _split_content(
     moved = _tag_ramp(windows, placed, left.first, right.last, window_s, hop_s)
     if moved is not None:
         placed = 0.5 * (placed + moved)
+    placed = _snap_to_change(windows, placed, left.first, right.last)
     lowest, highest = windows.centres[left.first], windows.centres[right.last]
     right.start_s = float(min(max(placed, lowest), highest))
+
+
+def _snap_to_change(windows: StreamWindows, near_s: float, first: int, last: int) -> float:
+    """The strongest ``change_at_s`` of windows ``first .. last`` within reach of ``near_s``.
+
+    Each window reports where in its middle second the sound changes most
+    (:func:`model.content.spectral_change`: the mean log-mel spectrum of the second
+    before against the second after) and how much; at a splice from music to talk
+    the strongest of those lies at the splice.  Only changes within
+    :data:`CHANGE_SNAP_SECONDS` of ``near_s`` count, so a change inside the song or
+    the talk further away is never taken.  ``near_s`` itself when no window says
+    (a recording from a worker without ``change_at_s``).
+    """
+    at = windows.change_at_s[first : last + 1]
+    strength = windows.change_strength[first : last + 1]
+    near = np.isfinite(at) & np.isfinite(strength) & (np.abs(at - near_s) <= CHANGE_SNAP_SECONDS)
+    if not near.any():
+        return near_s
+    return float(at[near][int(np.argmax(strength[near]))])
 
 
 def _tag_ramp(

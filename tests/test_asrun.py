@@ -347,7 +347,8 @@ def windows_of(labels: list[tuple[str, str]], *, hop_s: float = 0.5) -> StreamWi
     return StreamWindows(
         stream="s", start_s=start, end_s=start + 3.0, capture_time=1e9 + start + 3.0,
         content=content, p_music=(content == "music").astype(float),
-        p_speech=(content == "speech").astype(float), family_scores=scores,
+        p_speech=(content == "speech").astype(float), change_at_s=np.full(n, np.nan),
+        change_strength=np.full(n, np.nan), family_scores=scores,
         tag_probabilities=scores.copy(), tags=names,
     )  # fmt: skip
 
@@ -382,20 +383,17 @@ def test_runs_shorter_than_min_segment_seconds_join_a_neighbour(
     assert [r.kind for r in rows] == expected
 
 
-@pytest.mark.parametrize("talk_start_s", [40.0, 40.17, 40.38])
-def test_a_content_change_is_placed_from_the_window_geometry(talk_start_s: float) -> None:
-    """Talk from ``talk_start_s`` for 30 s between music, seen through 3 s windows.
+def talk_between_music(talk_start_s: float, talk_end_s: float) -> StreamWindows:
+    """Talk between music, seen through 3 s windows, without ``change_at_s``.
 
     The classifier calls a window speech once the measured share of it is speech
     (``SPEECH_SHARE_AT_FLIP``: less when the speech is at the window's start) and the
     tags move from the music's to the talk's profile in proportion to the talk's
-    share of the window, as a model that pools over its window does.  Both changes
-    must land on the audio, not on the flip's window centre (0.2-0.7 s away).
+    share of the window, as a model that pools over its window does.
     """
     hop_s, window_s = HOP_S, 2.992
     start = np.arange(int(100 / hop_s)) * hop_s
     end = start + window_s
-    talk_end_s = talk_start_s + 30.0
     talk = np.clip(np.minimum(end, talk_end_s) - np.maximum(start, talk_start_s), 0, None)
     share = talk / window_s
     # A window holding the talk's start has the speech at its end, and the other way round.
@@ -410,16 +408,50 @@ def test_a_content_change_is_placed_from_the_window_geometry(talk_start_s: float
     talk_logits = np.full(len(names), -4.0)
     logits = music_logits + share[:, None] * (talk_logits - music_logits)
     probabilities = (1 / (1 + np.exp(-logits))).astype(np.float32)
-    w = StreamWindows(
+    return StreamWindows(
         stream="s", start_s=start, end_s=end, capture_time=1e9 + end,
         content=np.where(p_speech >= 0.5, "speech", "music").astype(object),
-        p_music=1 - p_speech, p_speech=p_speech, family_scores=probabilities,
+        p_music=1 - p_speech, p_speech=p_speech, change_at_s=np.full(len(start), np.nan),
+        change_strength=np.full(len(start), np.nan), family_scores=probabilities,
         tag_probabilities=probabilities, tags=names,
     )  # fmt: skip
-    rows = segment_stream(w)
+
+
+@pytest.mark.parametrize("talk_start_s", [40.0, 40.17, 40.38])
+def test_a_content_change_is_placed_from_the_window_geometry(talk_start_s: float) -> None:
+    """Talk from ``talk_start_s`` for 30 s between music (:func:`talk_between_music`).
+
+    Both changes must land on the audio, not on the flip's window centre (0.2-0.7 s away).
+    """
+    talk_end_s = talk_start_s + 30.0
+    rows = segment_stream(talk_between_music(talk_start_s, talk_end_s))
     assert [r.kind for r in rows] == ["music", "speech", "music"], rows
     assert rows[1].audio_start_s == pytest.approx(talk_start_s, abs=0.1), rows
     assert rows[1].audio_end_s == pytest.approx(talk_end_s, abs=0.1), rows
+
+
+@pytest.mark.parametrize("talk_start_s", [40.0, 40.17, 40.38])
+def test_a_content_change_moves_to_the_strongest_spectral_change_near_it(
+    talk_start_s: float,
+) -> None:
+    """Windows that report where their sound changes (``change_at_s``) place it exactly.
+
+    Every window reports a weak change at its centre; those whose middle second holds
+    the talk's start or end report that, stronger; and a still stronger change 1.6 s
+    before the talk (a drum break) is out of reach (``CHANGE_SNAP_SECONDS``).
+    """
+    talk_end_s = talk_start_s + 30.0
+    w = talk_between_music(talk_start_s, talk_end_s)
+    w.change_at_s[:] = w.centres
+    w.change_strength[:] = 1.0
+    for at_s, strength in ((talk_start_s, 3.0), (talk_end_s, 3.0), (talk_start_s - 1.6, 9.0)):
+        middle = np.abs(w.centres - at_s) <= 0.5
+        w.change_at_s[middle], w.change_strength[middle] = at_s, strength
+    rows = segment_stream(w)
+    assert [r.kind for r in rows] == ["music", "speech", "music"], rows
+    assert rows[1].audio_start_s == pytest.approx(talk_start_s, abs=1e-9), rows
+    assert rows[1].audio_end_s == pytest.approx(talk_end_s, abs=1e-9), rows
+    assert rows[0].audio_end_s == rows[1].audio_start_s
 
 
 def test_a_title_change_inside_music_splits_it_and_names_the_rows() -> None:
@@ -579,6 +611,8 @@ def test_silence_on_both_sides_of_an_outage_is_two_silences() -> None:
         np.concatenate([first.content, second.content]),
         np.concatenate([first.p_music, second.p_music]),
         np.concatenate([first.p_speech, second.p_speech]),
+        np.concatenate([first.change_at_s, second.change_at_s + shift]),
+        np.concatenate([first.change_strength, second.change_strength]),
         np.concatenate([first.family_scores, second.family_scores]),
         np.concatenate([first.tag_probabilities, second.tag_probabilities]),
         first.tags,
