@@ -25,7 +25,8 @@ A presenter talking over a music bed is speech; singing is music.
 
 3. **Where the sound changes**: :func:`spectral_change` finds the point in the
    window's middle second where the mean log-mel spectrum of the second before
-   differs most from that of the second after, and how much.  At a change from
+   differs most from that of the second after (mostly in shape: a fade counts
+   little), and how much.  At a change from
    music to talk (or back) that point is the splice; the as-run log
    (:mod:`monitor.asrun`) uses it to place such boundaries more finely than
    the classifier's windows can.
@@ -104,6 +105,8 @@ _SILENCE_SLOPE_DB = 2.0  # width of the silence probability's transition around 
 CHANGE_SPAN_SECONDS = 1.0
 #: ... comparing this many seconds before each point with as many after it.
 CHANGE_CONTEXT_SECONDS = 1.0
+#: ... and counting this share of the change of overall level (the rest is the shape's).
+CHANGE_LEVEL_WEIGHT = 0.25
 _CHANGE_MELS = 40
 
 
@@ -314,8 +317,11 @@ def spectral_change(
     log-mel spectrum (40 bands) of the :data:`CHANGE_CONTEXT_SECONDS` before it
     is compared with that of as many seconds after it (a two-block novelty, as
     in Foote's checkerboard kernel); the point where they differ most wins.
-    The strength is that difference, the RMS over bands of the change in
-    natural-log power (1.0: the bands moved by a factor of e on average).
+    Mostly the spectrum's shape counts: all but :data:`CHANGE_LEVEL_WEIGHT` of
+    the change of overall level (the mean over bands of the difference) is
+    taken out, so a song fading out is a weaker change than the splice to the
+    talk after the fade.  The strength is the RMS over bands of what is left,
+    in natural-log power (1.0: the bands moved by a factor of e on average).
 
     Parameters
     ----------
@@ -348,7 +354,9 @@ def spectral_change(
         return None
     before = (cumulative[i] - cumulative[i - context]) / context
     after = (cumulative[i + context] - cumulative[i]) / context
-    strength = np.sqrt(np.mean((after - before) ** 2, axis=1))
+    difference = after - before
+    level = difference.mean(axis=1, keepdims=True)
+    strength = np.sqrt(np.mean((difference - (1.0 - CHANGE_LEVEL_WEIGHT) * level) ** 2, axis=1))
     best = int(np.argmax(strength))
     return float(at_s[best]), float(strength[best])
 

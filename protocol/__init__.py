@@ -463,7 +463,8 @@ class TagUpdate:
         most (:func:`model.content.spectral_change`); ``None`` when not classified
         or silent.
     change_strength : float >= 0 or None
-        How much it changes there (RMS change of the log-mel bands, in nepers).
+        How much it changes there (RMS change of the log-mel bands, in nepers, with
+        three quarters of the change of overall level taken out).
 
     Notes
     -----
