@@ -231,6 +231,19 @@ def tuning_programme(minutes: float, rng: np.random.Generator) -> list[dict]:
     return items
 
 
+def fade_out(items: list[dict], seconds: float) -> None:
+    """Fade out the last ``seconds`` of each music item that talk follows, as a presenter would.
+
+    The gain falls along a squared line to 0.02 (-34 dB), where the talk cuts in.
+    """
+    for this, following in itertools.pairwise(items):
+        if this["kind"] == "music" and following["kind"] == "speech" and seconds > 0:
+            audio = this["audio"].copy()
+            n = min(len(audio), int(seconds * SR))
+            audio[len(audio) - n :] *= (np.linspace(1.0, 0.02, n) ** 2).astype(np.float32)
+            this["audio"] = audio
+
+
 def play(items: list[dict], db: Path) -> list[tuple[str, str, float, float]]:
     """Stream the items through a real worker into a recording; return what was played."""
     import zmq
@@ -502,6 +515,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REV",
         help="also measure monitor/asrun.py as at this git revision on the same recording",
     )
+    parser.add_argument(
+        "--fade-out",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="fade out the last S seconds of each music item before talk (0: cut)",
+    )
     parser.add_argument("--seed", type=int, default=20240611)
     parser.add_argument(
         "--list", action="store_true", help="also list the items played and the rows found"
@@ -540,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"skipped: {args.music} is absent (real-music checks need ../shared/music)")
                 return 0
             items = programme(args.music, args.minutes, rng)
+        fade_out(items, args.fade_out)
         folder = Path(tempfile.mkdtemp(prefix="asrun-hour-"))
         db = args.db or folder / "hour.db"
         started = time.monotonic()
