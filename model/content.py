@@ -23,13 +23,12 @@ How it decides (docs/CONTENT.md has the evaluation):
 
 A presenter talking over a music bed is speech; singing is music.
 
-3. **Where the sound changes**: :func:`spectral_change` finds the point in the
-   window's middle second where the mean log-mel spectrum of the second before
-   differs most from that of the second after (mostly in shape: a fade counts
-   little), and how much.  At a change from
-   music to talk (or back) that point is the splice; the as-run log
-   (:mod:`monitor.asrun`) uses it to place such boundaries more finely than
-   the classifier's windows can.
+Each window also says **where its sound changes** most (:func:`spectral_change`):
+the point in its middle second where the mean log-mel spectrum of the second
+before differs most from that of the second after (mostly in shape: a fade
+counts little), and how much.  At a change from music to talk (or back) that
+point is the splice; the as-run log (:mod:`monitor.asrun`) uses it to place
+such boundaries more finely than windows a hop apart can.
 """
 
 from __future__ import annotations
@@ -332,9 +331,9 @@ def spectral_change(
     Returns
     -------
     (float, float) or None
-        ``None`` when the window is too short for both contexts (about 2 s); a window
-    shorter than the span and both contexts (the worker's is 2.992 s) looks at
-    the part of its middle second that has both.
+        ``None`` when the window is too short for both contexts (about 2 s).  A
+        window shorter than the span and both contexts (the worker's is 2.992 s)
+        looks at the part of its middle second that has both.
     """
     x = np.asarray(samples, dtype=np.float32)
     seconds = len(x) / SAMPLE_RATE

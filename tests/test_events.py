@@ -341,6 +341,28 @@ def test_a_version_1_recording_is_upgraded_in_place(tmp_path: Path) -> None:
     assert writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     write_updates(writer, [content_update(1, "speech", "rock", published_time=2.0)])
     assert [u.content for u in read_updates(writer)] == [None, "speech"]
+    assert [u.change_at_s for u in read_updates(writer)] == [None, 2.0]
+    writer.close()
+
+
+def test_a_version_2_recording_without_the_change_columns_gains_them(tmp_path: Path) -> None:
+    """A file written before ``change_at_s``: read as it is, upgraded when written to."""
+    from monitor.store import open_database, read_updates, write_updates
+
+    db = tmp_path / "v2.db"
+    writer = open_database(db)
+    write_updates(writer, [content_update(0, "music", "jazz", published_time=1.0)])
+    for name in ("change_at_s", "change_strength"):
+        writer.execute(f"ALTER TABLE updates DROP COLUMN {name}")
+    writer.close()
+    reader = open_database(db, read_only=True)
+    [before] = read_updates(reader)
+    assert before.content == "music" and before.change_at_s is None
+    reader.close()
+    writer = open_database(db)
+    write_updates(writer, [content_update(1, "music", "jazz", published_time=2.0)])
+    stored = list(read_updates(writer))
+    assert [(u.change_at_s, u.change_strength) for u in stored] == [(None, None), (2.0, 0.25)]
     writer.close()
 
 
