@@ -31,7 +31,10 @@ JSON_FIELDS = {
 }  # fmt: skip
 #: Set when the worker classifies content (``[content]`` settings), says how far behind
 #: the stream it is, and has shed windows of it (docs/PROTOCOL.md, optional fields).
-CONTENT_FIELDS = {"content", "content_probabilities", "level_dbfs", "behind_s", "shed"}
+CONTENT_FIELDS = {
+    "content", "content_probabilities", "level_dbfs", "change_at_s", "change_strength", "behind_s",
+    "shed",
+}  # fmt: skip
 
 
 def test_fast_file_through_the_pipeline(processes: Processes, tmp_path: Path, tagger: Any) -> None:
