@@ -234,7 +234,7 @@ def tuning_programme(minutes: float, rng: np.random.Generator) -> list[dict]:
 def fade_out(items: list[dict], seconds: float) -> None:
     """Fade out the last ``seconds`` of each music item that talk follows, as a presenter would.
 
-    The gain falls along a squared line to 0.02 (-34 dB), where the talk cuts in.
+    The gain falls as the square of a line from 1 to 0.02 (to -68 dB), where the talk cuts in.
     """
     for this, following in itertools.pairwise(items):
         if this["kind"] == "music" and following["kind"] == "speech" and seconds > 0:
