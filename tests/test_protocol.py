@@ -176,6 +176,16 @@ def test_update_without_optional_counters_defaults_to_zero() -> None:
     assert (decoded.gaps, decoded.dropped) == (0, 0)
 
 
+def test_where_the_sound_changes_travels_on_the_update() -> None:
+    update = make_update(change_at_s=1.25, change_strength=2.5)
+    decoded = decode_update([bytes(part) for part in encode_update(update)])
+    assert (decoded.change_at_s, decoded.change_strength) == (1.25, 2.5)
+    assert update.to_json_dict()["change_at_s"] == 1.25
+    absent = decode_update([bytes(part) for part in encode_update(make_update())])
+    assert (absent.change_at_s, absent.change_strength) == (None, None)
+    assert "change_at_s" not in make_update().to_json_dict()
+
+
 def test_unknown_header_fields_are_ignored() -> None:
     """Adding optional fields does not bump the version: old receivers must accept them."""
     parts = audio_parts(extra={"gain_db": 3.0, "device": "hw:1,0"})
@@ -405,6 +415,9 @@ UPDATE_REJECTS: list[tuple[str, Callable[[], Any], str]] = [
     ("probabilities too short", lambda: update_parts(n_values=2), "size"),
     ("negative gaps", lambda: update_parts(gaps=-1), "counter"),
     ("negative dropped", lambda: update_parts(dropped=-3), "counter"),
+    ("negative change_at_s", lambda: update_parts(change_at_s=-1.0), "content"),
+    ("NaN change_strength", lambda: update_parts(change_strength=math.nan), "content"),
+    ("change_at_s as string", lambda: update_parts(change_at_s="1.0"), "content"),
 ]
 
 
