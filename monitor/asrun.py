@@ -747,6 +747,8 @@ def _stretch_runs(
             if left.label and right.label:
                 a, b = names.index(left.label), names.index(right.label)
                 _split_between(scores[:, a], scores[:, b], left, right, guard, windows.centres)
+                assert right.start_s is not None
+                right.start_s = _snap_to_change(windows, right.start_s, left.first, right.last)
         family_runs[0].start_s = run.start_s
         out.extend(("music", r.label, r.first, r.last, r.start_s) for r in family_runs)
     return out
