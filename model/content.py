@@ -337,7 +337,7 @@ def spectral_change(
     """
     x = np.asarray(samples, dtype=np.float32)
     seconds = len(x) / SAMPLE_RATE
-    if seconds < 2 * CHANGE_CONTEXT_SECONDS + _HOP / SAMPLE_RATE or len(x) < _N_FFT:
+    if seconds < 2 * CHANGE_CONTEXT_SECONDS + _HOP / SAMPLE_RATE:  # also >= one frame
         return None
     if power is None:
         power = _power(x)

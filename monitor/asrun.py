@@ -678,7 +678,7 @@ def _split_between(
     left: _Run,
     right: _Run,
     guard: int,
-    centres: np.ndarray,
+    windows: StreamWindows,
 ) -> None:
     """Move the boundary between ``left`` and ``right`` to where the evidence changes.
 
@@ -688,7 +688,8 @@ def _split_between(
     by how much more left-like than right-like it is, so a label whose score saturates
     early (a loud drum track in a window that is mostly piano) does not pull the
     boundary its way.  The boundary is where the evidence crosses zero between the
-    centres of the last left and the first right window (linear interpolation).
+    centres of the last left and the first right window (linear interpolation),
+    moved to the strongest spectral change within reach (:func:`_snap_to_change`).
     """
     pure_left = np.arange(left.first, max(left.first + 1, left.last + 1 - guard))
     pure_right = np.arange(min(right.last, right.first + guard), right.last + 1)
@@ -702,8 +703,9 @@ def _split_between(
     evidence = scaled(left_score, pure_left, pure_right) - scaled(
         right_score, pure_right, pure_left
     )
-    k, right.start_s = _place(evidence, left.first, right.last, centres)
+    k, placed = _place(evidence, left.first, right.last, windows.centres)
     left.last, right.first = k - 1, k
+    right.start_s = _snap_to_change(windows, placed, left.first, right.last)
 
 
 def _stretch_runs(
@@ -746,9 +748,7 @@ def _stretch_runs(
         for left, right in itertools.pairwise(family_runs):
             if left.label and right.label:
                 a, b = names.index(left.label), names.index(right.label)
-                _split_between(scores[:, a], scores[:, b], left, right, guard, windows.centres)
-                assert right.start_s is not None
-                right.start_s = _snap_to_change(windows, right.start_s, left.first, right.last)
+                _split_between(scores[:, a], scores[:, b], left, right, guard, windows)
         family_runs[0].start_s = run.start_s
         out.extend(("music", r.label, r.first, r.last, r.start_s) for r in family_runs)
     return out
