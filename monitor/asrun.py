@@ -13,7 +13,9 @@ the worker's events) and cuts each stream's audio timeline into
     windows the worker called speech (a presenter, an advert read out);
 ``silence``
     windows below the silence threshold (``content`` ``silence``, at least
-    one whole window, so about 3 s of quiet or more);
+    one whole window, so about 3 s of quiet or more); between two sounds,
+    only dead air the worker reported or quiet of ``min_segment_seconds`` or
+    more: a shorter gap (a fade's tail, a pause) belongs to the row before it;
 ``outage``
     audio that never arrived: a ``source_down`` ... ``source_up`` pair of events,
     or a hole in the windows' audio timeline (the worker's clock jumps over a
@@ -26,6 +28,9 @@ How a row is found
    its last one (a window is silent only when the whole of it is quiet), or
    exactly where the worker's ``silence_start``/``silence_end`` events say
    (``silence_since_s``, ``at_s``) when the silence lasted long enough for them.
+   A silence between two sounds that is shorter than ``min_segment_seconds`` and
+   was not reported is a gap, not a row: the row before it ends where the sound
+   resumes, and two rows of one kind (and family) that then meet are one.
 2. In each stretch the windows' content (speech or music) is cut into runs; a
    run shorter than ``min_segment_seconds`` is merged into its longer neighbour,
    unless the audio stops next to it (the recording's start or end, an outage:
@@ -171,8 +176,11 @@ class AsRunSettings:
     Attributes
     ----------
     min_segment_seconds : float >= 0
-        Music and speech runs shorter than this are merged into a neighbour
-        (silence and outages are kept whatever their length).
+        Music and speech runs shorter than this are merged into a neighbour.
+        A silence shorter than this between two sounds that the worker did not
+        report as dead air is a gap: the row before it runs on to where the
+        sound resumes.  Other silences and all outages are kept whatever their
+        length.
     family_hysteresis : float in [0, 1)
         A music row changes family only when another family's score exceeds
         the current one's by more than this.
@@ -818,6 +826,7 @@ def segment_stream(
     silence_labels = [
         f"s{part}" if quiet else "" for quiet, part in zip(silent, timeline_part, strict=True)
     ]
+    reported: set[int] = set()  # first windows of the silences the worker reported as dead air
     for run in _runs(silence_labels):
         if not run.label:
             continue
@@ -833,6 +842,8 @@ def segment_stream(
             None,
         )
         back = next((e.at_s for e in ends if abs(e.at_s - finish) <= window_s), None)
+        if known is not None or back is not None:
+            reported.add(run.first)
         if run.first == 0:
             begin = float(windows.start_s[0])
         if run.last == n - 1:
@@ -894,6 +905,8 @@ def segment_stream(
             else:
                 pieces[j] = (*piece[:2], before[3], max(before[3], piece[3]), *piece[4:])
 
+    pieces = _close_short_gaps(pieces, settings.min_segment_seconds, reported)
+
     # 3. Titles and wall-clock times.
     titles = _title_changes(
         [(e.at_s, str(e.fields.get("title", ""))) for e in events if e.event == "now_playing"]
@@ -924,6 +937,41 @@ def segment_stream(
             )
         )
     return entries
+
+
+def _close_short_gaps(
+    pieces: list[tuple[str, str, float, float, int, int]], shortest_s: float, reported: set[int]
+) -> list[tuple[str, str, float, float, int, int]]:
+    """Pieces where a short quiet between two sounds is no row of its own.
+
+    A silence shorter than ``shortest_s`` with music or speech on both sides,
+    which the worker did not report as dead air (``silence_start``), is a gap
+    between items (a fade's quiet tail before the talk, a pause between two
+    songs) or inside one (a rest in a symphony), not an item: the piece before
+    it runs on to where the sound resumes, so the next item starts with its
+    sound.  Two music pieces of one family, or two speech pieces, that then
+    meet are one.  Silences next to an outage or at the recording's ends stay.
+    """
+    out: list[tuple[str, str, float, float, int, int]] = []
+    for j, piece in enumerate(pieces):
+        kind, family, start, end, first, last = piece
+        sound = ("music", "speech")
+        if (
+            kind == "silence"
+            and end - start < shortest_s
+            and first not in reported
+            and out
+            and out[-1][0] in sound
+            and j + 1 < len(pieces)
+            and pieces[j + 1][0] in sound
+        ):
+            out[-1] = (*out[-1][:3], end, out[-1][4], last)  # its windows count in the row
+            continue
+        if out and kind in sound and out[-1][:2] == (kind, family):
+            kept = out.pop()
+            piece = (kind, family, kept[2], end, kept[4], last)
+        out.append(piece)
+    return out
 
 
 def _row_title(kind: str, titles: Sequence[tuple[float, str]], start: float, end: float) -> str:

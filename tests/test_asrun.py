@@ -600,6 +600,34 @@ def test_dead_air_cut_short_by_an_outage_ends_where_the_source_went_down(tmp_pat
     assert incident.duration_s == 15.0
 
 
+@pytest.mark.parametrize(
+    ("after", "expected"),
+    [
+        ([("speech", "")] * 40, [("music", "rock"), ("speech", "")]),  # a fade's tail, then talk
+        ([("music", "rock")] * 40, [("music", "rock")]),  # a rest inside one piece
+        ([("music", "jazz-blues-soul")] * 40, [("music", "rock"), ("music", "jazz-blues-soul")]),
+    ],
+)
+def test_a_short_quiet_between_two_sounds_is_a_gap_not_a_row(
+    after: list[tuple[str, str]], expected: list[tuple[str, str]]
+) -> None:
+    """7 s of quiet the worker did not report: the row before runs on to where sound resumes."""
+    w = windows_of([("music", "rock")] * 40 + [("silence", "")] * 8 + after)
+    resumes = w.end_s[47] + 0.25  # half a hop after the last quiet window
+    rows = segment_stream(w, settings=AsRunSettings(min_segment_seconds=10.0))
+    assert [(r.kind, r.family) for r in rows] == expected
+    assert rows[0].audio_end_s == pytest.approx(resumes if len(rows) == 2 else w.end_s[-1])
+    assert sum(r.windows for r in rows) == len(w)
+    # With a shorter minimum, or reported as dead air, the quiet keeps its row.
+    rows = segment_stream(w, settings=AsRunSettings(min_segment_seconds=3.0))
+    assert [r.kind for r in rows][:3] == ["music", "silence", after[0][0]]
+    reported = Event("s", "silence_start", time=1e9 + 25.0, at_s=25.0,
+                     fields={"silence_since_s": w.start_s[40] - 0.25, "level_dbfs": -70.0,
+                             "threshold_dbfs": -50.0})  # fmt: skip
+    rows = segment_stream(w, [reported], settings=AsRunSettings(min_segment_seconds=10.0))
+    assert [r.kind for r in rows][:3] == ["music", "silence", after[0][0]]
+
+
 def test_silence_on_both_sides_of_an_outage_is_two_silences() -> None:
     """Music, dead air, the source lost for 20 s (a hole in the timeline), dead air, music."""
     before = [("music", "rock")] * 20 + [("silence", "")] * 15
