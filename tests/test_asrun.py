@@ -456,6 +456,26 @@ def test_a_content_change_moves_to_the_strongest_spectral_change_near_it(
     assert rows[0].audio_end_s == rows[1].audio_start_s
 
 
+def test_a_change_to_talk_looks_further_later_than_one_to_music() -> None:
+    """A quiet song end makes the flip to talk early, so that change looks 1.5 s later.
+
+    The only strong changes lie 1.2 s after each true change: the one after the
+    change to talk is taken (``CHANGE_SNAP_LATER_TO_TALK_SECONDS``), the one after
+    the change back to music is not (``CHANGE_SNAP_SECONDS``).
+    """
+    w = talk_between_music(40.0, 70.0)
+    w.change_at_s[:] = w.centres
+    w.change_strength[:] = 1.0
+    for at_s in (41.2, 71.2):
+        middle = np.abs(w.centres - at_s) <= 0.5
+        w.change_at_s[middle], w.change_strength[middle] = at_s, 3.0
+    rows = segment_stream(w)
+    assert [r.kind for r in rows] == ["music", "speech", "music"], rows
+    assert rows[1].audio_start_s == pytest.approx(41.2, abs=1e-9), rows
+    assert rows[1].audio_end_s != pytest.approx(71.2, abs=0.2), rows
+    assert rows[1].audio_end_s == pytest.approx(70.0, abs=1.0), rows
+
+
 def test_a_title_change_inside_music_splits_it_and_names_the_rows() -> None:
     w = windows_of([("music", "pop")] * 100)  # 50 s of pop
     titles = [
