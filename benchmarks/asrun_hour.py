@@ -1,7 +1,7 @@
 """The as-run log of a scripted programme: items played against rows found (issue 14).
 
     .venv/bin/python -m benchmarks.asrun_hour [--minutes 60] [--music DIR] [--db PATH]
-    .venv/bin/python -m benchmarks.asrun_hour --tuning [--minutes 15] [--db PATH]
+    .venv/bin/python -m benchmarks.asrun_hour --tuning [--minutes 15] [--rap P] [--db PATH]
     .venv/bin/python -m benchmarks.asrun_hour --replay --db PATH
 
 Builds a programme from real music (``../shared/music/gtzan``, evaluation use
@@ -29,7 +29,10 @@ synthetic music (drums, bass and chords; a dense pop-like bed with synthetic
 singing) and espeak-ng talk in several English voices and speeds, with room,
 line and noise roughening (:mod:`training.tune_content`'s generators).  Its
 music items have no genre, so only kinds and boundaries are measured; the
-placement rules of :mod:`monitor.asrun` were chosen on it.
+placement rules of :mod:`monitor.asrun` were chosen on it.  ``--rap P`` makes a
+share ``P`` of its music items espeak-ng "rapping" over a loud beat, which the
+content classifier often hears as talk (as it does real rap): the programme for
+the rules that must cope with a song heard as talk.
 
 ``--db PATH`` keeps the recording and writes what was played next to it
 (``PATH.played.json``); ``--replay --db PATH`` measures that recording again
@@ -165,10 +168,16 @@ def programme(music: Path, minutes: float, rng: np.random.Generator) -> list[dic
 TUNING_VOICES = ("en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en+f2", "en+m3", "en-us+f3")
 
 
-def tuning_music(rng: np.random.Generator) -> tuple[str, np.ndarray]:
-    """One music item that may be tuned on: (source, audio), 20-60 s."""
+def tuning_music(rng: np.random.Generator, rap: float = 0.0) -> tuple[str, np.ndarray]:
+    """One music item that may be tuned on: (source, audio), 20-60 s.
+
+    With probability ``rap`` it is espeak-ng "rapping" over a loud beat (the content
+    classifier's training source it is weakest on: often heard as speech).
+    """
     from training.tune_content import _read_excerpt, dense_bed, singing, wesnoth_tracks
 
+    if rap > 0 and rng.random() < rap:
+        return "rap", tuning_rap(rng)
     seconds = float(rng.uniform(20, 60))
     kind = rng.choice(["wesnoth", "wesnoth", "wesnoth", "synthetic", "song"])
     tracks = wesnoth_tracks()
@@ -184,6 +193,25 @@ def tuning_music(rng: np.random.Generator) -> tuple[str, np.ndarray]:
         y = bed / (np.abs(bed).max() + 1e-9) + float(rng.uniform(0.3, 0.8)) * voice
         y = 0.7 * y / (np.abs(y).max() + 1e-9)
     return str(kind), np.asarray(y, dtype=np.float32)
+
+
+def tuning_rap(rng: np.random.Generator) -> np.ndarray:
+    """espeak-ng sentences, fast, over a dense bed at -3 to +1 dB: 20-60 s of "rap"."""
+    from training.tune_content import _mix, _read_excerpt, _sentences, dense_bed, wesnoth_tracks
+    from training.tune_content import espeak as speak
+
+    seconds = float(rng.uniform(20, 60))
+    voice = str(rng.choice(TUNING_VOICES))
+    rate, pitch = int(rng.integers(180, 240)), int(rng.integers(30, 70))
+    parts: list[np.ndarray] = []
+    while sum(len(p) for p in parts) < seconds * SR:
+        [text] = _sentences(rng, 1)
+        parts.append(speak(text, voice=voice, rate=rate, pitch=pitch, gap=0))
+    voice_audio = np.concatenate(parts)[: int(seconds * SR)]
+    tracks = wesnoth_tracks()
+    track = _read_excerpt(tracks[int(rng.integers(len(tracks)))], seconds, rng)
+    y = _mix(voice_audio, dense_bed(track, seconds, rng), float(rng.uniform(-3, 1)))
+    return (0.7 * y / (np.abs(y).max() + 1e-9)).astype(np.float32)
 
 
 def tuning_talk(rng: np.random.Generator) -> np.ndarray:
@@ -205,13 +233,16 @@ def tuning_talk(rng: np.random.Generator) -> np.ndarray:
     return (0.5 * y / (np.abs(y).max() + 1e-9)).astype(np.float32)
 
 
-def tuning_programme(minutes: float, rng: np.random.Generator) -> list[dict]:
-    """:func:`programme`'s running order from audio that may be tuned on (no genres)."""
+def tuning_programme(minutes: float, rng: np.random.Generator, rap: float = 0.0) -> list[dict]:
+    """:func:`programme`'s running order from audio that may be tuned on (no genres).
+
+    ``rap``: the share of music items that are :func:`tuning_rap`.
+    """
     items: list[dict] = []
     total_s, outage_done = 0.0, False
     target_s = minutes * 60.0
     while total_s < target_s:
-        source, audio = tuning_music(rng)
+        source, audio = tuning_music(rng, rap)
         items.append(item("music", title=f"{source} {len(items)}", audio=audio))
         total_s += len(audio) / SR
         step = sum(1 for i in items if i["kind"] == "music") % 3
@@ -522,6 +553,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S",
         help="fade out the last S seconds of each music item before talk (0: cut)",
     )
+    parser.add_argument(
+        "--rap",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="--tuning: make this share of the music items espeak-ng rapping over a loud beat",
+    )
     parser.add_argument("--seed", type=int, default=20240611)
     parser.add_argument(
         "--list", action="store_true", help="also list the items played and the rows found"
@@ -529,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.replay and args.db is None:
         parser.error("--replay needs --db PATH (a recording this benchmark kept)")
+    if not 0.0 <= args.rap <= 1.0 or (args.rap and not args.tuning):
+        parser.error("--rap P needs --tuning and 0 <= P <= 1")
     from monitor.asrun import load_asrun
     from monitor.report import build_report
 
@@ -554,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             except UnavailableError as exc:
                 print(f"skipped: {exc}")
                 return 0
-            items = tuning_programme(args.minutes, rng)
+            items = tuning_programme(args.minutes, rng, args.rap)
         else:
             if not (args.music / "labels.csv").is_file():
                 print(f"skipped: {args.music} is absent (real-music checks need ../shared/music)")
