@@ -61,9 +61,13 @@ How a row is found
    real music; boundaries with silence and outages are within one hop.
 5. ``now_playing`` titles name the rows: a music row's title is the one in
    effect at its middle (a speech row's: one that began during it), and a
-   music row is split where the title changes when the change lies at least
-   ``min_segment_seconds`` from both of its ends (two songs of one family back
-   to back); a title announced again is no change.  A title in effect for at
+   music or speech row is split where the title changes when the change lies at
+   least ``min_segment_seconds`` from both of its ends (two songs of one family
+   back to back; a song heard as talk all through after the talk).  A boundary
+   from talk to music seconds from a title change moves to the splice at the
+   title when the sound changes more there (:func:`_move_to_titles`: the
+   classifier heard the song's start as talk).  A title announced again is no
+   change.  A title in effect for at
    most ``title_item_seconds`` names one track: the music rows next to each
    other under it join into one, with the family that scores highest over all
    of it (a song whose bridge sounds like another family is one row).
@@ -165,6 +169,10 @@ CHANGE_SNAP_SECONDS: Final = 1.0
 #: cut and 62-85 % faded with 1 s, 92-100 % and 77-100 % with 1.5 s; 2 s lost 8 % on
 #: seed 11 cut); held-out seed 3: 90 -> 84 % cut, 63 -> 90 % with 2 s fade-outs.
 CHANGE_SNAP_LATER_TO_TALK_SECONDS: Final = 1.5
+#: A music <-> talk boundary this close to a ``now_playing`` change may move to it
+#: (:func:`_move_to_titles`): about the longest stretch by which the content classifier
+#: misses the start of a song with a voice (``docs/CONTENT.md``).
+TITLE_REACH_SECONDS: Final = 10.0
 #: Rows read from SQLite at a time.
 _CHUNK_ROWS: Final = 20_000
 #: A window's start this far (seconds) before the previous one's starts a new timeline
@@ -930,6 +938,7 @@ def segment_stream(
     titles = _title_changes(
         [(e.at_s, str(e.fields.get("title", ""))) for e in events if e.event == "now_playing"]
     )
+    pieces = _move_to_titles(pieces, titles, windows)
     pieces = _split_at_titles(pieces, titles, settings.min_segment_seconds)
     pieces = _join_under_titles(pieces, titles, settings.title_item_seconds, windows, names)
     entries = []
@@ -993,6 +1002,72 @@ def _close_short_gaps(
     return out
 
 
+def _change_near(
+    windows: StreamWindows, at_s: float, first: int, last: int, reach_s: float
+) -> tuple[float, float]:
+    """``(change_at_s, strength)`` of the strongest change windows ``first .. last`` report
+    within ``reach_s`` of ``at_s``; ``(at_s, 0.0)`` when none does."""
+    at = windows.change_at_s[first : last + 1]
+    strength = windows.change_strength[first : last + 1]
+    near = np.isfinite(at) & np.isfinite(strength) & (np.abs(at - at_s) <= reach_s)
+    if not near.any():
+        return at_s, 0.0
+    k = int(np.argmax(np.where(near, strength, -np.inf)))
+    return float(at[k]), float(strength[k])
+
+
+def _move_to_titles(
+    pieces: list[tuple[str, str, float, float, int, int]],
+    titles: Sequence[tuple[float, str]],
+    windows: StreamWindows,
+) -> list[tuple[str, str, float, float, int, int]]:
+    """Move talk -> music boundaries to a nearby title change where the sound changes more.
+
+    A ``now_playing`` change marks where a song starts.  The content classifier can
+    hear the start of a song as talk (rap, a spoken intro) or talk over a loud bed
+    as music, and then its boundary lies seconds from the song's start, where the
+    sound hardly changes.  So a boundary from speech to music moves to the
+    strongest spectral change within :data:`CHANGE_SNAP_SECONDS` of a title change
+    when that title change lies more than :data:`CHANGE_SNAP_SECONDS` (the sound
+    placed it there already) and at most :data:`TITLE_REACH_SECONDS` from it, after the
+    middle of the piece before and before the middle of the piece after (so it names
+    the item that follows), and that change is stronger than the one the boundary
+    sits on.  Each piece keeps at least one window's length.  Metadata sent a few
+    seconds off the audio therefore moves nothing that the sound placed well.
+    """
+    if not titles or not np.isfinite(windows.change_strength).any():
+        return pieces
+    out = list(pieces)
+    window_s = float(np.median(windows.end_s - windows.start_s))
+    half_hop = windows.hop_seconds() / 2
+    for j in range(1, len(out)):
+        before, after = out[j - 1], out[j]
+        if (before[0], after[0]) != ("speech", "music"):
+            continue  # a title names the song that starts, not the talk
+        boundary = after[2]
+        first, last = before[4], after[5]
+        low = max(
+            0.5 * (before[2] + before[3]), before[2] + window_s, boundary - TITLE_REACH_SECONDS
+        )
+        high = min(0.5 * (after[2] + after[3]), after[3] - window_s, boundary + TITLE_REACH_SECONDS)
+        _, here = _change_near(windows, boundary, first, last, half_hop)
+        best: tuple[float, float] | None = None
+        for when, _title in titles:
+            if not low < when < high or abs(when - boundary) <= CHANGE_SNAP_SECONDS:
+                continue  # out of reach, or the sound already placed it at the title
+            at_s, strength = _change_near(windows, when, first, last, CHANGE_SNAP_SECONDS)
+            if low < at_s < high and strength > here and (best is None or strength > best[1]):
+                best = (at_s, strength)
+        if best is None:
+            continue
+        moved = best[0]
+        cut = int(np.searchsorted(windows.centres[first : last + 1], moved)) + first
+        cut = min(max(cut, before[4] + 1), after[5])
+        out[j - 1] = (*before[:3], moved, before[4], cut - 1)
+        out[j] = (after[0], after[1], moved, after[3], cut, after[5])
+    return out
+
+
 def _row_title(kind: str, titles: Sequence[tuple[float, str]], start: float, end: float) -> str:
     """A music row: the title in effect at its middle; speech: one that began during it."""
     if kind == "music":
@@ -1017,13 +1092,17 @@ def _split_at_titles(
     titles: Sequence[tuple[float, str]],
     min_seconds: float,
 ) -> list[tuple[str, str, float, float, int, int]]:
-    """Split music pieces where the title changes well inside them (two songs of one family)."""
+    """Split music and speech pieces where the title changes well inside them.
+
+    Two songs of one family back to back; a song the content classifier hears as
+    talk all through (rap) after the talk before it.
+    """
     if not titles:
         return pieces
     out = []
     for piece in pieces:
         kind, family, start, end, a, b = piece
-        if kind != "music":
+        if kind not in ("music", "speech"):
             out.append(piece)
             continue
         for when, _ in titles:

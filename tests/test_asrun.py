@@ -476,6 +476,57 @@ def test_a_change_to_talk_looks_further_later_than_one_to_music() -> None:
     assert rows[1].audio_end_s == pytest.approx(70.0, abs=1.0), rows
 
 
+@pytest.mark.parametrize(
+    ("heard_until_s", "title_s", "expected_s"),
+    [
+        (76.0, 70.3, 70.0),  # a song's first 6 s heard as talk; its title 0.3 s late
+        (76.0, None, None),  # no title: the boundary stays where the classifier flipped
+        (70.0, 74.0, 70.0),  # title 4 s late: the splice the sound placed stays
+        (76.0, 45.0, None),  # a title early in the talk names the talk, not the song
+    ],
+)
+def test_a_talk_music_boundary_moves_to_a_near_title_where_the_sound_changes(
+    heard_until_s: float, title_s: float | None, expected_s: float | None
+) -> None:
+    """Talk 40-70 s, then a song; the classifier hears talk until ``heard_until_s``.
+
+    The windows report a strong change of sound at 40 s and 70 s (the splices) and
+    weak ones everywhere else; ``None`` expected: the boundary stays within reach of
+    ``heard_until_s`` (the snap to the strongest nearby change, here a weak one).
+    """
+    w = talk_between_music(40.0, heard_until_s)
+    w.change_at_s[:] = w.centres
+    w.change_strength[:] = 1.0
+    for at_s in (40.0, 70.0):
+        middle = np.abs(w.centres - at_s) <= 0.5
+        w.change_at_s[middle], w.change_strength[middle] = at_s, 3.0
+    titles = [_title(0.0, "A - One")] + ([_title(title_s, "B - Two")] if title_s else [])
+    rows = segment_stream(w, titles)
+    assert [r.kind for r in rows] == ["music", "speech", "music"], rows
+    assert rows[1].audio_start_s == pytest.approx(40.0, abs=1e-9), rows
+    if expected_s is None:
+        assert rows[1].audio_end_s == pytest.approx(heard_until_s, abs=1.0), rows
+    else:
+        assert rows[1].audio_end_s == pytest.approx(expected_s, abs=1e-9), rows
+    assert rows[1].audio_end_s == rows[2].audio_start_s
+    assert sum(r.windows for r in rows) == len(w)
+
+
+def test_a_title_change_well_inside_speech_splits_it() -> None:
+    """A song heard as talk all through (rap) after the talk: its title is the boundary."""
+    w = windows_of([("music", "rock")] * 60 + [("speech", "")] * 120 + [("music", "pop")] * 60)
+    talk_s = w.centres[60] - HOP_S / 2  # about 30 s: where the speech windows begin
+    titles = [_title(0.0, "A - One"), _title(talk_s + 25.0, "B - Rap"), _title(95.0, "C - Two")]
+    rows = segment_stream(w, titles)
+    assert [(r.kind, r.title) for r in rows] == [
+        ("music", "A - One"), ("speech", ""), ("speech", "B - Rap"), ("music", "C - Two"),
+    ]  # fmt: skip
+    assert rows[2].audio_start_s == talk_s + 25.0
+    # Within min_segment_seconds of the talk's start it names the talk: no split.
+    titles[1] = _title(talk_s + 5.0, "B - Rap")
+    assert [r.kind for r in segment_stream(w, titles)] == ["music", "speech", "music"]
+
+
 def test_a_title_change_inside_music_splits_it_and_names_the_rows() -> None:
     w = windows_of([("music", "pop")] * 100)  # 50 s of pop
     titles = [
