@@ -653,14 +653,24 @@ def _snap_to_change(
     change inside the song or the talk further away is never taken.  ``near_s``
     itself when no window says (a recording from a worker without ``change_at_s``).
     """
+    return _change_near(
+        windows, near_s, first, last, before_s=CHANGE_SNAP_SECONDS, after_s=later_s
+    )[0]
+
+
+def _change_near(
+    windows: StreamWindows, at_s: float, first: int, last: int, *, before_s: float, after_s: float
+) -> tuple[float, float]:
+    """``(change_at_s, strength)`` of the strongest change windows ``first .. last`` report
+    from ``before_s`` before ``at_s`` to ``after_s`` after it; ``(at_s, 0.0)`` if none."""
     at = windows.change_at_s[first : last + 1]
     strength = windows.change_strength[first : last + 1]
-    offset = at - near_s
-    reach = (offset >= -CHANGE_SNAP_SECONDS) & (offset <= later_s)
-    near = np.isfinite(at) & np.isfinite(strength) & reach
+    offset = at - at_s
+    near = np.isfinite(at) & np.isfinite(strength) & (offset >= -before_s) & (offset <= after_s)
     if not near.any():
-        return near_s
-    return float(at[near][int(np.argmax(strength[near]))])
+        return at_s, 0.0
+    k = int(np.argmax(np.where(near, strength, -np.inf)))
+    return float(at[k]), float(strength[k])
 
 
 def _tag_ramp(
@@ -1002,20 +1012,6 @@ def _close_short_gaps(
     return out
 
 
-def _change_near(
-    windows: StreamWindows, at_s: float, first: int, last: int, reach_s: float
-) -> tuple[float, float]:
-    """``(change_at_s, strength)`` of the strongest change windows ``first .. last`` report
-    within ``reach_s`` of ``at_s``; ``(at_s, 0.0)`` when none does."""
-    at = windows.change_at_s[first : last + 1]
-    strength = windows.change_strength[first : last + 1]
-    near = np.isfinite(at) & np.isfinite(strength) & (np.abs(at - at_s) <= reach_s)
-    if not near.any():
-        return at_s, 0.0
-    k = int(np.argmax(np.where(near, strength, -np.inf)))
-    return float(at[k]), float(strength[k])
-
-
 def _move_to_titles(
     pieces: list[tuple[str, str, float, float, int, int]],
     titles: Sequence[tuple[float, str]],
@@ -1050,12 +1046,13 @@ def _move_to_titles(
             0.5 * (before[2] + before[3]), before[2] + window_s, boundary - TITLE_REACH_SECONDS
         )
         high = min(0.5 * (after[2] + after[3]), after[3] - window_s, boundary + TITLE_REACH_SECONDS)
-        _, here = _change_near(windows, boundary, first, last, half_hop)
+        _, here = _change_near(windows, boundary, first, last, before_s=half_hop, after_s=half_hop)
         best: tuple[float, float] | None = None
         for when, _title in titles:
             if not low < when < high or abs(when - boundary) <= CHANGE_SNAP_SECONDS:
                 continue  # out of reach, or the sound already placed it at the title
-            at_s, strength = _change_near(windows, when, first, last, CHANGE_SNAP_SECONDS)
+            reach = CHANGE_SNAP_SECONDS
+            at_s, strength = _change_near(windows, when, first, last, before_s=reach, after_s=reach)
             if low < at_s < high and strength > here and (best is None or strength > best[1]):
                 best = (at_s, strength)
         if best is None:
