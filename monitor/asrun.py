@@ -1103,10 +1103,12 @@ def _split_at_titles(
             out.append(piece)
             continue
         for when, _ in titles:
-            if start + min_seconds <= when <= end - min_seconds:
+            if start + min_seconds <= when <= end - min_seconds and start < when < end:
                 # windows a..b split at the title; counts follow the audio share
                 share = (when - start) / (end - start)
                 cut = a + round(share * (b - a + 1))
+                if not a < cut <= b:
+                    continue  # a part would hold no window (min_segment_seconds 0)
                 out.append((kind, family, start, when, a, cut - 1))
                 start, a = when, cut
         out.append((kind, family, start, end, a, b))

@@ -543,6 +543,17 @@ def _title(at_s: float, title: str) -> Event:
     return Event("s", "now_playing", time=1e9 + at_s, at_s=at_s, fields={"title": title})
 
 
+def test_a_title_at_a_rows_edge_makes_no_row_without_windows() -> None:
+    """With ``min_segment_seconds`` 0 a title a hop before a boundary splits nothing off."""
+    w = windows_of([("music", "rock")] * 40 + [("speech", "")] * 40)
+    boundary_title = _title(float(w.centres[40]) - 0.25, "B - Two")
+    rows = segment_stream(
+        w, [_title(0.0, "A - One"), boundary_title], settings=AsRunSettings(min_segment_seconds=0)
+    )
+    assert [r.kind for r in rows] == ["music", "speech"], rows
+    assert all(r.windows >= 1 for r in rows), rows
+
+
 @pytest.mark.parametrize(
     ("title_item_seconds", "expected"),
     [
