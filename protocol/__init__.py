@@ -592,33 +592,35 @@ def _check_content(update: TagUpdate) -> None:
         checked = {}
         for name in CONTENTS:
             value = probabilities[name]
-            if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
-                raise ProtocolError(
-                    f"content_probabilities[{name!r}]={value!r} must be a number", reason="content"
-                )
-            if not 0.0 <= float(value) <= 1.0:
+            number = _content_number(f"content_probabilities[{name!r}]", value)
+            if not 0.0 <= number <= 1.0:
                 raise ProtocolError(
                     f"content_probabilities[{name!r}]={value!r} must be in [0, 1]",
                     reason="content",
                 )
-            checked[name] = float(value)
+            checked[name] = number
         object.__setattr__(update, "content_probabilities", checked)
     level = update.level_dbfs
     if level is not None:
-        if isinstance(level, bool) or not isinstance(level, int | float | np.floating):
-            raise ProtocolError(f"level_dbfs={level!r} must be a number", reason="content")
-        if not math.isfinite(float(level)):
+        number = _content_number("level_dbfs", level)
+        if not math.isfinite(number):
             raise ProtocolError(f"level_dbfs={level!r} must be finite", reason="content")
-        object.__setattr__(update, "level_dbfs", float(level))
+        object.__setattr__(update, "level_dbfs", number)
     for name in ("change_at_s", "change_strength"):
         value = getattr(update, name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
-            raise ProtocolError(f"{name}={value!r} must be a number", reason="content")
-        if not math.isfinite(float(value)) or float(value) < 0:
+        number = _content_number(name, value)
+        if not math.isfinite(number) or number < 0:
             raise ProtocolError(f"{name}={value!r} must be finite and >= 0", reason="content")
-        object.__setattr__(update, name, float(value))
+        object.__setattr__(update, name, number)
+
+
+def _content_number(name: str, value: object) -> float:
+    """``value`` as a float; a ProtocolError (reason ``content``) when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+        raise ProtocolError(f"{name}={value!r} must be a number", reason="content")
+    return float(value)
 
 
 # ---------------------------------------------------------------------------
