@@ -197,17 +197,10 @@ def tuning_music(rng: np.random.Generator, rap: float = 0.0) -> tuple[str, np.nd
 
 def tuning_rap(rng: np.random.Generator) -> np.ndarray:
     """espeak-ng sentences, fast, over a dense bed at -3 to +1 dB: 20-60 s of "rap"."""
-    from training.tune_content import _mix, _read_excerpt, _sentences, dense_bed, wesnoth_tracks
-    from training.tune_content import espeak as speak
+    from training.tune_content import _mix, _read_excerpt, dense_bed, wesnoth_tracks
 
     seconds = float(rng.uniform(20, 60))
-    voice = str(rng.choice(TUNING_VOICES))
-    rate, pitch = int(rng.integers(180, 240)), int(rng.integers(30, 70))
-    parts: list[np.ndarray] = []
-    while sum(len(p) for p in parts) < seconds * SR:
-        [text] = _sentences(rng, 1)
-        parts.append(speak(text, voice=voice, rate=rate, pitch=pitch, gap=0))
-    voice_audio = np.concatenate(parts)[: int(seconds * SR)]
+    voice_audio = _read_aloud(rng, seconds, rates=(180, 240), gaps=None)[: int(seconds * SR)]
     tracks = wesnoth_tracks()
     track = _read_excerpt(tracks[int(rng.integers(len(tracks)))], seconds, rng)
     y = _mix(voice_audio, dense_bed(track, seconds, rng), float(rng.uniform(-3, 1)))
@@ -219,18 +212,37 @@ def tuning_talk(rng: np.random.Generator) -> np.ndarray:
 
     The voice, its speed and pitch, the room and the line are chosen by chance.
     """
-    from training.tune_content import _roughen, _sentences
-    from training.tune_content import espeak as speak
+    from training.tune_content import _roughen
 
     seconds = float(rng.uniform(10, 30))
+    y = _roughen(_read_aloud(rng, seconds, rates=(140, 190), gaps=(0, 4)), rng)
+    return (0.5 * y / (np.abs(y).max() + 1e-9)).astype(np.float32)
+
+
+def _read_aloud(
+    rng: np.random.Generator,
+    seconds: float,
+    *,
+    rates: tuple[int, int],
+    gaps: tuple[int, int] | None,
+) -> np.ndarray:
+    """espeak-ng reading whole licence-text sentences for at least ``seconds``.
+
+    One voice of :data:`TUNING_VOICES`, a words/min rate drawn from ``rates`` and a
+    pitch, all by chance; each sentence's word gap (10 ms units) is drawn from
+    ``gaps``, or 0 when ``gaps`` is None.
+    """
+    from training.tune_content import _sentences
+    from training.tune_content import espeak as speak
+
     parts: list[np.ndarray] = []
     voice = str(rng.choice(TUNING_VOICES))
-    rate, pitch = int(rng.integers(140, 190)), int(rng.integers(30, 70))
+    rate, pitch = int(rng.integers(*rates)), int(rng.integers(30, 70))
     while sum(len(p) for p in parts) < seconds * SR:
         [text] = _sentences(rng, 1)
-        parts.append(speak(text, voice=voice, rate=rate, pitch=pitch, gap=int(rng.integers(0, 4))))
-    y = _roughen(np.concatenate(parts), rng)
-    return (0.5 * y / (np.abs(y).max() + 1e-9)).astype(np.float32)
+        gap = int(rng.integers(*gaps)) if gaps is not None else 0
+        parts.append(speak(text, voice=voice, rate=rate, pitch=pitch, gap=gap))
+    return np.concatenate(parts)
 
 
 def tuning_programme(minutes: float, rng: np.random.Generator, rap: float = 0.0) -> list[dict]:
