@@ -155,7 +155,7 @@ def programme(music: Path, minutes: float, rng: np.random.Generator) -> list[dic
             items.append(item("silence", audio=hiss.astype(np.float32)))
             total_s += len(hiss) / SR
             previous_family = ""
-        if not outage_done and total_s >= target_s / 2:
+        if not outage_done and target_s / 2 <= total_s < target_s:  # never the last item
             items.append(item("outage", seconds=30.0))
             outage_done = True
             previous_family = ""
@@ -266,7 +266,7 @@ def tuning_programme(minutes: float, rng: np.random.Generator, rap: float = 0.0)
             hiss = rng.standard_normal(int(float(rng.uniform(12, 20)) * SR)) * 10 ** (-70 / 20)
             items.append(item("silence", audio=hiss.astype(np.float32)))
             total_s += len(hiss) / SR
-        if not outage_done and total_s >= target_s / 2:
+        if not outage_done and target_s / 2 <= total_s < target_s:  # never the last item
             items.append(item("outage", seconds=30.0))
             outage_done = True
     if not outage_done:
