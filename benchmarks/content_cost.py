@@ -5,8 +5,11 @@
 Times, on one thread and the worker's 2.992 s window of synthesised music (so it
 runs anywhere; no ``../shared`` needed), the median of ``--repeats`` calls of:
 
-* the speech/music decision alone (Silero VAD, the signal measures, the logistic
-  model: :meth:`model.content.ContentClassifier.speech_probability`), the baseline;
+* the speech/music decision alone (Silero VAD, pyAudioAnalysis's speech/music SVM,
+  the signal measures, the logistic model:
+  :meth:`model.content.ContentClassifier.speech_probability`), the baseline;
+* its two models on their own: Silero VAD, and the SVM with its features
+  (:meth:`model.pyaudioanalysis.SpeechMusicSvm.speech_probability`);
 * :func:`model.content.spectral_change` on its own (computing its own spectra);
 * :meth:`~model.content.ContentClassifier.classify`, everything an update carries
   (the two share the window's spectra).
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     classifier.classify(samples)  # warm up: ONNX Runtime session, filterbank
     rows = [
         ("speech/music decision (baseline)", lambda: classifier.speech_probability(samples)),
+        ("  Silero VAD alone", lambda: classifier.vad.frame_probabilities(samples)),
+        ("  speech/music SVM alone", lambda: classifier.svm.speech_probability(samples)),
         ("spectral_change alone", lambda: spectral_change(samples)),
         ("classify: all of it", lambda: classifier.classify(samples)),
     ]

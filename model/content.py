@@ -12,7 +12,9 @@ How it decides (docs/CONTENT.md has the evaluation):
 2. **Speech or music**: a logistic model over a few numbers of the window:
    the Silero VAD's speech probabilities (a pretrained network shipped as ONNX
    inside the MIT-licensed ``silero-vad`` wheel, run by ONNX Runtime without
-   torch) and four signal measures that tell talk from songs: how far the
+   torch), the answer of pyAudioAnalysis's pretrained speech/music SVM
+   (:mod:`model.pyaudioanalysis`, which hears rap over a beat as music more
+   often) and four signal measures that tell talk from songs: how far the
    quiet frames sit below the loud ones (a presenter's pauses fall to the
    music bed; a song's accompaniment keeps the floor up), the 2-8 Hz
    syllable-rate modulation of the loudness, how much the spectrum stays the
@@ -43,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from model.pyaudioanalysis import SpeechMusicSvm, SvmError, load_speech_music_svm
 from tagstream.errors import UnavailableError, UsageError
 
 __all__ = [
@@ -73,7 +76,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "syllable_modulation",
     "spectral_persistence",
     "spectral_flux",
+    "svm_speech_logit",
 )
+#: The SVM's p(speech) is clipped to [this, 1 - this] before its log-odds are taken.
+SVM_PROBABILITY_FLOOR = 1e-4
 #: The level of an all-zero window (dBFS), so that digital silence has a finite level.
 FLOOR_DBFS = -120.0
 
@@ -82,12 +88,12 @@ FLOOR_DBFS = -120.0
 #: (see its docstring for the data); "cv_accuracy" is its cross-validated accuracy there.
 # BEGIN FITTED (python -m training.tune_content rewrites this block)
 FITTED: dict[str, Any] = {
-    "mean": [0.470168, 0.467247, 16.539226, 0.560854, 0.649139, 0.439294],
-    "scale": [0.435678, 0.452965, 10.398764, 0.223172, 0.161653, 0.077605],
-    "weights": [2.363315, 0.763591, 3.125798, 0.275762, 1.23637, 2.190506],
-    "bias": -1.229812,
+    "mean": [0.470168, 0.467247, 16.539226, 0.560854, 0.649139, 0.439294, 0.245167],
+    "scale": [0.435678, 0.452965, 10.398764, 0.223172, 0.161653, 0.077605, 2.973297],
+    "weights": [1.58141, 0.705895, 1.581719, 0.015535, 0.648842, 1.31676, 3.239189],
+    "bias": -1.499989,
     "windows": {"speech": 474, "music": 511},
-    "cv_accuracy": 0.9645,
+    "cv_accuracy": 0.9716,
     "produced_by": "python -m training.tune_content --seed 0",
 }
 # END FITTED
@@ -250,7 +256,11 @@ def _power(x: np.ndarray) -> np.ndarray:
 
 
 def window_features(
-    samples: np.ndarray, vad_probabilities: np.ndarray, *, power: np.ndarray | None = None
+    samples: np.ndarray,
+    vad_probabilities: np.ndarray,
+    svm_speech: float,
+    *,
+    power: np.ndarray | None = None,
 ) -> np.ndarray:
     """The numbers the speech/music model weighs (:data:`FEATURE_NAMES`), for one window.
 
@@ -259,6 +269,9 @@ def window_features(
     samples : np.ndarray [shape=(n,)], 16 kHz mono float32
     vad_probabilities : np.ndarray
         :meth:`SileroVad.frame_probabilities` of ``samples``.
+    svm_speech : float
+        :meth:`model.pyaudioanalysis.SpeechMusicSvm.speech_probability` of ``samples``;
+        its log-odds (clipped at :data:`SVM_PROBABILITY_FLOOR`) are the last feature.
     power : np.ndarray, optional
         The window's frame spectra, if already computed (:func:`_power`).
 
@@ -270,8 +283,10 @@ def window_features(
     p = np.asarray(vad_probabilities, dtype=np.float64)
     vad_mean = float(p.mean()) if p.size else 0.0
     vad_active = float((p > 0.5).mean()) if p.size else 0.0
+    svm = float(np.clip(svm_speech, SVM_PROBABILITY_FLOOR, 1.0 - SVM_PROBABILITY_FLOOR))
+    svm_logit = float(np.log(svm / (1.0 - svm)))
     if len(x) < _N_FFT * 2:
-        return np.array([vad_mean, vad_active, 0.0, 0.0, 1.0, 0.0])
+        return np.array([vad_mean, vad_active, 0.0, 0.0, 1.0, 0.0, svm_logit])
     if power is None:
         power = _power(x)
     # Loudness per frame (dB) over the band that carries both voice and music.
@@ -295,7 +310,7 @@ def window_features(
     mag = np.sqrt(band)
     mag = mag / (mag.sum(axis=1, keepdims=True) + 1e-12)
     flux = float(np.mean(np.abs(np.diff(mag, axis=0)).sum(axis=1)))
-    return np.array([vad_mean, vad_active, floor_drop, syllable, persistence, flux])
+    return np.array([vad_mean, vad_active, floor_drop, syllable, persistence, flux, svm_logit])
 
 
 @functools.lru_cache(maxsize=1)
@@ -408,6 +423,8 @@ class ContentClassifier:
         Speech/music weights in the form of :data:`FITTED` (the default).
     vad : SileroVad, optional
         A loaded VAD to share; one is loaded otherwise.
+    svm : SpeechMusicSvm, optional
+        A loaded speech/music SVM to share; one is loaded otherwise.
     """
 
     def __init__(
@@ -416,6 +433,7 @@ class ContentClassifier:
         silence_dbfs: float = -50.0,
         params: dict[str, Any] | None = None,
         vad: SileroVad | None = None,
+        svm: SpeechMusicSvm | None = None,
     ) -> None:
         if not -120.0 < silence_dbfs < 0.0:
             raise UsageError(
@@ -425,13 +443,19 @@ class ContentClassifier:
         self.silence_dbfs = float(silence_dbfs)
         self._model = _logistic(FITTED if params is None else params)
         self.vad = vad or SileroVad()
+        try:
+            self.svm = svm or load_speech_music_svm()
+        except SvmError as exc:
+            raise ContentError(str(exc)) from None
 
     def speech_probability(
         self, samples: np.ndarray, *, power: np.ndarray | None = None
     ) -> tuple[float, np.ndarray]:
         """p(speech | not silence) and the features it came from."""
         x = np.asarray(samples, dtype=np.float32)
-        features = window_features(x, self.vad.frame_probabilities(x), power=power)
+        features = window_features(
+            x, self.vad.frame_probabilities(x), self.svm.speech_probability(x), power=power
+        )
         return self._model.speech_probability(features), features
 
     def classify(self, samples: np.ndarray) -> ContentResult:
@@ -485,7 +509,8 @@ def load_content_classifier(*, silence_dbfs: float = -50.0) -> ContentClassifier
     Raises
     ------
     ContentError
-        onnxruntime or silero-vad is not installed, or the weights are unreadable
+        onnxruntime, silero-vad or pyAudioAnalysis is not installed, or the weights are
+        unreadable
         (an :class:`~tagstream.errors.UnavailableError`, exit status 3).
     """
     return ContentClassifier(silence_dbfs=silence_dbfs)

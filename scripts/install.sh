@@ -63,6 +63,11 @@ if [[ ! -f "$stamp" ]]; then
   # silero-vad ships the speech detector's ONNX file (model/content.py); its metadata asks
   # for torch, which the ONNX file does not need, hence --no-deps.
   .venv/bin/python -m pip install -q --no-deps silero-vad==6.2.3
+  # pyAudioAnalysis ships the speech/music SVM the content classifier also asks
+  # (model/pyaudioanalysis.py reads only its model files); its metadata pulls in plotting,
+  # tagging and HMM libraries that are not needed, hence --no-deps. An sdist: built with
+  # requirements.txt's setuptools.
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation pyAudioAnalysis==0.3.14
   # The project itself, editable: `tagstream` in .venv/bin, imports from this checkout.
   # Its dependencies are the pins above; the build backend is requirements.txt's setuptools.
   # (Its output, only setuptools' notes on editable installs, is shown when it fails.)

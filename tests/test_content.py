@@ -37,7 +37,11 @@ T = np.arange(WINDOW) / SAMPLE_RATE
 def _needs_vad() -> None:
     import importlib.util
 
-    for module, package in (("onnxruntime", "onnxruntime"), ("silero_vad", "silero-vad")):
+    for module, package in (
+        ("onnxruntime", "onnxruntime"),
+        ("silero_vad", "silero-vad"),
+        ("pyAudioAnalysis", "pyAudioAnalysis"),
+    ):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{package} is not installed (scripts/install.sh installs it)")
 
@@ -234,7 +238,7 @@ def test_spectral_change_needs_two_seconds_and_silence_has_none(
 # ---------------------------------------------------------------------------
 
 
-def test_the_model_loads_and_runs_without_network_or_torch() -> None:
+def test_the_model_loads_and_runs_without_network_torch_or_scikit_learn() -> None:
     _needs_vad()
     script = textwrap.dedent(
         """
@@ -254,7 +258,9 @@ def test_the_model_loads_and_runs_without_network_or_torch() -> None:
         t = np.arange(48000) / 16000
         print(classifier.classify((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)).content)
         print(classifier.vad.path)
-        print("torch" in sys.modules, "silero_vad" in sys.modules)
+        print(classifier.svm.path)
+        unwanted = ("torch", "silero_vad", "pyAudioAnalysis", "sklearn")
+        print(*(name in sys.modules for name in unwanted))
         """
     )
     completed = subprocess.run(
@@ -266,11 +272,12 @@ def test_the_model_loads_and_runs_without_network_or_torch() -> None:
         env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "no_proxy": "*"},
     )
     assert completed.returncode == 0, completed.stderr
-    silence, tone, path, imported = completed.stdout.splitlines()
+    silence, tone, path, svm_path, imported = completed.stdout.splitlines()
     assert (silence, tone) == ("silence", "music")
     assert Path(path).name == "silero_vad_16k_sequence.onnx"
     assert "silero_vad" in Path(path).parts
-    assert imported == "False False"
+    assert Path(svm_path).parts[-4:] == ("pyAudioAnalysis", "data", "models", "svm_rbf_sm")
+    assert imported == "False False False False"
 
 
 def test_silence_threshold_outside_the_dbfs_range_is_a_usage_error() -> None:

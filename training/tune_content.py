@@ -39,6 +39,7 @@ import soxr
 
 import model.content
 from model.content import SAMPLE_RATE, SileroVad, window_features
+from model.pyaudioanalysis import load_speech_music_svm
 from tagstream.errors import UnavailableError
 from tools.demo_audio import synthetic_music
 
@@ -188,6 +189,7 @@ def build_dataset(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     """Windows as (features, labels 1 = speech, group of each window's source, kind)."""
     rng = np.random.default_rng(seed)
     vad = SileroVad()
+    svm = load_speech_music_svm()
     rows: list[np.ndarray] = []
     labels: list[int] = []
     groups: list[int] = []
@@ -195,7 +197,9 @@ def build_dataset(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
     def add(window: np.ndarray, label: int, group: int, kind: str) -> None:
         window = _fit_level(window, rng.uniform(-32, -8))
-        rows.append(window_features(window, vad.frame_probabilities(window)))
+        rows.append(
+            window_features(window, vad.frame_probabilities(window), svm.speech_probability(window))
+        )
         labels.append(label)
         groups.append(group)
         kinds.append(kind)
