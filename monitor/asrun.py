@@ -68,9 +68,11 @@ How a row is found
    title when the sound changes more there (:func:`_move_to_titles`: the
    classifier heard the song's start as talk).  A title announced again is no
    change.  A title in effect for at
-   most ``title_item_seconds`` names one track: the music rows next to each
-   other under it join into one, with the family that scores highest over all
-   of it (a song whose bridge sounds like another family is one row).
+   most ``title_item_seconds`` names one track: the music and speech rows next
+   to each other under it, from its first up to its last music row, join into
+   one music row, with the family that scores highest over all of it (a song
+   whose bridge sounds like another family, or a rap heard partly as talk, is
+   one row); talk after the song's last music stays its own row.
 
 Times
 -----
@@ -173,6 +175,13 @@ CHANGE_SNAP_LATER_TO_TALK_SECONDS: Final = 1.5
 #: (:func:`_move_to_titles`): about the longest stretch by which the content classifier
 #: misses the start of a song with a voice (``docs/CONTENT.md``).
 TITLE_REACH_SECONDS: Final = 10.0
+#: Talk heard inside a song joins the song under its title (:func:`_join_under_titles`)
+#: only when no change of sound within it, or a second either side, is this strong
+#: (``change_strength``): a splice to or from talk is.  On the tuning programmes
+#: (``--tuning``, seeds 11, 5 and 3 with fade-outs, and ``--rap 0.5`` seeds 21 and 22)
+#: every talk item had a change of 2.03-3.8 within that reach; inside the songs heard
+#: partly as talk (synthetic rap over a steady beat) the strongest was 1.86.
+TITLE_JOIN_MAX_CHANGE: Final = 2.0
 #: Rows read from SQLite at a time.
 _CHUNK_ROWS: Final = 20_000
 #: A window's start this far (seconds) before the previous one's starts a new timeline
@@ -201,8 +210,9 @@ class AsRunSettings:
         the current one's by more than this.
     title_item_seconds : float >= 0
         A ``now_playing`` title in effect for at most this long names one item
-        (a track): music rows next to each other under it join into one row,
-        labelled with the family that scores highest over all of it.  A title
+        (a track): the music and speech rows next to each other under it, up to
+        its last music row, join into one music row, labelled with the family
+        that scores highest over all of it.  A title
         that stays longer (a station or show name) joins nothing; 0 turns the
         rule off.
     """
@@ -1151,12 +1161,20 @@ def _join_under_titles(
     windows: StreamWindows,
     names: Sequence[str],
 ) -> list[tuple[str, str, float, float, int, int]]:
-    """Join music pieces next to each other under one item's title (one track, one row).
+    """Join the pieces of one item's title up to its last music into one music row.
 
     A track whose windows the model hears as two families (a rock song with a
-    quiet acoustic bridge) would otherwise be two rows; under a title that
-    changes with every item the title says it is one.  The joined row takes the
-    family whose mean score over all of its windows is highest.
+    quiet acoustic bridge), or partly as talk (a rapper over a sparse beat),
+    would otherwise be several rows; under a title that changes with every item
+    the title says it is one.  So music and speech pieces next to each other
+    under one item's title, from its first up to its last music piece, become
+    one music row, with the family whose mean score over all of its windows is
+    highest.  Speech after the last music under the title (the talk after the
+    song, before the next title) stays, as do silences and outages, which also
+    end a run.  So does speech with a splice in it or within a second of its
+    ends (:func:`_splice_free` fails; the splice at the title, where a piece
+    may begin, does not count): talk between a song and an untitled one, or
+    after a title sent early, is talk.
     """
     if not titles or longest_s <= 0:
         return pieces
@@ -1164,29 +1182,47 @@ def _join_under_titles(
     if not items:
         return pieces
 
-    def item_at(at_s: float) -> tuple[float, str] | None:
-        current = _change_at(titles, at_s)
+    def item_at(piece: tuple[str, str, float, float, int, int]) -> tuple[float, str] | None:
+        if piece[0] not in ("music", "speech"):
+            return None
+        current = _change_at(titles, 0.5 * (piece[2] + piece[3]))
         return current if current in items else None
 
+    under = [item_at(piece) for piece in pieces]
+    for k, (kind, _, start, end, _, _) in enumerate(pieces):
+        item = under[k]
+        if kind == "speech" and item is not None:
+            # A piece that begins at the title begins at the item's own splice.
+            after_s = start + 1.0 if abs(start - item[0]) < 1e-6 else start - 1.0
+            if not _splice_free(windows, after_s, end + 1.0):
+                under[k] = None
     out: list[tuple[str, str, float, float, int, int]] = []
-    under: list[tuple[float, str] | None] = []
-    joined: set[int] = set()
-    for piece in pieces:
-        kind, _, start, end, _, b = piece
-        item = item_at(0.5 * (start + end)) if kind == "music" else None
-        if item is not None and out and out[-1][0] == "music" and under[-1] == item:
-            first = out[-1]
-            out[-1] = ("music", first[1], first[2], end, first[4], b)
-            joined.add(len(out) - 1)
-            continue
-        out.append(piece)
-        under.append(item)
-    for j in sorted(joined):
-        kind, _, start, end, a, b = out[j]
-        mean = windows.family_scores[a : b + 1].mean(axis=0)
-        if names and b >= a and float(mean.max()) > 0.0:
-            out[j] = (kind, names[int(np.argmax(mean))], start, end, a, b)
+    i = 0
+    while i < len(pieces):
+        j = i  # pieces i..j: one run under one item's title
+        while under[i] is not None and j + 1 < len(pieces) and under[j + 1] == under[i]:
+            j += 1
+        last = max((k for k in range(i, j + 1) if pieces[k][0] == "music"), default=i)
+        if last > i:
+            a, b = pieces[i][4], pieces[last][5]
+            family = next(p[1] for p in pieces[i : last + 1] if p[0] == "music")
+            mean = windows.family_scores[a : b + 1].mean(axis=0) if b >= a else None
+            if names and mean is not None and float(mean.max()) > 0.0:
+                family = names[int(np.argmax(mean))]
+            out.append(("music", family, pieces[i][2], pieces[last][3], a, b))
+        else:
+            out.append(pieces[i])
+        out.extend(pieces[last + 1 : j + 1])
+        i = j + 1
     return out
+
+
+def _splice_free(windows: StreamWindows, from_s: float, to_s: float) -> bool:
+    """True when windows report changes of sound from ``from_s`` to ``to_s``, none of them
+    as strong as :data:`TITLE_JOIN_MAX_CHANGE`."""
+    at, strength = windows.change_at_s, windows.change_strength
+    near = np.isfinite(at) & np.isfinite(strength) & (at >= from_s) & (at <= to_s)
+    return bool(near.any()) and float(strength[near].max()) < TITLE_JOIN_MAX_CHANGE
 
 
 def _dead_air(stream: str, events: Sequence[Event], windows: StreamWindows | None) -> list[DeadAir]:

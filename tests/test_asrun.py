@@ -583,6 +583,45 @@ def test_music_rows_under_one_tracks_title_join(
         assert rows[0].audio_end_s == rows[1].audio_start_s == pytest.approx(61.25, abs=0.01)
 
 
+def test_a_song_heard_partly_as_talk_is_one_row_under_its_title() -> None:
+    """A rap heard as talk, music, talk and music again is one music row under its title.
+
+    The talk after it (still under its title, before the next one) stays a row, and so
+    does the talk before it.  Without the title rule, or with a splice (a strong change
+    of sound) in a piece heard as talk, the pieces stay as heard.
+    """
+    labels = (
+        [("music", "rock")] * 60  # A: 0-30 s
+        + [("speech", "")] * 60  # talk: 30-60 s
+        + [("speech", "")] * 30 + [("music", "hip-hop")] * 30  # B: 60-75 s talk, 75-90 s music
+        + [("speech", "")] * 24 + [("music", "hip-hop")] * 36  # 90-102 s talk, 102-120 s music
+        + [("speech", "")] * 60  # talk after B: 120-150 s
+        + [("music", "pop")] * 60  # C: 150-180 s
+    )  # fmt: skip
+    w = windows_of(labels)
+    w.change_at_s[:] = w.centres
+    w.change_strength[:] = 1.0  # the beat goes on: no splice inside B
+    for at_s in (30.0, 60.0, 120.0, 150.0):  # the splices around the talk
+        w.change_strength[np.abs(w.centres - at_s) <= 0.3] = 3.0
+    titles = [_title(0.0, "A - One"), _title(60.0, "B - Rap"), _title(150.0, "C - Two")]
+    rows = segment_stream(w, titles)
+    assert [(r.kind, r.family) for r in rows] == [
+        ("music", "rock"), ("speech", ""), ("music", "hip-hop"), ("speech", ""), ("music", "pop"),
+    ], rows  # fmt: skip
+    assert [r.title for r in rows if r.kind == "music"] == ["A - One", "B - Rap", "C - Two"]
+    assert rows[2].audio_start_s == 60.0
+    assert rows[2].audio_end_s == rows[3].audio_start_s == pytest.approx(120.0, abs=0.5)
+    assert sum(r.windows for r in rows) == len(w)
+    heard = ["music", "speech", "speech", "music", "speech", "music", "speech", "music"]
+    unjoined = segment_stream(w, titles, settings=AsRunSettings(title_item_seconds=0))
+    assert [r.kind for r in unjoined] == heard, unjoined
+    w.change_strength[np.abs(w.centres - 96.0) <= 0.3] = 3.0  # a splice at 96 s: talk
+    rows = segment_stream(w, titles)
+    assert [r.kind for r in rows] == ["music", "speech", "music", "speech", "music", "speech",
+                                      "music"], rows  # fmt: skip
+    assert rows[2].audio_start_s == 60.0 and rows[2].audio_end_s == pytest.approx(90.0, abs=0.5)
+
+
 def test_talk_at_the_end_of_the_recording_is_a_row_however_short() -> None:
     # 4 s of talk closing the recording: the recording cut it, so it is not merged away
     labels = [("music", "jazz-blues-soul")] * 40 + [("speech", "")] * 8
