@@ -1,7 +1,8 @@
 """The as-run log of a scripted programme: items played against rows found (issue 14).
 
     .venv/bin/python -m benchmarks.asrun_hour [--minutes 60] [--music DIR] [--db PATH]
-    .venv/bin/python -m benchmarks.asrun_hour --tuning [--minutes 15] [--rap P] [--db PATH]
+    .venv/bin/python -m benchmarks.asrun_hour --tuning [--minutes 15] [--rap P]
+        [--short-talk LOW HIGH] [--db PATH]
     .venv/bin/python -m benchmarks.asrun_hour --replay --db PATH
 
 Builds a programme from real music (``../shared/music/gtzan``, evaluation use
@@ -32,7 +33,9 @@ music items have no genre, so only kinds and boundaries are measured; the
 placement rules of :mod:`monitor.asrun` were chosen on it.  ``--rap P`` makes a
 share ``P`` of its music items espeak-ng "rapping" over a loud beat, which the
 content classifier often hears as talk (as it does real rap): the programme for
-the rules that must cope with a song heard as talk.
+the rules that must cope with a song heard as talk.  ``--short-talk LOW HIGH``
+makes the links LOW to HIGH seconds long, shorter than ``min_segment_seconds``
+if so chosen.
 
 ``--db PATH`` keeps the recording and writes what was played next to it
 (``PATH.played.json``); ``--replay --db PATH`` measures that recording again
@@ -207,15 +210,18 @@ def tuning_rap(rng: np.random.Generator) -> np.ndarray:
     return (0.7 * y / (np.abs(y).max() + 1e-9)).astype(np.float32)
 
 
-def tuning_talk(rng: np.random.Generator) -> np.ndarray:
+def tuning_talk(rng: np.random.Generator, short: tuple[float, float] | None = None) -> np.ndarray:
     """A presenter's link that may be tuned on: espeak-ng, whole sentences for 10-30 s.
 
     The voice, its speed and pitch, the room and the line are chosen by chance.
+    ``short``: a link of that many seconds instead (low, high), cut mid-sentence.
     """
     from training.tune_content import _roughen
 
-    seconds = float(rng.uniform(10, 30))
+    seconds = float(rng.uniform(*(short or (10, 30))))
     y = _roughen(_read_aloud(rng, seconds, rates=(140, 190), gaps=(0, 4)), rng)
+    if short:
+        y = y[: int(seconds * SR)]
     return (0.5 * y / (np.abs(y).max() + 1e-9)).astype(np.float32)
 
 
@@ -245,10 +251,16 @@ def _read_aloud(
     return np.concatenate(parts)
 
 
-def tuning_programme(minutes: float, rng: np.random.Generator, rap: float = 0.0) -> list[dict]:
+def tuning_programme(
+    minutes: float,
+    rng: np.random.Generator,
+    rap: float = 0.0,
+    short_talk: tuple[float, float] | None = None,
+) -> list[dict]:
     """:func:`programme`'s running order from audio that may be tuned on (no genres).
 
-    ``rap``: the share of music items that are :func:`tuning_rap`.
+    ``rap``: the share of music items that are :func:`tuning_rap`; ``short_talk``: the
+    links' lengths in seconds (:func:`tuning_talk`).
     """
     items: list[dict] = []
     total_s, outage_done = 0.0, False
@@ -259,7 +271,7 @@ def tuning_programme(minutes: float, rng: np.random.Generator, rap: float = 0.0)
         total_s += len(audio) / SR
         step = sum(1 for i in items if i["kind"] == "music") % 3
         if step in (1, 2):  # talk after two music items in three: the edges being tuned
-            speech = tuning_talk(rng)
+            speech = tuning_talk(rng, short_talk)
             items.append(item("speech", audio=speech))
             total_s += len(speech) / SR
         else:
@@ -572,6 +584,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="P",
         help="--tuning: make this share of the music items espeak-ng rapping over a loud beat",
     )
+    parser.add_argument(
+        "--short-talk",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="--tuning: links of LOW to HIGH seconds, cut mid-sentence (default 10-30 s, whole "
+        "sentences)",
+    )
     parser.add_argument("--seed", type=int, default=20240611)
     parser.add_argument(
         "--list", action="store_true", help="also list the items played and the rows found"
@@ -581,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--replay needs --db PATH (a recording this benchmark kept)")
     if not 0.0 <= args.rap <= 1.0 or (args.rap and not args.tuning):
         parser.error("--rap P needs --tuning and 0 <= P <= 1")
+    if args.short_talk and not (args.tuning and 0.5 <= args.short_talk[0] <= args.short_talk[1]):
+        parser.error("--short-talk LOW HIGH needs --tuning and 0.5 <= LOW <= HIGH")
     from monitor.asrun import load_asrun
     from monitor.report import build_report
 
@@ -606,7 +628,9 @@ def main(argv: list[str] | None = None) -> int:
             except UnavailableError as exc:
                 print(f"skipped: {exc}")
                 return 0
-            items = tuning_programme(args.minutes, rng, args.rap)
+            items = tuning_programme(
+                args.minutes, rng, args.rap, tuple(args.short_talk) if args.short_talk else None
+            )
         else:
             if not (args.music / "labels.csv").is_file():
                 print(f"skipped: {args.music} is absent (real-music checks need ../shared/music)")

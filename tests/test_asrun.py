@@ -622,6 +622,29 @@ def test_a_song_heard_partly_as_talk_is_one_row_under_its_title() -> None:
     assert rows[2].audio_start_s == 60.0 and rows[2].audio_end_s == pytest.approx(90.0, abs=0.5)
 
 
+def test_a_short_link_between_splices_is_a_row_and_a_flicker_is_not() -> None:
+    """8 s of talk between two songs, shorter than ``min_segment_seconds``.
+
+    With a splice (a strong change of sound) at each end it is a presenter's link and
+    keeps its row; heard without one it is the classifier flickering inside music.
+    """
+    labels = [("music", "rock")] * 60 + [("speech", "")] * 16 + [("music", "pop")] * 60
+    w = windows_of(labels)
+    w.change_at_s[:] = w.centres
+    w.change_strength[:] = 1.0
+    assert [r.kind for r in segment_stream(w)] == ["music", "music"]
+    talk_s = (w.centres[60] - HOP_S / 2, w.centres[76] - HOP_S / 2)
+    for at_s in talk_s:
+        w.change_strength[np.abs(w.centres - at_s) <= 0.3] = 3.0
+    rows = segment_stream(w)
+    assert [(r.kind, r.family) for r in rows] == [("music", "rock"), ("speech", ""),
+                                                  ("music", "pop")], rows  # fmt: skip
+    assert rows[1].audio_start_s == pytest.approx(talk_s[0], abs=0.5)
+    assert rows[1].audio_end_s == pytest.approx(talk_s[1], abs=0.5)
+    w.change_strength[np.abs(w.centres - talk_s[1]) <= 0.3] = 1.0  # a splice at one end only
+    assert [r.kind for r in segment_stream(w)] == ["music", "music"]
+
+
 def test_talk_at_the_end_of_the_recording_is_a_row_however_short() -> None:
     # 4 s of talk closing the recording: the recording cut it, so it is not merged away
     labels = [("music", "jazz-blues-soul")] * 40 + [("speech", "")] * 8

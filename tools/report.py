@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-segment-seconds",
         key="report.min_segment_seconds",
         metavar="S",
-        help="as-run: merge music and speech runs shorter than S seconds into a neighbour, "
+        help="as-run: merge music and speech runs shorter than S seconds into a neighbour "
+        "(not talk with a splice at each end), "
         "and unreported quiet that short between two sounds into the row before it "
         f"({defaults.min_segment_seconds:g})",
     )
