@@ -256,7 +256,7 @@ class _ModelUnpickler(pickle.Unpickler):
         if (module, name) == ("sklearn.svm._classes", "SVC"):
             return _Pickled
         if (module, name) in self._NUMPY:
-            if module.startswith("numpy.core"):
+            if module.startswith("numpy.core") and hasattr(np, "_core"):  # numpy 2 renamed it
                 module = "numpy._core" + module[len("numpy.core") :]
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in the SVM model file")
@@ -290,9 +290,7 @@ class SpeechMusicSvm:
         decision = np.exp(-self.gamma * np.maximum(distance, 0.0)) @ self.dual_coef
         decision = decision + self.intercept
         f = decision * self.prob_a + self.prob_b
-        # libsvm's sigmoid_predict, written to stay finite for any f.
-        first = np.where(f >= 0, np.exp(-np.abs(f)) / (1.0 + np.exp(-np.abs(f))), 0.0)
-        first = np.where(f < 0, 1.0 / (1.0 + np.exp(-np.abs(f))), first)
+        first = 0.5 * (1.0 - np.tanh(0.5 * f))  # libsvm's sigmoid_predict: 1 / (1 + e^f)
         speech_first = self.classes[0] == "speech"
         return first if speech_first else 1.0 - first
 
@@ -353,7 +351,8 @@ def load_speech_music_svm(path: Path | None = None) -> SpeechMusicSvm:
         ) from exc
     # The frames and statistics above are those of the model's settings: check them.
     expected = [MID_WINDOW_SECONDS, 1.0, SHORT_SECONDS, SHORT_SECONDS, False]
-    if settings != expected or set(svm.classes) != {"speech", "music"} or svm.mean.shape != (136,):
+    shapes_ok = svm.mean.shape == svm.std.shape == (136,) and bool(np.all(svm.std > 0))
+    if settings != expected or set(svm.classes) != {"speech", "music"} or not shapes_ok:
         raise SvmError(
             f"{model} is not pyAudioAnalysis {_VERSION}'s speech/music SVM "
             f"(settings {settings}, classes {svm.classes}); {_install_hint()}"
