@@ -472,7 +472,7 @@ class ContentTracker:
 
             assert self.classifier is not None
             found = self._classifiers[silence_dbfs] = ContentClassifier(
-                silence_dbfs=silence_dbfs, vad=self.classifier.vad
+                silence_dbfs=silence_dbfs, vad=self.classifier.vad, svm=self.classifier.svm
             )
         return found
 
