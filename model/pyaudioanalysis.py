@@ -174,7 +174,8 @@ def short_term_features(samples: np.ndarray, sample_rate: int = 16000) -> np.nda
     if count == 0:
         return np.zeros((0, 68))
     frames = x[: count * window].reshape(count, window)
-    mag = np.abs(np.fft.fft(frames, axis=1)[:, :num_fft]) / num_fft
+    # The first half of the spectrum, as pyAudioAnalysis keeps it (rfft: without the mirror).
+    mag = np.abs(np.fft.rfft(frames, axis=1)[:, :num_fft]) / num_fft
     feats = np.zeros((count, 34))
     feats[:, 0] = np.sum(np.abs(np.diff(np.sign(frames), axis=1)), axis=1) / 2 / (window - 1.0)
     feats[:, 1] = np.sum(frames**2, axis=1) / window
