@@ -630,6 +630,7 @@ def test_a_short_link_between_splices_is_a_row_and_a_flicker_is_not() -> None:
     """
     labels = [("music", "rock")] * 60 + [("speech", "")] * 16 + [("music", "pop")] * 60
     w = windows_of(labels)
+    w.p_speech[60:76], w.p_music[60:76] = 0.9, 0.1  # heard as talk, but not surely
     w.change_at_s[:] = w.centres
     w.change_strength[:] = 1.0
     assert [r.kind for r in segment_stream(w)] == ["music", "music"]
@@ -663,9 +664,36 @@ def test_talk_cut_by_an_outage_is_a_row_however_short() -> None:
     w.end_s[48:] += 30.0
     rows = segment_stream(w, settings=AsRunSettings(min_segment_seconds=10))
     assert [r.kind for r in rows] == ["music", "speech", "outage", "music"], rows
-    # the same talk in the middle of a stretch is too short to be a row
-    rows = segment_stream(windows_of(labels), settings=AsRunSettings(min_segment_seconds=10))
+    # the same talk in the middle of a stretch is too short to be a row (4 s: no 3 s
+    # window lies wholly in it, so none is sure of it)
+    w = windows_of(labels)
+    w.p_speech[40:48], w.p_music[40:48] = 0.9, 0.1
+    rows = segment_stream(w, settings=AsRunSettings(min_segment_seconds=10))
     assert [r.kind for r in rows] == ["music"], rows
+
+
+def test_short_talk_the_classifier_is_sure_of_is_a_row_without_splices() -> None:
+    """8 s of talk between two songs that end and begin softly (no splice reported).
+
+    Its middle windows lie wholly in the talk and are surely speech: a presenter's link.
+    The same run heard less surely is the classifier flickering inside music.
+    """
+    labels = [("music", "rock")] * 60 + [("speech", "")] * 16 + [("music", "pop")] * 60
+    w = windows_of(labels)
+    w.p_speech[60:76] = [0.6, 0.8, 0.95] + [1.0] * 10 + [0.95, 0.8, 0.6]
+    w.p_music[60:76] = 1.0 - w.p_speech[60:76]
+    w.change_at_s[:] = w.centres
+    w.change_strength[:] = 1.0
+    rows = segment_stream(w)
+    assert [r.kind for r in rows] == ["music", "speech", "music"], rows
+    assert rows[1].audio_start_s == pytest.approx(w.centres[60] - HOP_S / 2, abs=1.0)
+    assert rows[1].audio_end_s == pytest.approx(w.centres[76] - HOP_S / 2, abs=1.0)
+    w.p_speech[63:73] = 0.97  # heard as talk throughout, never surely
+    w.p_music[63:73] = 0.03
+    assert [r.kind for r in segment_stream(w)] == ["music", "music"]
+    w.p_speech[63:73] = [1.0] * 6 + [0.9] + [1.0] * 3  # sure, but only 3 s at a time
+    w.p_music[63:73] = 1.0 - w.p_speech[63:73]
+    assert [r.kind for r in segment_stream(w)] == ["music", "music"]
 
 
 @pytest.mark.parametrize(
