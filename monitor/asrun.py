@@ -801,6 +801,8 @@ def _stretch_runs(
     settings: AsRunSettings,
     min_windows: int,
     guard: int,
+    speech_vs_music: np.ndarray,
+    hop_s: float,
     *,
     cut_before: bool,
     cut_after: bool,
@@ -811,6 +813,7 @@ def _stretch_runs(
     ``cut_before``/``cut_after``: the audio stops there (the recording's start or end,
     an outage), so no window reaches across and the run there has fewer windows than
     its audio: its length says nothing, and it stays its own row (talk cut by an outage).
+    ``speech_vs_music``: :func:`_speech_vs_music` of all the windows; ``hop_s``: their hop.
     """
     kinds = ["speech" if c == "speech" else "music" for c in windows.content[first : last + 1]]
     content_runs = _merge_short(
@@ -819,13 +822,15 @@ def _stretch_runs(
         keep_first=cut_before,
         keep_last=cut_after,
         keep=lambda run: (
-            run.label == "speech" and (_short_link(windows, run) or _sure_talk(windows, run))
+            run.label == "speech"
+            and (
+                _short_link(windows, run)
+                or _sure_talk(speech_vs_music[run.first : run.last + 1], hop_s)
+            )
         ),
     )
     if len(content_runs) > 1:
-        speech_vs_music = _speech_vs_music(windows)
         window_s = float(np.median(windows.end_s - windows.start_s))
-        hop_s = windows.hop_seconds()
         for left, right in itertools.pairwise(content_runs):
             _split_content(speech_vs_music, left, right, windows, window_s, hop_s)
     out: list[tuple[str, str, int, int, float | None]] = []
@@ -884,6 +889,7 @@ def segment_stream(
     hop = windows.hop_seconds()
     min_windows = max(1, round(settings.min_segment_seconds / hop))
     guard = max(1, round(float(np.median(windows.end_s - windows.start_s)) / hop))
+    speech_vs_music = _speech_vs_music(windows)
     events = sorted(events, key=lambda e: e.at_s)
 
     # 1. Cuts: outages (holes in the timeline, source_down..source_up) and silences.
@@ -958,6 +964,8 @@ def segment_stream(
                 settings,
                 min_windows,
                 guard,
+                speech_vs_music,
+                hop,
                 cut_before=after_cut,
                 cut_after=kind in ("outage", "end"),
             )
@@ -1270,20 +1278,20 @@ def _short_link(windows: StreamWindows, run: _Run) -> bool:
     )
 
 
-def _sure_talk(windows: StreamWindows, run: _Run) -> bool:
-    """True when a speech run holds :data:`SURE_TALK_SECONDS` of consecutive windows the
-    classifier is sure are speech (:data:`SURE_TALK_SHARE`).
+def _sure_talk(speech_vs_music: np.ndarray, hop_s: float) -> bool:
+    """True when a speech run's windows (their :func:`_speech_vs_music`, ``hop_s`` apart)
+    hold :data:`SURE_TALK_SECONDS` of consecutive windows the classifier is sure are
+    speech (:data:`SURE_TALK_SHARE`).
 
     A presenter's link heard clearly is talk even when its splices are soft (a song
     ending quietly, talk over the last bars); a singer or a rap heard as talk inside a
     song leaves the classifier less sure, window after window.
     """
-    sure = _speech_vs_music(windows.take(slice(run.first, run.last + 1))) >= SURE_TALK_SHARE
     longest, current = 0, 0
-    for s in sure.tolist():
-        current = current + 1 if s else 0
+    for sure in (speech_vs_music >= SURE_TALK_SHARE).tolist():
+        current = current + 1 if sure else 0
         longest = max(longest, current)
-    return longest * windows.hop_seconds() >= SURE_TALK_SECONDS - 1e-9
+    return longest * hop_s >= SURE_TALK_SECONDS - 1e-9
 
 
 def _splice_free(windows: StreamWindows, from_s: float, to_s: float) -> bool:
