@@ -1270,12 +1270,24 @@ def _short_link(windows: StreamWindows, run: _Run) -> bool:
     """
     start_s, end_s = float(windows.start_s[run.first]), float(windows.end_s[run.last])
     middle_s = 0.5 * (start_s + end_s)
-    at, strength = windows.change_at_s, windows.change_strength
-    strong = np.isfinite(at) & np.isfinite(strength) & (strength >= SPLICE_CHANGE)
-    return bool(
-        (strong & (at >= start_s) & (at < middle_s)).any()
-        and (strong & (at >= middle_s) & (at <= end_s)).any()
-    )
+    at, strength = _changes_between(windows, start_s, end_s)
+    strong = strength >= SPLICE_CHANGE
+    return bool((strong & (at < middle_s)).any() and (strong & (at >= middle_s)).any())
+
+
+def _changes_between(
+    windows: StreamWindows, from_s: float, to_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(change_at_s, change_strength)`` of the changes windows report from ``from_s``
+    to ``to_s`` (inclusive), looking only at the windows that can hold them."""
+    # A window reports a change inside itself: only windows starting from one window's
+    # length before from_s up to to_s can (start_s is in audio order).
+    longest = float(np.max(windows.end_s - windows.start_s)) if len(windows) else 0.0
+    lo = int(np.searchsorted(windows.start_s, from_s - longest, side="left"))
+    hi = int(np.searchsorted(windows.start_s, to_s, side="right"))
+    at, strength = windows.change_at_s[lo:hi], windows.change_strength[lo:hi]
+    near = np.isfinite(at) & np.isfinite(strength) & (at >= from_s) & (at <= to_s)
+    return at[near], strength[near]
 
 
 def _sure_talk(speech_vs_music: np.ndarray, hop_s: float) -> bool:
@@ -1297,9 +1309,8 @@ def _sure_talk(speech_vs_music: np.ndarray, hop_s: float) -> bool:
 def _splice_free(windows: StreamWindows, from_s: float, to_s: float) -> bool:
     """True when windows report changes of sound from ``from_s`` to ``to_s``, none of them
     as strong as :data:`SPLICE_CHANGE`."""
-    at, strength = windows.change_at_s, windows.change_strength
-    near = np.isfinite(at) & np.isfinite(strength) & (at >= from_s) & (at <= to_s)
-    return bool(near.any()) and float(strength[near].max()) < SPLICE_CHANGE
+    _, strength = _changes_between(windows, from_s, to_s)
+    return bool(strength.size) and float(strength.max()) < SPLICE_CHANGE
 
 
 def _dead_air(stream: str, events: Sequence[Event], windows: StreamWindows | None) -> list[DeadAir]:
