@@ -189,10 +189,10 @@ TITLE_REACH_SECONDS: Final = 10.0
 #: (:func:`_short_link`).
 SPLICE_CHANGE: Final = 2.0
 #: A speech run shorter than ``min_segment_seconds`` also stays when the classifier is
-#: sure of it (:func:`_sure_talk`): this many seconds of consecutive windows, each
-#: wholly inside the talk, with a speech share (:func:`_speech_vs_music`) of at least
-#: :data:`SURE_TALK_SHARE`.  A window is 3 s, so only talk of about 6.5 s or more can
-#: have them.  On the tuning programmes (``--tuning``, seeds 11, 5 and 3, cut and with
+#: sure of it (:func:`_sure_talk`): this many seconds of consecutive windows with a
+#: speech share (:func:`_speech_vs_music`) of at least :data:`SURE_TALK_SHARE`, as the
+#: windows wholly inside clear talk have.  A window is 3 s, so only talk of about 6.5 s
+#: or more has that many.  On the tuning programmes (``--tuning``, seeds 11, 5 and 3, cut and with
 #: fade-outs, ``--rap 0.5`` seeds 21 and 22, ``--short-talk 6 10`` seed 31), the short
 #: speech runs inside music had at most 2.5 s of such windows (a synthetic rap; 1 s
 #: elsewhere), and the short links without a splice at one end 4-7 s (except one the
