@@ -46,8 +46,8 @@ How a row is found
    evidence changes.  A change of **content** (music <-> speech) is placed from
    two measurements, averaged: where the content classifier's decision flips
    (``p_speech / (p_music + p_speech)`` crosses 0.5), moved by the window
-   geometry (a 3 s window over the change is called speech once about 0.44 of
-   it is speech when the speech is at its end, 0.26 when at its start:
+   geometry (a 3 s window over the change is called speech once about 0.49 of
+   it is speech when the speech is at its end, 0.39 when at its start:
    :data:`SPEECH_SHARE_AT_FLIP`, measured on audio that may be tuned on), and
    where the windows' tags move from one item's profile to the other's along
    a ramp one window long (the tagging model pools over its window).  A change
@@ -642,8 +642,8 @@ def _split_content(
 
     1. **Where the content decision flips.**  A window ``[e - W, e]`` over a change at
        ``T`` holds ``(e - T) / W`` of the new item.  The classifier calls it speech once
-       a share ``s`` of it is speech (:data:`SPEECH_SHARE_AT_FLIP`: about 0.44 when the
-       speech is at the window's end, 0.26 when it is at its start), so from music to
+       a share ``s`` of it is speech (:data:`SPEECH_SHARE_AT_FLIP`: about 0.49 when the
+       speech is at the window's end, 0.39 when it is at its start), so from music to
        speech the flip's window ends at ``T + s * W`` and its centre lies ``(0.5 - s) * W``
        before ``T``: the change is that centre moved ``(0.5 - s) * W`` later.  From
        speech to music the flip's window holds ``1 - (e - T) / W`` of speech and its
