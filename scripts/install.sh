@@ -79,4 +79,31 @@ if [[ ! -f "$stamp" ]]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# tf2onnx's wheel also installs its developer scripts as a top-level `tools` folder with
+# no __init__.py. Python takes that folder for a namespace package before it asks the
+# editable install, so `tagstream live` (tools/) failed to import outside a `python -m`
+# run from the checkout. Nothing imports those scripts: remove the files tf2onnx's
+# RECORD lists there (every run, so an existing .venv is mended too).
+.venv/bin/python - <<'PY'
+import importlib.metadata
+import pathlib
+
+try:
+    dist = importlib.metadata.distribution("tf2onnx")
+except importlib.metadata.PackageNotFoundError:
+    raise SystemExit(0)
+stray = pathlib.Path(dist.locate_file("tools"))
+for name in dist.files or ():
+    if name.parts[0] == "tools":
+        pathlib.Path(dist.locate_file(name)).unlink(missing_ok=True)
+if stray.is_dir() and not (stray / "__init__.py").exists():
+    for folder in sorted((d for d in stray.rglob("*") if d.is_dir()), reverse=True):
+        if folder.name == "__pycache__" or not any(folder.iterdir()):
+            for cached in folder.glob("*.pyc"):
+                cached.unlink()
+            if not any(folder.iterdir()):
+                folder.rmdir()
+    if not any(stray.iterdir()):
+        stray.rmdir()
+PY
 echo "tagstream installed in $(pwd)/.venv (run .venv/bin/tagstream --help)"

@@ -135,7 +135,30 @@ def main(
         module = importlib.import_module(command.module)
     except KeyboardInterrupt:  # Ctrl-C while importing, before the command's own handlers
         return int(ExitStatus.INTERRUPTED)
+    except ImportError:
+        hidden_by = _hidden_by(command.module)
+        if hidden_by is None:
+            raise
+        err.write(
+            f"error: Python took the folder {hidden_by} (no __init__.py: another package's, "
+            f"tf2onnx installs one) for tagstream's {command.module.split('.')[0]!r}; run "
+            "scripts/install.sh again, which removes tf2onnx's, or delete that folder\n"
+        )
+        return int(ExitStatus.UNAVAILABLE)
     return int(module.main(rest, **streams))
+
+
+def _hidden_by(module: str) -> str | None:
+    """The folder that hides tagstream's top-level package of ``module``, if one does.
+
+    A folder of that name without ``__init__.py`` on ``sys.path`` (tf2onnx's wheel
+    installs a ``tools`` one into site-packages) is a namespace package, and Python
+    finds it before an editable install's own package.
+    """
+    top = sys.modules.get(module.split(".")[0])
+    if top is None or getattr(top, "__file__", None) is not None:
+        return None
+    return ", ".join(str(path) for path in getattr(top, "__path__", ())) or None
 
 
 def console() -> None:

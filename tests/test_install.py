@@ -12,6 +12,8 @@ which copy answered.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import io
 import os
 import shutil
@@ -129,6 +131,51 @@ def test_the_dispatcher_hands_the_rest_of_the_line_and_the_streams_on(tmp_path: 
     assert tagstream_main(["help", "keys"], stdout=helped) == 0
     assert helped.getvalue().startswith("usage: ")
     assert tagstream_main([], stderr=io.StringIO()) == 2
+
+
+def test_a_folder_hiding_a_package_is_named_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``tools`` folder without ``__init__.py`` taken for tagstream's ``tools``."""
+    stray = tmp_path / "site-packages" / "tools"
+    stray.mkdir(parents=True)
+    (stray / "dump-onnx.py").write_text("", encoding="utf-8")
+    hidden = importlib.util.module_from_spec(
+        importlib.machinery.ModuleSpec("tools", None, is_package=True)
+    )
+    hidden.__path__ = [str(stray)]
+    for name in [n for n in sys.modules if n == "tools" or n.startswith("tools.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "tools", hidden)
+    err = io.StringIO()
+    assert tagstream_main(["subscribe", "--help"], stdout=io.StringIO(), stderr=err) == 3
+    line = err.getvalue()
+    assert line.count("\n") == 1 and line.startswith(f"error: Python took the folder {stray} ")
+    assert "run scripts/install.sh again" in line
+
+
+@pytest.mark.skipif(
+    not (Path(sys.executable).parent / "tagstream").is_file(),
+    reason="tagstream is not installed beside this interpreter (scripts/install.sh does)",
+)
+def test_the_installed_command_imports_its_tools_outside_the_checkout(tmp_path: Path) -> None:
+    """``.venv/bin/tagstream live`` as the README runs it: the dashboards import.
+
+    tf2onnx's wheel installs a ``tools`` folder of scripts into site-packages, which
+    hid the editable install's ``tools`` until ``scripts/install.sh`` removed it.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for command in ("live", "subscribe", "web"):
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "tagstream"), command, "--help"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"usage: tagstream {command}")
 
 
 def test_wheel_holds_every_package_and_its_data_files_and_nothing_else(wheel: Path) -> None:
