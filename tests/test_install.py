@@ -176,6 +176,22 @@ def test_the_installed_command_imports_its_tools_outside_the_checkout(tmp_path: 
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(f"usage: tagstream {command}")
+    # No other top-level package of the project is hidden either.
+    script = (
+        "import importlib, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    print(name, importlib.import_module(name).__file__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *PACKAGES],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "None" not in done.stdout.split(), done.stdout
 
 
 def test_wheel_holds_every_package_and_its_data_files_and_nothing_else(wheel: Path) -> None:
