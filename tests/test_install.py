@@ -165,16 +165,16 @@ def test_the_installed_command_imports_its_tools_outside_the_checkout(tmp_path: 
     hid the editable install's ``tools`` until ``scripts/install.sh`` removed it.
     """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    for command in ("live", "subscribe", "web"):
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [str(Path(sys.executable).parent / "tagstream"), command, "--help"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
+            argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
         )
         assert done.returncode == 0, done.stderr
+        return done
+
+    for command in ("live", "subscribe", "web"):
+        done = run(str(Path(sys.executable).parent / "tagstream"), command, "--help")
         assert done.stdout.startswith(f"usage: tagstream {command}")
     # No other top-level package of the project is hidden either.
     script = (
@@ -182,15 +182,7 @@ def test_the_installed_command_imports_its_tools_outside_the_checkout(tmp_path: 
         "for name in sys.argv[1:]:\n"
         "    print(name, importlib.import_module(name).__file__)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, *PACKAGES],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run(sys.executable, "-c", script, *PACKAGES)
     assert "None" not in done.stdout.split(), done.stdout
 
 
