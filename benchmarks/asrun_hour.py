@@ -97,6 +97,8 @@ TALK = (
 )
 #: Audio sent at most this far ahead of the worker's latest update.
 AHEAD_S = 30.0
+#: One hop of the worker's windows here (config.toml's 0.5 s, in whole 16 ms frames).
+HOP_S = 0.496
 
 
 def read_clip(path: Path) -> np.ndarray:
@@ -435,6 +437,23 @@ def boundary_errors(
     return errors
 
 
+def changes_missed(
+    played: list[tuple[str, str, float, float]], starts: np.ndarray
+) -> list[tuple[str, float]]:
+    """The music <-> talk changes whose nearest row start is more than one hop away.
+
+    Each: ("item K at T s: music -> speech", found minus played in seconds).
+    """
+    out = []
+    for k, (before, after) in enumerate(itertools.pairwise(played), start=1):
+        if {before[0], after[0]} != {"music", "speech"} or not starts.size:
+            continue
+        error = float(starts[np.argmin(np.abs(starts - after[2]))] - after[2])
+        if abs(error) > HOP_S + 1e-9:
+            out.append((f"item {k} at {after[2]:8.2f} s: {before[0]} -> {after[0]}", error))
+    return out
+
+
 def items_found(
     played: list[tuple[str, str, float, float]], rows: Sequence[AsRunEntry]
 ) -> dict[str, tuple[int, int]]:
@@ -536,7 +555,7 @@ def print_errors(errors: dict[str, list[float]], *, tuning: bool) -> None:
         f"{'boundary error (found - played)':38s}{'n':>5s}{'median s':>10s}{'|max| s':>10s}"
         f"{'<= 1 hop':>10s}{'<= 2 hops':>10s}{'<= 3 s':>8s}"
     )
-    hop = 0.496
+    hop = HOP_S
     for what, values in errors.items():
         if tuning and what == "family change":
             continue  # the tuning music has no genres
@@ -594,7 +613,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=20240611)
     parser.add_argument(
-        "--list", action="store_true", help="also list the items played and the rows found"
+        "--list",
+        action="store_true",
+        help="also list the items played, the rows found and the music <-> talk changes more "
+        "than one hop off",
     )
     args = parser.parse_args(argv)
     if args.replay and args.db is None:
@@ -649,7 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     baseline = [s for s in build_report(db, stream="fm:hour").segments]
 
     # Boundaries: each played boundary against the nearest row boundary.
-    errors = boundary_errors(played, np.array([r.audio_start_s for r in rows[1:]]))
+    starts = np.array([r.audio_start_s for r in rows[1:]])
+    errors = boundary_errors(played, starts)
     same_sequence = [(r.kind, r.family if r.kind == "music" else "") for r in rows] == [
         (k, f) for k, f, *_ in played
     ]
@@ -684,9 +707,9 @@ def main(argv: list[str] | None = None) -> int:
             f"\nthe as-run log of {args.before} on the same recording: {len(earlier)} rows "
             f"({len(earlier) / len(played):.2f} per item played)"
         )
-        starts = np.array([r.audio_start_s for r in earlier[1:]])
+        earlier_starts = np.array([r.audio_start_s for r in earlier[1:]])
         print_items_found(played, earlier)
-        print_errors(boundary_errors(played, starts), tuning=tuning)
+        print_errors(boundary_errors(played, earlier_starts), tuning=tuning)
     if tuning:
         shares = flip_shares(db, played)
         print("\nspeech share of the window where the content decision flips (median, IQR):")
@@ -714,6 +737,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             where = f"{r.audio_start_s:8.2f} {r.audio_end_s:8.2f}"
             print(f"  {where}  {r.kind:8s} {r.family:15s} {r.title}")
+        print("music <-> talk changes more than one hop from the nearest row start:")
+        for change, found_s in changes_missed(played, starts):
+            print(f"  {change}  found {found_s:+.2f} s")
     print(load_description())
     print(f"recording: {db}")
     return 0
