@@ -803,6 +803,7 @@ def _stretch_runs(
     guard: int,
     speech_vs_music: np.ndarray,
     hop_s: float,
+    longest_window_s: float,
     *,
     cut_before: bool,
     cut_after: bool,
@@ -813,7 +814,8 @@ def _stretch_runs(
     ``cut_before``/``cut_after``: the audio stops there (the recording's start or end,
     an outage), so no window reaches across and the run there has fewer windows than
     its audio: its length says nothing, and it stays its own row (talk cut by an outage).
-    ``speech_vs_music``: :func:`_speech_vs_music` of all the windows; ``hop_s``: their hop.
+    ``speech_vs_music``: :func:`_speech_vs_music` of all the windows; ``hop_s``: their hop;
+    ``longest_window_s``: the longest window's length.
     """
     kinds = ["speech" if c == "speech" else "music" for c in windows.content[first : last + 1]]
     content_runs = _merge_short(
@@ -824,7 +826,7 @@ def _stretch_runs(
         keep=lambda run: (
             run.label == "speech"
             and (
-                _short_link(windows, run)
+                _short_link(windows, run, longest_window_s)
                 or _sure_talk(speech_vs_music[run.first : run.last + 1], hop_s)
             )
         ),
@@ -890,6 +892,7 @@ def segment_stream(
     min_windows = max(1, round(settings.min_segment_seconds / hop))
     guard = max(1, round(float(np.median(windows.end_s - windows.start_s)) / hop))
     speech_vs_music = _speech_vs_music(windows)
+    longest_window_s = float(np.max(windows.end_s - windows.start_s))
     events = sorted(events, key=lambda e: e.at_s)
 
     # 1. Cuts: outages (holes in the timeline, source_down..source_up) and silences.
@@ -966,6 +969,7 @@ def segment_stream(
                 guard,
                 speech_vs_music,
                 hop,
+                longest_window_s,
                 cut_before=after_cut,
                 cut_after=kind in ("outage", "end"),
             )
@@ -1004,7 +1008,9 @@ def segment_stream(
     )
     pieces = _move_to_titles(pieces, titles, windows)
     pieces = _split_at_titles(pieces, titles, settings.min_segment_seconds)
-    pieces = _join_under_titles(pieces, titles, settings.title_item_seconds, windows, names)
+    pieces = _join_under_titles(
+        pieces, titles, settings.title_item_seconds, windows, names, longest_window_s
+    )
     entries = []
     for kind, family, start, end, a, b in pieces:
         start_time = windows.wall_time(start)
@@ -1204,6 +1210,7 @@ def _join_under_titles(
     longest_s: float,
     windows: StreamWindows,
     names: Sequence[str],
+    longest_window_s: float,
 ) -> list[tuple[str, str, float, float, int, int]]:
     """Join the pieces of one item's title up to its last music into one music row.
 
@@ -1238,7 +1245,7 @@ def _join_under_titles(
         if kind == "speech" and item is not None:
             # A piece that begins at the title begins at the item's own splice.
             after_s = start + 1.0 if abs(start - item[0]) < 1e-6 else start - 1.0
-            if not _splice_free(windows, after_s, end + 1.0):
+            if not _splice_free(windows, after_s, end + 1.0, longest_window_s):
                 under[k] = None
     out: list[tuple[str, str, float, float, int, int]] = []
     i = 0
@@ -1261,7 +1268,7 @@ def _join_under_titles(
     return out
 
 
-def _short_link(windows: StreamWindows, run: _Run) -> bool:
+def _short_link(windows: StreamWindows, run: _Run, longest_window_s: float) -> bool:
     """True when a speech run's windows hold a splice in each half of their audio.
 
     The talk's start and end lie inside the span of the windows that heard it, and a
@@ -1270,20 +1277,22 @@ def _short_link(windows: StreamWindows, run: _Run) -> bool:
     """
     start_s, end_s = float(windows.start_s[run.first]), float(windows.end_s[run.last])
     middle_s = 0.5 * (start_s + end_s)
-    at, strength = _changes_between(windows, start_s, end_s)
+    at, strength = _changes_between(windows, start_s, end_s, longest_window_s)
     strong = strength >= SPLICE_CHANGE
     return bool((strong & (at < middle_s)).any() and (strong & (at >= middle_s)).any())
 
 
 def _changes_between(
-    windows: StreamWindows, from_s: float, to_s: float
+    windows: StreamWindows, from_s: float, to_s: float, longest_window_s: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(change_at_s, change_strength)`` of the changes windows report from ``from_s``
-    to ``to_s`` (inclusive), looking only at the windows that can hold them."""
-    # A window reports a change inside itself: only windows starting from one window's
-    # length before from_s up to to_s can (start_s is in audio order).
-    longest = float(np.max(windows.end_s - windows.start_s)) if len(windows) else 0.0
-    lo = int(np.searchsorted(windows.start_s, from_s - longest, side="left"))
+    to ``to_s`` (inclusive), looking only at the windows that can hold them.
+
+    A window reports a change inside itself, so only the windows that start from
+    ``longest_window_s`` (the timeline's longest window) before ``from_s`` up to ``to_s``
+    can (``start_s`` is in audio order).
+    """
+    lo = int(np.searchsorted(windows.start_s, from_s - longest_window_s, side="left"))
     hi = int(np.searchsorted(windows.start_s, to_s, side="right"))
     at, strength = windows.change_at_s[lo:hi], windows.change_strength[lo:hi]
     near = np.isfinite(at) & np.isfinite(strength) & (at >= from_s) & (at <= to_s)
@@ -1306,10 +1315,12 @@ def _sure_talk(speech_vs_music: np.ndarray, hop_s: float) -> bool:
     return longest * hop_s >= SURE_TALK_SECONDS - 1e-9
 
 
-def _splice_free(windows: StreamWindows, from_s: float, to_s: float) -> bool:
+def _splice_free(
+    windows: StreamWindows, from_s: float, to_s: float, longest_window_s: float
+) -> bool:
     """True when windows report changes of sound from ``from_s`` to ``to_s``, none of them
-    as strong as :data:`SPLICE_CHANGE`."""
-    _, strength = _changes_between(windows, from_s, to_s)
+    as strong as :data:`SPLICE_CHANGE` (``longest_window_s``: :func:`_changes_between`)."""
+    _, strength = _changes_between(windows, from_s, to_s, longest_window_s)
     return bool(strength.size) and float(strength.max()) < SPLICE_CHANGE
 
 
