@@ -98,11 +98,11 @@ for name in dist.files or ():
         pathlib.Path(dist.locate_file(name)).unlink(missing_ok=True)
 if stray.is_dir() and not (stray / "__init__.py").exists():
     for folder in sorted((d for d in stray.rglob("*") if d.is_dir()), reverse=True):
-        if folder.name == "__pycache__" or not any(folder.iterdir()):
+        if folder.name == "__pycache__":
             for cached in folder.glob("*.pyc"):
                 cached.unlink()
-            if not any(folder.iterdir()):
-                folder.rmdir()
+        if not any(folder.iterdir()):
+            folder.rmdir()
     if not any(stray.iterdir()):
         stray.rmdir()
 PY
