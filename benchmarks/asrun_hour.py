@@ -428,13 +428,16 @@ def boundary_errors(
             else f"{before[0]} -> {after[0]}" if kinds == {"music", "speech"}
             else "family change"
         )  # fmt: skip
-        true_s = after[2]
-        nearest = float(starts[np.argmin(np.abs(starts - true_s))]) if starts.size else np.nan
-        errors.setdefault(what, []).append(nearest - true_s)
+        errors.setdefault(what, []).append(nearest_error(starts, after[2]))
     talk = errors.get("music -> speech", []) + errors.get("speech -> music", [])
     if talk:
         errors["music <-> speech"] = talk
     return errors
+
+
+def nearest_error(starts: np.ndarray, true_s: float) -> float:
+    """The row start nearest ``true_s`` minus ``true_s`` (seconds; NaN without rows)."""
+    return float(starts[np.argmin(np.abs(starts - true_s))]) - true_s if starts.size else np.nan
 
 
 def changes_missed(
@@ -446,9 +449,9 @@ def changes_missed(
     """
     out = []
     for k, (before, after) in enumerate(itertools.pairwise(played), start=1):
-        if {before[0], after[0]} != {"music", "speech"} or not starts.size:
+        if {before[0], after[0]} != {"music", "speech"}:
             continue
-        error = float(starts[np.argmin(np.abs(starts - after[2]))] - after[2])
+        error = nearest_error(starts, after[2])
         if abs(error) > HOP_S + 1e-9:
             out.append((f"item {k} at {after[2]:8.2f} s: {before[0]} -> {after[0]}", error))
     return out
