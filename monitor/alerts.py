@@ -476,6 +476,38 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 
 
+def _number(event: Mapping[str, Any], key: str) -> float | None:
+    value = event.get(key)
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _quiet_before_event(event: Mapping[str, Any]) -> float:
+    """Seconds the audio was quiet before a ``silence_start`` (its ``silence_seconds``)."""
+    at_s, since_s = _number(event, "at_s"), _number(event, "silence_since_s")
+    return max(0.0, at_s - since_s) if at_s is not None and since_s is not None else 0.0
+
+
+def _event_text(kind: str, event: Mapping[str, Any]) -> str:
+    """What an ``event`` rule's alert says about ``event``, for a person reading a chat."""
+    text = kind.replace("_", " ")
+    level = _number(event, "level_dbfs")
+    if kind == "silence_start":
+        text = f"dead air: quiet for {_fmt_s(_quiet_before_event(event))}"
+        if level is not None:
+            text += f" (at most {level:.0f} dBFS)"
+    elif kind == "silence_end" and _number(event, "duration_s") is not None:
+        text = f"audio back after {_fmt_s(_number(event, 'duration_s') or 0.0)} of dead air"
+    elif kind == "content_change" and event.get("content"):
+        text = f"content {event.get('previous', '?')} -> {event['content']}"
+    elif kind == "now_playing" and event.get("title"):
+        text = f"now playing {event['title']!r}"
+    elif kind == "source_down":
+        text = "source down" + (f": {event['reason']}" if event.get("reason") else "")
+    elif kind == "source_up" and _number(event, "outage_s") is not None:
+        text = f"source back after {_fmt_s(_number(event, 'outage_s') or 0.0)}"
+    return text
+
+
 # ---------------------------------------------------------------------------
 # The engine
 # ---------------------------------------------------------------------------
@@ -536,7 +568,8 @@ class AlertEngine:
         self._held: dict[tuple[str, str], _Held] = {}
         self._dominant: dict[tuple[str, str], _Dominant] = {}
         self._last_delivered: dict[tuple[str, ...], float] = {}
-        self._silent_since: dict[str, float] = {}
+        self._silent_since: dict[str, float] = {}  # wall time of silence_start
+        self._quiet_before: dict[str, float] = {}  # seconds quiet before silence_start
 
     # -- feeding ------------------------------------------------------------
 
@@ -587,18 +620,18 @@ class AlertEngine:
         alerts: list[Alert] = []
         if kind == "silence_start":
             self._silent_since.setdefault(stream, when)
+            self._quiet_before.setdefault(stream, _quiet_before_event(event))
         elif kind == "silence_end":
             self._silent_since.pop(stream, None)
+            self._quiet_before.pop(stream, None)
         for rule in self.rules.rules:
             if not self._watches(rule, stream):
                 continue
             if rule.kind == "event" and any(
                 fnmatch.fnmatchcase(kind, pattern) for pattern in rule.events
             ):
-                text = f"{stream}: {kind.replace('_', ' ')}"
+                text = f"{stream}: {_event_text(kind, event)}"
                 extra = {k: v for k, v in event.items() if k not in ("stream", "event", "time")}
-                if kind == "now_playing" and event.get("title"):
-                    text += f" {event['title']!r}"
                 alert = Alert(
                     rule.name,
                     rule.kind,
@@ -616,11 +649,10 @@ class AlertEngine:
                 elif kind == "silence_end":
                     held = self._held.pop((rule.name, stream), None)
                     if held is not None and held.firing:
-                        alerts.extend(
-                            self._resolve(
-                                rule, stream, held, now, at_s=at_s, text=f"{stream}: audio is back"
-                            )
-                        )
+                        back = f"{stream}: audio is back"
+                        if (quiet_s := _number(event, "duration_s")) is not None:
+                            back += f" after {_fmt_s(quiet_s)} of dead air"
+                        alerts.extend(self._resolve(rule, stream, held, now, at_s=at_s, text=back))
         return alerts
 
     def tick(self, now: float) -> list[Alert]:
@@ -802,7 +834,9 @@ class AlertEngine:
         if held.firing or now - since < rule.for_seconds:
             return []
         held.firing = True
-        text = f"{stream}: dead air for {_fmt_s(now - since)} (rule {rule.name!r})"
+        # The audio went quiet silence_seconds before the worker could call it dead air.
+        quiet_s = now - since + self._quiet_before.get(stream, 0.0)
+        text = f"{stream}: dead air for {_fmt_s(quiet_s)} (rule {rule.name!r})"
         alert = Alert(
             rule.name,
             rule.kind,
@@ -811,7 +845,7 @@ class AlertEngine:
             now,
             at_s,
             text,
-            {"since": since, "for_seconds": rule.for_seconds},
+            {"since": since, "for_seconds": rule.for_seconds, "quiet_s": round(quiet_s, 3)},
         )
         delivered = self._gate(rule, alert, key=key, now=now)
         held.delivered = bool(delivered)

@@ -233,6 +233,32 @@ for_seconds = 10
     assert [a.status for a in feed.play(1, {})] == ["resolved"]  # ... until it ends
 
 
+@pytest.mark.parametrize(
+    ("kind", "fields", "text"),
+    [
+        ("silence_start", {"silence_since_s": 20.0, "level_dbfs": -68.4},
+         "dead air: quiet for 10 s (at most -68 dBFS)"),
+        ("silence_end", {"duration_s": 42.5, "level_dbfs": -18.0},
+         "audio back after 42 s of dead air"),
+        ("content_change", {"content": "speech", "previous": "music"},
+         "content music -> speech"),
+        ("now_playing", {"title": "Artist - Song"}, "now playing 'Artist - Song'"),
+        ("source_down", {"reason": "read timeout"}, "source down: read timeout"),
+        ("source_up", {"outage_s": 3.25}, "source back after 3.2 s"),
+        ("source_down", {}, "source down"),  # fields missing: the kind alone
+        ("silence_end", {"duration_s": "n/a"}, "silence end"),  # not a number: the same
+    ],
+)  # fmt: skip
+def test_event_alert_texts_say_what_happened(kind: str, fields: dict, text: str) -> None:
+    """An event rule's text is what a person reads in a chat: it says what the event's
+    fields say (how long the quiet lasted, from what to what), not only its kind."""
+    engine = AlertEngine(rules('[[rule]]\nname = "all"\nkind = "event"\nevents = ["*"]\n'),
+                         start_time=T0)  # fmt: skip
+    message = {"stream": "radio:one", "event": kind, "time": T0 + 30, "at_s": 30.0, **fields}
+    (alert,) = engine.on_event(message, now=T0 + 30)
+    assert alert.text == f"radio:one: {text} (rule 'all')"
+
+
 def test_events_and_dead_air_from_event_dicts() -> None:
     """Issue 13's events are not on the wire yet; the engine takes their documented dicts."""
     engine = AlertEngine(rules("""
@@ -254,16 +280,25 @@ for_seconds = 30
     (down,) = engine.on_event(event("source_down", 10, reason="timeout"), now=T0 + 10)
     assert (down.status, down.details) == ("event", {"event": "source_down", "at_s": 10,
                                                      "reason": "timeout"})  # fmt: skip
-    (up,) = engine.on_event(event("source_up", 12), now=T0 + 12)  # another kind: not quiet
+    assert down.text == "radio:one: source down: timeout (rule 'source')"
+    (up,) = engine.on_event(event("source_up", 12, outage_s=2.0), now=T0 + 12)  # not quiet
     assert up.details["event"] == "source_up"
+    assert up.text == "radio:one: source back after 2.0 s (rule 'source')"
     assert engine.on_event(event("source_down", 20), now=T0 + 20) == []  # same kind, quiet
     assert engine.on_event(event("now_playing", 21, title="x"), now=T0 + 21) == []
-    assert engine.on_event(event("silence_start", 100), now=T0 + 100) == []
+    # The worker says silence_start once the audio has been quiet for its silence_seconds.
+    quiet = {"silence_since_s": 90.0, "level_dbfs": -71.2, "threshold_dbfs": -50.0}
+    assert engine.on_event(event("silence_start", 100, **quiet), now=T0 + 100) == []
     assert engine.tick(T0 + 129.9) == []
     (dead,) = engine.tick(T0 + 130.0)
     assert (dead.rule, dead.status, dead.details["since"]) == ("dead air", "firing", T0 + 100)
-    (back,) = engine.on_event(event("silence_end", 140), now=T0 + 140)
-    assert (back.status, back.text) == ("resolved", "radio:one: audio is back (rule 'dead air')")
+    # The text counts the dead air from when the audio went quiet, as a listener heard it.
+    assert dead.details["quiet_s"] == 40.0
+    assert dead.text == "radio:one: dead air for 40 s (rule 'dead air')"
+    (back,) = engine.on_event(event("silence_end", 140, duration_s=50.0), now=T0 + 140)
+    assert (back.status, back.text) == (
+        "resolved", "radio:one: audio is back after 50 s of dead air (rule 'dead air')"
+    )  # fmt: skip
     engine.on_event(event("silence_start", 200), now=T0 + 200)
     assert engine.on_event(event("silence_end", 210), now=T0 + 210) == []  # ended too soon
     assert engine.tick(T0 + 300.0) == []
@@ -734,9 +769,12 @@ def test_dead_air_on_a_real_stream_reaches_a_signed_webhook(
         delivered = wait_until(lambda: len(events()) >= 2 and events(), "both silence events")
         alert.send_signal(signal.SIGTERM)
         alert.communicate(timeout=DEADLINE_S)
-    texts = " ".join(payload["text"] for payload in delivered)
-    assert "silence start" in texts and "silence end" in texts, texts
-    start = next(p for p in delivered if "silence start" in p["text"])
+    kinds = [payload["details"]["event"] for payload in delivered]
+    assert kinds[:2] == ["silence_start", "silence_end"], delivered
+    start, end = delivered[:2]
+    # The text a chat shows says how long the air was dead, counted from the quiet's start.
+    assert start["text"].startswith("alert:dead-air: dead air: quiet for 10 s"), start
+    assert end["text"].startswith("alert:dead-air: audio back after "), end
     # silence_seconds (10 s) of quiet after the music, on the audio's own clock
     assert music_s + 10.0 - 0.5 <= start["at_s"] <= music_s + 10.0 + 1.0, start
 
