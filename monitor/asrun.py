@@ -803,6 +803,7 @@ def _stretch_runs(
     guard: int,
     speech_vs_music: np.ndarray,
     hop_s: float,
+    window_s: float,
     longest_window_s: float,
     *,
     cut_before: bool,
@@ -815,7 +816,7 @@ def _stretch_runs(
     an outage), so no window reaches across and the run there has fewer windows than
     its audio: its length says nothing, and it stays its own row (talk cut by an outage).
     ``speech_vs_music``: :func:`_speech_vs_music` of all the windows; ``hop_s``: their hop;
-    ``longest_window_s``: the longest window's length.
+    ``window_s`` and ``longest_window_s``: the median and the longest window's length.
     """
     kinds = ["speech" if c == "speech" else "music" for c in windows.content[first : last + 1]]
     content_runs = _merge_short(
@@ -832,7 +833,6 @@ def _stretch_runs(
         ),
     )
     if len(content_runs) > 1:
-        window_s = float(np.median(windows.end_s - windows.start_s))
         for left, right in itertools.pairwise(content_runs):
             _split_content(speech_vs_music, left, right, windows, window_s, hop_s)
     out: list[tuple[str, str, int, int, float | None]] = []
@@ -890,9 +890,10 @@ def segment_stream(
     names = families.names
     hop = windows.hop_seconds()
     min_windows = max(1, round(settings.min_segment_seconds / hop))
-    guard = max(1, round(float(np.median(windows.end_s - windows.start_s)) / hop))
+    lengths = windows.end_s - windows.start_s
+    window_s, longest_window_s = float(np.median(lengths)), float(np.max(lengths))
+    guard = max(1, round(window_s / hop))
     speech_vs_music = _speech_vs_music(windows)
-    longest_window_s = float(np.max(windows.end_s - windows.start_s))
     events = sorted(events, key=lambda e: e.at_s)
 
     # 1. Cuts: outages (holes in the timeline, source_down..source_up) and silences.
@@ -924,7 +925,6 @@ def segment_stream(
             continue
         begin = float(windows.start_s[run.first]) - hop / 2
         finish = float(windows.end_s[run.last]) + hop / 2
-        window_s = float(windows.end_s[run.first] - windows.start_s[run.first])
         known = next(
             (
                 float(e.fields["silence_since_s"])
@@ -969,6 +969,7 @@ def segment_stream(
                 guard,
                 speech_vs_music,
                 hop,
+                window_s,
                 longest_window_s,
                 cut_before=after_cut,
                 cut_after=kind in ("outage", "end"),
@@ -1006,7 +1007,7 @@ def segment_stream(
     titles = _title_changes(
         [(e.at_s, str(e.fields.get("title", ""))) for e in events if e.event == "now_playing"]
     )
-    pieces = _move_to_titles(pieces, titles, windows)
+    pieces = _move_to_titles(pieces, titles, windows, window_s)
     pieces = _split_at_titles(pieces, titles, settings.min_segment_seconds)
     pieces = _join_under_titles(
         pieces, titles, settings.title_item_seconds, windows, names, longest_window_s
@@ -1076,6 +1077,7 @@ def _move_to_titles(
     pieces: list[tuple[str, str, float, float, int, int]],
     titles: Sequence[tuple[float, str]],
     windows: StreamWindows,
+    window_s: float,
 ) -> list[tuple[str, str, float, float, int, int]]:
     """Move talk -> music boundaries to a nearby title change where the sound changes more.
 
@@ -1094,7 +1096,6 @@ def _move_to_titles(
     if not titles or not np.isfinite(windows.change_strength).any():
         return pieces
     out = list(pieces)
-    window_s = float(np.median(windows.end_s - windows.start_s))
     half_hop = windows.hop_seconds() / 2
     for j in range(1, len(out)):
         before, after = out[j - 1], out[j]
