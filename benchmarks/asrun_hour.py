@@ -63,7 +63,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -135,35 +135,46 @@ def programme(music: Path, minutes: float, rng: np.random.Generator) -> list[dic
             if row["label"] in GENRE_FAMILY and row["path"].startswith("gtzan/"):
                 by_genre.setdefault(row["label"], []).append(music / row["path"])
     genres = sorted(by_genre)
-    items: list[dict] = []
-    total_s, talk_i, previous_family, outage_done = 0.0, 0, "", False
-    target_s = minutes * 60.0
-    while total_s < target_s:
+    talk_i = 0
+
+    def next_items(items: list[dict]) -> list[dict]:
+        nonlocal talk_i
         genre = genres[int(rng.integers(len(genres)))]
-        if GENRE_FAMILY[genre] == previous_family:
-            continue
+        if items and items[-1]["kind"] == "music" and GENRE_FAMILY[genre] == items[-1]["family"]:
+            return []  # never two items of one family in a row
         clips = rng.choice(len(by_genre[genre]), size=int(rng.integers(1, 4)), replace=False)
         audio = np.concatenate([read_clip(by_genre[genre][int(i)]) for i in clips])
-        title = f"{genre} {len(items)}"
-        items.append(item("music", GENRE_FAMILY[genre], title=title, audio=audio))
-        previous_family = GENRE_FAMILY[genre]
-        total_s += len(audio) / SR
-        step = len(items) % 4
+        new = [item("music", GENRE_FAMILY[genre], title=f"{genre} {len(items)}", audio=audio)]
+        step = (len(items) + 1) % 4
         if step == 1:
-            speech = espeak(TALK[talk_i % len(TALK)])
+            new.append(item("speech", audio=espeak(TALK[talk_i % len(TALK)])))
             talk_i += 1
-            items.append(item("speech", audio=speech))
-            total_s += len(speech) / SR
-            previous_family = ""
         elif step == 3:
-            hiss = rng.standard_normal(int(float(rng.uniform(12, 20)) * SR)) * 10 ** (-70 / 20)
-            items.append(item("silence", audio=hiss.astype(np.float32)))
-            total_s += len(hiss) / SR
-            previous_family = ""
-        if not outage_done and target_s / 2 <= total_s < target_s:  # never the last item
+            new.append(dead_air(rng))
+        return new
+
+    return running_order(minutes, next_items)
+
+
+def dead_air(rng: np.random.Generator) -> dict:
+    """12-20 s of hiss at -70 dBFS: longer than ``silence_seconds``, so dead air."""
+    hiss = rng.standard_normal(int(float(rng.uniform(12, 20)) * SR)) * 10 ** (-70 / 20)
+    return item("silence", audio=hiss.astype(np.float32))
+
+
+def running_order(minutes: float, next_items: Callable[[list[dict]], list[dict]]) -> list[dict]:
+    """``next_items(items so far)`` until ``minutes`` of audio, with one 30 s source outage
+    once half of it is played (never the last item)."""
+    items: list[dict] = []
+    total_s, outage_done = 0.0, False
+    target_s = minutes * 60.0
+    while total_s < target_s:
+        new = next_items(items)
+        items.extend(new)
+        total_s += sum(len(i["audio"]) for i in new) / SR
+        if not outage_done and target_s / 2 <= total_s < target_s:
             items.append(item("outage", seconds=30.0))
             outage_done = True
-            previous_family = ""
     if not outage_done:
         items.insert(len(items) - 1, item("outage", seconds=30.0))
     return items
@@ -264,28 +275,18 @@ def tuning_programme(
     ``rap``: the share of music items that are :func:`tuning_rap`; ``short_talk``: the
     links' lengths in seconds (:func:`tuning_talk`).
     """
-    items: list[dict] = []
-    total_s, outage_done = 0.0, False
-    target_s = minutes * 60.0
-    while total_s < target_s:
+
+    def next_items(items: list[dict]) -> list[dict]:
         source, audio = tuning_music(rng, rap)
-        items.append(item("music", title=f"{source} {len(items)}", audio=audio))
-        total_s += len(audio) / SR
-        step = sum(1 for i in items if i["kind"] == "music") % 3
+        new = [item("music", title=f"{source} {len(items)}", audio=audio)]
+        step = (sum(1 for i in items if i["kind"] == "music") + 1) % 3
         if step in (1, 2):  # talk after two music items in three: the edges being tuned
-            speech = tuning_talk(rng, short_talk)
-            items.append(item("speech", audio=speech))
-            total_s += len(speech) / SR
+            new.append(item("speech", audio=tuning_talk(rng, short_talk)))
         else:
-            hiss = rng.standard_normal(int(float(rng.uniform(12, 20)) * SR)) * 10 ** (-70 / 20)
-            items.append(item("silence", audio=hiss.astype(np.float32)))
-            total_s += len(hiss) / SR
-        if not outage_done and target_s / 2 <= total_s < target_s:  # never the last item
-            items.append(item("outage", seconds=30.0))
-            outage_done = True
-    if not outage_done:
-        items.insert(len(items) - 1, item("outage", seconds=30.0))
-    return items
+            new.append(dead_air(rng))
+        return new
+
+    return running_order(minutes, next_items)
 
 
 def fade_out(items: list[dict], seconds: float) -> None:
