@@ -31,7 +31,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -897,10 +897,23 @@ class Worker:
     # -- model ------------------------------------------------------------------------
 
     def _waiting(self) -> list[StreamState]:
-        """Streams with windows waiting for the model, ended streams first."""
+        """Streams with windows waiting for the model: ended streams first, then the
+        others, the one served least recently first (:meth:`_served_last`)."""
         return [s for s in self._ending if s.pending] + [
             s for s in self._streams.values() if s.pending
         ]
+
+    def _served_last(self, due: Sequence[DueWindow]) -> None:
+        """Move the streams ``due`` serves to the back of the queue (:meth:`_waiting`).
+
+        The backends take streams in the order given, so with more streams waiting than
+        ``max_batch`` the ones served least recently go first, and none is left behind
+        while others are on time.
+        """
+        for state in dict.fromkeys(item.state for item in due):
+            if self._streams.get(state.stream) is state:
+                del self._streams[state.stream]
+                self._streams[state.stream] = state
 
     def _run_batches(self, ingress: Ingress | None = None) -> None:
         """Run the backend's due windows in batches of up to ``max_batch`` until none is due.
@@ -918,6 +931,7 @@ class Worker:
             self._shed_stale()
             due = self.backend.take_due(self._waiting(), limit)
             self._ending = [s for s in self._ending if s.pending]
+            self._served_last(due)
             if not due:
                 return
             # Classified in the tracker's thread while the model runs (inference.content).
