@@ -50,7 +50,7 @@ class RunResult:
     """One run's updates: (published wall time, latency, stream) and the shed counts."""
 
     label: str
-    updates: list[tuple[float, float]]
+    updates: list[tuple[float, float, str]]
     switched_at: float
     shed: int
     published: int
@@ -139,7 +139,9 @@ def run_once(
     after_s: float,
     hop_s: float,
     max_batch: int,
+    worker_class: type | None = None,
 ) -> RunResult:
+    """One run of ``worker_class`` (default :class:`inference.Worker`) under the load."""
     from inference import Worker
 
     config = load_config(
@@ -153,7 +155,7 @@ def run_once(
             "content.enabled": False,
         }
     )
-    worker = Worker(config, tagger=tagger)
+    worker = (worker_class or Worker)(config, tagger=tagger)
     worker.start()
     thread = worker.run_in_thread()
     context = zmq.Context()
@@ -173,12 +175,12 @@ def run_once(
         daemon=True,
     )
     sender.start()
-    updates: list[tuple[float, float]] = []
+    updates: list[tuple[float, float, str]] = []
     while sender.is_alive() or sub.poll(2000):
         if sub.poll(200):
             update = decode_update(sub.recv_multipart())
             now = time.time()
-            updates.append((now, now - update.capture_time))
+            updates.append((now, now - update.capture_time, update.stream))
     sender.join()
     stats = worker.stats()
     worker.stop()
@@ -208,13 +210,25 @@ def recovery_s(result: RunResult, bound_s: float) -> float:
 
     ``inf`` when the run's last update was still later than that (never recovered).
     """
-    after = [(t, latency) for t, latency in result.updates if t >= result.switched_at]
+    after = [(t, latency) for t, latency, _ in result.updates if t >= result.switched_at]
     late = [t for t, latency in after if latency > bound_s]
     if not late:
         return 0.0
     if late[-1] == after[-1][0]:
         return math.inf
     return late[-1] - result.switched_at
+
+
+def measure_capacity(tagger: Any, max_batch: int, hop_s: float) -> tuple[float, float]:
+    """(seconds per ``max_batch`` model call, real-time streams one worker can tag at ``hop_s``)."""
+    tagger.warm_up()
+    windows = np.zeros((max_batch, 187, 96), np.float32)
+    tagger.predict(windows)
+    started = time.perf_counter()
+    for _ in range(3):
+        tagger.predict(windows)
+    batch_s = (time.perf_counter() - started) / 3
+    return batch_s, max_batch / batch_s * hop_s
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,14 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     print(cpu_description())
     print(load_description())
     tagger = load_tagger("MSD_musicnn")
-    tagger.warm_up()
-    windows = np.zeros((args.max_batch, 187, 96), np.float32)
-    tagger.predict(windows)
-    started = time.perf_counter()
-    for _ in range(3):
-        tagger.predict(windows)
-    batch_s = (time.perf_counter() - started) / 3
-    capacity = args.max_batch / batch_s * args.hop_seconds  # real-time streams
+    batch_s, capacity = measure_capacity(tagger, args.max_batch, args.hop_seconds)
     streams = max(2, math.ceil(args.load * capacity))
     keep = max(1, math.floor(args.normal * capacity))
     print(
@@ -271,11 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     for result in results:
         switched = result.switched_at
         phases = {
-            "during": [lat for t, lat in result.updates if t < switched],
+            "during": [lat for t, lat, _ in result.updates if t < switched],
             "after 0-10s": [
-                lat for t, lat in result.updates if switched <= t < switched + EARLY_AFTER_S
+                lat for t, lat, _ in result.updates if switched <= t < switched + EARLY_AFTER_S
             ],
-            "after 10s+": [lat for t, lat in result.updates if t >= switched + EARLY_AFTER_S],
+            "after 10s+": [lat for t, lat, _ in result.updates if t >= switched + EARLY_AFTER_S],
         }
         for phase, latencies in phases.items():
             print(f"{result.label:<9} {phase:<12} {_percentiles(latencies)}")
