@@ -481,30 +481,32 @@ def _number(event: Mapping[str, Any], key: str) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def _quiet_before_event(event: Mapping[str, Any]) -> float:
+def _quiet_before_event(event: Mapping[str, Any]) -> float | None:
     """Seconds the audio was quiet before a ``silence_start`` (its ``silence_seconds``)."""
     at_s, since_s = _number(event, "at_s"), _number(event, "silence_since_s")
-    return max(0.0, at_s - since_s) if at_s is not None and since_s is not None else 0.0
+    return max(0.0, at_s - since_s) if at_s is not None and since_s is not None else None
 
 
 def _event_text(kind: str, event: Mapping[str, Any]) -> str:
-    """What an ``event`` rule's alert says about ``event``, for a person reading a chat."""
+    """What an ``event`` rule's alert says about ``event``, for a person reading a chat;
+    the kind alone where the fields it needs are missing."""
     text = kind.replace("_", " ")
-    level = _number(event, "level_dbfs")
     if kind == "silence_start":
-        text = f"dead air: quiet for {_fmt_s(_quiet_before_event(event))}"
-        if level is not None:
+        text = "dead air"
+        if (quiet_s := _quiet_before_event(event)) is not None:
+            text += f": quiet for {_fmt_s(quiet_s)}"
+        if (level := _number(event, "level_dbfs")) is not None:
             text += f" (at most {level:.0f} dBFS)"
-    elif kind == "silence_end" and _number(event, "duration_s") is not None:
-        text = f"audio back after {_fmt_s(_number(event, 'duration_s') or 0.0)} of dead air"
+    elif kind == "silence_end" and (quiet_s := _number(event, "duration_s")) is not None:
+        text = f"audio back after {_fmt_s(quiet_s)} of dead air"
     elif kind == "content_change" and event.get("content"):
         text = f"content {event.get('previous', '?')} -> {event['content']}"
     elif kind == "now_playing" and event.get("title"):
         text = f"now playing {event['title']!r}"
     elif kind == "source_down":
         text = "source down" + (f": {event['reason']}" if event.get("reason") else "")
-    elif kind == "source_up" and _number(event, "outage_s") is not None:
-        text = f"source back after {_fmt_s(_number(event, 'outage_s') or 0.0)}"
+    elif kind == "source_up" and (outage_s := _number(event, "outage_s")) is not None:
+        text = f"source back after {_fmt_s(outage_s)}"
     return text
 
 
@@ -620,7 +622,7 @@ class AlertEngine:
         alerts: list[Alert] = []
         if kind == "silence_start":
             self._silent_since.setdefault(stream, when)
-            self._quiet_before.setdefault(stream, _quiet_before_event(event))
+            self._quiet_before.setdefault(stream, _quiet_before_event(event) or 0.0)
         elif kind == "silence_end":
             self._silent_since.pop(stream, None)
             self._quiet_before.pop(stream, None)

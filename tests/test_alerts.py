@@ -246,6 +246,7 @@ for_seconds = 10
         ("source_down", {"reason": "read timeout"}, "source down: read timeout"),
         ("source_up", {"outage_s": 3.25}, "source back after 3.2 s"),
         ("source_down", {}, "source down"),  # fields missing: the kind alone
+        ("silence_start", {}, "dead air"),
         ("silence_end", {"duration_s": "n/a"}, "silence end"),  # not a number: the same
     ],
 )  # fmt: skip
