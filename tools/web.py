@@ -588,8 +588,15 @@ class WebDashboard:
             return
         self._closed = True
         self.stop()
+        # Both threads see the stop within _POLL_S (the HTTP one then gives its answers
+        # 5 s).  The subscriber's socket is closed only once its thread has ended: ZeroMQ
+        # sockets are not thread-safe, and libzmq may assert (abort the process) when one
+        # is closed while another thread is inside a call on it.
         for thread in self._threads:
-            thread.join(timeout=5.0)
+            while thread.is_alive():
+                thread.join(timeout=5.0)
+                if thread.is_alive():  # pragma: no cover - a loaded machine
+                    logger.warning("closing: waiting for thread=%s", thread.name)
         if self._subscriber is not None:
             self._subscriber.close()
         logger.info("stopped")
