@@ -1007,7 +1007,7 @@ def segment_stream(
     titles = _title_changes(
         [(e.at_s, str(e.fields.get("title", ""))) for e in events if e.event == "now_playing"]
     )
-    pieces = _move_to_titles(pieces, titles, windows, window_s)
+    pieces = _move_to_titles(pieces, titles, windows, window_s, hop)
     pieces = _split_at_titles(pieces, titles, settings.min_segment_seconds)
     pieces = _join_under_titles(
         pieces, titles, settings.title_item_seconds, windows, names, longest_window_s
@@ -1078,6 +1078,7 @@ def _move_to_titles(
     titles: Sequence[tuple[float, str]],
     windows: StreamWindows,
     window_s: float,
+    hop_s: float,
 ) -> list[tuple[str, str, float, float, int, int]]:
     """Move talk -> music boundaries to a nearby title change where the sound changes more.
 
@@ -1096,7 +1097,7 @@ def _move_to_titles(
     if not titles or not np.isfinite(windows.change_strength).any():
         return pieces
     out = list(pieces)
-    half_hop = windows.hop_seconds() / 2
+    half_hop = hop_s / 2
     for j in range(1, len(out)):
         before, after = out[j - 1], out[j]
         if (before[0], after[0]) != ("speech", "music"):
