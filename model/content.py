@@ -28,9 +28,10 @@ A presenter talking over a music bed is speech; singing is music.
 Each window also says **where its sound changes** most (:func:`spectral_change`):
 the point in its middle second where the mean log-mel spectrum of the second
 before differs most from that of the second after (mostly in shape: a fade
-counts little), and how much.  At a change from music to talk (or back) that
-point is the splice; the as-run log (:mod:`monitor.asrun`) uses it to place
-such boundaries more finely than windows a hop apart can.
+counts little), together with the VAD's speech probability, and how much each
+changes there.  At a change from music to talk (or back) that point is the
+splice; the as-run log (:mod:`monitor.asrun`) uses it to place such boundaries
+more finely than windows a hop apart can.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -56,6 +57,7 @@ __all__ = [
     "ContentClassifier",
     "ContentError",
     "ContentResult",
+    "SpectralChange",
     "level_dbfs",
     "load_content_classifier",
     "spectral_change",
@@ -112,6 +114,15 @@ CHANGE_SPAN_SECONDS = 1.0
 CHANGE_CONTEXT_SECONDS = 1.0
 #: ... and counting this share of the change of overall level (the rest is the shape's).
 CHANGE_LEVEL_WEIGHT = 0.25
+#: ... and, when the window's speech probabilities are given, choosing the point where
+#: the spectral strength plus this much of the change of speech probability (the mean
+#: Silero VAD probability of the second after minus the second before) is largest.
+#: Chosen offline on the tuning programmes' music <-> talk splices (``--tuning``, seeds
+#: 11 cut and with 2 s fade-outs, 5 with 3 s fade-outs, ``--rap 0.5`` seed 21; windows
+#: a hop apart over each splice): the strongest change near the splice lay within half a
+#: second of it at 160 of 177 splices with 0 (the spectrum alone), 170 with 2, 170 with
+#: 5; held out (seed 3, cut and with 2 s fade-outs) 63 -> 69 of 72 with 2.
+CHANGE_SPEECH_WEIGHT = 2.0
 _CHANGE_MELS = 40
 
 
@@ -132,9 +143,10 @@ class ContentResult:
         RMS level in dBFS (full-scale sine = 0 dBFS), at least ``FLOOR_DBFS``.
     speech_ratio : float
         Fraction of the window's 32 ms frames that the VAD calls speech (0 for silence).
-    change_s, change_strength : float or None
-        :func:`spectral_change` of the window: seconds from its start, and how much the
-        sound changes there; ``None`` for silence and windows too short to say.
+    change_s, change_strength, change_speech : float or None
+        :func:`spectral_change` of the window: seconds from its start, how much the
+        sound changes there and how much the speech probability changes there;
+        ``None`` for silence and windows too short to say.
     """
 
     content: str
@@ -144,6 +156,7 @@ class ContentResult:
     features: dict[str, float] = field(default_factory=dict, repr=False)
     change_s: float | None = None
     change_strength: float | None = None
+    change_speech: float | None = None
 
     def as_dict(self, *, start_s: float = 0.0) -> dict[str, Any]:
         """The fields an update carries: content, probabilities, level_dbfs, change.
@@ -159,6 +172,8 @@ class ContentResult:
         if self.change_s is not None and self.change_strength is not None:
             fields["change_at_s"] = round(start_s + self.change_s, 4)
             fields["change_strength"] = round(self.change_strength, 4)
+            if self.change_speech is not None:
+                fields["change_speech"] = round(self.change_speech, 4)
         return fields
 
 
@@ -322,30 +337,60 @@ def _change_bands() -> np.ndarray:
     return np.ascontiguousarray(bands.T, dtype=np.float32)
 
 
+class SpectralChange(NamedTuple):
+    """Where a window's sound changes most (:func:`spectral_change`)."""
+
+    #: Seconds from the window's start.
+    at_s: float
+    #: How much the spectrum changes there (RMS over 40 mel bands, in nepers).
+    strength: float
+    #: How much the speech probability changes there, in [-1, 1]: the mean Silero VAD
+    #: probability of the second after minus that of the second before (> 0: talk
+    #: begins); 0.0 when no VAD probabilities were given.
+    speech: float
+
+
 def spectral_change(
-    samples: np.ndarray, *, power: np.ndarray | None = None
-) -> tuple[float, float] | None:
-    """Where in the window the sound changes most: (seconds from its start, strength).
+    samples: np.ndarray,
+    *,
+    power: np.ndarray | None = None,
+    vad_probabilities: np.ndarray | None = None,
+    speech_weight: float = CHANGE_SPEECH_WEIGHT,
+) -> SpectralChange | None:
+    """Where in the window the sound changes most: (seconds from its start, strength, speech).
 
     For each point in the window's middle :data:`CHANGE_SPAN_SECONDS`, the mean
     log-mel spectrum (40 bands) of the :data:`CHANGE_CONTEXT_SECONDS` before it
     is compared with that of as many seconds after it (a two-block novelty, as
-    in Foote's checkerboard kernel); the point where they differ most wins.
+    in Foote's checkerboard kernel).
     Mostly the spectrum's shape counts: all but :data:`CHANGE_LEVEL_WEIGHT` of
     the change of overall level (the mean over bands of the difference) is
     taken out, so a song fading out is a weaker change than the splice to the
     talk after the fade.  The strength is the RMS over bands of what is left,
     in natural-log power (1.0: the bands moved by a factor of e on average).
 
+    With the window's VAD probabilities, the mean speech probability of the
+    seconds before and after each point is compared too, and the point where
+    ``strength + speech_weight * |speech|`` is largest wins
+    (:data:`CHANGE_SPEECH_WEIGHT` by default): a splice from music to talk changes both,
+    where a song's own last bars (a break, a final chord) often change the
+    spectrum as much but not whether someone speaks.  Without them, the point
+    of the largest strength wins and ``speech`` is 0.
+
     Parameters
     ----------
     samples : np.ndarray [shape=(n,)], 16 kHz mono float32
     power : np.ndarray, optional
         The window's frame spectra, if already computed.
+    vad_probabilities : np.ndarray, optional
+        :meth:`SileroVad.frame_probabilities` of ``samples``.
+    speech_weight : float
+        How much the change of speech probability counts in choosing the point
+        (``python -m benchmarks.splice_change`` compares weights).
 
     Returns
     -------
-    (float, float) or None
+    SpectralChange or None
         ``None`` when the window is too short for both contexts (about 2 s).  A
         window shorter than the span and both contexts (the worker's is 2.992 s)
         looks at the part of its middle second that has both.
@@ -371,8 +416,24 @@ def spectral_change(
     difference = after - before
     level = difference.mean(axis=1, keepdims=True)
     strength = np.sqrt(np.mean((difference - (1.0 - CHANGE_LEVEL_WEIGHT) * level) ** 2, axis=1))
-    best = int(np.argmax(strength))
-    return float(at_s[best]), float(strength[best])
+    speech = np.zeros_like(strength)
+    if vad_probabilities is not None and len(vad_probabilities):
+        speech = _speech_change(np.asarray(vad_probabilities, dtype=np.float64), at_s)
+    best = int(np.argmax(strength + speech_weight * np.abs(speech)))
+    return SpectralChange(float(at_s[best]), float(strength[best]), float(speech[best]))
+
+
+def _speech_change(vad_probabilities: np.ndarray, at_s: np.ndarray) -> np.ndarray:
+    """Mean VAD probability of the :data:`CHANGE_CONTEXT_SECONDS` after each of ``at_s``
+    minus that of as many seconds before it (frames by their centres)."""
+    centres = (np.arange(len(vad_probabilities)) + 0.5) * _VAD_FRAME / SAMPLE_RATE
+    cumulative = np.concatenate([[0.0], np.cumsum(vad_probabilities)])
+
+    def mean(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        lo, hi = np.searchsorted(centres, start), np.searchsorted(centres, end)
+        return (cumulative[hi] - cumulative[lo]) / np.maximum(hi - lo, 1)
+
+    return mean(at_s, at_s + CHANGE_CONTEXT_SECONDS) - mean(at_s - CHANGE_CONTEXT_SECONDS, at_s)
 
 
 @dataclass(frozen=True)
@@ -449,12 +510,18 @@ class ContentClassifier:
             raise ContentError(str(exc)) from None
 
     def speech_probability(
-        self, samples: np.ndarray, *, power: np.ndarray | None = None
+        self,
+        samples: np.ndarray,
+        *,
+        power: np.ndarray | None = None,
+        vad_probabilities: np.ndarray | None = None,
     ) -> tuple[float, np.ndarray]:
         """p(speech | not silence) and the features it came from."""
         x = np.asarray(samples, dtype=np.float32)
+        if vad_probabilities is None:
+            vad_probabilities = self.vad.frame_probabilities(x)
         features = window_features(
-            x, self.vad.frame_probabilities(x), self.svm.speech_probability(x), power=power
+            x, vad_probabilities, self.svm.speech_probability(x), power=power
         )
         return self._model.speech_probability(features), features
 
@@ -484,8 +551,9 @@ class ContentClassifier:
                 "silence", {"music": rest, "speech": rest, "silence": silence}, level
             )
         power = _power(x) if len(x) >= _N_FFT else None
-        speech, features = self.speech_probability(x, power=power)
-        change = spectral_change(x, power=power)
+        vad = self.vad.frame_probabilities(x)
+        speech, features = self.speech_probability(x, power=power, vad_probabilities=vad)
+        change = spectral_change(x, power=power, vad_probabilities=vad)
         probabilities = {
             "music": (1.0 - silence) * (1.0 - speech),
             "speech": (1.0 - silence) * speech,
@@ -498,8 +566,9 @@ class ContentClassifier:
             level,
             speech_ratio=float(features[1]),
             features=dict(zip(FEATURE_NAMES, features.tolist(), strict=True)),
-            change_s=None if change is None else change[0],
-            change_strength=None if change is None else change[1],
+            change_s=None if change is None else change.at_s,
+            change_strength=None if change is None else change.strength,
+            change_speech=None if change is None else change.speech,
         )
 
 

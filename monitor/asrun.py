@@ -109,6 +109,7 @@ from typing import Final, TextIO
 
 import numpy as np
 
+from model.content import CHANGE_SPEECH_WEIGHT
 from monitor.families import DEFAULT_FAMILIES, Families
 from monitor.store import (
     StoreError,
@@ -165,8 +166,9 @@ SPEECH_SHARE_AT_FLIP: Final = {"end": 0.49, "start": 0.39}
 #: two items' tag profiles, and the seconds of windows in each profile (:func:`_tag_ramp`).
 _RAMP_MARGIN_S: Final = 1.0
 _RAMP_PROFILE_S: Final = 8.0
-#: A music <-> talk boundary moves to the strongest spectral change the windows found
-#: (``change_at_s``, :func:`model.content.spectral_change`) this close to its estimate.
+#: A music <-> talk boundary moves to the strongest change of sound the windows found
+#: (``change_at_s``, :func:`model.content.spectral_change`: of the spectrum and the
+#: speech probability) this close to its estimate.
 CHANGE_SNAP_SECONDS: Final = 1.0
 #: ... except that a change from music to talk may also move this far later: the
 #: classifier's decision flips early when the song's end is quiet (a fade, a soft
@@ -208,7 +210,7 @@ _CHUNK_ROWS: Final = 20_000
 _RESTART_SLACK_S: Final = 1.0
 _COLUMNS: Final = (
     "start_s", "end_s", "capture_time", "published_time", "content", "p_music", "p_speech",
-    "change_at_s", "change_strength", "tags_id", "probabilities",
+    "change_at_s", "change_strength", "change_speech", "tags_id", "probabilities",
 )  # fmt: skip
 
 
@@ -350,8 +352,8 @@ class StreamWindows:
 
     Arrays of shape (W,): ``start_s``, ``end_s``, ``capture_time``, ``content``
     (object: "music", "speech", "silence"; a window recorded without content is
-    music), ``p_music``, ``p_speech``, ``change_at_s``, ``change_strength`` (NaN
-    where unknown); ``family_scores``
+    music), ``p_music``, ``p_speech``, ``change_at_s``, ``change_strength``,
+    ``change_speech`` (NaN where unknown); ``family_scores``
     (W, F) in the order of ``families.names``; ``top_tag`` (W,) index into
     ``tags`` of the window's most probable tag, with ``probability_sum``
     (T,) kept per row instead when summing (see :func:`segment_stream`).
@@ -366,6 +368,7 @@ class StreamWindows:
     p_speech: np.ndarray
     change_at_s: np.ndarray
     change_strength: np.ndarray
+    change_speech: np.ndarray
     family_scores: np.ndarray
     tag_probabilities: np.ndarray
     tags: tuple[str, ...]
@@ -384,6 +387,7 @@ class StreamWindows:
             self.p_speech[index],
             self.change_at_s[index],
             self.change_strength[index],
+            self.change_speech[index],
             self.family_scores[index],
             self.tag_probabilities[index],
             self.tags,
@@ -392,6 +396,15 @@ class StreamWindows:
     @property
     def centres(self) -> np.ndarray:
         return 0.5 * (self.start_s + self.end_s)
+
+    def change_score(self, first: int, last: int) -> np.ndarray:
+        """How strongly the ``change_at_s`` of windows ``first .. last`` marks a change of
+        item, weighed as the worker chose it: ``change_strength`` plus
+        :data:`~model.content.CHANGE_SPEECH_WEIGHT` times ``|change_speech|`` (that part
+        0 where the worker did not say)."""
+        part = slice(first, last + 1)
+        speech = np.nan_to_num(np.abs(self.change_speech[part]), nan=0.0)
+        return self.change_strength[part] + CHANGE_SPEECH_WEIGHT * speech
 
     def hop_seconds(self) -> float:
         """The hop between windows (the smallest step between starts)."""
@@ -455,19 +468,20 @@ def read_stream_windows(
             np.array([c if c in ("speech", "silence") else "music" for c in columns[4]], object)
         )
         for i, name in (
-            (5, "p_music"), (6, "p_speech"), (7, "change_at_s"), (8, "change_strength")
+            (5, "p_music"), (6, "p_speech"), (7, "change_at_s"), (8, "change_strength"),
+            (9, "change_speech"),
         ):  # fmt: skip
             parts[name].append(
                 np.array([np.nan if v is None else v for v in columns[i]], dtype=np.float64)
             )
-        tags_ids = np.array(columns[9], dtype=np.int64)
+        tags_ids = np.array(columns[10], dtype=np.int64)
         probabilities = np.zeros((len(rows), len(tag_list)), dtype=np.float32)
         scores = np.zeros((len(rows), len(families.names)), dtype=np.float32)
         for tags_id in np.unique(tags_ids).tolist():
             _, names = tag_sets[tags_id]
             index = np.flatnonzero(tags_ids == tags_id)
             values = decode_blobs(
-                [columns[10][i] for i in index],
+                [columns[11][i] for i in index],
                 len(names),
                 what=f"probabilities of tag set {tags_id}",
             )
@@ -489,6 +503,7 @@ def read_stream_windows(
         joined["p_speech"],
         joined["change_at_s"],
         joined["change_strength"],
+        joined["change_speech"],
         joined["family_scores"],
         joined["probabilities"],
         tag_list,
@@ -653,7 +668,7 @@ def _split_content(
     Both are within about a hop of the change on their own in half to three quarters
     of the changes of the tuning programme (``python -m benchmarks.asrun_hour
     --tuning``); their errors are partly independent and their mean is closer.
-    That mean then moves to the strongest spectral change the windows report within
+    That mean then moves to the strongest change of sound the windows report within
     :data:`CHANGE_SNAP_SECONDS` of it (:func:`_snap_to_change`), which is finer than
     windows a hop apart can say; a change to talk looks up to
     :data:`CHANGE_SNAP_LATER_TO_TALK_SECONDS` later, since a quiet song end makes the
@@ -687,8 +702,9 @@ def _snap_to_change(
 
     Each window reports where in its middle second the sound changes most
     (:func:`model.content.spectral_change`: the mean log-mel spectrum of the second
-    before against the second after) and how much; at a splice from music to talk
-    the strongest of those lies at the splice.  Only changes from
+    before against the second after, and the VAD's speech probability likewise)
+    and how much; at a splice from music to talk the strongest of those
+    (:meth:`StreamWindows.change_score`) lies at the splice.  Only changes from
     :data:`CHANGE_SNAP_SECONDS` before ``near_s`` to ``later_s`` after it count, so a
     change inside the song or the talk further away is never taken.  ``near_s``
     itself when no window says (a recording from a worker without ``change_at_s``).
@@ -701,10 +717,12 @@ def _snap_to_change(
 def _change_near(
     windows: StreamWindows, at_s: float, first: int, last: int, *, before_s: float, after_s: float
 ) -> tuple[float, float]:
-    """``(change_at_s, strength)`` of the strongest change windows ``first .. last`` report
-    from ``before_s`` before ``at_s`` to ``after_s`` after it; ``(at_s, 0.0)`` if none."""
+    """``(change_at_s, change_score)`` of the strongest change windows ``first .. last``
+    report from ``before_s`` before ``at_s`` to ``after_s`` after it; ``(at_s, 0.0)`` if
+    none.  Strongest by :meth:`StreamWindows.change_score`: the change of spectrum and of
+    speech probability, as the worker weighed them to choose each window's point."""
     at = windows.change_at_s[first : last + 1]
-    strength = windows.change_strength[first : last + 1]
+    strength = windows.change_score(first, last)
     offset = at - at_s
     near = np.isfinite(at) & np.isfinite(strength) & (offset >= -before_s) & (offset <= after_s)
     if not near.any():

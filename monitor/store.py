@@ -12,12 +12,14 @@ list) in the table ``tags``, and ``updates.tags_id`` points at the row that
 decodes an update's BLOBs.  Since version 2 an update also stores what its
 window held (``content``, its probabilities ``p_music``/``p_speech``/``p_silence``
 and ``level_dbfs``, and where its sound changes most, ``change_at_s`` and
-``change_strength``; NULL where the worker did not say), and the table
+``change_strength``, with ``change_speech``, the change of speech probability
+there; NULL where the worker did not say), and the table
 ``events`` holds the worker's events (stream, kind, Unix ``time``, ``at_s`` and
 the kind's fields as JSON).  A version-1 file, or a version-2 file written
-before the change columns, is upgraded in place (ALTER TABLE ADD COLUMN) when
-opened for writing, and read as it is (the missing columns read as NULL) for
-reports; an older program reads a newer file, ignoring the columns it does not know.
+before the change columns (or before ``change_speech``), is upgraded in place
+(ALTER TABLE ADD COLUMN) when opened for writing, and read as it is (the
+missing columns read as NULL) for reports; an older program reads a newer
+file, ignoring the columns it does not know.
 
 - :func:`open_database` opens (or creates) a database, read-only for reports;
 - :func:`write_updates` is the only code that inserts rows, one transaction per batch;
@@ -76,7 +78,7 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION: Final = 2
 #: Older versions this module still reads (and upgrades when writing).
 _READABLE_VERSIONS: Final = (1, 2)
-#: Columns version 2 added to ``updates``, with their SQL types (the last two came later
+#: Columns version 2 added to ``updates``, with their SQL types (the last three came later
 #: within version 2: added when missing, NULL when read from a file without them).
 _CONTENT_COLUMNS: Final = (
     ("content", "TEXT"),              # "music", "speech", "silence" or NULL
@@ -86,6 +88,7 @@ _CONTENT_COLUMNS: Final = (
     ("level_dbfs", "REAL"),
     ("change_at_s", "REAL"),          # where the window's sound changes most (audio time)
     ("change_strength", "REAL"),
+    ("change_speech", "REAL"),        # how much the speech probability changes there
 )  # fmt: skip
 
 _SCHEMA: Final = """
@@ -130,8 +133,9 @@ CREATE INDEX IF NOT EXISTS events_time ON events (time);
 _INSERT: Final = (
     "INSERT INTO updates (stream, seq, published_time, received_time, capture_time,"
     " recorded_time, start_s, end_s, model, tags_id, gaps, dropped, probabilities, smoothed,"
-    " content, p_music, p_speech, p_silence, level_dbfs, change_at_s, change_strength)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " content, p_music, p_speech, p_silence, level_dbfs, change_at_s, change_strength,"
+    " change_speech)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_EVENT: Final = (
     "INSERT INTO events (stream, event, time, at_s, recorded_time, fields_json)"
@@ -437,6 +441,7 @@ def _content_values(update: TagUpdate) -> tuple[str | float | None, ...]:
         update.level_dbfs,
         update.change_at_s,
         update.change_strength,
+        update.change_speech,
     )
 
 
@@ -577,6 +582,7 @@ UPDATE_COLUMNS: Final = (
     "id", "stream", "seq", "published_time", "received_time", "capture_time", "recorded_time",
     "start_s", "end_s", "model", "tags_id", "gaps", "dropped", "probabilities", "smoothed",
     "content", "p_music", "p_speech", "p_silence", "level_dbfs", "change_at_s", "change_strength",
+    "change_speech",
 )  # fmt: skip
 
 
@@ -626,6 +632,7 @@ _TAG_UPDATE_COLUMNS: Final = (
     "stream", "seq", "start_s", "end_s", "tags_id", "probabilities", "smoothed",
     "capture_time", "received_time", "published_time", "gaps", "dropped",
     "content", "p_music", "p_speech", "p_silence", "level_dbfs", "change_at_s", "change_strength",
+    "change_speech",
 )  # fmt: skip
 
 
@@ -673,6 +680,7 @@ def read_updates(
             level_dbfs=row[16],
             change_at_s=row[17],
             change_strength=row[18],
+            change_speech=row[19],
         )
 
 

@@ -465,6 +465,10 @@ class TagUpdate:
     change_strength : float >= 0 or None
         How much it changes there (RMS change of the log-mel bands, in nepers, with
         three quarters of the change of overall level taken out).
+    change_speech : float in [-1, 1] or None
+        How much the speech probability changes there (the VAD's mean over the
+        second after minus the second before; > 0: talk begins).  Sent with
+        ``change_at_s``; ``None`` from a worker that does not say.
 
     Notes
     -----
@@ -492,6 +496,7 @@ class TagUpdate:
     behind_s: float | None = None
     change_at_s: float | None = None
     change_strength: float | None = None
+    change_speech: float | None = None
 
     def __post_init__(self) -> None:
         check_stream_id(self.stream)
@@ -572,6 +577,8 @@ class TagUpdate:
         if self.change_at_s is not None and self.change_strength is not None:
             fields["change_at_s"] = float(self.change_at_s)
             fields["change_strength"] = float(self.change_strength)
+            if self.change_speech is not None:
+                fields["change_speech"] = float(self.change_speech)
         return fields
 
 
@@ -614,6 +621,13 @@ def _check_content(update: TagUpdate) -> None:
         if not math.isfinite(number) or number < 0:
             raise ProtocolError(f"{name}={value!r} must be finite and >= 0", reason="content")
         object.__setattr__(update, name, number)
+    if update.change_speech is not None:
+        number = _content_number("change_speech", update.change_speech)
+        if not -1.0 <= number <= 1.0:  # also NaN
+            raise ProtocolError(
+                f"change_speech={update.change_speech!r} must be in [-1, 1]", reason="content"
+            )
+        object.__setattr__(update, "change_speech", number)
 
 
 def _content_number(name: str, value: object) -> float:
@@ -942,6 +956,7 @@ def decode_update(frames: Sequence[FrameLike]) -> TagUpdate:
             "behind_s",
             "change_at_s",
             "change_strength",
+            "change_speech",
         )
         if name in header
     }

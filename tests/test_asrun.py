@@ -350,7 +350,8 @@ def windows_of(labels: list[tuple[str, str]], *, hop_s: float = 0.5) -> StreamWi
         stream="s", start_s=start, end_s=start + 3.0, capture_time=1e9 + start + 3.0,
         content=content, p_music=(content == "music").astype(float),
         p_speech=(content == "speech").astype(float), change_at_s=np.full(n, np.nan),
-        change_strength=np.full(n, np.nan), family_scores=scores,
+        change_strength=np.full(n, np.nan), change_speech=np.full(n, np.nan),
+        family_scores=scores,
         tag_probabilities=scores.copy(), tags=names,
     )  # fmt: skip
 
@@ -414,7 +415,8 @@ def talk_between_music(talk_start_s: float, talk_end_s: float) -> StreamWindows:
         stream="s", start_s=start, end_s=end, capture_time=1e9 + end,
         content=np.where(p_speech >= 0.5, "speech", "music").astype(object),
         p_music=1 - p_speech, p_speech=p_speech, change_at_s=np.full(len(start), np.nan),
-        change_strength=np.full(len(start), np.nan), family_scores=probabilities,
+        change_strength=np.full(len(start), np.nan), change_speech=np.full(len(start), np.nan),
+        family_scores=probabilities,
         tag_probabilities=probabilities, tags=names,
     )  # fmt: skip
 
@@ -454,6 +456,30 @@ def test_a_content_change_moves_to_the_strongest_spectral_change_near_it(
     assert rows[1].audio_start_s == pytest.approx(talk_start_s, abs=1e-9), rows
     assert rows[1].audio_end_s == pytest.approx(talk_end_s, abs=1e-9), rows
     assert rows[0].audio_end_s == rows[1].audio_start_s
+
+
+def test_where_the_speech_probability_changes_outweighs_a_stronger_spectral_change() -> None:
+    """A crash 0.6 s before the talk changes the spectrum more than the splice does.
+
+    Only the windows' ``change_speech`` (the speech probability rises at the talk's
+    start and falls at its end) makes the splices the strongest changes near the
+    estimates: ranked as the worker chose them (``CHANGE_SPEECH_WEIGHT``), the rows
+    start and end there; a recording without ``change_speech`` takes the crashes.
+    """
+    w = talk_between_music(40.0, 70.0)
+    w.change_at_s[:] = w.centres
+    w.change_strength[:] = 1.0
+    w.change_speech[:] = 0.0
+    for at_s, strength, speech in ((39.4, 3.0, 0.0), (40.0, 2.5, 0.8), (70.0, 2.5, -0.8)):
+        middle = np.abs(w.centres - at_s) <= 0.5
+        w.change_at_s[middle], w.change_strength[middle] = at_s, strength
+        w.change_speech[middle] = speech
+    rows = segment_stream(w)
+    assert [r.kind for r in rows] == ["music", "speech", "music"], rows
+    assert (rows[1].audio_start_s, rows[1].audio_end_s) == (40.0, 70.0), rows
+    w.change_speech[:] = np.nan  # a worker that did not say
+    rows = segment_stream(w)
+    assert rows[1].audio_start_s == pytest.approx(39.4, abs=1e-9), rows
 
 
 def test_a_change_to_talk_looks_further_later_than_one_to_music() -> None:
@@ -815,6 +841,7 @@ def test_silence_on_both_sides_of_an_outage_is_two_silences() -> None:
         np.concatenate([first.p_speech, second.p_speech]),
         np.concatenate([first.change_at_s, second.change_at_s + shift]),
         np.concatenate([first.change_strength, second.change_strength]),
+        np.concatenate([first.change_speech, second.change_speech]),
         np.concatenate([first.family_scores, second.family_scores]),
         np.concatenate([first.tag_probabilities, second.tag_probabilities]),
         first.tags,

@@ -188,15 +188,48 @@ def test_spectral_change_finds_a_splice_from_music_to_talk(
     y = np.concatenate([y[:cut], speech[: WINDOW - cut]])
     y = (y + np.random.default_rng(1).standard_normal(WINDOW) * 3e-4).astype(np.float32)
     found = spectral_change(y)
-    assert found is not None and abs(found[0] - splice_s) <= 0.05, found
+    assert found is not None and abs(found.at_s - splice_s) <= 0.05, found
+    assert found.speech == 0.0  # no VAD probabilities given: the spectrum alone
+    with_vad = spectral_change(y, vad_probabilities=classifier.vad.frame_probabilities(y))
+    assert with_vad is not None and abs(with_vad.at_s - splice_s) <= 0.05, with_vad
+    assert with_vad.speech > 0.5  # talk begins there
     result = classifier.classify(y)  # the same from the classifier, which shares its spectra
-    assert (result.change_s, result.change_strength) == pytest.approx(found)
+    assert (result.change_s, result.change_strength, result.change_speech) == pytest.approx(
+        with_vad
+    )
     fields = result.as_dict(start_s=100.0)
-    assert fields["change_at_s"] == pytest.approx(100.0 + found[0], abs=1e-4)
+    assert fields["change_at_s"] == pytest.approx(100.0 + with_vad.at_s, abs=1e-4)
+    assert fields["change_speech"] == pytest.approx(with_vad.speech, abs=1e-4)
     # Steady music changes less than the splice; a change outside the middle is not looked at.
     steady = spectral_change(synthetic_music(3.0, rng=np.random.default_rng(5)) * 0.3)
     assert steady is not None and steady[1] < found[1]
     assert 1.0 - 0.02 <= steady[0] <= 2.0 + 0.02
+
+
+def test_where_talk_begins_beats_a_louder_change_at_the_end_of_the_song(
+    classifier: ContentClassifier,
+) -> None:
+    """Music, a crash (0.6 s of loud noise) from 1.2 s, then talk from 1.8 s.
+
+    The crash changes the spectrum more than the talk after it does, so the spectrum
+    alone puts the change at the crash; with the VAD's speech probabilities the point
+    where talk begins wins (:data:`model.content.CHANGE_SPEECH_WEIGHT`).
+    """
+    speech = espeak("Good evening, and welcome to the late show on tagstream radio tonight.")
+    speech = speech[np.flatnonzero(np.abs(speech) > 1e-3)[0] :]
+    speech = 0.5 * speech / np.abs(speech).max()
+    crash, talk = int(1.2 * SAMPLE_RATE), int(1.8 * SAMPLE_RATE)
+    rng = np.random.default_rng(3)
+    music = synthetic_music(3.0, rng=np.random.default_rng(5)) * 0.3
+    noise = 0.3 * rng.standard_normal(talk - crash).astype(np.float32)
+    y = np.concatenate([music[:crash], noise, speech[: WINDOW - talk]])
+    y = (y + rng.standard_normal(WINDOW) * 3e-4).astype(np.float32)
+    spectrum_alone = spectral_change(y)
+    assert spectrum_alone is not None and abs(spectrum_alone.at_s - 1.2) <= 0.05, spectrum_alone
+    result = classifier.classify(y)
+    assert result.change_s is not None and abs(result.change_s - 1.8) <= 0.05, result
+    assert result.change_speech is not None and result.change_speech > 0.5
+    assert result.change_strength is not None and result.change_strength < spectrum_alone.strength
 
 
 def test_a_change_of_level_counts_less_than_a_change_of_sound() -> None:

@@ -99,8 +99,10 @@ def test_updates_carry_content_and_level_and_dead_air_makes_events(
     assert {u.content for u in loud} == {"music"}
     # Where each window's sound changes most: in its middle second; silence says nothing.
     assert all(u.change_at_s is None and u.change_strength is None for u in quiet)
+    assert all(u.change_speech is None for u in quiet)
     for u in loud:
         assert u.change_at_s is not None and u.change_strength is not None, u
+        assert u.change_speech is not None and -1.0 <= u.change_speech <= 1.0, u
         middle = 0.5 * (u.start_s + u.end_s)
         assert abs(u.change_at_s - middle) <= 0.5 + 0.02 and u.change_strength >= 0.0, u
     # A window whose middle second holds the dead air's start finds it there.
@@ -263,6 +265,7 @@ def content_update(
         content_probabilities=share, level_dbfs=-70.0 if content == "silence" else -18.0,
         change_at_s=None if content == "silence" else 0.5 * seq + 1.5,
         change_strength=None if content == "silence" else 0.25 * seq,
+        change_speech=None if content == "silence" else 0.5 if content == "speech" else -0.125,
     )  # fmt: skip
 
 
@@ -293,6 +296,8 @@ def test_the_store_keeps_content_and_events_and_the_report_counts_music_only(
     assert stored[18].level_dbfs == -70.0
     assert stored[18].change_at_s is None and stored[18].change_strength is None
     assert (stored[12].change_at_s, stored[12].change_strength) == (7.5, 3.0)
+    assert (stored[12].change_speech, stored[2].change_speech) == (0.5, -0.125)
+    assert stored[18].change_speech is None
     assert list(read_events(connection)) == [title]
     connection.close()
 
@@ -345,24 +350,33 @@ def test_a_version_1_recording_is_upgraded_in_place(tmp_path: Path) -> None:
     writer.close()
 
 
-def test_a_version_2_recording_without_the_change_columns_gains_them(tmp_path: Path) -> None:
-    """A file written before ``change_at_s``: read as it is, upgraded when written to."""
+@pytest.mark.parametrize(
+    "columns", [("change_at_s", "change_strength", "change_speech"), ("change_speech",)]
+)
+def test_a_version_2_recording_without_the_change_columns_gains_them(
+    tmp_path: Path, columns: tuple[str, ...]
+) -> None:
+    """A file written before ``change_at_s`` (or ``change_speech``): read as it is,
+    upgraded when written to."""
     from monitor.store import open_database, read_updates, write_updates
 
     db = tmp_path / "v2.db"
     writer = open_database(db)
     write_updates(writer, [content_update(0, "music", "jazz", published_time=1.0)])
-    for name in ("change_at_s", "change_strength"):
+    for name in columns:
         writer.execute(f"ALTER TABLE updates DROP COLUMN {name}")
     writer.close()
     reader = open_database(db, read_only=True)
     [before] = read_updates(reader)
-    assert before.content == "music" and before.change_at_s is None
+    assert before.content == "music" and before.change_speech is None
+    assert (before.change_at_s is None) == ("change_at_s" in columns)
     reader.close()
     writer = open_database(db)
     write_updates(writer, [content_update(1, "music", "jazz", published_time=2.0)])
     stored = list(read_updates(writer))
-    assert [(u.change_at_s, u.change_strength) for u in stored] == [(None, None), (2.0, 0.25)]
+    assert stored[1].change_at_s == 2.0 and stored[1].change_speech == -0.125
+    first = (stored[0].change_at_s, stored[0].change_strength)
+    assert first == ((None, None) if "change_at_s" in columns else (1.5, 0.0))
     writer.close()
 
 

@@ -32,8 +32,8 @@ JSON_FIELDS = {
 #: Set when the worker classifies content (``[content]`` settings), says how far behind
 #: the stream it is, and has shed windows of it (docs/PROTOCOL.md, optional fields).
 CONTENT_FIELDS = {
-    "content", "content_probabilities", "level_dbfs", "change_at_s", "change_strength", "behind_s",
-    "shed",
+    "content", "content_probabilities", "level_dbfs", "change_at_s", "change_strength",
+    "change_speech", "behind_s", "shed",
 }  # fmt: skip
 
 

@@ -177,12 +177,18 @@ def test_update_without_optional_counters_defaults_to_zero() -> None:
 
 
 def test_where_the_sound_changes_travels_on_the_update() -> None:
-    update = make_update(change_at_s=1.25, change_strength=2.5)
+    update = make_update(change_at_s=1.25, change_strength=2.5, change_speech=-0.75)
     decoded = decode_update([bytes(part) for part in encode_update(update)])
-    assert (decoded.change_at_s, decoded.change_strength) == (1.25, 2.5)
+    assert (decoded.change_at_s, decoded.change_strength, decoded.change_speech) == (
+        1.25, 2.5, -0.75
+    )  # fmt: skip
     assert update.to_json_dict()["change_at_s"] == 1.25
+    assert update.to_json_dict()["change_speech"] == -0.75
+    older = make_update(change_at_s=1.25, change_strength=2.5)  # a worker that does not say
+    assert decode_update([bytes(part) for part in encode_update(older)]).change_speech is None
+    assert "change_speech" not in older.to_json_dict()
     absent = decode_update([bytes(part) for part in encode_update(make_update())])
-    assert (absent.change_at_s, absent.change_strength) == (None, None)
+    assert (absent.change_at_s, absent.change_strength, absent.change_speech) == (None,) * 3
     assert "change_at_s" not in make_update().to_json_dict()
 
 
@@ -418,6 +424,8 @@ UPDATE_REJECTS: list[tuple[str, Callable[[], Any], str]] = [
     ("negative change_at_s", lambda: update_parts(change_at_s=-1.0), "content"),
     ("NaN change_strength", lambda: update_parts(change_strength=math.nan), "content"),
     ("change_at_s as string", lambda: update_parts(change_at_s="1.0"), "content"),
+    ("change_speech above 1", lambda: update_parts(change_speech=1.5), "content"),
+    ("NaN change_speech", lambda: update_parts(change_speech=math.nan), "content"),
 ]
 
 
