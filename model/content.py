@@ -119,9 +119,10 @@ CHANGE_LEVEL_WEIGHT = 0.25
 #: Silero VAD probability of the second after minus the second before) is largest.
 #: Chosen offline on the tuning programmes' music <-> talk splices (``--tuning``, seeds
 #: 11 cut and with 2 s fade-outs, 5 with 3 s fade-outs, ``--rap 0.5`` seed 21; windows
-#: a hop apart over each splice): the strongest change near the splice lay within half a
-#: second of it at 160 of 177 splices with 0 (the spectrum alone), 170 with 2, 170 with
-#: 5; held out (seed 3, cut and with 2 s fade-outs) 63 -> 69 of 72 with 2.
+#: a hop apart over each splice; ``python -m benchmarks.splice_change``): the strongest
+#: change near the splice lay within half a second of it at 160 of 177 splices with 0
+#: (the spectrum alone), 166 with 1, 170 with 2, 171 with 5; held out (seed 3, cut and
+#: with 2 s fade-outs) 63 -> 69 of 72 with 2.
 CHANGE_SPEECH_WEIGHT = 2.0
 _CHANGE_MELS = 40
 
