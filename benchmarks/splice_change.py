@@ -73,7 +73,7 @@ def found_per_weight(
     audio: np.ndarray, at: list[tuple[float, str]], weights: list[float]
 ) -> dict[float, int]:
     """For each weight, the splices whose strongest nearby change point lies within a hop."""
-    from model.content import load_content_classifier, spectral_change
+    from model.content import change_score, load_content_classifier, spectral_change
     from monitor.asrun import CHANGE_SNAP_LATER_TO_TALK_SECONDS, CHANGE_SNAP_SECONDS
 
     classifier = load_content_classifier()
@@ -91,7 +91,7 @@ def found_per_weight(
             for w in weights:
                 change = spectral_change(x, vad_probabilities=vad, speech_weight=w)
                 if change is not None:
-                    score = change.strength + w * abs(change.speech)
+                    score = change_score(change.strength, change.speech, w)
                     points[w].append((start / 16000 + change.at_s, score))
         for w in weights:
             near = [(score, s) for s, score in points[w] if reach[0] <= s <= reach[1]]

@@ -42,7 +42,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -58,6 +58,7 @@ __all__ = [
     "ContentError",
     "ContentResult",
     "SpectralChange",
+    "change_score",
     "level_dbfs",
     "load_content_classifier",
     "spectral_change",
@@ -338,6 +339,10 @@ def _change_bands() -> np.ndarray:
     return np.ascontiguousarray(bands.T, dtype=np.float32)
 
 
+#: One change point's numbers, or an array of them (:func:`change_score`).
+_Scores = TypeVar("_Scores", float, np.ndarray)
+
+
 class SpectralChange(NamedTuple):
     """Where a window's sound changes most (:func:`spectral_change`)."""
 
@@ -420,8 +425,17 @@ def spectral_change(
     speech = np.zeros_like(strength)
     if vad_probabilities is not None and len(vad_probabilities):
         speech = _speech_change(np.asarray(vad_probabilities, dtype=np.float64), at_s)
-    best = int(np.argmax(strength + speech_weight * np.abs(speech)))
+    best = int(np.argmax(change_score(strength, speech, speech_weight)))
     return SpectralChange(float(at_s[best]), float(strength[best]), float(speech[best]))
+
+
+def change_score(
+    strength: _Scores, speech: _Scores, speech_weight: float = CHANGE_SPEECH_WEIGHT
+) -> _Scores:
+    """How strongly a change point marks a change of item: ``strength + speech_weight *
+    |speech|`` (:class:`SpectralChange`'s fields), the score :func:`spectral_change`
+    chooses its point by and the as-run log ranks the windows' points by."""
+    return strength + speech_weight * np.abs(speech)
 
 
 def _speech_change(vad_probabilities: np.ndarray, at_s: np.ndarray) -> np.ndarray:

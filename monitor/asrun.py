@@ -109,7 +109,7 @@ from typing import Final, TextIO
 
 import numpy as np
 
-from model.content import CHANGE_SPEECH_WEIGHT
+from model.content import change_score
 from monitor.families import DEFAULT_FAMILIES, Families
 from monitor.store import (
     StoreError,
@@ -399,12 +399,11 @@ class StreamWindows:
 
     def change_score(self, first: int, last: int) -> np.ndarray:
         """How strongly the ``change_at_s`` of windows ``first .. last`` marks a change of
-        item, weighed as the worker chose it: ``change_strength`` plus
-        :data:`~model.content.CHANGE_SPEECH_WEIGHT` times ``|change_speech|`` (that part
-        0 where the worker did not say)."""
+        item, weighed as the worker chose it (:func:`model.content.change_score`;
+        ``change_speech`` counts 0 where the worker did not say)."""
         part = slice(first, last + 1)
-        speech = np.nan_to_num(np.abs(self.change_speech[part]), nan=0.0)
-        return self.change_strength[part] + CHANGE_SPEECH_WEIGHT * speech
+        speech = np.nan_to_num(self.change_speech[part], nan=0.0)
+        return change_score(self.change_strength[part], speech)
 
     def hop_seconds(self) -> float:
         """The hop between windows (the smallest step between starts)."""
@@ -722,13 +721,13 @@ def _change_near(
     none.  Strongest by :meth:`StreamWindows.change_score`: the change of spectrum and of
     speech probability, as the worker weighed them to choose each window's point."""
     at = windows.change_at_s[first : last + 1]
-    strength = windows.change_score(first, last)
+    score = windows.change_score(first, last)
     offset = at - at_s
-    near = np.isfinite(at) & np.isfinite(strength) & (offset >= -before_s) & (offset <= after_s)
+    near = np.isfinite(at) & np.isfinite(score) & (offset >= -before_s) & (offset <= after_s)
     if not near.any():
         return at_s, 0.0
-    k = int(np.argmax(np.where(near, strength, -np.inf)))
-    return float(at[k]), float(strength[k])
+    k = int(np.argmax(np.where(near, score, -np.inf)))
+    return float(at[k]), float(score[k])
 
 
 def _tag_ramp(
