@@ -999,9 +999,7 @@ def segment_stream(
                 else (placed if placed is not None else 0.5 * (centres[a - 1] + centres[a]))
                 for j, (_, _, a, _, placed) in enumerate(runs)
             ]
-            for j, (run_kind, family, a, b, _) in enumerate(runs):
-                run_end = edge_end if j == len(runs) - 1 else starts_at[j + 1]
-                pieces.append((run_kind, family, starts_at[j], run_end, a, b))
+            pieces.extend(_without_empty_rows(runs, [*starts_at, edge_end]))
         if kind == "end":
             break
         pieces.append((kind, "", start, end, first, last))
@@ -1053,6 +1051,43 @@ def segment_stream(
             )
         )
     return entries
+
+
+def _without_empty_rows(
+    runs: Sequence[tuple[str, str, int, int, float | None]], edges: list[float]
+) -> list[tuple[str, str, float, float, int, int]]:
+    """A stretch's runs as pieces, each from its edge to the next, none of them empty.
+
+    ``edges`` holds each run's start and, last, the stretch's end.  A run kept for
+    being a link (:func:`_short_link`) next to a silence can have its boundary with
+    the song placed at or past the silence's edge: the change between sound and quiet
+    is the strongest change near it, so the evidence says it holds no audio of its own
+    (a song's last bars heard as talk as it stops, or its first as it starts).  Such a
+    run gives its windows to the run before it (the first run: to the one after), and
+    two runs that then meet with one kind and family are one.
+    """
+    pieces = [
+        (kind, family, edges[j], edges[j + 1], a, b)
+        for j, (kind, family, a, b, _) in enumerate(runs)
+    ]
+    j = 0
+    while len(pieces) > 1 and j < len(pieces):
+        _, _, start, end, a, b = pieces[j]
+        if end > start:
+            j += 1
+            continue
+        if j > 0:  # the one before runs on to where this one ended
+            before = pieces[j - 1]
+            pieces[j - 1] = (*before[:3], end, before[4], b)
+        else:  # the first: the one after begins where it began
+            after = pieces[1]
+            pieces[1] = (*after[:2], start, after[3], a, after[5])
+        del pieces[j]
+        j = max(0, j - 1)
+        if j + 1 < len(pieces) and pieces[j][:2] == pieces[j + 1][:2]:
+            left, right = pieces[j], pieces.pop(j + 1)
+            pieces[j] = (*left[:3], right[3], left[4], right[5])
+    return pieces
 
 
 def _close_short_gaps(

@@ -851,3 +851,39 @@ def test_silence_on_both_sides_of_an_outage_is_two_silences() -> None:
     outage = rows[2]
     assert (outage.audio_start_s, outage.audio_end_s) == (first.end_s[-1], first.end_s[-1] + 20.0)
     assert sum(r.windows for r in rows) == len(joined)
+
+
+@pytest.mark.parametrize("talk_first", [False, True])
+def test_a_link_placed_past_the_silence_beside_it_is_no_row(talk_first: bool) -> None:
+    """A song's last bars heard as talk just before dead air (or its first just after).
+
+    The short speech run has a strong change in each half, so it stays as a link; but
+    the change at the silence's edge is the strongest one near its boundary with the
+    song, so that boundary lands at or past the edge.  It holds no audio: no row, and
+    no row ends before it starts (two scripted hours had such a row).
+    """
+    song = [("music", "rock")] * 40
+    quiet = [("silence", "")] * 30
+    labels = song + [("speech", "")] * 6 + quiet
+    if talk_first:
+        labels = quiet + [("speech", "")] * 6 + song
+    w = windows_of(labels)
+    w.change_at_s[:] = w.centres
+    w.change_strength[:] = 1.0
+    w.change_strength[w.content == "silence"] = np.nan
+    talk = np.flatnonzero(w.content == "speech")
+    if talk_first:
+        edge = float(w.end_s[talk[0] - 1]) + 0.25  # where the quiet ends
+        w.change_at_s[talk[:-1]], w.change_strength[talk[:-1]] = edge - 0.05, 3.6  # it starts
+        w.change_at_s[talk[-1]], w.change_strength[talk[-1]] = w.centres[talk[-1]] + 0.25, 2.6
+        w.p_speech[talk[-1]], w.p_music[talk[-1]] = 0.51, 0.49  # barely talk: flips early
+    else:
+        edge = float(w.start_s[talk[-1] + 1]) - 0.25  # where the quiet begins
+        w.change_at_s[talk[0]], w.change_strength[talk[0]] = w.centres[talk[0]] - 0.25, 2.6
+        w.change_at_s[talk[1:]], w.change_strength[talk[1:]] = edge, 3.6  # it stops
+    rows = segment_stream(w)
+    assert all(r.audio_end_s > r.audio_start_s for r in rows), rows
+    expected = ["silence", "music"] if talk_first else ["music", "silence"]
+    assert [r.kind for r in rows] == expected, rows
+    assert sum(r.windows for r in rows) == len(w)
+    assert rows[0].audio_end_s == pytest.approx(edge, abs=0.1)
