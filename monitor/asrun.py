@@ -1063,8 +1063,8 @@ def _without_empty_rows(
     the song placed at or past the silence's edge: the change between sound and quiet
     is the strongest change near it, so the evidence says it holds no audio of its own
     (a song's last bars heard as talk as it stops, or its first as it starts).  Such a
-    run gives its windows to the run before it (the first run: to the one after), and
-    two runs that then meet with one kind and family are one.
+    run gives its windows to the run before it (the first run: to the one after); two
+    runs that then meet with one kind and family become one in :func:`_close_short_gaps`.
     """
     pieces = [
         (kind, family, edges[j], edges[j + 1], a, b)
@@ -1083,10 +1083,7 @@ def _without_empty_rows(
             after = pieces[1]
             pieces[1] = (*after[:2], start, after[3], a, after[5])
         del pieces[j]
-        j = max(0, j - 1)
-        if j + 1 < len(pieces) and pieces[j][:2] == pieces[j + 1][:2]:
-            left, right = pieces[j], pieces.pop(j + 1)
-            pieces[j] = (*left[:3], right[3], left[4], right[5])
+        j = max(0, j - 1)  # the one before may now be empty too
     return pieces
 
 
