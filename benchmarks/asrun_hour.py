@@ -504,11 +504,12 @@ def flip_shares(db: Path, played: list[tuple[str, str, float, float]]) -> dict[s
 
     For each played music <-> talk change at ``T``, the windows within two window
     lengths of it that lie inside the two items: where ``p_speech / (p_music +
-    p_speech)`` crosses 0.5 (best split and interpolation, as :mod:`monitor.asrun`
+    p_speech)`` crosses 0.5 (best split and interpolation, as :mod:`model.placement`
     finds it), and how much of the window centred there is speech.  What
-    :data:`monitor.asrun.SPEECH_SHARE_AT_HALF` was measured with.
+    :data:`model.placement.SPEECH_SHARE_AT_FLIP` was measured with.
     """
-    from monitor.asrun import _place, _speech_vs_music, read_stream_windows
+    from model.placement import place, speech_vs_music
+    from monitor.asrun import read_stream_windows
     from monitor.store import open_database
 
     connection = open_database(db, read_only=True)
@@ -519,7 +520,7 @@ def flip_shares(db: Path, played: list[tuple[str, str, float, float]]) -> dict[s
     shares: dict[str, list[float]] = {}
     for windows in timelines:
         window_s = float(np.median(windows.end_s - windows.start_s))
-        share = _speech_vs_music(windows)
+        share = speech_vs_music(windows)
         for before, after in itertools.pairwise(played):
             if {before[0], after[0]} != {"music", "speech"}:
                 continue
@@ -533,7 +534,7 @@ def flip_shares(db: Path, played: list[tuple[str, str, float, float]]) -> dict[s
             if near.size < 4 or not np.all(np.diff(near) == 1):
                 continue
             margin = 0.5 - share if before[0] == "music" else share - 0.5
-            _, flip_s = _place(margin, int(near[0]), int(near[-1]), windows.centres)
+            _, flip_s = place(margin, int(near[0]), int(near[-1]), windows.centres)
             after_change = (flip_s + window_s / 2 - change_s) / window_s
             speech = after_change if after[0] == "speech" else 1.0 - after_change
             shares.setdefault(f"{before[0]} -> {after[0]}", []).append(speech)

@@ -74,7 +74,7 @@ def found_per_weight(
 ) -> dict[float, int]:
     """For each weight, the splices whose strongest nearby change point lies within a hop."""
     from model.content import change_score, load_content_classifier, spectral_change
-    from monitor.asrun import CHANGE_SNAP_LATER_TO_TALK_SECONDS, CHANGE_SNAP_SECONDS
+    from model.placement import CHANGE_SNAP_LATER_TO_TALK_SECONDS, CHANGE_SNAP_SECONDS
 
     classifier = load_content_classifier()
     hits = dict.fromkeys(weights, 0)

@@ -4,7 +4,11 @@ The public entry point is :func:`load_tagger` (``backend="tensorflow"`` or
 ``"onnxruntime"``, :mod:`model.onnx`; both give a :class:`BaseTagger`); the
 feature extractor every process shares is :mod:`model.features`; the one
 architecture registry is :mod:`model.architectures`; the one model-folder
-writer is :mod:`model.folder`.
+writer is :mod:`model.folder`.  Beside the tagger: the content classifier
+(:mod:`model.content`: music, speech or silence per window, and where its sound
+changes) and where a change of item lies between overlapping windows
+(:mod:`model.placement`, which the worker's ``content_change`` and the as-run
+log share).
 Importing this package is cheap: TensorFlow and Keras load only when a network
 is built, converted or loaded with the TensorFlow backend.
 """

@@ -48,7 +48,7 @@ How a row is found
    (``p_speech / (p_music + p_speech)`` crosses 0.5), moved by the window
    geometry (a 3 s window over the change is called speech once about 0.49 of
    it is speech when the speech is at its end, 0.39 when at its start:
-   :data:`SPEECH_SHARE_AT_FLIP`, measured on audio that may be tuned on), and
+   :data:`model.placement.SPEECH_SHARE_AT_FLIP`, measured on audio that may be tuned on), and
    where the windows' tags move from one item's profile to the other's along
    a ramp one window long (the tagging model pools over its window).  A change
    of **family**: each side's score (the two families' scores) is put on the
@@ -109,7 +109,8 @@ from typing import Final, TextIO
 
 import numpy as np
 
-from model.content import change_score
+from model import placement
+from model.placement import StreamWindows
 from monitor.families import DEFAULT_FAMILIES, Families
 from monitor.store import (
     StoreError,
@@ -151,32 +152,6 @@ ASRUN_COLUMNS: Final = (
 DEAD_AIR_COLUMNS: Final = (
     "stream", "start", "end", "duration_s", "audio_start_s", "audio_end_s", "level_dbfs",
 )  # fmt: skip
-#: Share of a window that is speech where the content classifier's decision between
-#: speech and music flips (``p_speech / (p_music + p_speech)`` = 0.5), for a window that
-#: holds the end of one item and the start of the next: with the speech at the window's
-#: ``end`` (music -> speech) and at its ``start`` (speech -> music).  The medians over the
-#: music <-> talk changes of two tuning programmes (``python -m benchmarks.asrun_hour
-#: --tuning --minutes 40 --seed 11`` and ``--minutes 30 --seed 3``: wesnoth music,
-#: synthetic music and song, espeak-ng talk; 45 and 41 changes, interquartile ranges
-#: 0.41-0.60 and 0.30-0.49), recorded with the classifier of ``model/content.py`` as
-#: it is: they move when it does (0.44 and 0.26 before its SVM feature), so measure them
-#: again after refitting it.  Places content boundaries (:func:`_split_content`).
-SPEECH_SHARE_AT_FLIP: Final = {"end": 0.49, "start": 0.39}
-#: Seconds between a content boundary's first estimate and the windows that make the
-#: two items' tag profiles, and the seconds of windows in each profile (:func:`_tag_ramp`).
-_RAMP_MARGIN_S: Final = 1.0
-_RAMP_PROFILE_S: Final = 8.0
-#: A music <-> talk boundary moves to the strongest change of sound the windows found
-#: (``change_at_s``, :func:`model.content.spectral_change`: of the spectrum and the
-#: speech probability) this close to its estimate.
-CHANGE_SNAP_SECONDS: Final = 1.0
-#: ... except that a change from music to talk may also move this far later: the
-#: classifier's decision flips early when the song's end is quiet (a fade, a soft
-#: ending), never late for that reason.  Chosen on the tuning programmes (``--tuning``,
-#: seeds 11 and 5, cut and with 2-3 s fade-outs: changes to talk within one hop 85-96 %
-#: cut and 62-85 % faded with 1 s, 92-100 % and 77-100 % with 1.5 s; 2 s lost 8 % on
-#: seed 11 cut); held-out seed 3: 90 -> 84 % cut, 63 -> 90 % with 2 s fade-outs.
-CHANGE_SNAP_LATER_TO_TALK_SECONDS: Final = 1.5
 #: A music <-> talk boundary this close to a ``now_playing`` change may move to it
 #: (:func:`_move_to_titles`): about the longest stretch by which the content classifier
 #: misses the start of a song with a voice (``docs/CONTENT.md``).
@@ -192,15 +167,16 @@ TITLE_REACH_SECONDS: Final = 10.0
 SPLICE_CHANGE: Final = 2.0
 #: A speech run shorter than ``min_segment_seconds`` also stays when the classifier is
 #: sure of it (:func:`_sure_talk`): this many seconds of consecutive windows with a
-#: speech share (:func:`_speech_vs_music`) of at least :data:`SURE_TALK_SHARE`, as the
-#: windows wholly inside clear talk have.  A window is 3 s, so only talk of about 6.5 s
-#: or more has that many.  On the tuning programmes (``--tuning``, seeds 11, 5 and 3, cut and with
-#: fade-outs, ``--rap 0.5`` seeds 21 and 22, ``--short-talk 6 10`` seed 31), the short
-#: speech runs inside music had at most 2.5 s of such windows (a synthetic rap; 1 s
-#: elsewhere), and the short links without a splice at one end 4-7 s (except one the
-#: classifier heard in two pieces, with none).  Held out (``--short-talk 6 10``, seed
-#: 32 cut and seed 33 with 2 s fade-outs): talk items found 19 -> 20 of 20 and 15 -> 17
-#: of 17, music <-> talk within one hop 87 -> 89 % and 88 -> 97 %.
+#: speech share (:func:`model.placement.speech_vs_music`) of at least
+#: :data:`SURE_TALK_SHARE`, as the windows wholly inside clear talk have.  A window is
+#: 3 s, so only talk of about 6.5 s or more has that many.  On the tuning programmes
+#: (``--tuning``, seeds 11, 5 and 3, cut and with fade-outs, ``--rap 0.5`` seeds 21
+#: and 22, ``--short-talk 6 10`` seed 31), the short speech runs inside music had at most
+#: 2.5 s of such windows (a synthetic rap; 1 s elsewhere), and the short links without a
+#: splice at one end 4-7 s (except one the classifier heard in two pieces, with
+#: none).  Held out (``--short-talk 6 10``, seed 32 cut and seed 33 with 2 s fade-outs):
+#: talk items found 19 -> 20 of 20 and 15 -> 17 of 17, music <-> talk within one hop
+#: 87 -> 89 % and 88 -> 97 %.
 SURE_TALK_SECONDS: Final = 3.5
 SURE_TALK_SHARE: Final = 0.99
 #: Rows read from SQLite at a time.
@@ -344,77 +320,6 @@ class AsRun:
         for entry in self.entries:
             out[entry.kind] += entry.duration_s
         return out
-
-
-@dataclasses.dataclass
-class StreamWindows:
-    """One stream's recorded windows on one audio timeline, in audio order.
-
-    Arrays of shape (W,): ``start_s``, ``end_s``, ``capture_time``, ``content``
-    (object: "music", "speech", "silence"; a window recorded without content is
-    music), ``p_music``, ``p_speech``, ``change_at_s``, ``change_strength``,
-    ``change_speech`` (NaN where unknown); ``family_scores``
-    (W, F) in the order of ``families.names``; ``top_tag`` (W,) index into
-    ``tags`` of the window's most probable tag, with ``probability_sum``
-    (T,) kept per row instead when summing (see :func:`segment_stream`).
-    """
-
-    stream: str
-    start_s: np.ndarray
-    end_s: np.ndarray
-    capture_time: np.ndarray
-    content: np.ndarray
-    p_music: np.ndarray
-    p_speech: np.ndarray
-    change_at_s: np.ndarray
-    change_strength: np.ndarray
-    change_speech: np.ndarray
-    family_scores: np.ndarray
-    tag_probabilities: np.ndarray
-    tags: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.start_s)
-
-    def take(self, index: np.ndarray | slice) -> StreamWindows:
-        return StreamWindows(
-            self.stream,
-            self.start_s[index],
-            self.end_s[index],
-            self.capture_time[index],
-            self.content[index],
-            self.p_music[index],
-            self.p_speech[index],
-            self.change_at_s[index],
-            self.change_strength[index],
-            self.change_speech[index],
-            self.family_scores[index],
-            self.tag_probabilities[index],
-            self.tags,
-        )
-
-    @property
-    def centres(self) -> np.ndarray:
-        return 0.5 * (self.start_s + self.end_s)
-
-    def change_score(self, first: int, last: int) -> np.ndarray:
-        """How strongly the ``change_at_s`` of windows ``first .. last`` marks a change of
-        item, weighed as the worker chose it (:func:`model.content.change_score`;
-        ``change_speech`` counts 0 where the worker did not say)."""
-        part = slice(first, last + 1)
-        speech = np.nan_to_num(self.change_speech[part], nan=0.0)
-        return change_score(self.change_strength[part], speech)
-
-    def hop_seconds(self) -> float:
-        """The hop between windows (the smallest step between starts)."""
-        steps = np.diff(self.start_s)
-        steps = steps[steps > 1e-6]
-        return float(np.median(steps[steps <= np.median(steps) * 1.01])) if steps.size else 0.5
-
-    def wall_time(self, audio_s: float) -> float:
-        """Unix time of ``audio_s``: the nearest window end's capture time, moved by the audio."""
-        j = int(np.argmin(np.abs(self.end_s - audio_s)))
-        return float(self.capture_time[j] + (audio_s - self.end_s[j]))
 
 
 # ---------------------------------------------------------------------------
@@ -586,20 +491,6 @@ def _merge_short(
     return runs
 
 
-def _best_split(evidence: np.ndarray, first: int, last: int) -> int:
-    """The index k in (first, last] that maximises sum(evidence[first:k]) - sum(evidence[k:last+1]).
-
-    ``evidence`` is positive where the left side's label fits better.
-    """
-    part = np.nan_to_num(evidence[first : last + 1].astype(np.float64))
-    before = np.concatenate([[0.0], np.cumsum(part)])  # before[j] = sum(part[:j])
-    total = before[-1]
-    objective = 2 * before[1:-1] - total  # split after j=1..n-1 elements
-    if objective.size == 0:
-        return first + 1
-    return first + 1 + int(np.argmax(objective))
-
-
 def _family_labels(scores: np.ndarray, names: Sequence[str], hysteresis: float) -> list[str]:
     """Each window's family, changing only when another scores ``hysteresis`` more."""
     if not len(scores):
@@ -615,33 +506,6 @@ def _family_labels(scores: np.ndarray, names: Sequence[str], hysteresis: float) 
     return labels
 
 
-def _speech_vs_music(windows: StreamWindows) -> np.ndarray:
-    """Per window, the content classifier's speech probability among speech and music.
-
-    ``p_speech / (p_music + p_speech)``: 0.5 is where it decides between the two.
-    A window recorded without probabilities counts by its ``content``.
-    """
-    total = windows.p_music + windows.p_speech
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = windows.p_speech / total
-    fallback = (windows.content == "speech").astype(np.float64)
-    return np.where(np.isfinite(share) & (total > 1e-9), share, fallback)
-
-
-def _place(evidence: np.ndarray, first: int, last: int, centres: np.ndarray) -> tuple[int, float]:
-    """Where ``evidence`` (> 0: like the left side) changes sign among windows ``first .. last``.
-
-    Returns ``(k, audio_s)``: the split before window ``k`` with the largest sum of
-    ``evidence`` before it and of ``-evidence`` after it, and the audio time where the
-    evidence crosses zero between the centres of windows ``k - 1`` and ``k`` (linear
-    interpolation; halfway when it does not cross).
-    """
-    k = _best_split(evidence, first, last)
-    before, after = float(evidence[k - 1]), float(evidence[k])
-    share = before / (before - after) if before > 0 > after else 0.5
-    return k, float(centres[k - 1] + share * (centres[k] - centres[k - 1]))
-
-
 def _split_content(
     speech_vs_music: np.ndarray,
     left: _Run,
@@ -650,128 +514,18 @@ def _split_content(
     window_s: float,
     hop_s: float,
 ) -> None:
-    """Place the boundary between a music and a speech run (either order).
-
-    Two measurements of the same change, averaged:
-
-    1. **Where the content decision flips.**  A window ``[e - W, e]`` over a change at
-       ``T`` holds ``(e - T) / W`` of the new item.  The classifier calls it speech once
-       a share ``s`` of it is speech (:data:`SPEECH_SHARE_AT_FLIP`: about 0.49 when the
-       speech is at the window's end, 0.39 when it is at its start), so from music to
-       speech the flip's window ends at ``T + s * W`` and its centre lies ``(0.5 - s) * W``
-       before ``T``: the change is that centre moved ``(0.5 - s) * W`` later.  From
-       speech to music the flip's window holds ``1 - (e - T) / W`` of speech and its
-       centre lies ``(0.5 - s) * W`` after ``T``: moved as much earlier.
-    2. **Where the tags move** (:func:`_tag_ramp`).
-
-    Both are within about a hop of the change on their own in half to three quarters
-    of the changes of the tuning programme (``python -m benchmarks.asrun_hour
-    --tuning``); their errors are partly independent and their mean is closer.
-    That mean then moves to the strongest change of sound the windows report within
-    :data:`CHANGE_SNAP_SECONDS` of it (:func:`_snap_to_change`), which is finer than
-    windows a hop apart can say; a change to talk looks up to
-    :data:`CHANGE_SNAP_LATER_TO_TALK_SECONDS` later, since a quiet song end makes the
-    flip early.
-    """
-    margin = 0.5 - speech_vs_music if left.label == "music" else speech_vs_music - 0.5
-    k, flip_s = _place(margin, left.first, right.last, windows.centres)
+    """Place the boundary between a music and a speech run (either order):
+    :func:`model.placement.place_content_change` over their windows."""
+    k, right.start_s = placement.place_content_change(
+        windows,
+        speech_vs_music,
+        left.first,
+        right.last,
+        to_speech=right.label == "speech",
+        window_s=window_s,
+        hop_s=hop_s,
+    )
     left.last, right.first = k - 1, k
-    if right.label == "speech":
-        placed = flip_s + (0.5 - SPEECH_SHARE_AT_FLIP["end"]) * window_s
-    else:
-        placed = flip_s - (0.5 - SPEECH_SHARE_AT_FLIP["start"]) * window_s
-    moved = _tag_ramp(windows, placed, left.first, right.last, window_s, hop_s)
-    if moved is not None:
-        placed = 0.5 * (placed + moved)
-    later = CHANGE_SNAP_LATER_TO_TALK_SECONDS if right.label == "speech" else CHANGE_SNAP_SECONDS
-    placed = _snap_to_change(windows, placed, left.first, right.last, later_s=later)
-    lowest, highest = windows.centres[left.first], windows.centres[right.last]
-    right.start_s = float(min(max(placed, lowest), highest))
-
-
-def _snap_to_change(
-    windows: StreamWindows,
-    near_s: float,
-    first: int,
-    last: int,
-    *,
-    later_s: float = CHANGE_SNAP_SECONDS,
-) -> float:
-    """The strongest ``change_at_s`` of windows ``first .. last`` within reach of ``near_s``.
-
-    Each window reports where in its middle second the sound changes most
-    (:func:`model.content.spectral_change`: the mean log-mel spectrum of the second
-    before against the second after, and the VAD's speech probability likewise)
-    and how much; at a splice from music to talk the strongest of those
-    (:meth:`StreamWindows.change_score`) lies at the splice.  Only changes from
-    :data:`CHANGE_SNAP_SECONDS` before ``near_s`` to ``later_s`` after it count, so a
-    change inside the song or the talk further away is never taken.  ``near_s``
-    itself when no window says (a recording from a worker without ``change_at_s``).
-    """
-    return _change_near(
-        windows, near_s, first, last, before_s=CHANGE_SNAP_SECONDS, after_s=later_s
-    )[0]
-
-
-def _change_near(
-    windows: StreamWindows, at_s: float, first: int, last: int, *, before_s: float, after_s: float
-) -> tuple[float, float]:
-    """``(change_at_s, change_score)`` of the strongest change windows ``first .. last``
-    report from ``before_s`` before ``at_s`` to ``after_s`` after it; ``(at_s, 0.0)`` if
-    none.  Strongest by :meth:`StreamWindows.change_score`: the change of spectrum and of
-    speech probability, as the worker weighed them to choose each window's point."""
-    at = windows.change_at_s[first : last + 1]
-    score = windows.change_score(first, last)
-    offset = at - at_s
-    near = np.isfinite(at) & np.isfinite(score) & (offset >= -before_s) & (offset <= after_s)
-    if not near.any():
-        return at_s, 0.0
-    k = int(np.argmax(np.where(near, score, -np.inf)))
-    return float(at[k]), float(score[k])
-
-
-def _tag_ramp(
-    windows: StreamWindows, near_s: float, first: int, last: int, window_s: float, hop_s: float
-) -> float | None:
-    """Where the windows' tags move from one item's profile to the next one's, near ``near_s``.
-
-    The tagging model pools over its window, so a window ``[e - W, e]`` over a change
-    at ``T`` has scores (logits) about ``(e - T) / W`` of the way from the first item's
-    to the second's.  Each window's logits are projected on the line between the two
-    profiles (medians over the windows of ``first .. last`` that end at least
-    :data:`_RAMP_MARGIN_S` before ``near_s``, or begin as far after it, and lie within
-    :data:`_RAMP_PROFILE_S` of that), and ``T`` is the change whose ramp
-    ``clip((e - T) / W, 0, 1)`` fits those projections best (least squares, 10 ms
-    steps within :data:`_RAMP_MARGIN_S` + one hop of ``near_s``).
-
-    Returns None when the windows hold no tags, either side has fewer than two
-    windows for its profile, or the profiles are the same.
-    """
-    if not windows.tags:
-        return None
-    # Only the windows near the change: the profiles' and the ramp's.
-    span_s = _RAMP_MARGIN_S + _RAMP_PROFILE_S + window_s
-    lo = max(first, int(np.searchsorted(windows.start_s, near_s - span_s - window_s)))
-    hi = min(last + 1, int(np.searchsorted(windows.start_s, near_s + span_s)))
-    start, end = windows.start_s[lo:hi], windows.end_s[lo:hi]
-    p = np.clip(windows.tag_probabilities[lo:hi].astype(np.float64), 1e-4, 1 - 1e-4)
-    logits = np.log(p / (1 - p))
-    before = (end <= near_s - _RAMP_MARGIN_S) & (end > near_s - _RAMP_MARGIN_S - _RAMP_PROFILE_S)
-    after = (start >= near_s + _RAMP_MARGIN_S) & (start < near_s + _RAMP_MARGIN_S + _RAMP_PROFILE_S)
-    if before.sum() < 2 or after.sum() < 2:
-        return None
-    origin = np.median(logits[before], axis=0)
-    direction = np.median(logits[after], axis=0) - origin
-    length = float(direction @ direction)
-    if not length > 1e-6:
-        return None
-    reach = window_s + _RAMP_MARGIN_S
-    used = (end > near_s - reach) & (start < near_s + reach)
-    position = (logits[used] - origin) @ direction / length
-    candidates = np.arange(near_s - _RAMP_MARGIN_S - hop_s, near_s + _RAMP_MARGIN_S + hop_s, 0.01)
-    ramps = np.clip((end[used][None, :] - candidates[:, None]) / window_s, 0.0, 1.0)
-    cost = ((position[None, :] - ramps) ** 2).sum(axis=1)
-    return float(candidates[int(np.argmin(cost))])
 
 
 def _split_between(
@@ -791,7 +545,7 @@ def _split_between(
     early (a loud drum track in a window that is mostly piano) does not pull the
     boundary its way.  The boundary is where the evidence crosses zero between the
     centres of the last left and the first right window (linear interpolation),
-    moved to the strongest spectral change within reach (:func:`_snap_to_change`).
+    moved to the strongest spectral change within reach (:func:`model.placement.snap_to_change`).
     """
     pure_left = np.arange(left.first, max(left.first + 1, left.last + 1 - guard))
     pure_right = np.arange(min(right.last, right.first + guard), right.last + 1)
@@ -805,9 +559,9 @@ def _split_between(
     evidence = scaled(left_score, pure_left, pure_right) - scaled(
         right_score, pure_right, pure_left
     )
-    k, placed = _place(evidence, left.first, right.last, windows.centres)
+    k, placed = placement.place(evidence, left.first, right.last, windows.centres)
     left.last, right.first = k - 1, k
-    right.start_s = _snap_to_change(windows, placed, left.first, right.last)
+    right.start_s = placement.snap_to_change(windows, placed, left.first, right.last)
 
 
 def _stretch_runs(
@@ -832,7 +586,8 @@ def _stretch_runs(
     ``cut_before``/``cut_after``: the audio stops there (the recording's start or end,
     an outage), so no window reaches across and the run there has fewer windows than
     its audio: its length says nothing, and it stays its own row (talk cut by an outage).
-    ``speech_vs_music``: :func:`_speech_vs_music` of all the windows; ``hop_s``: their hop;
+    ``speech_vs_music``: :func:`model.placement.speech_vs_music` of all the windows;
+    ``hop_s``: their hop;
     ``window_s`` and ``longest_window_s``: the median and the longest window's length.
     """
     kinds = ["speech" if c == "speech" else "music" for c in windows.content[first : last + 1]]
@@ -910,7 +665,7 @@ def segment_stream(
     lengths = windows.end_s - windows.start_s
     window_s, longest_window_s = float(np.median(lengths)), float(np.max(lengths))
     guard = max(1, round(window_s / hop))
-    speech_vs_music = _speech_vs_music(windows)
+    speech_vs_music = placement.speech_vs_music(windows)
     events = sorted(events, key=lambda e: e.at_s)
 
     # 1. Cuts: outages (holes in the timeline, source_down..source_up) and silences.
@@ -1135,8 +890,8 @@ def _move_to_titles(
     hear the start of a song as talk (rap, a spoken intro) or talk over a loud bed
     as music, and then its boundary lies seconds from the song's start, where the
     sound hardly changes.  So a boundary from speech to music moves to the
-    strongest spectral change within :data:`CHANGE_SNAP_SECONDS` of a title change
-    when that title change lies more than :data:`CHANGE_SNAP_SECONDS` (the sound
+    strongest spectral change within :data:`model.placement.CHANGE_SNAP_SECONDS` of a title change
+    when that title change lies more than :data:`model.placement.CHANGE_SNAP_SECONDS` (the sound
     placed it there already) and at most :data:`TITLE_REACH_SECONDS` from it, after the
     middle of the piece before and before the middle of the piece after (so it names
     the item that follows), and that change is stronger than the one the boundary
@@ -1157,13 +912,17 @@ def _move_to_titles(
             0.5 * (before[2] + before[3]), before[2] + window_s, boundary - TITLE_REACH_SECONDS
         )
         high = min(0.5 * (after[2] + after[3]), after[3] - window_s, boundary + TITLE_REACH_SECONDS)
-        _, here = _change_near(windows, boundary, first, last, before_s=half_hop, after_s=half_hop)
+        _, here = placement.change_near(
+            windows, boundary, first, last, before_s=half_hop, after_s=half_hop
+        )
         best: tuple[float, float] | None = None
         for when, _title in titles:
-            if not low < when < high or abs(when - boundary) <= CHANGE_SNAP_SECONDS:
+            if not low < when < high or abs(when - boundary) <= placement.CHANGE_SNAP_SECONDS:
                 continue  # out of reach, or the sound already placed it at the title
-            reach = CHANGE_SNAP_SECONDS
-            at_s, strength = _change_near(windows, when, first, last, before_s=reach, after_s=reach)
+            reach = placement.CHANGE_SNAP_SECONDS
+            at_s, strength = placement.change_near(
+                windows, when, first, last, before_s=reach, after_s=reach
+            )
             if low < at_s < high and strength > here and (best is None or strength > best[1]):
                 best = (at_s, strength)
         if best is None:
@@ -1351,9 +1110,9 @@ def _changes_between(
 
 
 def _sure_talk(speech_vs_music: np.ndarray, hop_s: float) -> bool:
-    """True when a speech run's windows (their :func:`_speech_vs_music`, ``hop_s`` apart)
-    hold :data:`SURE_TALK_SECONDS` of consecutive windows the classifier is sure are
-    speech (:data:`SURE_TALK_SHARE`).
+    """True when a speech run's windows (their :func:`model.placement.speech_vs_music`,
+    ``hop_s`` apart) hold :data:`SURE_TALK_SECONDS` of consecutive windows the
+    classifier is sure are speech (:data:`SURE_TALK_SHARE`).
 
     A presenter's link heard clearly is talk even when its splices are soft (a song
     ending quietly, talk over the last bars); a singer or a rap heard as talk inside a

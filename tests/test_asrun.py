@@ -30,6 +30,7 @@ from helpers import Harness, new_rng, wait_until, worker_config
 
 from config import RecordConfig
 from inference import Worker
+from model.placement import SPEECH_SHARE_AT_FLIP
 from monitor import asrun as asrun_lib
 from monitor.asrun import AsRunSettings, StreamWindows, load_asrun, segment_stream
 from monitor.families import DEFAULT_FAMILIES
@@ -402,8 +403,8 @@ def talk_between_music(talk_start_s: float, talk_end_s: float) -> StreamWindows:
     # A window holding the talk's start has the speech at its end, and the other way round.
     flip = np.where(
         start < talk_start_s,
-        asrun_lib.SPEECH_SHARE_AT_FLIP["end"],
-        asrun_lib.SPEECH_SHARE_AT_FLIP["start"],
+        SPEECH_SHARE_AT_FLIP["end"],
+        SPEECH_SHARE_AT_FLIP["start"],
     )
     p_speech = 1 / (1 + np.exp(-(share - flip) / 0.03))
     names = DEFAULT_FAMILIES.names
