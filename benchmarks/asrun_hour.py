@@ -21,7 +21,12 @@ ahead of its updates), records the updates and events with a real
 * per kind played, the items whose longest-overlapping row is of their kind, and
   the music items whose family with the most seconds is the one their genre maps to;
 * the baseline measured in the same run: the report's dominant-tag segments
-  (:func:`monitor.report.build_report`) per item played.
+  (:func:`monitor.report.build_report`) per item played;
+* the live ``content_change`` events' ``at_s`` against the played music <-> talk
+  changes: the recorded updates replayed through the worker's
+  :class:`inference.content.ContentStream`, placed as now
+  (:func:`model.placement.place_content_change`) and, as the baseline in the same
+  run, at the middle of the new content's first window (the rule before).
 
 ``--tuning`` builds the same kind of programme from audio that may be tuned on
 (``../shared`` is for evaluation only): Debian's wesnoth music (orchestral
@@ -541,6 +546,42 @@ def flip_shares(db: Path, played: list[tuple[str, str, float, float]]) -> dict[s
     return shares
 
 
+def live_change_errors(
+    db: Path, played: list[tuple[str, str, float, float]]
+) -> dict[str, list[float]]:
+    """The live ``content_change`` events' ``at_s`` against each played music <-> talk
+    change (found minus played, seconds; the nearest event to the same content), with
+    the recorded updates replayed through :class:`inference.content.ContentStream`:
+    placed as the worker places them, and at the middle of the new content's first
+    window, as it did before (the baseline)."""
+    from inference.content import ContentSettings, ContentStream
+    from monitor.store import open_database, read_updates
+
+    class FirstWindow(ContentStream):
+        def _change_at(self, *, to_speech: bool) -> float:
+            return self._candidate_since
+
+    connection = open_database(db, read_only=True)
+    try:
+        updates = sorted(read_updates(connection, stream="fm:hour"), key=lambda u: u.start_s)
+    finally:
+        connection.close()
+    errors: dict[str, list[float]] = {}
+    rules = {
+        "first window's middle (before)": FirstWindow,
+        "placed (model.placement)": ContentStream,
+    }
+    for rule, kind in rules.items():
+        stream = kind("fm:hour", ContentSettings())
+        found = [e for u in updates if (e := stream.content_event(u, now=0.0)) is not None]
+        out = errors.setdefault(rule, [])
+        for before, after in itertools.pairwise(played):
+            if {before[0], after[0]} == {"music", "speech"}:
+                at = np.array([e.at_s for e in found if e.fields["content"] == after[0]])
+                out.append(nearest_error(at, after[2]))
+    return errors
+
+
 def asrun_at(revision: str) -> ModuleType:
     """``monitor/asrun.py`` as it was at a git ``revision`` of this checkout, as its own module."""
     source = subprocess.run(
@@ -706,6 +747,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_items_found(played, rows)
     print_errors(errors, tuning=tuning)
+    print("\nlive content_change at_s against the music <-> talk changes (replayed):")
+    print_errors(live_change_errors(db, played), tuning=tuning)
     if args.before:
         earlier = asrun_at(args.before).load_asrun(db, stream="fm:hour").entries
         print(

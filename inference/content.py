@@ -18,7 +18,11 @@ publishes; :class:`ContentTracker` keeps, per stream (:class:`ContentStream`):
   streamer's ``source_down``, not dead air;
 * the **content hysteresis**: ``content_change`` (music <-> speech) once the
   windows have said the other class for ``change_seconds`` in a row (silent
-  windows are skipped); ``at_s`` is the middle of the first window of the run;
+  windows are skipped); ``at_s`` is where the content changed, placed among the
+  windows published up to then exactly as the as-run log places the boundary
+  (:func:`model.placement.place_content_change`: where the classifier's decision
+  flips, where the tags move, the strongest change of sound near both), so a
+  live event and the report agree;
 * the mapping from a streamer's block timeline to the worker's audio
   timeline, for the source events a streamer sends (``now_playing``,
   ``source_down``, ``source_up``), which the worker republishes.
@@ -55,6 +59,13 @@ import numpy as np
 
 from inference.windows import AcceptResult, PendingWindow, StreamState
 from model.audio import Resampler, finite_samples, to_mono_float32
+from model.placement import (
+    RAMP_MARGIN_S,
+    RAMP_PROFILE_S,
+    StreamWindows,
+    place_content_change,
+    speech_vs_music,
+)
 from protocol import AudioFrame, Event, TagUpdate
 
 if TYPE_CHECKING:
@@ -82,6 +93,10 @@ _RATE = 16000
 _RING_SAMPLES = round(RING_SECONDS * _RATE)
 #: Least seconds between two log lines about failing classifications.
 _LOG_INTERVAL_S = 5.0
+#: Seconds of published windows kept before the first window of a new content, beyond
+#: one window, to place its ``content_change``: the tag profile of the content before
+#: it (:func:`model.placement.tag_ramp`) reads this far back.
+_PLACE_BACK_S = RAMP_MARGIN_S + RAMP_PROFILE_S
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,41 @@ def station_settings(config: Config, settings: ContentSettings) -> dict[str, Con
 
 
 @dataclass(frozen=True, eq=False)
+class _Published:
+    """What a published window says, as :func:`model.placement.place_content_change`
+    reads it (the fields of its :class:`protocol.TagUpdate`)."""
+
+    start_s: float
+    end_s: float
+    capture_time: float
+    content: str
+    p_music: float
+    p_speech: float
+    change_at_s: float  # NaN where the update has none
+    change_strength: float
+    change_speech: float
+    probabilities: np.ndarray
+    tags: tuple[str, ...]
+
+    @classmethod
+    def of(cls, update: TagUpdate) -> _Published:
+        shares = update.content_probabilities or {}
+        return cls(
+            update.start_s,
+            update.end_s,
+            update.capture_time,
+            update.content or "music",
+            float(shares.get("music", math.nan)),
+            float(shares.get("speech", math.nan)),
+            math.nan if update.change_at_s is None else update.change_at_s,
+            math.nan if update.change_strength is None else update.change_strength,
+            math.nan if update.change_speech is None else update.change_speech,
+            update.probabilities,
+            update.tags,
+        )
+
+
+@dataclass(frozen=True, eq=False)
 class _Chunk:
     start_s: float
     samples: np.ndarray  # 16 kHz mono float32
@@ -186,6 +236,9 @@ class ContentStream:
         self._candidate: str | None = None
         self._candidate_since = 0.0  # audio time (middle of its first window)
         self._candidate_first_end = 0.0
+        #: The windows published since the last silent one or hole in the timeline,
+        #: as far back as placing a content_change reads (_PLACE_BACK_S).
+        self._recent: collections.deque[_Published] = collections.deque()
 
     # -- input ------------------------------------------------------------------------
 
@@ -346,8 +399,13 @@ class ContentStream:
                 self._quiet_since = None
         return events
 
-    def content_event(self, window: PendingWindow, content: str, *, now: float) -> Event | None:
-        """Follow the windows' content; a ``content_change`` once a new one has held."""
+    def content_event(self, update: TagUpdate, *, now: float) -> Event | None:
+        """Follow the windows' content; a ``content_change`` once a new one has held.
+
+        ``update`` is the window's update with its content fields.
+        """
+        self._remember(update)
+        content = update.content
         if content not in ("music", "speech"):
             return None  # silent windows neither confirm nor break a run
         if content == self.content:
@@ -355,9 +413,9 @@ class ContentStream:
             return None
         if content != self._candidate:
             self._candidate = content
-            self._candidate_since = 0.5 * (window.start_s + window.end_s)
-            self._candidate_first_end = window.end_s
-        if window.end_s - self._candidate_first_end + 1e-9 < self.settings.change_seconds:
+            self._candidate_since = 0.5 * (update.start_s + update.end_s)
+            self._candidate_first_end = update.end_s
+        if update.end_s - self._candidate_first_end + 1e-9 < self.settings.change_seconds:
             return None
         previous, self.content, self._candidate = self.content, content, None
         if previous is None:  # the stream's first content: nothing changed
@@ -366,9 +424,73 @@ class ContentStream:
             self.stream,
             "content_change",
             time=now,
-            at_s=round(self._candidate_since, 3),
+            at_s=round(self._change_at(to_speech=content == "speech"), 3),
             fields={"content": content, "previous": previous},
         )
+
+    def _remember(self, update: TagUpdate) -> None:
+        """Keep ``update``'s window for placing a change; forget what no change reaches."""
+        recent = self._recent
+        if update.content == "silence" or (recent and update.start_s > recent[-1].end_s):
+            recent.clear()  # a silence or an outage: the as-run log's stretches end there too
+        if update.content == "silence":
+            return
+        recent.append(_Published.of(update))
+        window_s = update.end_s - update.start_s
+        reach_s = self.settings.change_seconds + 2 * window_s + _PLACE_BACK_S
+        while recent[0].end_s < update.end_s - reach_s:
+            recent.popleft()
+
+    def _change_at(self, *, to_speech: bool) -> float:
+        """Where the content just confirmed began (audio time).
+
+        Placed among the kept windows as the as-run log places it
+        (:func:`model.placement.place_content_change`).  When none of them holds the
+        content before (the new one follows a silence or an outage), the middle of the
+        new content's first window.
+        """
+        first_end = self._candidate_first_end
+        reach_s = _PLACE_BACK_S + (first_end - self._candidate_since) * 2  # + one window
+        kept = [w for w in self._recent if w.end_s >= first_end - reach_s]
+        before = sum(1 for w in kept if w.end_s < first_end)
+        if not before or before == len(kept):
+            return self._candidate_since
+        windows = _stream_windows(self.stream, kept)
+        window_s = float(np.median(windows.end_s - windows.start_s))
+        _, at_s = place_content_change(
+            windows,
+            speech_vs_music(windows),
+            0,
+            len(kept) - 1,
+            to_speech=to_speech,
+            window_s=window_s,
+            hop_s=windows.hop_seconds(),
+        )
+        return at_s
+
+
+def _stream_windows(stream: str, kept: Sequence[_Published]) -> StreamWindows:
+    """``kept`` as the arrays :mod:`model.placement` reads (no tag families)."""
+
+    def column(name: str) -> np.ndarray:
+        return np.array([getattr(w, name) for w in kept], dtype=np.float64)
+
+    same_tags = all(w.tags == kept[0].tags for w in kept)
+    return StreamWindows(
+        stream,
+        column("start_s"),
+        column("end_s"),
+        column("capture_time"),
+        np.array([w.content for w in kept], dtype=object),
+        column("p_music"),
+        column("p_speech"),
+        column("change_at_s"),
+        column("change_strength"),
+        column("change_speech"),
+        np.zeros((len(kept), 0)),
+        np.stack([w.probabilities for w in kept]) if same_tags else np.zeros((len(kept), 0)),
+        kept[0].tags if same_tags else (),
+    )
 
 
 def _level_dbfs(samples: np.ndarray) -> float:
@@ -528,7 +650,7 @@ class ContentTracker:
         self.classified += 1
         fields = result.as_dict(start_s=window.start_s)
         update = dataclasses.replace(update, **fields)
-        change = content.content_event(window, result.content, now=now)
+        change = content.content_event(update, now=now)
         if change is not None:
             events.append(change)
         return update, events
