@@ -617,8 +617,7 @@ class AlertEngine:
         """
         stream, kind = str(event.get("stream", "")), str(event.get("event", ""))
         when = float(event.get("time", now))
-        at_s = event.get("at_s")
-        at_s = float(at_s) if isinstance(at_s, int | float) else None
+        at_s = _number(event, "at_s")
         alerts: list[Alert] = []
         if kind == "silence_start":
             self._silent_since.setdefault(stream, when)
