@@ -46,6 +46,7 @@ __all__ = [
     "DominantChange",
     "StreamHealth",
     "StreamHistory",
+    "began_at",
     "check_positive",
 ]
 
@@ -147,6 +148,21 @@ class StreamHealth:
 
     def to_json_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def began_at(event: Event) -> float:
+    """Unix time at which what ``event`` reports began, as near as its fields say.
+
+    A ``silence_start`` is published once the quiet has lasted ``silence_seconds``
+    (its ``at_s`` less its ``silence_since_s``), so the dead air began that long
+    before its ``time`` (at most the worker's lag, a hop or so, earlier still).  Any
+    other event: its ``time``, when the worker (or the streamer) noticed it.  The
+    views show this time; the web page's ``began`` is its twin.
+    """
+    since = event.fields.get("silence_since_s") if event.event == "silence_start" else None
+    if isinstance(since, int | float) and math.isfinite(since) and event.at_s >= since:
+        return event.time - (event.at_s - since)
+    return event.time
 
 
 def check_positive(name: str, value: float) -> None:

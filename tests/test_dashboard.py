@@ -332,8 +332,11 @@ def test_events_show_with_wall_clock_times_and_dead_air_stands_out(wire: Wire) -
     )
     console.print(render_dashboard(model, view="detail"))
     text = console.export_text(clear=False)
-    since = time.strftime("%H:%M:%S", time.localtime(event.time))
-    assert f"DEAD AIR since {since}" in text
+    # when the quiet began: silence_seconds (10 s) before the worker said so
+    since = time.strftime("%H:%M:%S", time.localtime(event.time - 10.0))
+    said = time.strftime("%H:%M:%S", time.localtime(event.time))
+    assert since != said
+    assert f"DEAD AIR since {since}" in text and f"DEAD AIR since {said}" not in text
     assert f"{since} DEAD AIR (below -50 dBFS)" in text
     assert "♪ Artist - Song" in text and "1 ALARM" in text
     html = console.export_html(inline_styles=True)

@@ -517,7 +517,8 @@ def test_fifty_streams_fit_one_screen_with_alarms_and_events_as_they_come(
     assert sorted(stream for stream, _, _ in layout["rows"]) == names
     assert all(bottom <= layout["height"] for _, _, bottom in layout["rows"]), layout
     assert layout["scroll"] <= layout["height"]  # one screen, no scrolling
-    clock = time.strftime("%H:%M:%S", time.localtime(now))
+    # when the quiet began (audio 30 s), 10 s before the worker said so (audio 40 s)
+    clock = time.strftime("%H:%M:%S", time.localtime(now - 10.0))
     assert dead_air == f"DEAD AIR since {clock}"
     assert dead_air_colour == "rgb(224, 80, 80)"
     assert title == "♪ Nina Simone - Sinnerman"

@@ -155,7 +155,7 @@ function drawRow(state) {
   } else if (status.title) {
     onAir.textContent = `♪ ${status.title}`;
   } else if (state.lastEvent) {
-    onAir.textContent = `${clock(state.lastEvent.time)} ${eventText(state.lastEvent)}`;
+    onAir.textContent = `${clock(began(state.lastEvent))} ${eventText(state.lastEvent)}`;
   } else {
     onAir.textContent = "";
   }
@@ -346,10 +346,25 @@ function eventText(e) {
   }
 }
 
+// Where what an event reports began, as [Unix time, audio time]: dead air began
+// silence_seconds (at_s less silence_since_s) before the worker said so; the twin
+// of monitor.history.began_at.
+function beganAt(e) {
+  const since = e.event === "silence_start" ? e.silence_since_s : undefined;
+  if (typeof since === "number" && typeof e.at_s === "number" && e.at_s >= since) {
+    return [e.time - (e.at_s - since), since];
+  }
+  return [e.time, e.at_s];
+}
+
+function began(e) {
+  return beganAt(e)[0];
+}
+
 function noteEvent(state, e) {
   state.lastEvent = e;
-  if (e.event === "silence_start") state.silentSince = e.time;
-  if (e.event === "source_down") state.downSince = e.time;
+  if (e.event === "silence_start") state.silentSince = began(e);
+  if (e.event === "source_down") state.downSince = began(e);
 }
 
 function addFeed(e) {
@@ -357,7 +372,7 @@ function addFeed(e) {
   const item = el("li");
   item.dataset.event = e.event;
   item.dataset.stream = e.stream;
-  item.append(el("span", "when", clock(e.time)), el("span", "feed-stream", e.stream),
+  item.append(el("span", "when", clock(began(e))), el("span", "feed-stream", e.stream),
     el("span", "what", eventText(e)));
   feed.prepend(item);
   while (feed.children.length > MAX_FEED) feed.lastElementChild.remove();
@@ -368,7 +383,8 @@ function addEvent(state, e) {
   const list = state.section.querySelector(".events");
   const item = el("li");
   item.dataset.event = e.event;
-  item.append(el("span", "when", `${clock(e.time)} · ${audioTime(e.at_s)} `), el("span", "what", eventText(e)));
+  const [time, atS] = beganAt(e);
+  item.append(el("span", "when", `${clock(time)} · ${audioTime(atS)} `), el("span", "what", eventText(e)));
   list.prepend(item);
   while (list.children.length > MAX_CHANGES) list.lastElementChild.remove();
 }
