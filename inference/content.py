@@ -447,25 +447,31 @@ class ContentStream:
         Placed among the kept windows as the as-run log places it
         (:func:`model.placement.place_content_change`).  When none of them holds the
         content before (the new one follows a silence or an outage), the middle of the
-        new content's first window.
+        new content's first window.  The windows before the new content's first are
+        then forgotten: the next change is placed among the new content's windows and
+        those after them, as the as-run log places it between two runs.
         """
         first_end = self._candidate_first_end
         reach_s = _PLACE_BACK_S + (first_end - self._candidate_since) * 2  # + one window
         kept = [w for w in self._recent if w.end_s >= first_end - reach_s]
         before = sum(1 for w in kept if w.end_s < first_end)
+        older = len(self._recent) - len(kept)
         if not before or before == len(kept):
-            return self._candidate_since
-        windows = _stream_windows(self.stream, kept)
-        window_s = float(np.median(windows.end_s - windows.start_s))
-        _, at_s = place_content_change(
-            windows,
-            speech_vs_music(windows),
-            0,
-            len(kept) - 1,
-            to_speech=to_speech,
-            window_s=window_s,
-            hop_s=windows.hop_seconds(),
-        )
+            at_s, first = self._candidate_since, older + before
+        else:
+            windows = _stream_windows(self.stream, kept)
+            k, at_s = place_content_change(
+                windows,
+                speech_vs_music(windows),
+                0,
+                len(kept) - 1,
+                to_speech=to_speech,
+                window_s=float(np.median(windows.end_s - windows.start_s)),
+                hop_s=windows.hop_seconds(),
+            )
+            first = older + k
+        for _ in range(first):
+            self._recent.popleft()
         return at_s
 
 
