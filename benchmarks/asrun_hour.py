@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.asrun_hour [--minutes 60] [--music DIR] [--db PATH]
     .venv/bin/python -m benchmarks.asrun_hour --tuning [--minutes 15] [--rap P]
-        [--short-talk LOW HIGH] [--db PATH]
+        [--short-talk LOW HIGH] [--clips N] [--db PATH]
     .venv/bin/python -m benchmarks.asrun_hour --replay --db PATH
 
 Builds a programme from real music (``../shared/music/gtzan``, evaluation use
@@ -40,7 +40,8 @@ share ``P`` of its music items espeak-ng "rapping" over a loud beat, which the
 content classifier often hears as talk (as it does real rap): the programme for
 the rules that must cope with a song heard as talk.  ``--short-talk LOW HIGH``
 makes the links LOW to HIGH seconds long, shorter than ``min_segment_seconds``
-if so chosen.
+if so chosen.  ``--clips N`` makes each music item 1 to N pieces of one source
+spliced hard, as the hour's items are 1-3 GTZAN clips of one genre.
 
 ``--db PATH`` keeps the recording and writes what was played next to it
 (``PATH.played.json``); ``--replay --db PATH`` measures that recording again
@@ -189,18 +190,22 @@ def running_order(minutes: float, next_items: Callable[[list[dict]], list[dict]]
 TUNING_VOICES = ("en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en+f2", "en+m3", "en-us+f3")
 
 
-def tuning_music(rng: np.random.Generator, rap: float = 0.0) -> tuple[str, np.ndarray]:
+def tuning_music(
+    rng: np.random.Generator, rap: float = 0.0, *, kind: str | None = None
+) -> tuple[str, np.ndarray]:
     """One music item that may be tuned on: (source, audio), 20-60 s.
 
     With probability ``rap`` it is espeak-ng "rapping" over a loud beat (the content
-    classifier's training source it is weakest on: often heard as speech).
+    classifier's training source it is weakest on: often heard as speech).  ``kind``
+    ("rap", "wesnoth", "synthetic" or "song"): that source instead of one by chance.
     """
     from training.tune_content import _read_excerpt, dense_bed, singing, wesnoth_tracks
 
-    if rap > 0 and rng.random() < rap:
+    if kind == "rap" or (kind is None and rap > 0 and rng.random() < rap):
         return "rap", tuning_rap(rng)
     seconds = float(rng.uniform(20, 60))
-    kind = rng.choice(["wesnoth", "wesnoth", "wesnoth", "synthetic", "song"])
+    if kind is None:
+        kind = str(rng.choice(["wesnoth", "wesnoth", "wesnoth", "synthetic", "song"]))
     tracks = wesnoth_tracks()
     if kind == "wesnoth":
         y = _read_excerpt(tracks[int(rng.integers(len(tracks)))], seconds, rng)
@@ -274,15 +279,21 @@ def tuning_programme(
     rng: np.random.Generator,
     rap: float = 0.0,
     short_talk: tuple[float, float] | None = None,
+    clips: int = 1,
 ) -> list[dict]:
     """:func:`programme`'s running order from audio that may be tuned on (no genres).
 
     ``rap``: the share of music items that are :func:`tuning_rap`; ``short_talk``: the
-    links' lengths in seconds (:func:`tuning_talk`).
+    links' lengths in seconds (:func:`tuning_talk`); ``clips``: each music item is 1 to
+    ``clips`` pieces of one source spliced hard, as :func:`programme` plays 1-3 GTZAN
+    clips of one genre under one title.
     """
 
     def next_items(items: list[dict]) -> list[dict]:
         source, audio = tuning_music(rng, rap)
+        more = int(rng.integers(0, clips)) if clips > 1 else 0  # the same draws as before
+        for _ in range(more):
+            audio = np.concatenate([audio, tuning_music(rng, rap, kind=source)[1]])
         new = [item("music", title=f"{source} {len(items)}", audio=audio)]
         step = (sum(1 for i in items if i["kind"] == "music") + 1) % 3
         if step in (1, 2):  # talk after two music items in three: the edges being tuned
@@ -657,6 +668,14 @@ def main(argv: list[str] | None = None) -> int:
         help="--tuning: links of LOW to HIGH seconds, cut mid-sentence (default 10-30 s, whole "
         "sentences)",
     )
+    parser.add_argument(
+        "--clips",
+        type=int,
+        default=1,
+        metavar="N",
+        help="--tuning: each music item 1 to N pieces of one source spliced hard, as the hour "
+        "splices 1-3 GTZAN clips (1)",
+    )
     parser.add_argument("--seed", type=int, default=20240611)
     parser.add_argument(
         "--list",
@@ -671,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rap P needs --tuning and 0 <= P <= 1")
     if args.short_talk and not (args.tuning and 0.5 <= args.short_talk[0] <= args.short_talk[1]):
         parser.error("--short-talk LOW HIGH needs --tuning and 0.5 <= LOW <= HIGH")
+    if args.clips < 1 or (args.clips > 1 and not args.tuning):
+        parser.error("--clips N needs --tuning and N >= 1")
     from monitor.asrun import load_asrun
     from monitor.report import build_report
 
@@ -697,7 +718,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"skipped: {exc}")
                 return 0
             items = tuning_programme(
-                args.minutes, rng, args.rap, tuple(args.short_talk) if args.short_talk else None
+                args.minutes,
+                rng,
+                args.rap,
+                tuple(args.short_talk) if args.short_talk else None,
+                args.clips,
             )
         else:
             if not (args.music / "labels.csv").is_file():
