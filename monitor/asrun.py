@@ -754,7 +754,7 @@ def segment_stream(
                 else (placed if placed is not None else 0.5 * (centres[a - 1] + centres[a]))
                 for j, (_, _, a, _, placed) in enumerate(runs)
             ]
-            pieces.extend(_without_empty_rows(runs, [*starts_at, edge_end]))
+            pieces.extend(_without_empty_rows(runs, [*starts_at, edge_end], hop))
         if kind == "end":
             break
         pieces.append((kind, "", start, end, first, last))
@@ -809,17 +809,26 @@ def segment_stream(
 
 
 def _without_empty_rows(
-    runs: Sequence[tuple[str, str, int, int, float | None]], edges: list[float]
+    runs: Sequence[tuple[str, str, int, int, float | None]], edges: list[float], hop_s: float
 ) -> list[tuple[str, str, float, float, int, int]]:
-    """A stretch's runs as pieces, each from its edge to the next, none of them empty.
+    """A stretch's runs as pieces, each from its edge to the next, none shorter than a hop.
 
-    ``edges`` holds each run's start and, last, the stretch's end.  A run kept for
-    being a link (:func:`_short_link`) next to a silence can have its boundary with
-    the song placed at or past the silence's edge: the change between sound and quiet
-    is the strongest change near it, so the evidence says it holds no audio of its own
-    (a song's last bars heard as talk as it stops, or its first as it starts).  Such a
-    run gives its windows to the run before it (the first run: to the one after); two
-    runs that then meet with one kind and family become one in :func:`_close_short_gaps`.
+    ``edges`` holds each run's start and, last, the stretch's end.  Placing the
+    boundaries can leave a run with less than a hop of audio, which windows a hop
+    apart cannot tell from none:
+
+    - a run kept for being a link (:func:`_short_link`) next to a silence can have its
+      boundary with the song placed at or past the silence's edge: the change between
+      sound and quiet is the strongest change near it, so the evidence says it holds
+      no audio of its own (a song's last bars heard as talk as it stops, or its first
+      as it starts);
+    - a song's first windows also hold the talk before it, so its family can lead
+      there with the tags of that mix; placing the family change then moves it to
+      where the song begins.
+
+    Such a run gives its windows to a neighbour of its kind (the one before first),
+    else to the run before it (the first run: to the one after); two runs that then
+    meet with one kind and family become one in :func:`_close_short_gaps`.
     """
     pieces = [
         (kind, family, edges[j], edges[j + 1], a, b)
@@ -827,18 +836,21 @@ def _without_empty_rows(
     ]
     j = 0
     while len(pieces) > 1 and j < len(pieces):
-        _, _, start, end, a, b = pieces[j]
-        if end > start:
+        kind, _, start, end, a, b = pieces[j]
+        if end - start >= hop_s - 1e-9:
             j += 1
             continue
-        if j > 0:  # the one before runs on to where this one ended
-            before = pieces[j - 1]
+        before = pieces[j - 1] if j > 0 else None
+        after = pieces[j + 1] if j + 1 < len(pieces) else None
+        to_after = before is None or (after is not None and after[0] == kind and before[0] != kind)
+        if not to_after:  # the one before runs on to where this one ended
+            assert before is not None
             pieces[j - 1] = (*before[:3], end, before[4], b)
-        else:  # the first: the one after begins where it began
-            after = pieces[1]
-            pieces[1] = (*after[:2], start, after[3], a, after[5])
+        else:  # the one after begins where this one began
+            assert after is not None
+            pieces[j + 1] = (*after[:2], start, after[3], a, after[5])
         del pieces[j]
-        j = max(0, j - 1)  # the one before may now be empty too
+        j = max(0, j - 1)  # the one before may now be too short too
     return pieces
 
 

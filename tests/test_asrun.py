@@ -888,3 +888,21 @@ def test_a_link_placed_past_the_silence_beside_it_is_no_row(talk_first: bool) ->
     assert [r.kind for r in rows] == expected, rows
     assert sum(r.windows for r in rows) == len(w)
     assert rows[0].audio_end_s == pytest.approx(edge, abs=0.1)
+
+
+def test_a_family_row_shorter_than_a_hop_joins_the_music_beside_it() -> None:
+    """A song after talk: its first window still holds the end of the talk, so another
+    family leads there, and placing the family change moves it to 0.18 s after the
+    talk's end (a tuning programme, ``--clips 3`` seed 42, had such a row).  Less than
+    a hop is no row the windows can tell; it joins the song, not the talk."""
+    runs = [
+        ("speech", "", 0, 45, None),
+        ("music", "electronic", 46, 46, 23.0),
+        ("music", "ambient", 47, 190, 23.18),
+    ]
+    pieces = asrun_lib._without_empty_rows(runs, [0.0, 23.0, 23.18, 97.0], 0.5)
+    assert pieces == [("speech", "", 0.0, 23.0, 0, 45), ("music", "ambient", 23.0, 97.0, 46, 190)]
+    # a hop or more stays a row
+    runs[2] = ("music", "ambient", 47, 190, 23.5)
+    pieces = asrun_lib._without_empty_rows(runs, [0.0, 23.0, 23.5, 97.0], 0.5)
+    assert [p[1] for p in pieces] == ["", "electronic", "ambient"]
