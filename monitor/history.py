@@ -150,19 +150,34 @@ class StreamHealth:
         return dataclasses.asdict(self)
 
 
-def began_at(event: Event) -> float:
-    """Unix time at which what ``event`` reports began, as near as its fields say.
+def began_at(event: Event, *, window_end_s: float | None = None) -> tuple[float, float]:
+    """``(Unix time, audio time)`` at which what ``event`` reports began, as near as
+    can be said; the views show these.
 
-    A ``silence_start`` is published once the quiet has lasted ``silence_seconds``
-    (its ``at_s`` less its ``silence_since_s``), so the dead air began that long
-    before its ``time`` (at most the worker's lag, a hop or so, earlier still).  Any
-    other event: its ``time``, when the worker (or the streamer) noticed it.  The
-    views show this time; the web page's ``began`` is its twin.
+    - ``silence_start`` is published once the quiet has lasted ``silence_seconds``
+      (its ``at_s`` less its ``silence_since_s``): the dead air began that long before
+      its ``time``, at ``silence_since_s``.
+    - ``content_change`` has its ``at_s`` where the content changed, seconds before the
+      window whose update confirmed it.  With ``window_end_s``, that window's end (the
+      stream's latest update when the event came: the worker publishes an event right
+      after the update of its window), the change lies ``window_end_s - at_s`` before
+      its ``time`` (trusted up to :data:`HISTORY_SECONDS`).
+    - Any other event, or without ``window_end_s``: its ``time`` (when the worker or
+      the streamer noticed it) and ``at_s``.
+
+    Both are late by at most the worker's lag, a hop or so.
     """
-    since = event.fields.get("silence_since_s") if event.event == "silence_start" else None
-    if isinstance(since, int | float) and math.isfinite(since) and event.at_s >= since:
-        return event.time - (event.at_s - since)
-    return event.time
+    lag: float | None = None
+    began_s = event.at_s
+    if event.event == "silence_start":
+        since = event.fields.get("silence_since_s")
+        if isinstance(since, int | float) and math.isfinite(since):
+            lag, began_s = event.at_s - float(since), float(since)
+    elif event.event == "content_change" and window_end_s is not None:
+        lag = window_end_s - event.at_s
+    if lag is None or not 0.0 <= lag <= HISTORY_SECONDS:
+        return event.time, event.at_s
+    return event.time - lag, began_s
 
 
 def check_positive(name: str, value: float) -> None:
@@ -233,6 +248,8 @@ class StreamHistory:
         self._latencies: collections.deque[float] = collections.deque(maxlen=_LATENCY_WINDOW)
         #: The worker's events of this stream, newest last.
         self.events: collections.deque[Event] = collections.deque(maxlen=MAX_EVENTS)
+        #: :func:`began_at` of each of :attr:`events`, found when it came.
+        self._began: collections.deque[tuple[float, float]] = collections.deque(maxlen=MAX_EVENTS)
         #: The now-playing title (``now_playing`` events), or None.
         self.title: str | None = None
         #: In dead air (between ``silence_start`` and ``silence_end``).
@@ -254,13 +271,29 @@ class StreamHistory:
         """Record one of the worker's events of this stream."""
         if event.stream != self.stream:
             raise ValueError(f"event of stream={event.stream!r} added to {self.stream!r}")
+        latest = self.latest  # kept shifted by _time_offset_s; the events are not
+        window_end_s = None if latest is None else latest.end_s - self._time_offset_s
         self.events.append(event)
+        self._began.append(began_at(event, window_end_s=window_end_s))
         if event.event == "now_playing":
             self.title = str(event.fields["title"])
         elif event.event in ("silence_start", "silence_end"):
             self.silent = event.event == "silence_start"
         elif event.event in ("source_down", "source_up"):
             self.source_down = event.event == "source_down"
+
+    def began(self, event: Event) -> tuple[float, float]:
+        """``(Unix time, audio time)`` at which what ``event``, one of :attr:`events`,
+        reports began (:func:`began_at`, with the window it came after)."""
+        for kept, began in zip(reversed(self.events), reversed(self._began), strict=True):
+            if kept is event:
+                return began
+        return began_at(event)
+
+    def event_json(self, event: Event) -> dict[str, Any]:
+        """``event``'s JSON object with ``began_time`` and ``began_at_s`` (:meth:`began`)."""
+        began_time, began_s = self.began(event)
+        return {**event.to_json_dict(), "began_time": began_time, "began_at_s": began_s}
 
     def status_json(self) -> dict[str, Any]:
         """Content, level, title, dead air, source state and recent events, JSON-ready."""
@@ -275,7 +308,7 @@ class StreamHistory:
             "title": self.title,
             "silent": self.silent,
             "source_down": self.source_down,
-            "events": [e.to_json_dict() for e in self.events],
+            "events": [self.event_json(e) for e in self.events],
         }
 
     @property
@@ -508,6 +541,13 @@ class DashboardModel:
         with self.lock:
             self._history(event.stream).add_event(event)
             self.recent_events.append(event)
+
+    def began(self, event: Event) -> tuple[float, float]:
+        """``(Unix time, audio time)`` at which what ``event`` reports began
+        (:meth:`StreamHistory.began`; :func:`began_at` once its stream forgot it)."""
+        with self.lock:
+            history = self._streams.get(event.stream)
+            return began_at(event) if history is None else history.began(event)
 
     def streams(self) -> list[str]:
         """Stream ids, sorted."""

@@ -302,6 +302,39 @@ def silence(stream: str, at_s: float) -> Event:
     )
 
 
+def test_a_content_change_shows_when_the_content_changed(wire: Wire) -> None:
+    """The worker confirms a change of content seconds after it (``change_seconds``
+    plus half a window) and places its ``at_s`` where it happened; the views show that
+    moment: the event's time less how far the confirming window's end lies after
+    ``at_s``, on the stream's own timeline even once the demo's loop shifted it."""
+    model = DashboardModel(continue_restarts=True)
+    for seq in range(20):  # windows ending at 3.0 ... 12.5 s
+        model.add(wire.send_and_receive(make_update(seq, [0.6, 0.2, 0.1, 0.05, 0.05])))
+    said = 1.7e9 + 2000.0
+    event = Event("studio-a", "content_change", time=said, at_s=12.5 - 5.5,
+                  fields={"content": "speech", "previous": "music"})  # fmt: skip
+    wire.pub.send_multipart(encode_event(event))
+    received = wire.subscriber.receive_message(timeout_s=DEADLINE_S)
+    assert isinstance(received, Event)
+    model.add_event(received)
+    assert model.began(received) == (pytest.approx(said - 5.5), 7.0)
+    assert model["studio-a"].event_json(received)["began_time"] == pytest.approx(said - 5.5)
+    console = Console(record=True, width=120, height=40, file=io.StringIO())
+    console.print(render_dashboard(model, view="detail"))
+    text = console.export_text()
+    began = time.strftime("%H:%M:%S", time.localtime(said - 5.5))
+    assert f"{began} music → speech" in text, text
+    # The stream starts over and the demo continues its history a hop on: the next
+    # change is still measured on the worker's timeline, not the shifted one.
+    for seq in range(12):  # windows ending at 3.0 ... 8.5 s again
+        model.add(make_update(seq, [0.6, 0.2, 0.1, 0.05, 0.05]))
+    again = Event("studio-a", "content_change", time=said + 60, at_s=8.5 - 5.0,
+                  fields={"content": "music", "previous": "speech"})  # fmt: skip
+    model.add_event(again)
+    assert model["studio-a"].loops == 1
+    assert model.began(again)[0] == pytest.approx(said + 60 - 5.0)
+
+
 @pytest.mark.parametrize("width", [100, 160])
 def test_sparklines_use_the_full_width(wire: Wire, width: int) -> None:
     model = DashboardModel(history_seconds=10.0)

@@ -476,11 +476,25 @@ def test_fifty_streams_fit_one_screen_with_alarms_and_events_as_they_come(
                             "threshold_dbfs": -50.0}))  # fmt: skip
                 stations.events.put(Event("station-31", "now_playing", time=now, at_s=41.0,
                                           fields={"title": "Nina Simone - Sinnerman"}))  # fmt: skip
+
+                # a change of content placed 5 s before the window that confirmed it (or
+                # more: the stations go on publishing until the event is sent)
+                def station_12_end() -> float:
+                    with web.model.lock:
+                        latest = web.model["station-12"].latest
+                    return 0.0 if latest is None else latest.end_s
+
+                wait_until(lambda: station_12_end() >= 8.0, "8 s of station-12's audio")
+                talk = {"content": "speech", "previous": "music"}
+                stations.events.put(Event("station-12", "content_change", time=now,
+                                          at_s=station_12_end() - 5.0, fields=talk))  # fmt: skip
                 page.wait_for_selector(
                     '#overview .row[data-stream="station-07"][data-silent="true"]',
                     timeout=deadline_ms,
                 )
                 page.wait_for_selector('#feed li[data-event="now_playing"]', timeout=deadline_ms)
+                page.wait_for_selector('#feed li[data-event="content_change"]', timeout=deadline_ms)
+                change_status = web.snapshot()["streams"]["station-12"]["status"]
                 layout = page.evaluate(
                     """() => ({
                         height: window.innerHeight,
@@ -522,8 +536,13 @@ def test_fifty_streams_fit_one_screen_with_alarms_and_events_as_they_come(
     assert dead_air == f"DEAD AIR since {clock}"
     assert dead_air_colour == "rgb(224, 80, 80)"
     assert title == "♪ Nina Simone - Sinnerman"
-    assert feed[0][0] == "now_playing" and feed[1][0] == "silence_start"  # newest first
-    assert feed[1][1].startswith(f"{clock}station-07dead air")
+    assert [kind for kind, _ in feed[:3]] == ["content_change", "now_playing", "silence_start"]
+    # the page shows a change of content when it happened, as the server placed it
+    [change] = [e for e in change_status["events"] if e["event"] == "content_change"]
+    assert 5.0 <= now - change["began_time"] <= 60.0, change
+    change_clock = time.strftime("%H:%M:%S", time.localtime(change["began_time"]))
+    assert feed[0] == ["content_change", f"{change_clock}station-12music → speech"], feed
+    assert feed[2][1].startswith(f"{clock}station-07dead air")
     assert alarms == "1 alarm"
     assert shown == len(names)
     assert errors == []

@@ -51,7 +51,6 @@ from monitor.history import (
     DashboardModel,
     StreamHealth,
     StreamHistory,
-    began_at,
     check_positive,
 )
 from protocol import Event
@@ -216,10 +215,10 @@ _ALARM_STYLE = "bold white on red"
 
 def _since(history: StreamHistory, kind: str) -> str:
     """`` since HH:MM:SS`` of the latest event ``kind`` of the stream, if any: when it
-    began (:func:`monitor.history.began_at`; dead air: when the quiet began)."""
+    began (:meth:`monitor.history.StreamHistory.began`; dead air: when the quiet began)."""
     for event in reversed(history.events):
         if event.event == kind:
-            return f" since {wall_clock(began_at(event))}"
+            return f" since {wall_clock(history.began(event)[0])}"
     return ""
 
 
@@ -251,7 +250,7 @@ def _events_text(history: StreamHistory, count: int = 3) -> Any:
     for i, event in enumerate(reversed(list(history.events)[-count:])):
         if i:
             text.append("  ←  ", style="dim")
-        text.append(f"{wall_clock(began_at(event))} ", style="dim")
+        text.append(f"{wall_clock(history.began(event)[0])} ", style="dim")
         what, style = event_text(event)
         text.append(what, style=style or ("bold" if i == 0 else ""))
     return text
@@ -352,7 +351,7 @@ def _overview_table(histories: Sequence[StreamHistory], *, now: float) -> Any:
         elif history.events:
             event = history.events[-1]
             what, style = event_text(event)
-            on_air.append(f"{wall_clock(began_at(event))} ", style="dim")
+            on_air.append(f"{wall_clock(history.began(event)[0])} ", style="dim")
             on_air.append(what, style=style)
         content = history.content or ""
         table.add_row(
@@ -375,7 +374,7 @@ def _event_feed(model: DashboardModel, count: int) -> list[Any]:
     for event in list(model.recent_events)[::-1][:count]:
         what, style = event_text(event)
         line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(f"{wall_clock(began_at(event))} ", style="dim")
+        line.append(f"{wall_clock(model.began(event)[0])} ", style="dim")
         line.append(f"{event.stream} ", style="magenta")
         line.append(what, style=style)
         lines.append(line)

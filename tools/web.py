@@ -641,10 +641,10 @@ class WebDashboard:
                 if isinstance(update, Event):
                     with self.model.lock:
                         self.model.add_event(update)
-                        status = self.model[update.stream].status_json()
-                    self._broadcast(
-                        _event("event", {"event": update.to_json_dict(), "status": status})
-                    )
+                        history = self.model[update.stream]
+                        event = history.event_json(update)
+                        status = history.status_json()
+                    self._broadcast(_event("event", {"event": event, "status": status}))
                 elif update is not None:
                     with self.model.lock:
                         change = self.model.add(update)

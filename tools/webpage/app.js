@@ -346,15 +346,14 @@ function eventText(e) {
   }
 }
 
-// Where what an event reports began, as [Unix time, audio time]: dead air began
-// silence_seconds (at_s less silence_since_s) before the worker said so; the twin
-// of monitor.history.began_at.
+// Where what an event reports began, as [Unix time, audio time]: the server's
+// began_time and began_at_s (monitor.history.began_at: dead air from when the quiet
+// began, a content change from where the content changed).
 function beganAt(e) {
-  const since = e.event === "silence_start" ? e.silence_since_s : undefined;
-  if (typeof since === "number" && typeof e.at_s === "number" && e.at_s >= since) {
-    return [e.time - (e.at_s - since), since];
-  }
-  return [e.time, e.at_s];
+  return [
+    typeof e.began_time === "number" ? e.began_time : e.time,
+    typeof e.began_at_s === "number" ? e.began_at_s : e.at_s,
+  ];
 }
 
 function began(e) {
