@@ -154,41 +154,6 @@ def station_settings(config: Config, settings: ContentSettings) -> dict[str, Con
 
 
 @dataclass(frozen=True, eq=False)
-class _Published:
-    """What a published window says, as :func:`model.placement.place_content_change`
-    reads it (the fields of its :class:`protocol.TagUpdate`)."""
-
-    start_s: float
-    end_s: float
-    capture_time: float
-    content: str
-    p_music: float
-    p_speech: float
-    change_at_s: float  # NaN where the update has none
-    change_strength: float
-    change_speech: float
-    probabilities: np.ndarray
-    tags: tuple[str, ...]
-
-    @classmethod
-    def of(cls, update: TagUpdate) -> _Published:
-        shares = update.content_probabilities or {}
-        return cls(
-            update.start_s,
-            update.end_s,
-            update.capture_time,
-            update.content or "music",
-            float(shares.get("music", math.nan)),
-            float(shares.get("speech", math.nan)),
-            math.nan if update.change_at_s is None else update.change_at_s,
-            math.nan if update.change_strength is None else update.change_strength,
-            math.nan if update.change_speech is None else update.change_speech,
-            update.probabilities,
-            update.tags,
-        )
-
-
-@dataclass(frozen=True, eq=False)
 class _Chunk:
     start_s: float
     samples: np.ndarray  # 16 kHz mono float32
@@ -238,7 +203,7 @@ class ContentStream:
         self._candidate_first_end = 0.0
         #: The windows published since the last silent one or hole in the timeline,
         #: as far back as placing a content_change reads (_PLACE_BACK_S).
-        self._recent: collections.deque[_Published] = collections.deque()
+        self._recent: collections.deque[TagUpdate] = collections.deque()
 
     # -- input ------------------------------------------------------------------------
 
@@ -435,7 +400,7 @@ class ContentStream:
             recent.clear()  # a silence or an outage: the as-run log's stretches end there too
         if update.content == "silence":
             return
-        recent.append(_Published.of(update))
+        recent.append(update)
         window_s = update.end_s - update.start_s
         reach_s = self.settings.change_seconds + 2 * window_s + _PLACE_BACK_S
         while recent[0].end_s < update.end_s - reach_s:
@@ -475,26 +440,27 @@ class ContentStream:
         return at_s
 
 
-def _stream_windows(stream: str, kept: Sequence[_Published]) -> StreamWindows:
-    """``kept`` as the arrays :mod:`model.placement` reads (no tag families)."""
+def _stream_windows(stream: str, kept: Sequence[TagUpdate]) -> StreamWindows:
+    """``kept`` updates as the arrays :mod:`model.placement` reads (no tag families)."""
 
-    def column(name: str) -> np.ndarray:
-        return np.array([getattr(w, name) for w in kept], dtype=np.float64)
+    def column(values: Sequence[float | None]) -> np.ndarray:
+        return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
 
-    same_tags = all(w.tags == kept[0].tags for w in kept)
+    shares = [u.content_probabilities or {} for u in kept]
+    same_tags = all(u.tags == kept[0].tags for u in kept)
     return StreamWindows(
         stream,
-        column("start_s"),
-        column("end_s"),
-        column("capture_time"),
-        np.array([w.content for w in kept], dtype=object),
-        column("p_music"),
-        column("p_speech"),
-        column("change_at_s"),
-        column("change_strength"),
-        column("change_speech"),
+        column([u.start_s for u in kept]),
+        column([u.end_s for u in kept]),
+        column([u.capture_time for u in kept]),
+        np.array([u.content or "music" for u in kept], dtype=object),
+        column([p.get("music") for p in shares]),
+        column([p.get("speech") for p in shares]),
+        column([u.change_at_s for u in kept]),
+        column([u.change_strength for u in kept]),
+        column([u.change_speech for u in kept]),
         np.zeros((len(kept), 0)),
-        np.stack([w.probabilities for w in kept]) if same_tags else np.zeros((len(kept), 0)),
+        np.stack([u.probabilities for u in kept]) if same_tags else np.zeros((len(kept), 0)),
         kept[0].tags if same_tags else (),
     )
 
