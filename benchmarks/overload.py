@@ -140,8 +140,13 @@ def run_once(
     hop_s: float,
     max_batch: int,
     worker_class: type | None = None,
+    priority_streams: tuple[str, ...] = (),
 ) -> RunResult:
-    """One run of ``worker_class`` (default :class:`inference.Worker`) under the load."""
+    """One run of ``worker_class`` (default :class:`inference.Worker`) under the load.
+
+    The streams are named ``load-0``, ``load-1``, ...; ``priority_streams`` is the
+    worker's ``inference.priority_streams``.
+    """
     from inference import Worker
 
     config = load_config(
@@ -152,6 +157,7 @@ def run_once(
             "inference.max_batch": max_batch,
             "inference.max_window_age_seconds": max_age_s,
             "inference.max_streams_per_peer": max(streams, 1),
+            "inference.priority_streams": list(priority_streams),
             "content.enabled": False,
         }
     )
@@ -231,15 +237,24 @@ def measure_capacity(tagger: Any, max_batch: int, hop_s: float) -> tuple[float, 
     return batch_s, max_batch / batch_s * hop_s
 
 
+def load_arguments(
+    prog: str, doc: str | None, *, load: float, max_batch: int
+) -> argparse.ArgumentParser:
+    """The options every overload benchmark takes (``--max-age``, ``--load``, ``--hop-seconds``,
+    ``--max-batch``), with this benchmark's defaults for the load and the batch."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc)
+    parser.add_argument("--max-age", type=float, default=5.0, help="max_window_age_seconds")
+    parser.add_argument("--load", type=float, default=load, help="streams, x capacity")
+    parser.add_argument("--hop-seconds", type=float, default=0.5)
+    parser.add_argument("--max-batch", type=int, default=max_batch)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.overload", description=__doc__)
+    parser = load_arguments("python -m benchmarks.overload", __doc__, load=2.0, max_batch=16)
     parser.add_argument("--over-seconds", type=float, default=60.0)
     parser.add_argument("--after-seconds", type=float, default=40.0)
-    parser.add_argument("--max-age", type=float, default=5.0, help="max_window_age_seconds")
-    parser.add_argument("--load", type=float, default=2.0, help="streams during, x capacity")
     parser.add_argument("--normal", type=float, default=0.3, help="streams after, x capacity")
-    parser.add_argument("--hop-seconds", type=float, default=0.5)
-    parser.add_argument("--max-batch", type=int, default=16)
     args = parser.parse_args(argv)
 
     from model import load_tagger

@@ -122,6 +122,8 @@ class InferenceConfig:
     publish_hwm: int = setting(1000, above=0, max=_MAX_HWM)
     max_window_age_seconds: float = setting(10.0, min=0, max=_DAY)
     mode: str = setting("exact", choices=("exact", "streaming"))
+    #: fnmatch patterns of stream ids served before the others when the worker is behind.
+    priority_streams: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

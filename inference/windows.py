@@ -392,6 +392,9 @@ class StreamState:
     live : bool
         Whether the stream's audio is live (its last block said so): only live
         streams are shed as stale.
+    priority : bool
+        Whether the stream matches ``inference.priority_streams``: its due windows
+        go into a batch before the other streams' (``Worker._take_due``).
     reply_to : object or None
         Where the worker sends this stream's acks (the owner's last connection
         that can be answered), ``None`` for a sender that cannot be answered.
@@ -423,6 +426,7 @@ class StreamState:
         self.updates = 0
         self.shed: collections.Counter[str] = collections.Counter()
         self.live = True
+        self.priority = False
         self.reply_to: Any = None
         self.acked_seq = -1
         self.end_seq: int | None = None

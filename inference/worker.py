@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import fnmatch
 import logging
 import threading
 import time
@@ -840,6 +841,8 @@ class Worker:
     def _new_stream(self, stream: str, peer: str, *, now: float) -> StreamState:
         assert self.settings is not None
         state = StreamState(stream, settings=self.settings, now=now)
+        patterns = self.config.inference.priority_streams
+        state.priority = any(fnmatch.fnmatchcase(stream, pattern) for pattern in patterns)
         self._streams[stream] = state
         self._owner[stream] = peer
         self._peer_streams[peer] += 1
@@ -903,6 +906,23 @@ class Worker:
             s for s in self._streams.values() if s.pending
         ]
 
+    def _take_due(self, limit: int) -> list[DueWindow]:
+        """Up to ``limit`` due windows: every due window of the priority streams
+        (``inference.priority_streams``) first, the other streams' in the rest of the batch.
+
+        So a worker that is behind keeps its priority streams on time while it can, and
+        the other streams take the lateness (their updates say so: ``behind_s``, ``shed``).
+        """
+        assert self.backend is not None
+        waiting = self._waiting()
+        first = [s for s in waiting if s.priority]
+        if not first:
+            return self.backend.take_due(waiting, limit)
+        due = self.backend.take_due(first, limit)
+        if len(due) < limit:
+            due += self.backend.take_due([s for s in waiting if not s.priority], limit - len(due))
+        return due
+
     def _served_last(self, due: Sequence[DueWindow]) -> None:
         """Move the streams ``due`` serves to the back of the queue (:meth:`_waiting`).
 
@@ -929,7 +949,7 @@ class Worker:
                 return
             first = False
             self._shed_stale()
-            due = self.backend.take_due(self._waiting(), limit)
+            due = self._take_due(limit)
             self._ending = [s for s in self._ending if s.pending]
             self._served_last(due)
             if not due:
