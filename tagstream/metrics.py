@@ -182,6 +182,8 @@ class _StreamSeries:
     content: str | None = None
     silent: bool = False
     smoothed: np.ndarray | None = None  # the last update's (a new array per update)
+    behind_s: float | None = None
+    shed: int = 0
     tags: tuple[str, ...] = ()
     events: dict[str, int] = dataclasses.field(
         default_factory=lambda: dict.fromkeys(EVENT_KINDS, 0)
@@ -293,6 +295,8 @@ class StreamMetrics(Collector):
             series.content = message.content
             series.smoothed = message.smoothed
             series.tags = message.tags
+            series.behind_s = message.behind_s
+            series.shed = message.shed
 
     def forget(self, stream: str) -> None:
         """Remove ``stream``'s series (it ended, was evicted or starts over)."""
@@ -349,6 +353,16 @@ class StreamMetrics(Collector):
             "Smoothed probability of the tags in metrics.stream_tags",
             labels=["stream", "tag"],
         )
+        behind = GaugeMetricFamily(
+            "tagstream_stream_behind_seconds",
+            "Seconds of the stream's audio the worker had beyond its last update's window",
+            labels=["stream"],
+        )
+        shed = CounterMetricFamily(
+            "tagstream_stream_shed_windows",
+            "Windows of the stream not tagged because the worker was behind",
+            labels=["stream"],
+        )
         events = CounterMetricFamily(
             "tagstream_stream_events",
             "Events published, by kind",
@@ -370,6 +384,10 @@ class StreamMetrics(Collector):
                     family.add_metric([stream, name], score)
                 for name, i in self._tag_positions(series.tags):
                     tag.add_metric([stream, name], float(series.smoothed[i]))
+            if series.behind_s is not None:
+                behind.add_metric([stream], series.behind_s)
+            if series.last_update_time is not None:
+                shed.add_metric([stream], series.shed)
             for kind, count in series.events.items():
                 events.add_metric([stream, kind], count)
         gone = GaugeMetricFamily(
@@ -379,7 +397,7 @@ class StreamMetrics(Collector):
         )
         for stream, at in ended:
             gone.add_metric([stream], at)
-        yield from (last, silent, level, content, family, tag, events, gone)
+        yield from (last, silent, level, content, family, tag, behind, shed, events, gone)
 
 
 class WorkerMetrics:

@@ -40,12 +40,13 @@ def test_scrape_config_and_rules_are_valid() -> None:
     assert config.returncode == 0, config.stdout + config.stderr
     rules = promtool("check", "rules", "alerts.yml")
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 6 rules found" in rules.stdout
+    assert "SUCCESS: 7 rules found" in rules.stdout
 
 
 @needs_promtool
 def test_alert_rules_fire_as_their_unit_tests_expect() -> None:
-    """alerts.test.yml: worker down, streamer up, behind, dropping, stream missing, dead air."""
+    """alerts.test.yml: worker down, streamer up, behind, stream behind, dropping, stream
+    missing, dead air."""
     result = promtool("test", "rules", "alerts.test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout

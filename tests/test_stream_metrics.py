@@ -230,6 +230,11 @@ def test_a_streams_series_follow_music_dead_air_and_go_when_it_ends_or_is_evicte
     assert of_stream(got, "tagstream_stream_events_total", "fm") == {
         (("event", kind),): 0.0 for kind in EVENT_KINDS
     }
+    # How far behind fm the worker tags, and what it shed for that: the update's own
+    # behind_s and shed (audio the worker had beyond the window; none shed before the bound).
+    [behind] = of_stream(got, "tagstream_stream_behind_seconds", "fm").values()
+    [shed] = of_stream(got, "tagstream_stream_shed_windows_total", "fm").values()
+    assert behind >= 0.0 and shed >= 0.0
 
     # Dead air: hiss at -65 dBFS, below content.silence_dbfs (-50), until the worker says so.
     def dead_air(got: Samples) -> bool:
