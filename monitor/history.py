@@ -38,6 +38,7 @@ import numpy as np
 from protocol import Event, TagUpdate
 
 __all__ = [
+    "BEHIND_AFTER_S",
     "FORGET_AFTER_S",
     "HISTORY_SECONDS",
     "MAX_RECENT_EVENTS",
@@ -70,6 +71,10 @@ LATE_AFTER_HOPS: Final = 4.0
 _MIN_LATE_S: Final = 1.0
 #: Seconds without an update after which a stream is "stale".
 STALE_AFTER_S: Final = 10.0
+#: An update further behind its stream than this (its ``behind_s``: the stream's audio the
+#: worker had beyond the window) says the worker is behind: a capture block, the hop's
+#: rounding and streaming mode's 1.17 s look-ahead stay under it.
+BEHIND_AFTER_S: Final = 2.0
 #: Seconds without an update after which :meth:`DashboardModel.forget_idle` drops a stream.
 FORGET_AFTER_S: Final = 600.0
 #: Latencies kept per stream for the median.
@@ -114,7 +119,9 @@ class StreamHealth:
 
     Attributes
     ----------
-    status : {"ok", "late", "stale"}
+    status : {"ok", "behind", "late", "stale"}
+        ``behind``: updates come, but the worker tags the stream more than
+        ``BEHIND_AFTER_S`` behind its audio (it has more than it can tag);
         ``late``: no update for more than ``LATE_AFTER_HOPS`` hops; ``stale``:
         none for more than ``STALE_AFTER_S`` seconds.
     age_s : float >= 0
@@ -133,6 +140,11 @@ class StreamHealth:
         Updates this subscriber never received (holes in ``seq``).
     restarts : int
         Times ``seq`` went backwards: the worker or the stream started over.
+    behind_s : float >= 0
+        How far behind the stream the worker was at the last update (its ``behind_s``;
+        0 from a worker that does not say).
+    shed : int
+        Windows of the stream the worker did not tag because it was behind.
     """
 
     status: str
@@ -145,6 +157,8 @@ class StreamHealth:
     dropped: int
     missed: int
     restarts: int
+    behind_s: float = 0.0
+    shed: int = 0
 
     def to_json_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -462,6 +476,8 @@ class StreamHistory:
             status = "stale"
         elif age_s > late_after_s:
             status = "late"
+        elif (latest.behind_s or 0.0) > BEHIND_AFTER_S:
+            status = "behind"
         else:
             status = "ok"
         return StreamHealth(
@@ -475,6 +491,8 @@ class StreamHistory:
             dropped=latest.dropped,
             missed=self.missed,
             restarts=self.restarts,
+            behind_s=latest.behind_s or 0.0,
+            shed=latest.shed,
         )
 
 

@@ -54,6 +54,8 @@ def make_update(
     latency_s: float = 0.1,
     gaps: int = 0,
     dropped: int = 0,
+    behind_s: float | None = None,
+    shed: int = 0,
 ) -> TagUpdate:
     end_s = 3.0 + HOP_S * seq
     published = 1.7e9 + end_s
@@ -71,6 +73,8 @@ def make_update(
         published_time=published,
         gaps=gaps,
         dropped=dropped,
+        behind_s=behind_s,
+        shed=shed,
     )
 
 
@@ -271,6 +275,40 @@ def test_render_shows_stream_names_tag_bars_and_health(wire: Wire) -> None:
     stale = _console()
     stale.print(render_dashboard(model))
     assert "● stale" in stale.export_text()
+
+
+def test_a_stream_the_worker_tags_far_behind_shows_as_behind(wire: Wire) -> None:
+    """Updates that come on time but far behind their stream's audio (a worker with more
+    streams than it can tag) say so; streaming mode's look-ahead (about 1.2 s) does not.
+
+    The detail view flagged anything from 1 s on, so every stream in streaming mode
+    showed "behind" in red; the overview and the health line did not show it at all.
+    """
+    clock = SetClock()
+    model = DashboardModel(clock=clock)
+    for seq in range(6):
+        for stream, behind_s, shed in (("streaming", 1.25, 0), ("archive-2", 7.4, 3 + seq)):
+            update = make_update(
+                seq, [0.6, 0.3, 0.1, 0.05, 0.02], stream=stream, behind_s=behind_s, shed=shed
+            )
+            model.add(wire.send_and_receive(update))
+    assert model["streaming"].health(now=clock.now).status == "ok"
+    health = model["archive-2"].health(now=clock.now)
+    assert (health.status, health.behind_s, health.shed) == ("behind", pytest.approx(7.4), 8)
+
+    console = _console(width=120, height=60)
+    console.print(render_dashboard(model, view="detail"))
+    lines = console.export_text().splitlines()
+    [head_archive] = [line for line in lines if "─ archive-2 " in line]
+    [head_streaming] = [line for line in lines if "─ streaming " in line]
+    assert "behind 7.4 s · shed 8" in head_archive and "behind" not in head_streaming
+    health_lines = [line for line in lines if "updated " in line]
+    assert ["● behind" in h and "shed 8" in h for h in health_lines] == [True, False]
+    assert ["● ok" in h and "shed 0" in h for h in health_lines] == [False, True]
+    overview = _console(width=120, height=20)
+    overview.print(render_dashboard(model, view="overview"))
+    rows = {line.split()[0]: line for line in overview.export_text().splitlines() if line.strip()}
+    assert "● behind" in rows["archive-2"] and "● ok" in rows["streaming"]
 
 
 def test_render_before_any_update_says_it_waits() -> None:

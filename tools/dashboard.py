@@ -46,6 +46,7 @@ import numpy as np
 
 from monitor import connect
 from monitor.history import (
+    BEHIND_AFTER_S,
     HISTORY_SECONDS,
     TOP_TAGS,
     DashboardModel,
@@ -92,7 +93,7 @@ _MIN_PART_WIDTH: Final = 96
 #: Smallest value a sparkline's full block stands for, so noise near 0 stays flat.
 _MIN_SPARK_SCALE: Final = 0.05
 _SPARKS: Final = " ▁▂▃▄▅▆▇█"
-_STATUS_STYLE: Final = {"ok": "green", "late": "yellow", "stale": "red"}
+_STATUS_STYLE: Final = {"ok": "green", "behind": "yellow", "late": "yellow", "stale": "red"}
 #: Longest receive wait, so that a stop is seen promptly.
 _POLL_S: Final = 0.2
 
@@ -203,7 +204,7 @@ def _health_text(health: StreamHealth) -> Any:
     text.append(
         f" · latency {health.latency_s * 1000:.0f} ms (p50 {health.latency_p50_s * 1000:.0f})"
     )
-    for name in ("gaps", "dropped", "missed", "restarts"):
+    for name in ("gaps", "dropped", "shed", "missed", "restarts"):
         value = getattr(health, name)
         text.append(f" · {name} {value}", style="bold red" if value else "")
     return text
@@ -298,7 +299,7 @@ def _stream_panel(history: StreamHistory, *, now: float, top_k: int) -> Any:
 
     title = Text(history.stream, style="bold magenta")
     title.append(f"  {latest.model}  {latest.start_s:.1f}-{latest.end_s:.1f} s", style="dim")
-    if (latest.behind_s or 0.0) >= 1.0:  # the worker is behind (docs/PROTOCOL.md, "Shedding")
+    if (latest.behind_s or 0.0) > BEHIND_AFTER_S:  # the worker is behind (PROTOCOL.md, "Shedding")
         title.append(f"  behind {latest.behind_s:.1f} s · shed {latest.shed}", style="bold red")
     parts = [_content_text(history), table, changes]
     if history.events:
@@ -318,7 +319,7 @@ def _overview_table(histories: Sequence[StreamHistory], *, now: float) -> Any:
 
     table = Table(box=None, pad_edge=False, expand=True, header_style="dim")
     table.add_column("stream", style="bold magenta", no_wrap=True, max_width=24)
-    table.add_column("state", no_wrap=True, width=7)
+    table.add_column("state", no_wrap=True, width=8)
     table.add_column("content", no_wrap=True, width=7)
     table.add_column("dBFS", justify="right", no_wrap=True, width=5)
     table.add_column("dominant", no_wrap=True, max_width=20, overflow="ellipsis")

@@ -193,6 +193,8 @@ def update_payload(update: TagUpdate, history: StreamHistory) -> dict[str, Any]:
         "published_time": update.published_time,
         "gaps": update.gaps,
         "dropped": update.dropped,
+        "shed": update.shed,
+        "behind_s": update.behind_s,
         "missed": history.missed,
         "restarts": history.restarts,
         "dominant": history.dominant,

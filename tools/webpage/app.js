@@ -12,6 +12,7 @@ const STALE_AFTER_S = 10;     // as monitor.history.STALE_AFTER_S
 const AUTO_OVERVIEW_STREAMS = 4;  // "auto" view: one row per stream beyond this many
 const MAX_FEED = 50;          // events kept in the feed (all streams)
 const LATE_AFTER_HOPS = 4;    // as tools.dashboard.LATE_AFTER_HOPS
+const BEHIND_AFTER_S = 2;     // as monitor.history.BEHIND_AFTER_S
 // viridis, 5 stops
 const COLORMAP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
 
@@ -274,17 +275,22 @@ function drawHealth(state, now) {
   const node = state.section.querySelector(".health");
   const age = (now - state.arrivedAt) / 1000;
   const hop = hopSeconds(state) || 0.5;
-  const status = age > STALE_AFTER_S ? "stale" : age > Math.max(1, LATE_AFTER_HOPS * hop) ? "late" : "ok";
+  // "behind": updates come, but the worker tags the stream far behind its audio.
+  const behind = (u.behind_s ?? 0) > BEHIND_AFTER_S;
+  const status = age > STALE_AFTER_S ? "stale"
+    : age > Math.max(1, LATE_AFTER_HOPS * hop) ? "late" : behind ? "behind" : "ok";
   node.dataset.status = status;
   state.row.dataset.status = status;
-  state.row.querySelector(".row-state").textContent = status;
+  const rowState = state.row.querySelector(".row-state");
+  rowState.textContent = status;
+  rowState.title = behind ? `tagged ${u.behind_s.toFixed(1)} s behind its audio · shed ${u.shed ?? 0}` : "";
   node.replaceChildren(
-    el("span", "status", status),
+    el("span", "status", status === "behind" ? `behind ${u.behind_s.toFixed(1)} s` : status),
     document.createTextNode(` · updated ${age.toFixed(1)} s ago · latency ${(u.latency_s * 1000).toFixed(0)} ms`),
   );
-  for (const name of ["gaps", "dropped", "missed", "restarts"]) {
+  for (const name of ["gaps", "dropped", "shed", "missed", "restarts"]) {
     node.append(document.createTextNode(" · "));
-    node.append(el("span", u[name] ? "bad" : "", `${name} ${u[name]}`));
+    node.append(el("span", u[name] ? "bad" : "", `${name} ${u[name] ?? 0}`));
   }
 }
 
