@@ -67,7 +67,10 @@ least one), measured on the wall clock.  All blocks have exactly
 ``block_seconds`` of audio (the partial block in hand at a drop is discarded
 as part of the outage), so block ``i`` starts at ``i * block_seconds`` on the
 same audio timeline the worker keeps.  A static stream resumes where it
-stopped (``ffmpeg -ss``): nothing is lost, so its index does not jump.
+stopped (``ffmpeg -ss``): nothing is lost, so its index does not jump.  An HLS
+playlist resumes just inside the segment before the position and cuts the rest
+after decoding (:func:`resume_options`): FFmpeg's HLS demuxer
+seeks to a segment's start, so a plain ``-ss`` would send up to one segment twice.
 
 Titles
 ------
@@ -93,6 +96,7 @@ opens, and placed by its ``PRIV`` transport-stream timestamp.
 from __future__ import annotations
 
 import base64
+import bisect
 import collections
 import contextlib
 import dataclasses
@@ -145,6 +149,10 @@ _HTTP_SCHEMES: Final = ("http", "https")
 _MAX_REDIRECTS: Final = 5
 #: Largest playlist read when probing an HLS URL.
 _MAX_PLAYLIST_BYTES: Final = 1024 * 1024
+#: A resumed HLS playlist is sought this far into a segment that starts at least
+#: ``_RESUME_BEFORE_S`` before the position; the decoded audio up to the position is cut.
+_RESUME_INTO_SEGMENT_S: Final = 0.05
+_RESUME_BEFORE_S: Final = 0.5
 #: Largest station playlist (``.pls``, ``.m3u``) read.
 _MAX_STATION_LIST_BYTES: Final = 64 * 1024
 #: Bytes read from the network per call.
@@ -443,12 +451,10 @@ def _is_playlist(url: str, content_type: str) -> bool:
     return path.endswith((".m3u8", ".m3u")) or "mpegurl" in content_type.lower()
 
 
-def _playlist_is_vod(url: str, text: str, *, timeout_s: float) -> bool:
-    """Whether an HLS playlist ends (``#EXT-X-ENDLIST``); a master goes by its first variant."""
-    if "#EXT-X-ENDLIST" in text:
-        return True
+def _media_playlist(url: str, text: str, *, timeout_s: float) -> str:
+    """The media playlist of an HLS playlist: ``text`` itself, or a master's first variant's."""
     if "#EXT-X-STREAM-INF" not in text:
-        return False
+        return text
     lines = text.splitlines()
     for number, line in enumerate(lines):
         if line.startswith("#EXT-X-STREAM-INF"):
@@ -460,8 +466,67 @@ def _playlist_is_vod(url: str, text: str, *, timeout_s: float) -> bool:
                         body = opened.response.read(_MAX_PLAYLIST_BYTES)
                     finally:
                         opened.abort()
-                    return "#EXT-X-ENDLIST" in body.decode("utf-8", "replace")
-    return False
+                    return body.decode("utf-8", "replace")
+    return text
+
+
+def _playlist_is_vod(url: str, text: str, *, timeout_s: float) -> bool:
+    """Whether an HLS playlist ends (``#EXT-X-ENDLIST``); a master goes by its first variant."""
+    if "#EXT-X-ENDLIST" in text:
+        return True
+    if "#EXT-X-STREAM-INF" not in text:
+        return False
+    return "#EXT-X-ENDLIST" in _media_playlist(url, text, timeout_s=timeout_s)
+
+
+def decoded_audio_options(sample_rate: int) -> list[str]:
+    """FFmpeg's output options for what a source reads: the first audio stream as mono
+    float32 at ``sample_rate``."""
+    return [
+        *("-vn", "-map", "0:a:0", "-f", "f32le", "-acodec", "pcm_f32le"),
+        *("-ac", "1", "-ar", str(sample_rate)),
+    ]
+
+
+def resume_options(starts: Sequence[float], resume_s: float) -> tuple[list[str], float]:
+    """(``-ss`` before the input, seconds of decoded audio to cut) to resume at ``resume_s``.
+
+    FFmpeg 5.1's HLS demuxer seeks to the start of the segment that holds the
+    position (``-ss 5`` on 2 s segments decodes from 4.04 s), so a plain ``-ss``
+    would send up to one segment again.  With the playlist's segment ``starts``
+    (:func:`segment_starts`), the input is sought :data:`_RESUME_INTO_SEGMENT_S` into
+    a segment that starts at least :data:`_RESUME_BEFORE_S` before the position, and
+    the audio up to the position is cut after decoding (``atrim``, on the decoded
+    timestamps): to the sample whether the demuxer seeks to the segment or to the
+    position (``benchmarks/hls_resume.py``).  Without ``starts`` (other static
+    streams, which seek exactly; a playlist that cannot be read), a plain ``-ss``.
+    """
+    if starts:
+        k = max(0, bisect.bisect_right(starts, resume_s - _RESUME_BEFORE_S) - 1)
+        into_s = starts[k] + _RESUME_INTO_SEGMENT_S
+        if into_s < resume_s:
+            return ["-ss", f"{into_s:.6f}"], resume_s - into_s
+    return ["-ss", f"{resume_s:.6f}"], 0.0
+
+
+def segment_starts(text: str) -> tuple[float, ...]:
+    """Where each segment of an HLS media playlist starts, in seconds: its ``#EXTINF``
+    durations added up.  Empty when a duration is missing or not a number."""
+    starts: list[float] = []
+    position = 0.0
+    for line in text.splitlines():
+        if not line.strip().upper().startswith("#EXTINF:"):
+            continue
+        value = line.strip()[len("#EXTINF:") :].split(",", 1)[0].strip()
+        try:
+            duration = float(value)
+        except ValueError:
+            return ()
+        if not (math.isfinite(duration) and duration >= 0):
+            return ()
+        starts.append(position)
+        position += duration
+    return tuple(starts)
 
 
 def _fetch_id3_tag(url: str, *, timeout_s: float) -> bytes | None:
@@ -577,6 +642,7 @@ class _Connection:
         stall_timeout_s: float,
         timed_id3: bool = False,
         packed_origin_pts: int | None = None,
+        side_options: Sequence[str] = (),
     ) -> None:
         self.end_reason = ""
         #: The first error ffmpeg reported about its input ("" when none).
@@ -595,7 +661,7 @@ class _Connection:
         self._packed: _PackedAudioTitles | None = None
         if timed_id3:
             self._side_fd, side_write_fd = os.pipe()
-            command = [*command, *_TIMED_ID3_OUTPUT, f"pipe:{side_write_fd}"]
+            command = [*command, *side_options, *_TIMED_ID3_OUTPUT, f"pipe:{side_write_fd}"]
             self._timed_reader = TimedId3Reader()
             self._packed = _PackedAudioTitles(
                 lambda offset_s, title: self.timed_titles.append((offset_s, title)),
@@ -966,6 +1032,8 @@ class NetworkSource:
         self.title = ""
         #: Packed-audio HLS: the first segment's timestamp, the origin of a resumed connection.
         self._packed_origin_pts: int | None = None
+        #: A VOD playlist's segment starts (seconds), read at its first resume.
+        self._segment_starts: tuple[float, ...] | None = None
         self._playlist = (
             input_format is None and parts.scheme in _HTTP_SCHEMES and _is_playlist(url, "")
         )
@@ -1321,20 +1389,7 @@ class NetworkSource:
         """Open one connection; raise :class:`_ConnectError` if it cannot be had."""
         if self._closed:
             raise _ConnectError("source closed")
-        output = [
-            "-vn",
-            "-map",
-            "0:a:0",
-            "-f",
-            "f32le",
-            "-acodec",
-            "pcm_f32le",
-            "-ac",
-            "1",
-            "-ar",
-            str(self.sample_rate),
-            "pipe:1",
-        ]
+        output = [*decoded_audio_options(self.sample_rate), "pipe:1"]
         # "level": each stderr line says its level, so warnings are kept and the rest parsed.
         base = [self._ffmpeg, "-hide_banner", "-nostats", "-loglevel", "level+info"]
         if self.input_format is not None:
@@ -1356,17 +1411,49 @@ class NetworkSource:
                     http_response=opened,
                     stall_timeout_s=self.stall_timeout_s,
                 )
-        seek = ["-ss", f"{resume_s:.6f}"] if resume_s > 0 else []
+        seek, cut_s = self._resume_options(resume_s)
+        cut = ["-af", f"atrim=start={cut_s:.6f}"] if cut_s > 0 else []
         packed_origin_pts = None
         if resume_s > 0 and self._packed_origin_pts is not None:
             packed_origin_pts = self._packed_origin_pts + round(resume_s * PTS_HZ)
         return _Connection(
-            [*base, "-nostdin", *seek, *_tls_options(self.url), "-i", self.url, *output],
+            [*base, "-nostdin", *seek, *_tls_options(self.url), "-i", self.url, *cut, *output],
             http_response=None,
             stall_timeout_s=self.stall_timeout_s,
             timed_id3=self._playlist,
             packed_origin_pts=packed_origin_pts,
+            # The titles' copy of the audio starts where the audio output does, within a frame.
+            side_options=["-ss", f"{cut_s:.6f}"] if cut_s > 0 else [],
         )
+
+    def _resume_options(self, resume_s: float) -> tuple[list[str], float]:
+        """:func:`resume_options` at ``resume_s``, with the playlist's segments if it is one."""
+        if resume_s <= 0:
+            return [], 0.0
+        return resume_options(self._vod_segment_starts() if self._playlist else (), resume_s)
+
+    def _vod_segment_starts(self) -> tuple[float, ...]:
+        """The playlist's segment starts (:func:`segment_starts`), read once; ``()`` while
+        they cannot be read (each resume tries again) or when the playlist has none."""
+        if self._segment_starts is not None:
+            return self._segment_starts
+        try:
+            opened = _open_http(self.url, timeout_s=self.connect_timeout_s, icy=False)
+            try:
+                text = opened.response.read(_MAX_PLAYLIST_BYTES).decode("utf-8", "replace")
+            finally:
+                opened.abort()
+            media = _media_playlist(opened.url, text, timeout_s=self.connect_timeout_s)
+        except (_ConnectError, OSError, http.client.HTTPException) as exc:
+            logger.warning(
+                "cannot read the playlist url=%s to resume in its segment (%s); resuming "
+                "with -ss, which may send up to one segment again",
+                self.shown_url,
+                str(exc).replace(self.url, self.shown_url),
+            )
+            return ()
+        self._segment_starts = segment_starts(media)
+        return self._segment_starts
 
 
 def _tls_options(url: str) -> list[str]:

@@ -35,7 +35,13 @@ from icecast import (
 )
 
 from streamer.core import Block
-from streamer.network import NetworkSource, SourceEvent, parse_stream_title, station_list_urls
+from streamer.network import (
+    NetworkSource,
+    SourceEvent,
+    parse_stream_title,
+    segment_starts,
+    station_list_urls,
+)
 from tagstream.errors import UnavailableError, UsageError
 
 # ---------------------------------------------------------------------------
@@ -744,6 +750,21 @@ def test_a_station_playlist_without_a_stream_is_a_usage_error(
 )  # fmt: skip
 def test_station_list_urls(text: str, urls: list[str]) -> None:
     assert station_list_urls(text) == urls
+
+
+@pytest.mark.parametrize(
+    ("text", "starts"),
+    [
+        ("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.02,\nseg0.ts\n#EXTINF:1.5,Title\n"
+         "seg1.ts\n#extinf:2\nseg2.ts\n#EXT-X-ENDLIST\n", (0.0, 2.02, 3.52)),
+        ("#EXTM3U\n#EXTINF:2,\na.ts\n#EXTINF:soon,\nb.ts\n", ()),  # not a number
+        ("#EXTM3U\n#EXTINF:nan,\na.ts\n", ()),
+        ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n", ()),  # a master: no segments
+    ],
+)  # fmt: skip
+def test_segment_starts_add_up_the_extinf_durations(text: str, starts: tuple[float, ...]) -> None:
+    """Where a resumed VOD playlist is sought (``NetworkSource._resume_options``)."""
+    assert segment_starts(text) == pytest.approx(starts)
 
 
 @pytest.mark.parametrize(
