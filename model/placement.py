@@ -83,7 +83,9 @@ class StreamWindows:
     families' scores in the order of the as-run log's ``families.names``
     (:mod:`monitor.families`; F may be 0 where no families are needed);
     ``tag_probabilities`` (W, T): each window's tag probabilities, in the order of
-    ``tags`` (T may be 0: no tags were kept).
+    ``tags`` (T may be 0: no tags were kept); ``shed`` (W,): the windows of the stream
+    the worker had shed by then, because it was behind (NaN where unknown; ``None``:
+    not read).
     """
 
     stream: str
@@ -99,6 +101,7 @@ class StreamWindows:
     family_scores: np.ndarray
     tag_probabilities: np.ndarray
     tags: tuple[str, ...]
+    shed: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.start_s)
@@ -118,6 +121,7 @@ class StreamWindows:
             self.family_scores[index],
             self.tag_probabilities[index],
             self.tags,
+            None if self.shed is None else self.shed[index],
         )
 
     @property

@@ -20,6 +20,10 @@ the worker's events) and cuts each stream's audio timeline into
     audio that never arrived: a ``source_down`` ... ``source_up`` pair of events,
     or a hole in the windows' audio timeline (the worker's clock jumps over a
     lost stretch; ``docs/PROTOCOL.md``).
+``untagged``
+    audio that arrived but that the worker did not tag: a hole in the timeline
+    across which the stream's ``shed`` count went up (the worker was too far behind,
+    ``docs/ROBUSTNESS.md``), without source events.
 
 How a row is found
 ------------------
@@ -142,7 +146,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Kinds of :class:`AsRunEntry`, in the order the CSV documents them.
-KINDS: Final = ("music", "speech", "silence", "outage")
+KINDS: Final = ("music", "speech", "silence", "outage", "untagged")
+#: Rows without windows of their own: audio that never arrived, or that the worker shed.
+_UNHEARD: Final = ("outage", "untagged")
 #: Columns of the as-run CSV (:func:`write_asrun_csv`).
 ASRUN_COLUMNS: Final = (
     "stream", "start", "end", "duration_s", "kind", "family", "title", "top_tag",
@@ -186,7 +192,7 @@ _CHUNK_ROWS: Final = 20_000
 _RESTART_SLACK_S: Final = 1.0
 _COLUMNS: Final = (
     "start_s", "end_s", "capture_time", "published_time", "content", "p_music", "p_speech",
-    "change_at_s", "change_strength", "change_speech", "tags_id", "probabilities",
+    "change_at_s", "change_strength", "change_speech", "tags_id", "probabilities", "shed",
 )  # fmt: skip
 
 
@@ -236,7 +242,7 @@ class AsRunEntry:
     Attributes
     ----------
     stream : str
-    kind : {"music", "speech", "silence", "outage"}
+    kind : {"music", "speech", "silence", "outage", "untagged"}
     audio_start_s, audio_end_s : float
         Seconds on the stream's audio timeline.
     start_time, end_time : float
@@ -394,6 +400,9 @@ def read_stream_windows(
             scores[index] = np.stack([families.scores(row, names) for row in values])
         parts["probabilities"].append(probabilities)
         parts["family_scores"].append(scores)
+        parts["shed"].append(
+            np.array([np.nan if v is None else v for v in columns[12]], dtype=np.float64)
+        )
     if not parts["start_s"]:
         return []
     joined = {name: np.concatenate(values) for name, values in parts.items()}
@@ -411,6 +420,7 @@ def read_stream_windows(
         joined["family_scores"],
         joined["probabilities"],
         tag_list,
+        joined["shed"],
     )
     restarts = np.flatnonzero(np.diff(everything.start_s) < -_RESTART_SLACK_S) + 1
     timelines = []
@@ -436,6 +446,13 @@ class _Run:
     #: Audio time where the run begins, once its boundary is placed (None: halfway
     #: between the centres of its first window and the one before).
     start_s: float | None = None
+
+
+def _shed_across(windows: StreamWindows, i: int) -> bool:
+    """Whether the worker shed windows between window ``i`` and the next (it was behind)."""
+    if windows.shed is None:
+        return False
+    return bool(windows.shed[i + 1] > windows.shed[i])  # NaN (not recorded): False
 
 
 def _runs(labels: Sequence[str], offset: int = 0) -> list[_Run]:
@@ -680,7 +697,10 @@ def segment_stream(
         up = next((e for e in ups if gap_start - hop <= e.at_s <= gap_end + hop), None)
         start = down.at_s if down is not None else gap_start
         end = up.at_s if up is not None else gap_end
-        cuts.append(("outage", start, max(start, end), i + 1, i))  # no windows of its own
+        # A hole the worker made itself, shedding windows it was too far behind to tag,
+        # is audio that arrived but was not tagged, not an outage of the source.
+        kind = "untagged" if down is None and up is None and _shed_across(windows, i) else "outage"
+        cuts.append((kind, start, max(start, end), i + 1, i))  # no windows of its own
     silent = windows.content == "silence"
     starts = [e for e in events if e.event == "silence_start"]
     ends = [e for e in events if e.event == "silence_end"]
@@ -729,7 +749,7 @@ def segment_stream(
     cursor_s = float(windows.start_s[0])
     after_cut = True  # the recording's start
     for kind, start, end, first, last in [*cuts, ("end", np.inf, np.inf, n, n - 1)]:
-        stretch_last = first - 1 if kind != "outage" else last
+        stretch_last = first - 1 if kind not in _UNHEARD else last
         if stretch_last >= cursor_window:
             runs = _stretch_runs(
                 windows,
@@ -744,7 +764,7 @@ def segment_stream(
                 window_s,
                 longest_window_s,
                 cut_before=after_cut,
-                cut_after=kind in ("outage", "end"),
+                cut_after=kind in (*_UNHEARD, "end"),
             )
             edge_end = float(windows.end_s[stretch_last]) if kind == "end" else start
             centres = windows.centres
@@ -760,13 +780,13 @@ def segment_stream(
         pieces.append((kind, "", start, end, first, last))
         cursor_window = max(cursor_window, last + 1)
         cursor_s = end
-        after_cut = kind == "outage"
+        after_cut = kind in _UNHEARD
 
     # Neighbours meet: an outage keeps its own edges, other pieces give way.
     for j in range(1, len(pieces)):
         before, piece = pieces[j - 1], pieces[j]
         if before[3] > piece[2]:
-            if piece[0] == "outage":
+            if piece[0] in _UNHEARD:
                 pieces[j - 1] = (*before[:3], max(before[2], piece[2]), *before[4:])
             else:
                 pieces[j] = (*piece[:2], before[3], max(before[3], piece[3]), *piece[4:])
@@ -802,7 +822,7 @@ def segment_stream(
                 family=family,
                 title=_row_title(kind, titles, start, end),
                 top_tag=_top_tag(windows, a, b) if kind == "music" else "",
-                windows=max(0, b - a + 1) if kind != "outage" else 0,
+                windows=max(0, b - a + 1) if kind not in _UNHEARD else 0,
             )
         )
     return entries

@@ -96,7 +96,12 @@ DEAD_AIR_CSV_NAME: Final = "dead_air.csv"
 #: As-run rows printed on stdout (the most recent); asrun.csv has all of them.
 _PRINTED_ASRUN_ROWS: Final = 40
 #: Colours of the as-run lane in report.png for rows that are not music.
-_KIND_COLOURS: Final = {"speech": "#ffd92f", "silence": "#d0d0d0", "outage": "#202020"}
+_KIND_COLOURS: Final = {
+    "speech": "#ffd92f",
+    "silence": "#d0d0d0",
+    "outage": "#202020",
+    "untagged": "#ff00ff",  # audio the worker was too far behind to tag (not a tab10 colour)
+}
 #: tab10 colours for the families, grey (silence) and yellow-ish (speech) left out.
 _FAMILY_COLOURS: Final = (0, 2, 3, 4, 5, 8, 9, 1, 6)
 _SEGMENT_COLUMNS: Final = (
@@ -792,7 +797,8 @@ def plot_report(
     Bins without updates are drawn as 0.  The bin width (1 min .. 1 day) is the
     smallest that gives at most 400 bins over the range.  With ``asrun``, a second
     panel below draws the as-run log: one lane per stream, music coloured by
-    family, speech orange, silence grey, outages black (on the audio's own wall-clock
+    family, speech orange, silence grey, outages black, audio the worker was too far
+    behind to tag magenta (on the audio's own wall-clock
     times, which for a file sent faster than real time differ from the top panel's).
     """
     import matplotlib

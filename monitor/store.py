@@ -13,10 +13,11 @@ decodes an update's BLOBs.  Since version 2 an update also stores what its
 window held (``content``, its probabilities ``p_music``/``p_speech``/``p_silence``
 and ``level_dbfs``, and where its sound changes most, ``change_at_s`` and
 ``change_strength``, with ``change_speech``, the change of speech probability
-there; NULL where the worker did not say), and the table
+there; NULL where the worker did not say) and how far behind the stream the
+worker was (``shed``, the windows it shed so far, and ``behind_s``), and the table
 ``events`` holds the worker's events (stream, kind, Unix ``time``, ``at_s`` and
 the kind's fields as JSON).  A version-1 file, or a version-2 file written
-before the change columns (or before ``change_speech``), is upgraded in place
+before the change columns (or before ``change_speech``, ``shed``), is upgraded in place
 (ALTER TABLE ADD COLUMN) when opened for writing, and read as it is (the
 missing columns read as NULL) for reports; an older program reads a newer
 file, ignoring the columns it does not know.
@@ -89,6 +90,8 @@ _CONTENT_COLUMNS: Final = (
     ("change_at_s", "REAL"),          # where the window's sound changes most (audio time)
     ("change_strength", "REAL"),
     ("change_speech", "REAL"),        # how much the speech probability changes there
+    ("shed", "INTEGER"),              # windows of the stream the worker shed so far (behind)
+    ("behind_s", "REAL"),             # the stream's audio the worker had beyond the window
 )  # fmt: skip
 
 _SCHEMA: Final = """
@@ -134,8 +137,8 @@ _INSERT: Final = (
     "INSERT INTO updates (stream, seq, published_time, received_time, capture_time,"
     " recorded_time, start_s, end_s, model, tags_id, gaps, dropped, probabilities, smoothed,"
     " content, p_music, p_speech, p_silence, level_dbfs, change_at_s, change_strength,"
-    " change_speech)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " change_speech, shed, behind_s)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_EVENT: Final = (
     "INSERT INTO events (stream, event, time, at_s, recorded_time, fields_json)"
@@ -442,6 +445,8 @@ def _content_values(update: TagUpdate) -> tuple[str | float | None, ...]:
         update.change_at_s,
         update.change_strength,
         update.change_speech,
+        int(update.shed),
+        update.behind_s,
     )
 
 
@@ -582,7 +587,7 @@ UPDATE_COLUMNS: Final = (
     "id", "stream", "seq", "published_time", "received_time", "capture_time", "recorded_time",
     "start_s", "end_s", "model", "tags_id", "gaps", "dropped", "probabilities", "smoothed",
     "content", "p_music", "p_speech", "p_silence", "level_dbfs", "change_at_s", "change_strength",
-    "change_speech",
+    "change_speech", "shed", "behind_s",
 )  # fmt: skip
 
 
@@ -632,7 +637,7 @@ _TAG_UPDATE_COLUMNS: Final = (
     "stream", "seq", "start_s", "end_s", "tags_id", "probabilities", "smoothed",
     "capture_time", "received_time", "published_time", "gaps", "dropped",
     "content", "p_music", "p_speech", "p_silence", "level_dbfs", "change_at_s", "change_strength",
-    "change_speech",
+    "change_speech", "shed", "behind_s",
 )  # fmt: skip
 
 
@@ -681,6 +686,8 @@ def read_updates(
             change_at_s=row[17],
             change_strength=row[18],
             change_speech=row[19],
+            shed=row[20] or 0,
+            behind_s=row[21],
         )
 
 

@@ -799,6 +799,49 @@ def test_dead_air_cut_short_by_an_outage_ends_where_the_source_went_down(tmp_pat
     assert incident.duration_s == 15.0
 
 
+@pytest.mark.parametrize("shed", [True, False])
+def test_audio_the_worker_shed_is_untagged_not_an_outage(tmp_path: Path, shed: bool) -> None:
+    """A worker too far behind sheds windows: a hole in the timeline, but the audio came.
+
+    The as-run log called every hole an outage of the source, so a station whose worker
+    was overloaded (or that was not among its priority streams) got outages it never
+    had.  Across this hole the stream's ``shed`` count goes up by the windows missing.
+    """
+    from monitor.store import read_updates, write_updates
+    from protocol import TagUpdate
+
+    tags = ("rock", "pop")
+    t0 = 1_750_000_000.0
+
+    def window(seq: int, start_s: float, shed_so_far: int) -> TagUpdate:
+        p = np.array([0.7, 0.1], dtype=np.float32)
+        return TagUpdate(
+            stream="fm", seq=seq, start_s=start_s, end_s=start_s + 3.0, model="m", tags=tags,
+            probabilities=p, smoothed=p, capture_time=t0 + start_s + 3.0,
+            received_time=t0 + start_s + 3.0, published_time=t0 + start_s + 9.0,
+            dropped=shed_so_far, shed=shed_so_far, behind_s=6.0 if shed_so_far else 0.1,
+            content="music", content_probabilities={"music": 1.0, "speech": 0.0,
+            "silence": 0.0}, level_dbfs=-20.0,
+        )  # fmt: skip
+
+    # 20 s of music tagged, the windows from 17.5 s to 31.5 s shed (29), music again.
+    first = [window(i, 0.5 * i, 0) for i in range(35)]  # windows 0 .. 17 s
+    after = [window(64 + i, 32.0 + 0.5 * i, 29 if shed else 0) for i in range(35)]
+    db = tmp_path / "rec.db"
+    connection = open_database(db)
+    write_updates(connection, first + after)
+    [recorded] = [u for u in read_updates(connection) if u.seq == 64]
+    connection.close()
+    assert (recorded.shed, recorded.behind_s) == ((29, 6.0) if shed else (0, 0.1))
+    log = load_asrun(db)
+    hole = "untagged" if shed else "outage"  # without the count: audio lost on the way
+    assert [(r.kind, r.audio_start_s, r.audio_end_s) for r in log.entries] == [
+        ("music", 0.0, 20.0), (hole, 20.0, 32.0), ("music", 32.0, 52.0),
+    ]  # fmt: skip
+    assert log.entries[1].windows == 0 and not log.dead_air
+    assert log.kind_seconds()[hole] == pytest.approx(12.0)
+
+
 @pytest.mark.parametrize(
     ("after", "expected"),
     [

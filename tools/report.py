@@ -9,11 +9,12 @@
 Prints the overall top tags, a table per day and per hour (each tag's share of
 music updates as the dominant tag, and its mean probability), the recent
 dominant-tag segments and the **as-run log**: one row per item the stream
-played (music by tag family, speech, silence, source outages, with now-playing
-titles), the dead-air incidents and the music time per family.  Writes
-``report.png`` (with the as-run panel), ``hourly.csv``, ``segments.csv``,
-``asrun.csv`` and ``dead_air.csv`` into ``--out`` (default: the current
-folder); ``--as-run PATH`` writes the as-run CSV there instead (``-``: stdout).
+played (music by tag family, speech, silence, source outages, audio the worker
+was too far behind to tag, with now-playing titles), the dead-air incidents and
+the music time per family.  Writes ``report.png`` (with the as-run panel),
+``hourly.csv``, ``segments.csv``, ``asrun.csv`` and ``dead_air.csv`` into
+``--out`` (default: the current folder); ``--as-run PATH`` writes the as-run CSV
+there instead (``-``: stdout).
 The libraries are :mod:`monitor.report` and :mod:`monitor.asrun`, over the
 store :mod:`monitor.store`.
 
