@@ -25,7 +25,7 @@ in short::
 
     [[rule]]
     name = "metal on the classical station"
-    kind = "threshold"               # threshold, change, missing, silence or event
+    kind = "threshold"               # threshold, change, missing, silence, behind or event
     streams = ["classic:*"]          # fnmatch patterns of stream ids
     family = "metal"                 # or tag = "heavy metal"
     at_least = 0.5
@@ -34,7 +34,7 @@ in short::
 Time: a rule's ``for_seconds`` over tag scores (``threshold``, ``change``) is
 counted in **audio seconds** of the stream (the updates' ``end_s``), so a file
 streamed with ``--fast`` behaves as it would live.  ``missing``, ``silence``
-and quiet periods are counted in **wall-clock seconds** (the ``now`` passed in),
+``behind`` and quiet periods are counted in **wall-clock seconds** (the ``now`` passed in),
 since they are about time passing for the people told.
 """
 
@@ -77,7 +77,7 @@ logger = logging.getLogger(__name__)
 #: Version of the alert JSON a sink receives (``"version"`` in every body).
 ALERT_VERSION: Final = 1
 #: Rule kinds; docs/ALERTS.md describes each.
-RULE_KINDS: Final = ("threshold", "change", "missing", "silence", "event")
+RULE_KINDS: Final = ("threshold", "change", "missing", "silence", "behind", "event")
 #: Sink types (:mod:`monitor.sinks`).
 SINK_TYPES: Final = ("webhook", "command", "stdout")
 #: Event kinds the worker will publish (issue 13; not built yet).  An ``event``
@@ -185,6 +185,9 @@ class RuleSpec:
     to: tuple[str, ...] = ("*",)
     #: event: fnmatch patterns of event kinds (``silence_*``, ``source_down``).
     events: tuple[str, ...] = ()
+    #: behind: the worker tags the stream more than this many seconds behind its audio
+    #: (the updates' ``behind_s``; streaming mode's look-ahead alone is about 1.2 s).
+    behind_seconds: float = setting(5.0, above=0, max=_WEEK)
 
 
 _RULE_KEYS: Final[dict[str, frozenset[str]]] = {
@@ -193,6 +196,7 @@ _RULE_KEYS: Final[dict[str, frozenset[str]]] = {
     "change": frozenset({"of", "to", "at_least", "for_seconds", "score"}),
     "missing": frozenset({"for_seconds", "resolved"}),
     "silence": frozenset({"for_seconds", "resolved"}),
+    "behind": frozenset({"behind_seconds", "for_seconds", "resolved"}),
     "event": frozenset({"events"}),
 }  # fmt: skip
 _RULE_COMMON: Final = frozenset({"name", "kind", "streams", "sinks", "quiet_seconds"})
@@ -607,6 +611,8 @@ class AlertEngine:
                 alerts.extend(self._change(rule, update, now))
             elif rule.kind == "missing":
                 alerts.extend(self._back(rule, stream, now, at_s=update.end_s))
+            elif rule.kind == "behind":
+                alerts.extend(self._behind(rule, update, now))
         return alerts
 
     def on_event(self, event: Mapping[str, Any], *, now: float) -> list[Alert]:
@@ -724,6 +730,39 @@ class AlertEngine:
             "for_seconds": rule.for_seconds,
             "since_s": held.since,
         }
+        alert = Alert(
+            rule.name, rule.kind, "firing", update.stream, now, update.end_s, text, details
+        )
+        delivered = self._gate(rule, alert, key=key, now=now)
+        held.delivered = bool(delivered)
+        return delivered
+
+    def _behind(self, rule: RuleSpec, update: TagUpdate, now: float) -> list[Alert]:
+        """The worker tags ``update.stream`` more than ``behind_seconds`` late, ``for_seconds``
+        on the wall clock (it has more streams than it can tag, or a slow model)."""
+        key = (rule.name, update.stream)
+        behind_s = update.behind_s or 0.0
+        details = {"behind_s": round(behind_s, 3), "shed": update.shed}
+        if behind_s <= rule.behind_seconds:
+            held = self._held.pop(key, None)
+            if held is None or not held.firing:
+                return []
+            text = f"{update.stream}: tagged on time again ({behind_s:.1f} s behind its audio)"
+            return self._resolve(
+                rule, update.stream, held, now, at_s=update.end_s, text=text, details=details
+            )
+        held = self._held.setdefault(key, _Held())
+        if held.since is None:
+            held.since = now
+        if held.firing or now - held.since < rule.for_seconds:
+            return []
+        held.firing = True
+        text = (
+            f"{update.stream}: tagged {behind_s:.1f} s behind its audio for "
+            f"{_fmt_s(now - held.since)}, {update.shed} windows not tagged: the worker has "
+            f"more than it can tag (rule {rule.name!r})"
+        )
+        details |= {"behind_seconds": rule.behind_seconds, "for_seconds": rule.for_seconds}
         alert = Alert(
             rule.name, rule.kind, "firing", update.stream, now, update.end_s, text, details
         )

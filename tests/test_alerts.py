@@ -8,6 +8,7 @@ nothing asserts on how long anything took.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -29,7 +30,15 @@ from helpers import DEADLINE_S, ROOT, Processes, audio_messages, wait_until
 
 from config import ConfigError
 from model.contract import MSD_TAGS
-from monitor.alerts import Alert, AlertEngine, Rules, SinkSpec, load_rules, rules_from_toml
+from monitor.alerts import (
+    RULE_KINDS,
+    Alert,
+    AlertEngine,
+    Rules,
+    SinkSpec,
+    load_rules,
+    rules_from_toml,
+)
 from monitor.sinks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -214,6 +223,44 @@ quiet_seconds = 0
     assert "updates are back" in back.text
 
 
+def test_a_stream_tagged_far_behind_fires_once_it_has_lasted_and_resolves() -> None:
+    """``behind``: the worker tags a stream late (more streams than it can tag); streaming
+    mode's 1.2 s look-ahead stays under the bound, and a short spell does not fire."""
+    engine = AlertEngine(rules("""
+[[rule]]
+name = "late"
+kind = "behind"
+streams = ["archive-*"]
+behind_seconds = 4
+for_seconds = 30
+quiet_seconds = 0
+"""), start_time=T0)  # fmt: skip
+
+    def update(stream: str, seq: int, behind_s: float, shed: int = 0) -> TagUpdate:
+        u = make_update(stream, seq, 3.0 + 0.5 * seq)
+        return dataclasses.replace(u, behind_s=behind_s, shed=shed)
+
+    fired: list[Alert] = []
+    for seq in range(200):  # 100 s, one update per wall-clock half second
+        now = T0 + 0.5 * seq
+        fired += engine.on_update(update("archive-2", seq, 1.2), now=now)  # look-ahead only
+        behind = 8.0 if 20 <= seq < 30 or 60 <= seq < 160 else 0.3  # 5 s, then 50 s late
+        fired += engine.on_update(update("archive-1", seq, behind, shed=seq // 4), now=now)
+        fired += engine.on_update(update("fm-main", seq, 8.0), now=now)  # not watched
+    assert [(a.status, a.stream) for a in fired] == [
+        ("firing", "archive-1"),
+        ("resolved", "archive-1"),
+    ], [a.text for a in fired]
+    firing, resolved = fired
+    assert firing.time == T0 + 0.5 * 120  # 30 s after the second spell began
+    assert firing.details == {
+        "behind_s": 8.0, "shed": 30, "behind_seconds": 4.0, "for_seconds": 30.0,
+    }  # fmt: skip
+    assert firing.text.startswith("archive-1: tagged 8.0 s behind its audio for 30 s, 30 windows")
+    assert resolved.time == T0 + 0.5 * 160
+    assert resolved.text.startswith("archive-1: tagged on time again (0.3 s behind its audio)")
+
+
 def test_a_restarted_stream_starts_its_threshold_clock_again() -> None:
     engine = AlertEngine(rules("""
 [[rule]]
@@ -345,6 +392,10 @@ GOOD_RULE = '[[rule]]\nname = "r"\nkind = "missing"\nfor_seconds = 5\n'
          "rule[1].sinks: no [[sink]] is named 'pager'; the sinks are console"),
         ('[[rule]]\nname = "r"\nkind = "missing"\nfor_seconds = "ten"\n',
          "rule[1].for_seconds: expected a number, got 'ten'"),
+        ('[[rule]]\nname = "r"\nkind = "behind"\nbehind_seconds = 0\n',
+         "rule[1].behind_seconds: must be greater than 0, got 0"),
+        ('[[rule]]\nname = "r"\nkind = "missing"\nbehind_seconds = 5\n',
+         'rule[1].behind_seconds: does not apply to a rule of kind = "missing"'),
         ("", "rule: no [[rule]]; there is nothing to alert on"),
         ('[families]\nrock = ["rock"]\n[[rule]]\nname = "r"\nkind = "threshold"\n'
          'family = "metal"\nat_least = 0.5\n',
@@ -403,7 +454,7 @@ def test_the_example_rules_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> Non
     example = ROOT / "deploy" / "alerts.example.toml"
     monkeypatch.setenv("TAGSTREAM_WEBHOOK_SECRET", SECRET)
     checked = load_rules(example)
-    assert {r.kind for r in checked.rules} == {"threshold", "change", "missing", "silence", "event"}
+    assert {r.kind for r in checked.rules} == set(RULE_KINDS)  # an example of each kind
     assert {s.type for s in checked.sinks} == {"webhook", "command", "stdout"}
     out = io.StringIO()
     assert alert_main(["--rules", str(example), "--check"], stdout=out, stderr=io.StringIO()) == 0
