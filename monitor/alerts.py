@@ -33,7 +33,7 @@ in short::
 
 Time: a rule's ``for_seconds`` over tag scores (``threshold``, ``change``) is
 counted in **audio seconds** of the stream (the updates' ``end_s``), so a file
-streamed with ``--fast`` behaves as it would live.  ``missing``, ``silence``
+streamed with ``--fast`` behaves as it would live.  ``missing``, ``silence``,
 ``behind`` and quiet periods are counted in **wall-clock seconds** (the ``now`` passed in),
 since they are about time passing for the people told.
 """

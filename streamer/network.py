@@ -497,9 +497,11 @@ def resume_options(starts: Sequence[float], resume_s: float) -> tuple[list[str],
     (:func:`segment_starts`), the input is sought :data:`_RESUME_INTO_SEGMENT_S` into
     a segment that starts at least :data:`_RESUME_BEFORE_S` before the position, and
     the audio up to the position is cut after decoding (``atrim``, on the decoded
-    timestamps): to the sample whether the demuxer seeks to the segment or to the
-    position (``benchmarks/hls_resume.py``).  Without ``starts`` (other static
-    streams, which seek exactly; a playlist that cannot be read), a plain ``-ss``.
+    timestamps), whether the demuxer seeks to the segment or to the position: to
+    within a sample, except in a playlist's first half second, where the decoded
+    timestamps run one AAC frame off and 27 ms come twice (``benchmarks/hls_resume.py``).
+    Without ``starts`` (other static streams, which seek exactly; a playlist that
+    cannot be read), a plain ``-ss``.
     """
     if starts:
         k = max(0, bisect.bisect_right(starts, resume_s - _RESUME_BEFORE_S) - 1)
@@ -1452,7 +1454,8 @@ class NetworkSource:
                 str(exc).replace(self.url, self.shown_url),
             )
             return ()
-        self._segment_starts = segment_starts(media)
+        # Only a playlist that ends has fixed positions: a live one slides.
+        self._segment_starts = segment_starts(media) if "#EXT-X-ENDLIST" in media else ()
         return self._segment_starts
 
 
