@@ -911,7 +911,11 @@ def format_asrun(asrun: AsRun, tz: dt.tzinfo, *, rows: int = _PRINTED_ASRUN_ROWS
         + f" (min_segment_seconds={settings.min_segment_seconds:g}, "
         f"family_hysteresis={settings.family_hysteresis:g}, "
         f"title_item_seconds={settings.title_item_seconds:g}); "
-        + "  ".join(f"{kind} {value / 60:.1f} min" for kind, value in seconds.items()),
+        + "  ".join(
+            f"{kind} {value / 60:.1f} min"
+            for kind, value in seconds.items()
+            if value > 0 or kind != "untagged"  # said only when the worker shed audio
+        ),
     ]
     lines += _table(
         ["stream", "start", "end", "duration", "what", "title"],

@@ -13,6 +13,7 @@ where they were played.  Every wait is on what arrived, never on how long it too
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import itertools
 import shutil
@@ -840,6 +841,10 @@ def test_audio_the_worker_shed_is_untagged_not_an_outage(tmp_path: Path, shed: b
     ]  # fmt: skip
     assert log.entries[1].windows == 0 and not log.dead_air
     assert log.kind_seconds()[hole] == pytest.approx(12.0)
+    from monitor.report import format_asrun
+
+    header = format_asrun(log, dt.UTC).splitlines()[0]
+    assert ("untagged 0.2 min" in header) == shed and ("untagged" in header) == shed, header
 
 
 @pytest.mark.parametrize(
