@@ -846,7 +846,13 @@ class Worker:
         self._streams[stream] = state
         self._owner[stream] = peer
         self._peer_streams[peer] += 1
-        logger.info("new stream=%s peer=%s streams=%d", stream, peer, len(self._streams))
+        logger.info(
+            "new stream=%s peer=%s streams=%d%s",
+            stream,
+            peer,
+            len(self._streams),
+            " priority" if state.priority else "",
+        )
         return state
 
     def _retire(self, state: StreamState) -> None:
