@@ -454,20 +454,37 @@ def test_priority_streams_fill_each_batch_before_the_others(run_worker, rng) -> 
 
     In turn, a priority stream got one window per batch like every other stream, so a
     worker that was behind left the station's main feed as late as its archive feeds.
+    Three archive streams send 8 s each in 0.1 s blocks, then the priority stream its
+    5 s in one message: once the worker has read it, its five windows wait together and
+    every batch takes them first, so its updates come one after another however the
+    input arrives (in turn, they shared the batches with the archive windows waiting).
     """
-    harness = run_worker(hop_seconds=0.5, max_batch=4, priority_streams=("test:air-*",))
+    harness = run_worker(hop_seconds=0.5, max_batch=2, priority_streams=("test:air-*",))
     assert harness.worker.pause()  # step() by hand from here on: the loop thread has returned
-    streams = ["test:archive-0", "test:air-a", "test:archive-1", "test:air-b", "test:archive-2"]
-    # 0.1 s blocks: the worker's first step reads all 250 (64 rounds of max_batch), so
-    # every stream has its five windows waiting before the first batch.
-    order = _served_order(harness, {s: music(rng, 5.0) for s in streams}, block=1600)
-    assert sorted(order) == sorted(streams * 5), order
-    # The two priority streams' ten windows fill the first two batches and half the
-    # third; the archive streams' fifteen take the rest.
-    assert order[:10] == ["test:air-a", "test:air-b"] * 5, " ".join(order)
-    # Then the archive streams in turn (in turn alone, the first batch would have held
-    # archive-0, air-a, archive-1 and air-b).
-    assert order[10:13] == ["test:archive-0", "test:archive-1", "test:archive-2"], " ".join(order)
+    archive = [f"test:archive-{i}" for i in range(3)]
+    clips = {s: music(rng, 8.0) for s in archive}
+    for offset in range(0, len(clips[archive[0]]), 1600):
+        for stream in archive:
+            [frame] = frames_of(
+                clips[stream][offset : offset + 1600],
+                stream=stream,
+                first_seq=offset // 1600,
+            )
+            harness.send(encode_audio(frame))
+    [air] = frames_of(music(rng, 5.0), stream="test:air-a", block=80000)
+    harness.send(encode_audio(air))
+    order: list[str] = []
+    for _ in range(400):
+        harness.worker.step()
+        order += [u.stream for u in harness.receive(count=None)]
+        if len(order) >= 3 * 11 + 5:
+            break
+    assert sorted(order) == sorted(archive * 11 + ["test:air-a"] * 5), order
+    first = order.index("test:air-a")
+    assert order[first : first + 5] == ["test:air-a"] * 5, " ".join(order)
+    # The archive streams still had windows waiting then (the worker reads its input
+    # faster than it tags it), so the priority stream went ahead of them.
+    assert len(order) - (first + 5) >= 4, " ".join(order)
 
 
 def test_too_many_streams_are_refused(run_worker, rng) -> None:
