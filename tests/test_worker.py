@@ -407,29 +407,6 @@ def test_windows_of_several_streams_share_a_batch(run_worker, rng) -> None:
     assert max(stats.batch_sizes) == len(streams), stats.batch_sizes
 
 
-def _served_order(harness, clips: dict[str, np.ndarray], *, block: int) -> list[str]:
-    """Send ``clips`` as interleaved blocks to a paused worker, then step it by hand until
-    every window (five per 5 s clip) is published; the streams of the updates, in order."""
-    streams = list(clips)
-    for offset in range(0, len(clips[streams[0]]), block):
-        for stream in streams:
-            frame = frames_of(
-                clips[stream][offset : offset + block],
-                stream=stream,
-                block=block,
-                first_seq=offset // block,
-            )[0]
-            harness.send(encode_audio(frame))
-    time.sleep(0.5)  # let ZeroMQ's I/O thread queue every message (not a timing check)
-    order: list[str] = []
-    for _ in range(100):
-        harness.worker.step()
-        order += [u.stream for u in harness.receive(count=None)]
-        if len(order) >= 5 * len(streams):
-            break
-    return order
-
-
 def test_a_batch_smaller_than_the_streams_serves_them_in_turn(run_worker, rng) -> None:
     """With more streams than ``max_batch``, the streams served least recently go first.
 
@@ -440,13 +417,29 @@ def test_a_batch_smaller_than_the_streams_serves_them_in_turn(run_worker, rng) -
     harness = run_worker(hop_seconds=0.5, max_batch=2)
     assert harness.worker.pause()  # step() by hand from here on: the loop thread has returned
     streams = [f"test:turn{i}" for i in range(5)]
-    order = _served_order(harness, {s: music(rng, 5.0) for s in streams}, block=8000)
+    clips = {s: music(rng, 5.0) for s in streams}
+    for offset in range(0, len(clips[streams[0]]), 8000):  # interleave 0.5 s blocks
+        for stream in streams:
+            frame = frames_of(
+                clips[stream][offset : offset + 8000],
+                stream=stream,
+                block=8000,
+                first_seq=offset // 8000,
+            )[0]
+            harness.send(encode_audio(frame))
+    time.sleep(0.5)  # let ZeroMQ's I/O thread queue all 50 messages (not a timing check)
+    order: list[str] = []
+    for _ in range(100):
+        harness.worker.step()
+        order += [u.stream for u in harness.receive(count=None)]
+        if len(order) >= 5 * len(streams):
+            break
     assert sorted(set(order)) == streams and len(order) == 5 * len(streams), order
     # Every stream has its first update before any has its second, and so on.
     served = dict.fromkeys(streams, 0)
     for stream in order:
         served[stream] += 1
-        assert served[stream] - min(served.values()) <= 1, " ".join(order)
+        assert served[stream] - min(served.values()) <= 1, order
 
 
 def test_priority_streams_fill_each_batch_before_the_others(run_worker, rng) -> None:
