@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ from monitor.asrun import AsRunSettings, StreamWindows, load_asrun, segment_stre
 from monitor.families import DEFAULT_FAMILIES
 from monitor.recorder import Recorder
 from monitor.store import open_database, read_events
-from protocol import Event, encode_event
+from protocol import Event, TagUpdate, encode_event
 from tagstream.errors import ExitStatus
 from tools import report as report_cli
 
@@ -756,22 +757,32 @@ def test_report_cli_bad_as_run_flags_are_one_line(
     assert len(lines) == 1 and message in lines[0], lines
 
 
+#: Unix time of audio time 0 in the recordings made below.
+T0_RECORDED = 1_750_000_000.0
+
+
+def recorded_window(
+    seq: int, start_s: float, content: str = "music", *, late_s: float = 0.0, **fields: Any
+) -> TagUpdate:
+    """One update of stream "fm" as the recorder stores it: a 3 s window from ``start_s``
+    (rock 0.7, pop 0.1), published ``late_s`` after its last sample was captured."""
+    p = np.array([0.7, 0.1], dtype=np.float32)
+    end = T0_RECORDED + start_s + 3.0
+    return TagUpdate(
+        stream="fm", seq=seq, start_s=start_s, end_s=start_s + 3.0, model="m",
+        tags=("rock", "pop"), probabilities=p, smoothed=p, capture_time=end, received_time=end,
+        published_time=end + late_s, content=content,
+        content_probabilities={"music": float(content == "music"), "speech": 0.0,
+                               "silence": float(content == "silence")},
+        level_dbfs=-20.0, **fields,
+    )  # fmt: skip
+
+
 def test_dead_air_cut_short_by_an_outage_ends_where_the_source_went_down(tmp_path: Path) -> None:
     from monitor.store import write_events, write_updates
-    from protocol import TagUpdate
 
-    tags = ("rock", "pop")
-    t0 = 1_750_000_000.0
-
-    def window(seq: int, start_s: float, content: str) -> TagUpdate:
-        p = np.array([0.7, 0.1], dtype=np.float32)
-        return TagUpdate(
-            stream="fm", seq=seq, start_s=start_s, end_s=start_s + 3.0, model="m", tags=tags,
-            probabilities=p, smoothed=p, capture_time=t0 + start_s + 3.0,
-            received_time=t0 + start_s + 3.0, published_time=t0 + start_s + 3.0,
-            content=content, content_probabilities={"music": float(content == "music"),
-            "speech": 0.0, "silence": float(content == "silence")}, level_dbfs=-20.0,
-        )  # fmt: skip
+    t0 = T0_RECORDED
+    window = recorded_window
 
     # 20 s of music, 15 s of dead air, the source down for 30 s, then 20 s of music.
     starts = [0.5 * i for i in range(int(17 / 0.5) + 1)]  # windows of 0 .. 20 s
@@ -809,21 +820,12 @@ def test_audio_the_worker_shed_is_untagged_not_an_outage(tmp_path: Path, shed: b
     had.  Across this hole the stream's ``shed`` count goes up by the windows missing.
     """
     from monitor.store import read_updates, write_updates
-    from protocol import TagUpdate
-
-    tags = ("rock", "pop")
-    t0 = 1_750_000_000.0
 
     def window(seq: int, start_s: float, shed_so_far: int) -> TagUpdate:
-        p = np.array([0.7, 0.1], dtype=np.float32)
-        return TagUpdate(
-            stream="fm", seq=seq, start_s=start_s, end_s=start_s + 3.0, model="m", tags=tags,
-            probabilities=p, smoothed=p, capture_time=t0 + start_s + 3.0,
-            received_time=t0 + start_s + 3.0, published_time=t0 + start_s + 9.0,
-            dropped=shed_so_far, shed=shed_so_far, behind_s=6.0 if shed_so_far else 0.1,
-            content="music", content_probabilities={"music": 1.0, "speech": 0.0,
-            "silence": 0.0}, level_dbfs=-20.0,
-        )  # fmt: skip
+        behind_s = 6.0 if shed_so_far else 0.1
+        return recorded_window(
+            seq, start_s, late_s=6.0, dropped=shed_so_far, shed=shed_so_far, behind_s=behind_s
+        )
 
     # 20 s of music tagged, the windows from 17.5 s to 31.5 s shed (29), music again.
     first = [window(i, 0.5 * i, 0) for i in range(35)]  # windows 0 .. 17 s
