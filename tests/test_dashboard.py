@@ -299,6 +299,7 @@ def test_a_stream_the_worker_tags_far_behind_shows_as_behind(wire: Wire) -> None
     console = _console(width=120, height=60)
     console.print(render_dashboard(model, view="detail"))
     lines = console.export_text().splitlines()
+    assert lines[0].endswith("  1 behind"), lines[0]  # the header counts them
     [head_archive] = [line for line in lines if "─ archive-2 " in line]
     [head_streaming] = [line for line in lines if "─ streaming " in line]
     assert "behind 7.4 s · shed 8" in head_archive and "behind" not in head_streaming

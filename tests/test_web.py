@@ -525,6 +525,8 @@ def test_fifty_streams_fit_one_screen_with_alarms_and_events_as_they_come(
                     "#feed li", "items => items.map(li => [li.dataset.event, li.textContent])"
                 )
                 alarms = page.text_content("#alarms")
+                page.wait_for_selector("#behind:not([hidden])", timeout=deadline_ms)
+                behind = page.text_content("#behind")
                 states = {
                     stream: page.text_content(f'#overview .row[data-stream="{stream}"] .row-state')
                     for stream in ("station-44", "station-45", "station-46")
@@ -563,6 +565,7 @@ def test_fifty_streams_fit_one_screen_with_alarms_and_events_as_they_come(
     assert alarms == "1 alarm"
     # the worker being behind shows on its stream's row, with how far on hovering
     assert states == {"station-44": "behind", "station-45": "ok", "station-46": "ok"}, states
+    assert behind == "1 behind"  # the header counts them
     assert behind_title is not None and behind_title.startswith("tagged 7.2 s behind its audio")
     assert shown == len(names)
     assert errors == []

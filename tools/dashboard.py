@@ -428,6 +428,9 @@ class _DashboardView:
             if alarms:
                 header.append("  ")
                 header.append(f"{alarms} ALARM{'S' if alarms > 1 else ''}", style=_ALARM_STYLE)
+            late = sum(1 for h in histories if h.health(now=now).status == "behind")
+            if late:  # the worker tags these far behind their audio: it has more than it can tag
+                header.append(f"  {late} behind", style="bold yellow")
             yield header
             detail_height = 3 + len(streams) * detail_lines(self.top_k)
             # "auto" fits a terminal's screen; piped output has no height to fit

@@ -165,10 +165,18 @@ function drawRow(state) {
 
 function drawAlarms() {
   let count = 0;
-  for (const state of streams.values()) if (state.status.silent || state.status.source_down) count += 1;
+  let behind = 0;
+  for (const state of streams.values()) {
+    if (state.status.silent || state.status.source_down) count += 1;
+    if (state.row.dataset.status === "behind") behind += 1;  // as drawHealth found it
+  }
   const node = document.getElementById("alarms");
   node.hidden = count === 0;
   node.textContent = `${count} alarm${count === 1 ? "" : "s"}`;
+  // Streams the worker tags far behind their audio: it has more than it can tag.
+  const late = document.getElementById("behind");
+  late.hidden = behind === 0;
+  late.textContent = `${behind} behind`;
 }
 
 function hopSeconds(state) {
@@ -456,6 +464,7 @@ function connect() {
 window.setInterval(() => {
   const now = performance.now();
   for (const state of streams.values()) drawHealth(state, now);
+  drawAlarms();
   document.getElementById("clock").textContent = clock(Date.now() / 1000);
 }, 500);
 for (const button of document.querySelectorAll(".views button")) {
