@@ -525,15 +525,20 @@ def test_fifty_streams_fit_one_screen_with_alarms_and_events_as_they_come(
                     "#feed li", "items => items.map(li => [li.dataset.event, li.textContent])"
                 )
                 alarms = page.text_content("#alarms")
-                page.wait_for_selector("#behind:not([hidden])", timeout=deadline_ms)
-                behind = page.text_content("#behind")
-                states = {
-                    stream: page.text_content(f'#overview .row[data-stream="{stream}"] .row-state')
-                    for stream in ("station-44", "station-45", "station-46")
-                }
-                behind_title = page.get_attribute(
-                    '#overview .row[data-stream="station-44"] .row-state', "title"
+                # The worker being behind shows on its stream's row (how far, on hovering)
+                # and in the header's count; waited for, as a loaded machine can make a
+                # stream "late" (no update for 2 s) for a moment, which comes first.
+                behind_row = '#overview .row[data-stream="station-44"][data-status="behind"]'
+                page.wait_for_selector(behind_row, timeout=deadline_ms)
+                behind_title = page.get_attribute(f"{behind_row} .row-state", "title")
+                page.wait_for_function(
+                    "() => document.querySelector('#behind').textContent === '1 behind'",
+                    timeout=deadline_ms,
                 )
+                states = {
+                    s: page.get_attribute(f'#overview .row[data-stream="{s}"]', "data-status")
+                    for s in ("station-45", "station-46")
+                }
                 screenshot = tmp_path / "overview.png"
                 page.screenshot(path=str(screenshot))
                 print(f"web overview screenshot: {screenshot}")
@@ -563,9 +568,8 @@ def test_fifty_streams_fit_one_screen_with_alarms_and_events_as_they_come(
     assert feed[0] == ["content_change", f"{change_clock}station-12music → speech"], feed
     assert feed[2][1].startswith(f"{clock}station-07dead air")
     assert alarms == "1 alarm"
-    # the worker being behind shows on its stream's row, with how far on hovering
-    assert states == {"station-44": "behind", "station-45": "ok", "station-46": "ok"}, states
-    assert behind == "1 behind"  # the header counts them
+    # streaming mode's 1.2 s look-ahead is not being behind
+    assert "behind" not in states.values() and set(states.values()) <= {"ok", "late"}, states
     assert behind_title is not None and behind_title.startswith("tagged 7.2 s behind its audio")
     assert shown == len(names)
     assert errors == []
