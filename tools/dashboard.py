@@ -428,7 +428,8 @@ class _DashboardView:
             if alarms:
                 header.append("  ")
                 header.append(f"{alarms} ALARM{'S' if alarms > 1 else ''}", style=_ALARM_STYLE)
-            late = sum(1 for h in histories if h.health(now=now).status == "behind")
+            heard = [h for h in histories if h.latest is not None]  # not events alone
+            late = sum(1 for h in heard if h.health(now=now).status == "behind")
             if late:  # the worker tags these far behind their audio: it has more than it can tag
                 header.append(f"  {late} behind", style="bold yellow")
             yield header
