@@ -49,6 +49,7 @@ __all__ = [
     "StreamHistory",
     "began_at",
     "check_positive",
+    "is_behind",
 ]
 
 logger = logging.getLogger(__name__)
@@ -192,6 +193,12 @@ def began_at(event: Event, *, window_end_s: float | None = None) -> tuple[float,
     if lag is None or not 0.0 <= lag <= HISTORY_SECONDS:
         return event.time, event.at_s
     return event.time - lag, began_s
+
+
+def is_behind(update: TagUpdate) -> bool:
+    """Whether ``update`` says the worker tags its stream more than :data:`BEHIND_AFTER_S`
+    behind its audio (its ``behind_s``; a worker that does not say is not behind)."""
+    return (update.behind_s or 0.0) > BEHIND_AFTER_S
 
 
 def check_positive(name: str, value: float) -> None:
@@ -476,7 +483,7 @@ class StreamHistory:
             status = "stale"
         elif age_s > late_after_s:
             status = "late"
-        elif (latest.behind_s or 0.0) > BEHIND_AFTER_S:
+        elif is_behind(latest):
             status = "behind"
         else:
             status = "ok"

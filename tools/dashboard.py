@@ -46,13 +46,13 @@ import numpy as np
 
 from monitor import connect
 from monitor.history import (
-    BEHIND_AFTER_S,
     HISTORY_SECONDS,
     TOP_TAGS,
     DashboardModel,
     StreamHealth,
     StreamHistory,
     check_positive,
+    is_behind,
 )
 from protocol import Event
 from tagstream import cli
@@ -299,7 +299,7 @@ def _stream_panel(history: StreamHistory, *, now: float, top_k: int) -> Any:
 
     title = Text(history.stream, style="bold magenta")
     title.append(f"  {latest.model}  {latest.start_s:.1f}-{latest.end_s:.1f} s", style="dim")
-    if (latest.behind_s or 0.0) > BEHIND_AFTER_S:  # the worker is behind (PROTOCOL.md, "Shedding")
+    if is_behind(latest):  # the worker is behind (docs/PROTOCOL.md, "Shedding")
         title.append(f"  behind {latest.behind_s:.1f} s · shed {latest.shed}", style="bold red")
     parts = [_content_text(history), table, changes]
     if history.events:
