@@ -470,13 +470,10 @@ def _media_playlist(url: str, text: str, *, timeout_s: float) -> str:
     return text
 
 
-def _playlist_is_vod(url: str, text: str, *, timeout_s: float) -> bool:
-    """Whether an HLS playlist ends (``#EXT-X-ENDLIST``); a master goes by its first variant."""
-    if "#EXT-X-ENDLIST" in text:
-        return True
-    if "#EXT-X-STREAM-INF" not in text:
-        return False
-    return "#EXT-X-ENDLIST" in _media_playlist(url, text, timeout_s=timeout_s)
+def _vod_starts(media: str) -> tuple[float, ...] | None:
+    """A media playlist's segment starts (:func:`segment_starts`) if it ends
+    (``#EXT-X-ENDLIST``: VOD), else ``None``: a live playlist slides, it has no positions."""
+    return segment_starts(media) if "#EXT-X-ENDLIST" in media else None
 
 
 def decoded_audio_options(sample_rate: int) -> list[str]:
@@ -1034,7 +1031,7 @@ class NetworkSource:
         self.title = ""
         #: Packed-audio HLS: the first segment's timestamp, the origin of a resumed connection.
         self._packed_origin_pts: int | None = None
-        #: A VOD playlist's segment starts (seconds), read at its first resume.
+        #: A VOD playlist's segment starts (seconds): from the probe, else read at a resume.
         self._segment_starts: tuple[float, ...] | None = None
         self._playlist = (
             input_format is None and parts.scheme in _HTTP_SCHEMES and _is_playlist(url, "")
@@ -1344,7 +1341,13 @@ class NetworkSource:
                 if _is_playlist(opened.url, content_type):
                     self._playlist = True
                     text = opened.response.read(_MAX_PLAYLIST_BYTES).decode("utf-8", "replace")
-                    return not _playlist_is_vod(opened.url, text, timeout_s=self.connect_timeout_s)
+                    # A master goes by its first variant.
+                    media = _media_playlist(opened.url, text, timeout_s=self.connect_timeout_s)
+                    starts = _vod_starts(media)
+                    if starts is None:
+                        return True
+                    self._segment_starts = starts  # kept for a resume (resume_options)
+                    return False
                 icy = any(
                     name.lower().startswith(("icy-", "ice-")) for name in opened.response.headers
                 )
@@ -1435,8 +1438,9 @@ class NetworkSource:
         return resume_options(self._vod_segment_starts() if self._playlist else (), resume_s)
 
     def _vod_segment_starts(self) -> tuple[float, ...]:
-        """The playlist's segment starts (:func:`segment_starts`), read once; ``()`` while
-        they cannot be read (each resume tries again) or when the playlist has none."""
+        """The playlist's segment starts (:func:`segment_starts`), from the probe or read
+        at the first resume (a source told it is static); ``()`` while they cannot be read
+        (each resume tries again) or when the playlist has none or does not end."""
         if self._segment_starts is not None:
             return self._segment_starts
         try:
@@ -1454,8 +1458,7 @@ class NetworkSource:
                 str(exc).replace(self.url, self.shown_url),
             )
             return ()
-        # Only a playlist that ends has fixed positions: a live one slides.
-        self._segment_starts = segment_starts(media) if "#EXT-X-ENDLIST" in media else ()
+        self._segment_starts = _vod_starts(media) or ()
         return self._segment_starts
 
 
