@@ -686,6 +686,17 @@ class StreamState:
             return np.zeros((0, self.settings.spec.n_mels), dtype=np.float32)
         return np.concatenate(taken)
 
+    def unshed_backlog(self, *, max_ahead_s: float) -> int:
+        """The waiting windows that shedding stale work (:meth:`shed_stale`) leaves alone.
+
+        All of them for a stream that is not live; for a live stream, those whose audio is
+        more than ``max_ahead_s`` ahead of the worker's clock (a file sent faster than real
+        time).  Nothing but the sender's pace bounds these.
+        """
+        if not self.live:
+            return len(self._pending)
+        return sum(1 for w in self._pending if w.capture_time > w.received_time + max_ahead_s)
+
     def shed_stale(self, *, before: float, max_ahead_s: float) -> int:
         """Drop the waiting windows received before ``before`` (Unix time); return how many.
 

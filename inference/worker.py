@@ -539,8 +539,8 @@ class Worker:
         Reads rounds of ``max_batch`` messages until a round comes up short (the socket is
         empty, or busy with one large message), :data:`MAX_READ_ROUNDS` rounds or
         :data:`MAX_READ_BYTES`, or until a stream has half its ``max_pending_windows``
-        waiting (audio sent faster than real time without flow control then waits in the
-        socket).
+        waiting that shedding does not bound (:meth:`_input_full`: audio sent faster than
+        real time without flow control then waits in the socket).
         """
         limit = self.config.inference.max_batch
         start = ingress.bytes_read
@@ -562,9 +562,22 @@ class Worker:
         return isinstance(events, int) and bool(events & zmq.POLLIN)
 
     def _input_full(self) -> bool:
+        """Whether a stream has half its ``max_pending_windows`` waiting, sent faster than
+        the worker tags it and not bounded by shedding stale work.
+
+        A live stream's backlog is bounded by shedding (``max_window_age_seconds`` > 0):
+        such a stream is one the worker cannot keep up with (more streams than it can tag,
+        or not among ``priority_streams``), and stopping the reads for it would leave
+        every other stream's audio, the priority streams' too, waiting in the socket.
+        """
         assert self.settings is not None
         limit = max(1, self.settings.max_pending_windows // 2)
-        return any(state.pending >= limit for state in self._streams.values())
+        shedding = self.config.inference.max_window_age_seconds > 0
+        return any(
+            state.pending >= limit
+            and (not shedding or state.unshed_backlog(max_ahead_s=MAX_CLOCK_AHEAD_S) >= limit)
+            for state in self._streams.values()
+        )
 
     def run_in_thread(self) -> threading.Thread:
         """Start :meth:`run` in a daemon thread and return it."""

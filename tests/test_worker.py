@@ -7,6 +7,7 @@ synthesized with a seeded ``rng``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import socket
@@ -478,6 +479,50 @@ def test_priority_streams_fill_each_batch_before_the_others(run_worker, rng) -> 
     # The archive streams still had windows waiting then (the worker reads its input
     # faster than it tags it), so the priority stream went ahead of them.
     assert len(order) - (first + 5) >= 4, " ".join(order)
+
+
+@pytest.mark.parametrize(
+    ("live", "max_age_s", "reads_on"),
+    [(True, 60.0, True), (False, 60.0, False), (True, 0.0, False)],
+    ids=["live-shed", "not-live", "live-never-shed"],
+)
+def test_a_starved_live_stream_does_not_hold_up_the_input(
+    run_worker, rng, live: bool, max_age_s: float, reads_on: bool
+) -> None:
+    """A stream with half of ``max_pending_windows`` (32) waiting stops the worker's reads
+    only when nothing else bounds its backlog.
+
+    Shedding stale work bounds a live stream's backlog, and a stream the worker starves
+    (not among ``priority_streams`` while it is behind) reaches 32 windows at a hop under
+    ``max_window_age_seconds / 32``; stopping the reads for it kept the priority
+    streams' audio waiting in the socket (``python -m benchmarks.turns --hop-seconds
+    0.25 --max-age 10 --priority 2``).  A stream that is not live, or any stream when
+    shedding is off, still stops them: that audio waits in the socket, not in memory.
+    """
+    harness = run_worker(hop_seconds=0.5, max_batch=2, max_window_age_seconds=max_age_s)
+    assert harness.worker.pause()  # step() by hand from here on
+    now = time.time()
+    # 40 s in 0.1 s blocks: 75 windows (the newest 64 wait), far more than the worker
+    # takes in 10 steps of 2, none older than 60 s.  Then another stream's 8 s.
+    backlog = frames_of(music(rng, 40.0), stream="test:archive", start_time=now - 45)
+    for frame in backlog:
+        harness.send(encode_audio(dataclasses.replace(frame, live=live)))
+    others = frames_of(music(rng, 8.0), stream="test:air", start_time=now - 10)
+    for frame in others:
+        harness.send(encode_audio(frame))
+    sent = len(backlog) + len(others)
+    before = harness.worker.stats().messages
+    time.sleep(0.5)  # loopback tcp: let the messages reach the worker's socket
+    read = []
+    for _ in range(10):  # each step reads up to 64 rounds of max_batch messages
+        harness.worker.step()
+        read.append(harness.worker.stats().messages - before)
+    if reads_on:
+        assert read[-1] == sent, read
+    else:
+        # The reads stopped once 32 windows waited (18.5 s of audio, 185 blocks), then went
+        # on one round per step, not 64: the rest, the other stream's too, waits in the socket.
+        assert read[-1] < len(backlog), read
 
 
 def test_too_many_streams_are_refused(run_worker, rng) -> None:
