@@ -134,6 +134,8 @@ class ContentConfig:
     silence_dbfs: float = setting(-50.0, above=-120, max=-1)
     silence_seconds: float = setting(10.0, above=0, max=_DAY)
     change_seconds: float = setting(4.0, above=0, max=3600)
+    #: Add inaSpeechSegmenter's broadcast speech/music network to the speech/music decision.
+    network: bool = True
     #: A station file (streamer.stations) whose per-station silence settings apply by stream id.
     stations: str = ""
 

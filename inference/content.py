@@ -517,7 +517,7 @@ class ContentTracker:
         self.settings = settings
         self.stations = dict(stations or {})
         self.classifier = classifier if settings.enabled else None
-        #: One classifier per silence threshold in use, all sharing the first one's VAD.
+        #: One classifier per silence threshold in use, all sharing the first one's models.
         self._classifiers: dict[float, ContentClassifier] = {}
         if self.classifier is not None:
             self._classifiers[self.classifier.silence_dbfs] = self.classifier
@@ -550,7 +550,9 @@ class ContentTracker:
         if settings.enabled:
             from model.content import load_content_classifier
 
-            classifier = load_content_classifier(silence_dbfs=settings.silence_dbfs)
+            classifier = load_content_classifier(
+                silence_dbfs=settings.silence_dbfs, network=config.content.network
+            )
         if stations:
             logger.info("per-station content settings stations=%d", len(stations))
         return cls(settings, classifier, stations=stations)
@@ -566,7 +568,11 @@ class ContentTracker:
 
             assert self.classifier is not None
             found = self._classifiers[silence_dbfs] = ContentClassifier(
-                silence_dbfs=silence_dbfs, vad=self.classifier.vad, svm=self.classifier.svm
+                silence_dbfs=silence_dbfs,
+                vad=self.classifier.vad,
+                svm=self.classifier.svm,
+                cnn=self.classifier.cnn,
+                network=self.classifier.cnn is not None,
             )
         return found
 

@@ -175,6 +175,34 @@ def session_options(*, threads: int = 0) -> onnxruntime.SessionOptions:
     return options
 
 
+def single_thread_session(model: Path | bytes, *, what: str, error: type[Exception]) -> Any:
+    """An ONNX Runtime session of ``model`` (a file, or a model's bytes) on one CPU thread.
+
+    The content classifier's small models run this way, in the worker's content thread
+    beside the tagger.  Raises ``error``, one line naming ``what`` (e.g. "the speech
+    detector"), when ONNX Runtime is not installed or the model does not load.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise error(
+            f"{what} needs ONNX Runtime; install it with `pip install onnxruntime` "
+            "(scripts/install.sh does)"
+        ) from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(
+            source, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own unexported classes
+        name = "its model" if isinstance(model, bytes) else str(model)
+        raise error(f"{what} cannot load {name}: {exc}") from exc
+
+
 def _providers(device: str) -> list[str]:
     """Execution providers for ``model.device``, the CPU last."""
     import onnxruntime as ort

@@ -68,6 +68,10 @@ if [[ ! -f "$stamp" ]]; then
   # tagging and HMM libraries that are not needed, hence --no-deps. An sdist: built with
   # requirements.txt's setuptools.
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation pyAudioAnalysis==0.3.14
+  # inaSpeechSegmenter 0.6.8 ships its broadcast speech/music network (model/inaspeech.py
+  # reads only that HDF5 file; later releases download their models); its metadata asks for
+  # TensorFlow 2's own Keras, pyannote and scikit-image, none of which is used, hence --no-deps.
+  .venv/bin/python -m pip install -q --no-deps inaSpeechSegmenter==0.6.8
   # The project itself, editable: `tagstream` in .venv/bin, imports from this checkout.
   # Its dependencies are the pins above; the build backend is requirements.txt's setuptools.
   # (Its output, only setuptools' notes on editable installs, is shown when it fails.)

@@ -1,0 +1,168 @@
+"""model.inaspeech: inaSpeechSegmenter's speech/music network, read and run by our own code.
+
+The spectrum is checked against the library's own ``sidekit_mfcc`` module (loaded
+from the installed wheel by its path: the package's ``__init__`` imports TensorFlow 2's
+own Keras and pyannote, which tagstream does not install), and the ONNX graph against
+Keras's own reading of the HDF5 file.  Signals are synthesised or spoken by espeak-ng;
+nothing from ../shared is used.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import types
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from test_content import WINDOW, espeak
+
+from config import load_config
+from inference.content import ContentTracker
+from model import inaspeech
+from model.content import CNN_WEIGHT, FEATURE_NAMES, ContentClassifier, ContentError, cnn_logit
+from model.inaspeech import (
+    PATCH_FRAMES,
+    CnnError,
+    load_speech_music_cnn,
+    log_mel_spectrum,
+    patches,
+)
+from tools.demo_audio import synthetic_music
+
+if importlib.util.find_spec("inaSpeechSegmenter") is None:
+    pytest.skip(
+        "inaSpeechSegmenter is not installed (scripts/install.sh installs it)",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def cnn() -> inaspeech.SpeechMusicCnn:
+    return load_speech_music_cnn()
+
+
+@pytest.fixture(scope="module")
+def sidekit() -> Iterator[types.ModuleType]:
+    """The wheel's ``sidekit_mfcc.py`` as shipped.  It predates numpy 2: ``numpy.int`` and
+    ``numpy.lib.pad`` are given back to it while this module's tests run."""
+    files = importlib.metadata.files("inaSpeechSegmenter") or []
+    [entry] = [e for e in files if e.name == "sidekit_mfcc.py"]
+    spec = importlib.util.spec_from_file_location("ina_sidekit_mfcc", str(entry.locate()))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    np.int = int  # type: ignore[attr-defined]
+    np.lib.pad = np.pad  # type: ignore[attr-defined]
+    yield module
+    del np.int  # type: ignore[attr-defined]
+    del np.lib.pad  # type: ignore[attr-defined]
+
+
+def signals(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    noise = (0.1 * rng.standard_normal(WINDOW)).astype(np.float32)
+    noise[10000:12000] = 0.0  # digital silence: -inf in both
+    return {
+        "noise with a gap": noise,
+        "synthetic music": synthetic_music(3.0, rng=rng)[:WINDOW],
+        "espeak-ng": espeak("The traffic on the ring road is slow this morning.")[:WINDOW],
+    }
+
+
+def test_log_mel_spectrum_equals_the_librarys(sidekit: types.ModuleType, rng) -> None:
+    for name, y in signals(rng).items():
+        ours = log_mel_spectrum(y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # log(0) in both
+            _, _, _, theirs = sidekit.mfcc(y.astype(np.float32), get_mspec=True)
+        assert ours.shape == theirs.shape == ((len(y) - 400) // 160 + 1, 24), name
+        assert ours.dtype == theirs.dtype == np.float32, name
+        np.testing.assert_array_equal(np.isinf(ours), np.isinf(theirs), err_msg=name)
+        finite = np.isfinite(theirs)
+        np.testing.assert_allclose(ours[finite], theirs[finite], rtol=0, atol=1e-4, err_msg=name)
+
+
+def test_patches_are_standardised_slices_and_skip_digital_silence(rng) -> None:
+    y = signals(rng)["noise with a gap"]
+    spectrum = log_mel_spectrum(y)
+    batch = patches(spectrum, step=16)
+    starts = range(0, len(spectrum) - PATCH_FRAMES + 1, 16)
+    finite = [s for s in starts if np.isfinite(spectrum[s : s + PATCH_FRAMES, :21]).all()]
+    assert 0 < len(batch) == len(finite) < len(starts)
+    first = spectrum[finite[0] : finite[0] + PATCH_FRAMES, :21].astype(np.float64)
+    np.testing.assert_allclose(batch[0], (first - first.mean()) / first.std(), atol=1e-5)
+
+
+def test_the_onnx_graph_equals_keras_reading_the_file(cnn: inaspeech.SpeechMusicCnn, rng) -> None:
+    keras = pytest.importorskip("keras")
+    loaded = keras.models.load_model(str(cnn.path), compile=False)
+    inputs = keras.Input((PATCH_FRAMES, 21))
+    outputs = inputs
+    for layer in loaded.layers:  # the file's batch shape is read as 4-D by Keras 3
+        outputs = layer(outputs)
+    reference = keras.Model(inputs, outputs)
+    batch = np.concatenate([patches(log_mel_spectrum(y), step=8) for y in signals(rng).values()])
+    expected = np.asarray(reference(batch, training=False))
+    np.testing.assert_allclose(cnn.patch_probabilities(batch), expected, rtol=0, atol=1e-5)
+
+
+def test_speech_and_music_are_told_apart(cnn: inaspeech.SpeechMusicCnn, rng) -> None:
+    y = signals(rng)
+    assert cnn.speech_probability(y["espeak-ng"]) > 0.9
+    assert cnn.speech_probability(y["synthetic music"]) < 0.1
+    assert cnn.speech_probability(np.zeros(WINDOW, dtype=np.float32)) == 0.5  # no patch
+    assert cnn.speech_probability(y["espeak-ng"][:8000]) == 0.5  # under 0.68 s
+
+
+def test_without_the_wheel_the_classifier_says_how_to_install_it(monkeypatch) -> None:
+    files = importlib.metadata.files
+
+    def without_it(name: str) -> object:
+        if name == "inaSpeechSegmenter":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return files(name)
+
+    monkeypatch.setattr(importlib.metadata, "files", without_it)
+    with pytest.raises(CnnError, match=r"pip install --no-deps inaSpeechSegmenter==0\.6\.8"):
+        load_speech_music_cnn()
+    with pytest.raises(ContentError) as caught:
+        ContentClassifier()
+    assert "\n" not in str(caught.value)
+    assert "pip install --no-deps inaSpeechSegmenter==0.6.8" in str(caught.value)
+
+
+def test_an_unreadable_network_file_is_one_line(tmp_path) -> None:
+    path = tmp_path / "keras_speech_music_cnn.hdf5"
+    path.write_bytes(b"not an HDF5 file")
+    with pytest.raises(CnnError, match=r"cannot read the speech/music network .*hdf5") as caught:
+        load_speech_music_cnn(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_classifier_adds_the_networks_log_odds(cnn: inaspeech.SpeechMusicCnn, rng) -> None:
+    """p(speech) is the logistic model's log-odds plus the network's (``CNN_WEIGHT`` 1)."""
+    classifier = ContentClassifier(cnn=cnn)
+    for y in signals(rng).values():
+        result = classifier.classify(y)
+        network = result.features["cnn_speech_logit"]
+        assert network == pytest.approx(cnn_logit(cnn.speech_probability(y)))
+        features = np.array([result.features[name] for name in FEATURE_NAMES])
+        logistic = classifier._model.speech_probability(features)
+        expected = 1 / (1 + np.exp(-(np.log(logistic / (1 - logistic)) + CNN_WEIGHT * network)))
+        assert result.probabilities["speech"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_without_the_network_the_logistic_model_decides_alone(rng) -> None:
+    """``[content] network = false``: the smaller classifier, e.g. for an edge device."""
+    tracker = ContentTracker.from_config(load_config(overrides={"content.network": False}))
+    classifier = tracker.classifier
+    assert classifier is not None and classifier.cnn is None
+    for y in signals(rng).values():
+        result = classifier.classify(y)
+        assert "cnn_speech_logit" not in result.features
+        features = np.array([result.features[name] for name in FEATURE_NAMES])
+        expected = classifier._model.speech_probability(features)
+        assert result.probabilities["speech"] == pytest.approx(expected, rel=1e-6)
+    tracker.close()
