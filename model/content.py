@@ -512,7 +512,7 @@ class ContentClassifier:
         A loaded speech/music network to share; one is loaded otherwise.
     network : bool
         Whether the network's log-odds are added (default); False decides with the
-        logistic model alone, at about half the cost (``docs/CONTENT.md``).
+        logistic model alone, at about a third of the cost (``docs/CONTENT.md``).
     """
 
     def __init__(
