@@ -174,8 +174,9 @@ def patches(spectrum: np.ndarray, step: int = PATCH_STEP_FRAMES) -> np.ndarray:
     data = views[::step, 0].reshape(-1, PATCH_FRAMES * _PATCH_BANDS).astype(np.float64)
     finite = np.all(np.isfinite(data), axis=1)
     data = data[finite]
-    data = (data - data.mean(axis=1, keepdims=True)) / data.std(axis=1, keepdims=True)
-    keep = np.all(np.isfinite(data), axis=1)  # a constant patch has no spread
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant patch has no spread
+        data = (data - data.mean(axis=1, keepdims=True)) / data.std(axis=1, keepdims=True)
+    keep = np.all(np.isfinite(data), axis=1)
     return data[keep].reshape(-1, PATCH_FRAMES, _PATCH_BANDS).astype(np.float32)
 
 

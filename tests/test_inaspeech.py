@@ -166,3 +166,13 @@ def test_without_the_network_the_logistic_model_decides_alone(rng) -> None:
         expected = classifier._model.speech_probability(features)
         assert result.probabilities["speech"] == pytest.approx(expected, rel=1e-6)
     tracker.close()
+
+
+def test_a_constant_patch_is_left_out_without_a_warning() -> None:
+    spectrum = np.full((PATCH_FRAMES + 16, 24), -3.0, dtype=np.float32)
+    spectrum[PATCH_FRAMES:] = 2.0  # the first patch is constant, the second is not
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batch = patches(spectrum, step=16)
+    assert len(batch) == 1
+    np.testing.assert_allclose(batch[0].mean(), 0.0, atol=1e-5)
