@@ -551,7 +551,9 @@ class ContentTracker:
             from model.content import load_content_classifier
 
             classifier = load_content_classifier(
-                silence_dbfs=settings.silence_dbfs, network=config.content.network
+                silence_dbfs=settings.silence_dbfs,
+                network=config.content.network,
+                cache_dir=config.model.cache_dir,
             )
         if stations:
             logger.info("per-station content settings stations=%d", len(stations))

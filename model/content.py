@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from model.inaspeech import CnnError, SpeechMusicCnn, load_speech_music_cnn
+from model.inaspeech import DEFAULT_CACHE_DIR, CnnError, SpeechMusicCnn, load_speech_music_cnn
 from model.pyaudioanalysis import SpeechMusicSvm, SvmError, load_speech_music_svm
 from tagstream.errors import UnavailableError, UsageError
 
@@ -513,6 +514,8 @@ class ContentClassifier:
     network : bool
         Whether the network's log-odds are added (default); False decides with the
         logistic model alone, at about a third of the cost (``docs/CONTENT.md``).
+    cache_dir : str or Path
+        Where the network's built graph is kept (``model.cache_dir``).
     """
 
     def __init__(
@@ -524,6 +527,7 @@ class ContentClassifier:
         svm: SpeechMusicSvm | None = None,
         cnn: SpeechMusicCnn | None = None,
         network: bool = True,
+        cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
     ) -> None:
         if not -120.0 < silence_dbfs < 0.0:
             raise UsageError(
@@ -535,7 +539,7 @@ class ContentClassifier:
         self.vad = vad or SileroVad()
         try:
             self.svm = svm or load_speech_music_svm()
-            self.cnn = (cnn or load_speech_music_cnn()) if network else None
+            self.cnn = (cnn or load_speech_music_cnn(cache_dir=cache_dir)) if network else None
         except (SvmError, CnnError) as exc:
             raise ContentError(str(exc)) from None
 
@@ -609,7 +613,10 @@ class ContentClassifier:
 
 
 def load_content_classifier(
-    *, silence_dbfs: float = -50.0, network: bool = True
+    *,
+    silence_dbfs: float = -50.0,
+    network: bool = True,
+    cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
 ) -> ContentClassifier:
     """A :class:`ContentClassifier` with the shipped weights and the wheels' models
     (without the speech/music network when ``network`` is False).
@@ -621,4 +628,4 @@ def load_content_classifier(
         is not installed, or the weights are unreadable
         (an :class:`~tagstream.errors.UnavailableError`, exit status 3).
     """
-    return ContentClassifier(silence_dbfs=silence_dbfs, network=network)
+    return ContentClassifier(silence_dbfs=silence_dbfs, network=network, cache_dir=cache_dir)

@@ -22,10 +22,12 @@ Only the model file is used:
   (``tests/test_inaspeech.py`` runs both).  Each patch of 68 frames is scaled to
   zero mean and unit variance, as ``segmenter._get_patches`` does.
 - **The network runs through ONNX Runtime.**  Its Keras-2 HDF5 file is read with
-  h5py and turned into an ONNX graph in memory (batch normalisation folded into
-  the convolutions and dense layers before it), checked against Keras's own
-  reading of the file in the tests.  It is a few megabytes and built in well
-  under a second, so nothing is cached.
+  h5py and turned into an ONNX graph (batch normalisation folded into the
+  convolutions and dense layers before it), checked against Keras's own reading
+  of the file in the tests.  The graph is built once, with the ``onnx`` package,
+  and kept in the model cache (``model.cache_dir``, keyed by the file's SHA-256),
+  so that later starts, like the tagger's ONNX Runtime backend, need only
+  onnxruntime.
 
 A window's p(speech) is the mean of the network's speech probability over patches
 every :data:`PATCH_STEP_FRAMES` frames.  :mod:`model.content` adds its log-odds to
@@ -39,8 +41,11 @@ pyannote.algorithms, scikit-image, ...) are not needed.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import json
+import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -50,12 +55,18 @@ import numpy as np
 from tagstream.errors import UnavailableError
 
 __all__ = [
+    "GRAPH_FORMAT",
     "PATCH_FRAMES",
     "PATCH_STEP_FRAMES",
+    "CnnError",
     "SpeechMusicCnn",
     "load_speech_music_cnn",
     "log_mel_spectrum",
+    "onnx_graph",
+    "patches",
 ]
+
+logger = logging.getLogger(__name__)
 
 _DISTRIBUTION = "inaSpeechSegmenter"
 _VERSION = "0.6.8"
@@ -73,6 +84,9 @@ _N_FFT = 512
 _PRE_EMPHASIS = 0.97
 _N_FILTERS = 24
 _LOW_HZ, _HIGH_HZ = 100.0, 8000.0
+#: Part of the cached graph's name: raise it when :func:`onnx_graph` changes what it builds.
+GRAPH_FORMAT = 1
+DEFAULT_CACHE_DIR = "~/.cache/tagstream"  # model.cache_dir's default
 
 
 class CnnError(UnavailableError):
@@ -282,25 +296,77 @@ def onnx_graph(path: Path) -> Any:
     return model
 
 
+def cached_graph(path: Path, cache_dir: Path | None, *, rebuild: bool = False) -> bytes:
+    """The ONNX graph of the network in ``path``: from ``cache_dir`` when it was built
+    before (and not ``rebuild``), else built by :func:`onnx_graph` and kept there.
+
+    Named by the file's SHA-256 and :data:`GRAPH_FORMAT`; written atomically, so two
+    workers starting at once leave one whole copy.  A cache that cannot be written is
+    logged once and only costs the build (about a second) at each start.
+    """
+    name = f"inaspeech-sm-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}-v{GRAPH_FORMAT}.onnx"
+    if cache_dir is not None and not rebuild and (cache_dir / name).is_file():
+        return (cache_dir / name).read_bytes()
+    try:
+        graph = bytes(onnx_graph(path).SerializeToString())
+    except CnnError:
+        raise
+    except ImportError as exc:
+        raise CnnError(
+            f"building the speech/music network's graph needs the onnx package ({exc}); "
+            "install it with `pip install onnx` (scripts/install.sh does)"
+        ) from None
+    except Exception as exc:  # h5py, json and the ONNX checker raise their own
+        raise CnnError(f"cannot read the speech/music network {path}: {exc}") from exc
+    if cache_dir is not None:
+        from model.folder import write_file
+
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            write_file(cache_dir, name, graph)
+        except OSError as exc:
+            logger.warning(
+                "cannot keep the speech/music network's graph in %s (%s); it is built "
+                "again at each start",
+                cache_dir,
+                exc,
+            )
+    return graph
+
+
 class SpeechMusicCnn:
     """The ``'sm'`` network through ONNX Runtime on one CPU thread.
 
     Outputs (speech, music) per patch, in that order (``SpeechMusic.outlabels``).
+
+    Parameters
+    ----------
+    path : Path, optional
+        The HDF5 file (default: the installed wheel's).
+    cache_dir : str or Path or None
+        Where the built graph is kept (``model.cache_dir``); None builds it every time.
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(
+        self, path: Path | None = None, *, cache_dir: str | os.PathLike[str] | None = None
+    ) -> None:
         from model.onnx import single_thread_session
 
         self.path = path or _model_file()
+        folder = None if cache_dir is None else Path(os.path.expanduser(cache_dir))
+        graph = cached_graph(self.path, folder)
         try:
-            graph = onnx_graph(self.path).SerializeToString()
-        except CnnError:
-            raise
-        except Exception as exc:  # h5py, json and the ONNX checker raise their own
-            raise CnnError(f"cannot read the speech/music network {self.path}: {exc}") from exc
-        self._session = single_thread_session(
-            graph, what="the speech/music network", error=CnnError
-        )
+            self._session = single_thread_session(
+                graph, what="the speech/music network", error=CnnError
+            )
+        except CnnError as exc:
+            if folder is None:
+                raise
+            logger.warning("%s; building its graph again", exc)
+            graph = cached_graph(self.path, folder, rebuild=True)
+            self._session = single_thread_session(
+                graph, what="the speech/music network", error=CnnError
+            )
         self._input = self._session.get_inputs()[0].name
         self._lock = threading.Lock()
 
@@ -319,12 +385,15 @@ class SpeechMusicCnn:
         return float(probabilities[:, 0].mean()) if len(probabilities) else 0.5
 
 
-def load_speech_music_cnn(path: Path | None = None) -> SpeechMusicCnn:
-    """The ``'sm'`` network of the installed inaSpeechSegmenter 0.6.8 wheel.
+def load_speech_music_cnn(
+    path: Path | None = None, *, cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR
+) -> SpeechMusicCnn:
+    """The ``'sm'`` network of the installed inaSpeechSegmenter 0.6.8 wheel, its graph
+    kept in ``cache_dir`` (:func:`cached_graph`).
 
     Raises
     ------
     CnnError
         ONNX Runtime or the wheel is not installed, or its file is unreadable.
     """
-    return SpeechMusicCnn(path)
+    return SpeechMusicCnn(path, cache_dir=cache_dir)

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import logging
+import subprocess
+import sys
+import textwrap
 import types
 import warnings
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from helpers import ROOT, WITHOUT_TENSORFLOW
 from test_content import WINDOW, espeak
 
 from config import load_config
@@ -131,6 +136,45 @@ def test_without_the_wheel_the_classifier_says_how_to_install_it(monkeypatch) ->
         ContentClassifier()
     assert "\n" not in str(caught.value)
     assert "pip install --no-deps inaSpeechSegmenter==0.6.8" in str(caught.value)
+
+
+def test_the_built_graph_is_kept_and_then_loads_without_onnx(tmp_path, rng) -> None:
+    """The graph is built once (with the onnx package) into the cache; a later start
+    needs only onnxruntime, as the tagger's ONNX Runtime backend does."""
+    y = signals(rng)["espeak-ng"]
+    expected = load_speech_music_cnn(cache_dir=tmp_path).speech_probability(y)
+    [kept] = tmp_path.glob("inaspeech-sm-*-v1.onnx")
+    np.save(tmp_path / "window.npy", y)
+    script = WITHOUT_TENSORFLOW + textwrap.dedent(
+        f"""
+        import numpy as np
+        from model.inaspeech import load_speech_music_cnn
+
+        cnn = load_speech_music_cnn(cache_dir={str(tmp_path)!r})
+        print(cnn.speech_probability(np.load({str(tmp_path / "window.npy")!r})))
+        print(*(name in sys.modules for name in ("onnx", "tensorflow", "keras")))
+        """
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    probability, imported = completed.stdout.splitlines()
+    assert float(probability) == pytest.approx(expected, abs=1e-6)
+    assert imported == "False False False"
+    assert kept.stat().st_size > 1_000_000
+
+
+def test_a_damaged_cached_graph_is_built_again(tmp_path, rng, caplog) -> None:
+    load_speech_music_cnn(cache_dir=tmp_path)
+    [kept] = tmp_path.glob("inaspeech-sm-*.onnx")
+    whole = kept.read_bytes()
+    kept.write_bytes(whole[:1000])  # a disk that filled up, an interrupted copy
+    with caplog.at_level(logging.WARNING, logger="model.inaspeech"):
+        cnn = load_speech_music_cnn(cache_dir=tmp_path)
+    assert "building its graph again" in caplog.text
+    assert kept.read_bytes() == whole
+    assert cnn.speech_probability(signals(rng)["synthetic music"]) < 0.1
 
 
 def test_an_unreadable_network_file_is_one_line(tmp_path) -> None:

@@ -20,6 +20,7 @@ from model import ModelContract, load_tagger, log_mel
 from model.architectures import ARCHITECTURES
 from model.convert import PRETRAINED
 from model.folder import ONNX_FILE, ModelLoadError, save_model_folder
+from model.inaspeech import load_speech_music_cnn
 from model.onnx import (
     CPU_CALL_WINDOWS,
     SOURCE_KEY,
@@ -293,6 +294,7 @@ def test_the_worker_runs_on_onnx_without_tensorflow(mode: str, tmp_path: Path) -
     tagger = load_tagger("MSD_musicnn", backend="onnxruntime")  # builds model.onnx, with TF here
     assert tagger.folder is not None
     load_streaming_step(tagger.folder, tagger.contract)  # and streaming.onnx
+    load_speech_music_cnn()  # and the content classifier's network graph, with onnx here
     ready = tmp_path / "ready.json"
     inp, out = f"ipc://{tmp_path}/in", f"ipc://{tmp_path}/out"
     child = subprocess.Popen(
