@@ -12,7 +12,9 @@ trial fails, then bisected between the last pass and the first failure (to
 within 12.5 %).  A mode with an ``-onnxruntime`` suffix (``streaming-onnxruntime``)
 runs the worker with ``--backend onnxruntime``, one with a ``-bfloat16``
 suffix (``exact-bfloat16``) with ``--precision bfloat16``; the others run on
-TensorFlow, float32.  ``--stagger`` spreads the streams'
+TensorFlow, float32.  ``exact-nonetwork`` is exact mode with ``[content] network =
+false`` (the content classifier without inaSpeechSegmenter's network, which costs
+about 14 ms of a core per window).  ``--stagger`` spreads the streams'
 starts over the hop, as independent feeds are; without it every stream's
 window falls due at the same moment (the worst case).  ``--p99-ms`` sets a stricter latency bound.
 
@@ -165,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         default=["exact", "exact-onnxruntime", "streaming", "streaming-onnxruntime"],
         choices=MODES,
         help="worker modes; -onnxruntime runs it with --backend onnxruntime, -bfloat16 with "
-        "--precision bfloat16 (the first given is the baseline)",
+        "--precision bfloat16, -nonetwork with [content] network = false (the first given "
+        "is the baseline)",
     )
     parser.add_argument("--start", type=int, default=4, help="first stream count tried")
     parser.add_argument("--limit", type=int, default=256, help="most streams tried")

@@ -47,7 +47,7 @@ import numpy as np
 import zmq
 
 from benchmarks.common import ROOT, cpu_description, load_description
-from benchmarks.latency import MODES, worker_settings
+from benchmarks.latency import MODES, worker_options, worker_settings
 from protocol import AudioFrame, encode_audio
 from protocol.subscriber import Subscriber
 from tools.demo_audio import demo_signal
@@ -169,8 +169,7 @@ def worker_start(mode: str) -> tuple[float, float]:
             started = time.perf_counter()
             worker = subprocess.Popen(
                 [sys.executable, "-m", "inference", "--input", input_endpoint,
-                 "--publish", publish_endpoint, "--mode", settings["mode"],
-                 "--backend", settings["backend"], "--precision", settings["precision"]],
+                 "--publish", publish_endpoint, *worker_options(Path(folder), **settings)],
                 cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
             ready: list[float] = []

@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zmq
@@ -45,21 +46,38 @@ from tools.demo_audio import demo_signal
 BLOCK_SECONDS = 0.1
 #: ``model.backend`` values, TensorFlow (the baseline) first.
 BACKENDS = ("tensorflow", "onnxruntime")
-#: Worker modes: ``inference.mode``, then an optional ``-onnxruntime`` or ``-bfloat16``.
+#: Worker modes: ``inference.mode``, then an optional ``-onnxruntime`` or ``-bfloat16``,
+#: or ``-nonetwork`` (``[content] network = false``: the content classifier without
+#: inaSpeechSegmenter's network).
 MODES = (
     "exact", "exact-onnxruntime", "streaming", "streaming-onnxruntime", "exact-bfloat16",
-    "streaming-bfloat16",
+    "streaming-bfloat16", "exact-nonetwork",
 )  # fmt: skip
 
 
-def worker_settings(mode: str) -> dict[str, str]:
-    """The worker's ``mode``, ``precision`` and ``backend`` for a :data:`MODES` entry."""
+def worker_settings(mode: str) -> dict[str, Any]:
+    """The worker's ``mode``, ``precision``, ``backend`` and content ``network`` for a
+    :data:`MODES` entry."""
     worker_mode, _, suffix = mode.partition("-")
     return {
         "mode": worker_mode,
         "precision": "bfloat16" if suffix == "bfloat16" else "float32",
         "backend": "onnxruntime" if suffix == "onnxruntime" else "tensorflow",
+        "network": suffix != "nonetwork",
     }
+
+
+def worker_options(
+    folder: Path, *, mode: str, precision: str, backend: str, network: bool
+) -> list[str]:
+    """``python -m inference`` options for :func:`worker_settings`; without the network, a
+    settings file in ``folder`` that says so (the built-in defaults otherwise)."""
+    options = ["--mode", mode, "--precision", precision, "--backend", backend]
+    if not network:
+        settings = folder / "content-without-network.toml"
+        settings.write_text("[content]\nnetwork = false\n")
+        options += ["--config", str(settings)]
+    return options
 
 
 SAMPLE_RATE = 16000
@@ -86,14 +104,17 @@ def start_worker(
     mode: str = "exact",
     precision: str = "float32",
     backend: str = "tensorflow",
+    network: bool = True,
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     """``python -m inference`` on ipc endpoints in ``folder``, once its "ready" line is logged."""
     input_endpoint, publish_endpoint = f"ipc://{folder}/in", f"ipc://{folder}/out"
     log = (folder / "worker.log").open("ab")
+    options = worker_options(
+        folder, mode=mode, precision=precision, backend=backend, network=network
+    )
     worker = subprocess.Popen(
         [sys.executable, "-m", "inference", "--input", input_endpoint, "--publish",
-         publish_endpoint, "--hop-seconds", str(hop_seconds), "--mode", mode,
-         "--precision", precision, "--backend", backend],
+         publish_endpoint, "--hop-seconds", str(hop_seconds), *options],
         cwd=ROOT, stdout=log, stderr=log, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )  # fmt: skip
     log.close()
@@ -168,6 +189,7 @@ def run_config(
     mode: str = "exact",
     precision: str = "float32",
     backend: str = "tensorflow",
+    network: bool = True,
     lookahead_s: float = 0.0,
     stagger: bool = False,
 ) -> dict[str, float | str]:
@@ -183,7 +205,7 @@ def run_config(
     """
     folder = Path(tempfile.mkdtemp(prefix="tagstream-bench-"))
     worker, input_endpoint, publish_endpoint = start_worker(
-        folder, hop, mode=mode, precision=precision, backend=backend
+        folder, hop, mode=mode, precision=precision, backend=backend, network=network
     )
     received: list[tuple[float, float]] = []  # (needed sample's capture time, receipt)
     ended: list[float] = []
