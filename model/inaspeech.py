@@ -302,9 +302,13 @@ def cached_graph(path: Path, cache_dir: Path | None, *, rebuild: bool = False) -
 
     Named by the file's SHA-256 and :data:`GRAPH_FORMAT`; written atomically, so two
     workers starting at once leave one whole copy.  A cache that cannot be written is
-    logged once and only costs the build (about a second) at each start.
+    logged and only costs the build (about a second) at each start.
     """
-    name = f"inaspeech-sm-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}-v{GRAPH_FORMAT}.onnx"
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise CnnError(f"cannot read the speech/music network {path}: {exc}") from None
+    name = f"inaspeech-sm-{digest}-v{GRAPH_FORMAT}.onnx"
     if cache_dir is not None and not rebuild and (cache_dir / name).is_file():
         return (cache_dir / name).read_bytes()
     try:
