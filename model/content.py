@@ -37,7 +37,6 @@ more finely than windows a hop apart can.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import logging
 import os
 import threading
@@ -49,6 +48,7 @@ import numpy as np
 
 from model.inaspeech import DEFAULT_CACHE_DIR, CnnError, SpeechMusicCnn, load_speech_music_cnn
 from model.pyaudioanalysis import SpeechMusicSvm, SvmError, load_speech_music_svm
+from model.wheels import installed_files
 from tagstream.errors import UnavailableError, UsageError
 
 __all__ = [
@@ -209,21 +209,18 @@ def level_dbfs(samples: np.ndarray) -> float:
 def _vad_model_path() -> Path:
     """The Silero sequence model file inside the installed ``silero-vad`` wheel.
 
-    Found through the wheel's file list, so ``silero_vad`` (which imports torch)
-    is never imported.
+    Found through the wheel's file list (:mod:`model.wheels`), so ``silero_vad``
+    (which imports torch) is never imported.
     """
-    try:
-        files = importlib.metadata.files(_VAD_DISTRIBUTION) or []
-    except importlib.metadata.PackageNotFoundError:
+    files = installed_files(_VAD_DISTRIBUTION)
+    if files is None:
         raise ContentError(
             "the speech detector needs the silero-vad wheel; install it with "
             "`pip install --no-deps silero-vad==6.2.3` (scripts/install.sh does)"
-        ) from None
-    for entry in files:
-        if entry.name == _VAD_FILE:
-            path = Path(str(entry.locate()))
-            if path.is_file():
-                return path
+        )
+    path = files.get(_VAD_FILE)
+    if path is not None and path.is_file():
+        return path
     raise ContentError(
         f"the installed silero-vad wheel has no {_VAD_FILE}; "
         "reinstall it with `pip install --no-deps --force-reinstall silero-vad==6.2.3`"

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -52,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from model.wheels import installed_files
 from tagstream.errors import UnavailableError
 
 __all__ = [
@@ -102,17 +102,14 @@ def _install_hint() -> str:
 
 def _model_file() -> Path:
     """The network's HDF5 file inside the installed inaSpeechSegmenter wheel."""
-    try:
-        files = importlib.metadata.files(_DISTRIBUTION) or []
-    except importlib.metadata.PackageNotFoundError:
+    files = installed_files(_DISTRIBUTION)
+    if files is None:
         raise CnnError(
             f"the speech/music network needs inaSpeechSegmenter {_VERSION}; {_install_hint()}"
-        ) from None
-    for entry in files:
-        if entry.name == _MODEL:
-            path = Path(str(entry.locate()))
-            if path.is_file():
-                return path
+        )
+    path = files.get(_MODEL)
+    if path is not None and path.is_file():
+        return path
     raise CnnError(
         f"the installed inaSpeechSegmenter has no {_MODEL} (releases after 0.6.8 download "
         f"their models); reinstall it with `pip install --no-deps --force-reinstall "

@@ -34,7 +34,6 @@ time.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import io
 import pickle
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from model.wheels import installed_files
 from tagstream.errors import UnavailableError
 
 __all__ = [
@@ -305,11 +305,9 @@ class SpeechMusicSvm:
 
 def _model_files() -> tuple[Path, Path]:
     """The SVM file and its MEANS file inside the installed pyAudioAnalysis package."""
-    try:
-        files = importlib.metadata.files(_DISTRIBUTION) or []
-    except importlib.metadata.PackageNotFoundError:
-        raise SvmError(f"the speech/music SVM needs pyAudioAnalysis; {_install_hint()}") from None
-    found = {entry.name: Path(str(entry.locate())) for entry in files}
+    found = installed_files(_DISTRIBUTION)
+    if found is None:
+        raise SvmError(f"the speech/music SVM needs pyAudioAnalysis; {_install_hint()}")
     model, means = found.get(_MODEL), found.get(_MODEL + "MEANS")
     if model is None or means is None or not model.is_file() or not means.is_file():
         raise SvmError(
