@@ -675,6 +675,32 @@ def test_a_short_link_between_splices_is_a_row_and_a_flicker_is_not() -> None:
     assert [r.kind for r in segment_stream(w)] == ["music", "music"]
 
 
+def test_voice_flickers_between_splices_do_not_join_a_song_into_the_talk_before_it() -> None:
+    """9.5 s of talk (20 windows, surely speech), then a song whose voice enters with
+    strong changes of sound: heard as talk for one window, then for three, 5 s apart.
+
+    Those runs have a splice in each half, but fewer windows than fit in one window's
+    length: flickers, not links.  Kept, they would join the song's first 11 s to the
+    talk, and the talk's start would then be placed at their end.
+    """
+    labels = (
+        [("music", "hip-hop")] * 60 + [("speech", "")] * 20 + [("music", "jazz-blues-soul")] * 13
+        + [("speech", "")] + [("music", "jazz-blues-soul")] * 9 + [("speech", "")] * 3
+        + [("music", "jazz-blues-soul")] * 60
+    )  # fmt: skip
+    w = windows_of(labels, hop_s=HOP_S)
+    w.change_at_s[:] = w.centres
+    w.change_strength[:] = 1.0
+    # splices at the talk's ends, strong changes of sound at each flicker's
+    for k in (60, 80, 93, 94, 103, 106):
+        w.change_strength[np.abs(w.centres - (w.centres[k] - HOP_S / 2)) <= 0.3] = 3.0
+    rows = segment_stream(w)
+    assert [(r.kind, r.family) for r in rows] == [("music", "hip-hop"), ("speech", ""),
+                                                  ("music", "jazz-blues-soul")], rows  # fmt: skip
+    assert rows[1].audio_start_s == pytest.approx(w.centres[60] - HOP_S / 2, abs=HOP_S)
+    assert rows[1].audio_end_s == pytest.approx(w.centres[80] - HOP_S / 2, abs=HOP_S)
+
+
 def test_talk_at_the_end_of_the_recording_is_a_row_however_short() -> None:
     # 4 s of talk closing the recording: the recording cut it, so it is not merged away
     labels = [("music", "jazz-blues-soul")] * 40 + [("speech", "")] * 8
