@@ -1123,9 +1123,10 @@ def _short_link(
     length, 6) is never a link: a song whose voice enters with a strong change of
     sound makes such runs a few seconds apart, and kept, they would join the music
     between them into talk.  On the tuning programmes (``--tuning``: seeds 11 and 3 with
-    the network, 11 with 2 s fade-outs, ``--rap 0.5`` seed 21, ``--clips 3`` seeds 41
-    and 42, ``--short-talk 6 10`` seed 32) the runs this rule kept had 1-5 windows and
-    all twelve lay inside music; the links of 6-10 s had 13-19.
+    the network, 11 with 2 s fade-outs, ``--rap 0.5`` seed 21 with and without it,
+    ``--clips 3`` seeds 41 and 42, ``--short-talk 6 10`` seeds 32 and 33, the latter
+    with 2 s fade-outs) the runs this rule drops had 1-5 windows and all fifteen lay
+    inside music; the links of 6-10 s had 13-19.
     """
     if run.last - run.first + 1 < least_windows:
         return False
