@@ -4,7 +4,11 @@
 
 Each update carries the point in its window's middle second where the sound
 changes most (:func:`model.content.spectral_change`): the spectrum's change,
-plus ``CHANGE_SPEECH_WEIGHT`` times the change of the VAD's speech probability.
+plus ``CHANGE_SPEECH_WEIGHT`` times the change of a speech probability: the VAD's
+(``vad``), the speech/music network's (``network``), or their product, the
+probability of talk the classifier uses (``vad x network``,
+:func:`model.content.talk_over_time`).  Also the median distance of the chosen
+point from its splice, over the splices that had a point within reach.
 The as-run log (:mod:`monitor.asrun`) moves a music <-> talk boundary to the
 strongest such point near its estimate.  This measures that step alone, on the
 audio of tuning programmes (:func:`benchmarks.asrun_hour.tuning_programme`:
@@ -17,11 +21,11 @@ strongest of their points from ``CHANGE_SNAP_SECONDS`` before it to
 music) after it lies within one hop (0.5 s) of it.
 
 Weight 0 is the spectrum alone (the change points before the speech term), the
-baseline every other weight is compared with, in the same process.  The
+baseline every other row is compared with, in the same process.  The
 programmes are those the weight was chosen on (seeds 11 cut and with 2 s
 fade-outs, 5 with 3 s fade-outs, 21 with ``--rap 0.5``) and one held out (seed
 3, cut and with 2 s fade-outs); ``--scale`` shortens them.  Skips (exit 0)
-without wesnoth's music or espeak-ng.  About 2 minutes on the 2-core AMD EPYC.
+without wesnoth's music or espeak-ng.  About 4 minutes on the 2-core AMD EPYC.
 """
 
 from __future__ import annotations
@@ -70,34 +74,56 @@ def splices(minutes: float, seed: int, fade: float, rap: float) -> tuple[np.ndar
 
 
 def found_per_weight(
-    audio: np.ndarray, at: list[tuple[float, str]], weights: list[float]
-) -> dict[float, int]:
-    """For each weight, the splices whose strongest nearby change point lies within a hop."""
-    from model.content import change_score, load_content_classifier, spectral_change
+    audio: np.ndarray, at: list[tuple[float, str]], variants: list[tuple[str, float]]
+) -> tuple[dict[tuple[str, float], int], dict[tuple[str, float], list[float]]]:
+    """For each (speech source, weight): the splices whose strongest nearby change point
+    lies within a hop, and how far from its splice each such point lies (seconds).
+
+    Sources: ``vad`` (Silero VAD's frames), ``network`` (the speech/music network's
+    patches, :meth:`model.inaspeech.SpeechMusicCnn.speech_over_time`) and ``vad x
+    network`` (their product per frame, :func:`model.content.talk_over_time`).
+    """
+    from model.content import (
+        change_score,
+        load_content_classifier,
+        spectral_change,
+        talk_over_time,
+    )
     from model.placement import CHANGE_SNAP_LATER_TO_TALK_SECONDS, CHANGE_SNAP_SECONDS
 
     classifier = load_content_classifier()
-    hits = dict.fromkeys(weights, 0)
+    assert classifier.cnn is not None
+    hits = dict.fromkeys(variants, 0)
+    errors: dict[tuple[str, float], list[float]] = {v: [] for v in variants}
     for splice_s, following in at:
         later = CHANGE_SNAP_LATER_TO_TALK_SECONDS if following == "speech" else CHANGE_SNAP_SECONDS
         reach = (splice_s - CHANGE_SNAP_SECONDS, splice_s + later)
-        points: dict[float, list[tuple[float, float]]] = {w: [] for w in weights}
+        points: dict[tuple[str, float], list[tuple[float, float]]] = {v: [] for v in variants}
         first = max(0, int((reach[0] - 2.0) * 16000) // HOP)
         for start in range(first * HOP, int((reach[1] - 1.0) * 16000), HOP):
             x = audio[start : start + WINDOW]
             if len(x) < WINDOW:
                 break
             vad = classifier.vad.frame_probabilities(x)
-            for w in weights:
-                change = spectral_change(x, vad_probabilities=vad, speech_weight=w)
+            _, middles, speech = classifier.cnn.speech_over_time(x)
+            for source, w in variants:
+                if source == "vad":
+                    change = spectral_change(x, vad_probabilities=vad, speech_weight=w)
+                elif source == "network":
+                    change = spectral_change(x, speech_over_time=(middles, speech), speech_weight=w)
+                else:
+                    talk = talk_over_time(vad, (middles, speech))
+                    change = spectral_change(x, speech_over_time=talk, speech_weight=w)
                 if change is not None:
                     score = change_score(change.strength, change.speech, w)
-                    points[w].append((start / 16000 + change.at_s, score))
-        for w in weights:
-            near = [(score, s) for s, score in points[w] if reach[0] <= s <= reach[1]]
+                    points[(source, w)].append((start / 16000 + change.at_s, score))
+        for v in variants:
+            near = [(score, s) for s, score in points[v] if reach[0] <= s <= reach[1]]
+            if near:
+                errors[v].append(abs(max(near)[1] - splice_s))
             if near and abs(max(near)[1] - splice_s) <= 0.5:
-                hits[w] += 1
-    return hits
+                hits[v] += 1
+    return hits, errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     weights = sorted(set([0.0, *args.weights]))
+    variants = [("vad", 0.0)] + [
+        (source, w) for source in ("vad", "network", "vad x network") for w in weights if w > 0
+    ]
     if shutil.which("espeak-ng") is None:
         print("skipped: espeak-ng is not installed (apt-get install espeak-ng)")
         return 0
@@ -124,26 +153,31 @@ def main(argv: list[str] | None = None) -> int:
     print(cpu_description())
     print(load_description())
     started = time.monotonic()
-    columns: list[tuple[str, bool, int, dict[float, int]]] = []
+    columns: list[tuple[str, bool, int, dict[tuple[str, float], int]]] = []
+    all_errors: dict[tuple[str, float], list[float]] = {}
     for name, minutes, seed, fade, rap, held_out in PROGRAMMES:
         audio, at = splices(minutes * args.scale, seed, fade, rap)
-        columns.append((name, held_out, len(at), found_per_weight(audio, at, weights)))
+        hits, errors = found_per_weight(audio, at, variants)
+        columns.append((name, held_out, len(at), hits))
+        for v in variants:
+            all_errors.setdefault(v, []).extend(errors[v])
         print(f"  {name}: {len(at)} splices", file=sys.stderr, flush=True)
     print()
     print("music <-> talk splices with the strongest change point within one hop (0.5 s)")
-    header = f"{'speech weight':>14s}" + "".join(f"{n:>13s}" for n, *_ in columns)
-    print(header + f"{'chosen on':>12s}{'held out':>12s}{'vs 0':>8s}")
-    for w in weights:
-        cells = "".join(f"{f'{hits[w]}/{n}':>13s}" for _, _, n, hits in columns)
-        chosen = sum(hits[w] for _, held, _, hits in columns if not held)
-        held = sum(hits[w] for _, h, _, hits in columns if h)
+    header = f"{'speech, weight':>20s}" + "".join(f"{n:>13s}" for n, *_ in columns)
+    print(header + f"{'chosen on':>12s}{'held out':>12s}{'vs 0':>8s}{'median |error| s':>18s}")
+    for v in variants:
+        cells = "".join(f"{f'{hits[v]}/{n}':>13s}" for _, _, n, hits in columns)
+        chosen = sum(hits[v] for _, held, _, hits in columns if not held)
+        held = sum(hits[v] for _, h, _, hits in columns if h)
         n_chosen = sum(n for _, h, n, _ in columns if not h)
         n_held = sum(n for _, h, n, _ in columns if h)
-        base = sum(hits[0.0] for *_, hits in columns)
+        base = sum(hits[("vad", 0.0)] for *_, hits in columns)
         ratio = (chosen + held) / base if base else float("nan")
-        print(
-            f"{w:>14g}{cells}{f'{chosen}/{n_chosen}':>12s}{f'{held}/{n_held}':>12s}{ratio:>7.2f}x"
-        )
+        name = f"{'none' if v[1] == 0 else v[0]}, {v[1]:g}"
+        totals = f"{f'{chosen}/{n_chosen}':>12s}{f'{held}/{n_held}':>12s}"
+        median = float(np.median(all_errors[v])) if all_errors[v] else float("nan")
+        print(f"{name:>20s}{cells}{totals}{ratio:>7.2f}x{median:>18.3f}")
     print()
     print(f"took {time.monotonic() - started:.0f} s")
     print(load_description())

@@ -28,10 +28,11 @@ A presenter talking over a music bed is speech; singing is music.
 Each window also says **where its sound changes** most (:func:`spectral_change`):
 the point in its middle second where the mean log-mel spectrum of the second
 before differs most from that of the second after (mostly in shape: a fade
-counts little), together with the VAD's speech probability, and how much each
-changes there.  At a change from music to talk (or back) that point is the
-splice; the as-run log (:mod:`monitor.asrun`) uses it to place such boundaries
-more finely than windows a hop apart can.
+counts little), together with the probability of talk (voice, by the VAD, that
+the speech/music network calls speech), and how much each changes there.  At a
+change from music to talk (or back) that point is the splice; the as-run log
+(:mod:`monitor.asrun`) uses it to place such boundaries more finely than
+windows a hop apart can.
 """
 
 from __future__ import annotations
@@ -129,13 +130,16 @@ CHANGE_CONTEXT_SECONDS = 1.0
 CHANGE_LEVEL_WEIGHT = 0.25
 #: ... and, when the window's speech probabilities are given, choosing the point where
 #: the spectral strength plus this much of the change of speech probability (the mean
-#: Silero VAD probability of the second after minus the second before) is largest.
-#: Chosen offline on the tuning programmes' music <-> talk splices (``--tuning``, seeds
-#: 11 cut and with 2 s fade-outs, 5 with 3 s fade-outs, ``--rap 0.5`` seed 21; windows
-#: a hop apart over each splice; ``python -m benchmarks.splice_change``): the strongest
-#: change near the splice lay within half a second of it at 160 of 177 splices with 0
-#: (the spectrum alone), 166 with 1, 170 with 2, 171 with 5; held out (seed 3, cut and
-#: with 2 s fade-outs) 63 -> 69 of 72 with 2.
+#: probability of the second after minus the second before) is largest.  Chosen
+#: offline for the VAD's probability, before the network, on the tuning programmes'
+#: music <-> talk splices (``--tuning``, seeds 11 cut and with 2 s fade-outs, 5 with 3 s
+#: fade-outs, ``--rap 0.5`` seed 21; windows a hop apart over each splice; ``python -m
+#: benchmarks.splice_change``): the strongest change near the splice lay within half a
+#: second of it at 160 of 177 splices with 0 (the spectrum alone), 166 with 1, 170 with
+#: 2, 171 with 5; held out (seed 3, cut and with 2 s fade-outs) 63 -> 69 of 72 with 2.
+#: The classifier now gives the probability of talk (:func:`talk_over_time`) and keeps
+#: the weight: with it, 170 of 177 and 68 of 72 (median error 0.020 s against the
+#: VAD's 0.016 s); tuning audio has no real singing, where the two differ.
 CHANGE_SPEECH_WEIGHT = 2.0
 _CHANGE_MELS = 40
 
@@ -347,9 +351,10 @@ class SpectralChange(NamedTuple):
     at_s: float
     #: How much the spectrum changes there (RMS over 40 mel bands, in nepers).
     strength: float
-    #: How much the speech probability changes there, in [-1, 1]: the mean Silero VAD
-    #: probability of the second after minus that of the second before (> 0: talk
-    #: begins); 0.0 when no VAD probabilities were given.
+    #: How much the speech probability changes there, in [-1, 1]: its mean over the
+    #: second after minus that over the second before (> 0: talk begins); 0.0 when no
+    #: speech probabilities were given.  The classifier's: the probability of talk
+    #: (:func:`talk_over_time`).
     speech: float
 
 
@@ -358,6 +363,7 @@ def spectral_change(
     *,
     power: np.ndarray | None = None,
     vad_probabilities: np.ndarray | None = None,
+    speech_over_time: tuple[np.ndarray, np.ndarray] | None = None,
     speech_weight: float = CHANGE_SPEECH_WEIGHT,
 ) -> SpectralChange | None:
     """Where in the window the sound changes most: (seconds from its start, strength, speech).
@@ -372,13 +378,16 @@ def spectral_change(
     talk after the fade.  The strength is the RMS over bands of what is left,
     in natural-log power (1.0: the bands moved by a factor of e on average).
 
-    With the window's VAD probabilities, the mean speech probability of the
-    seconds before and after each point is compared too, and the point where
+    With speech probabilities over the window, their mean over the seconds
+    before and after each point is compared too, and the point where
     ``strength + speech_weight * |speech|`` is largest wins
     (:data:`CHANGE_SPEECH_WEIGHT` by default): a splice from music to talk changes both,
     where a song's own last bars (a break, a final chord) often change the
     spectrum as much but not whether someone speaks.  Without them, the point
-    of the largest strength wins and ``speech`` is 0.
+    of the largest strength wins and ``speech`` is 0.  The classifier gives
+    the probability of talk (:func:`talk_over_time`), not the VAD's alone: the
+    VAD hears a singer as a voice, so a voice entering in a song's last bars
+    would win over the splice to the talk after it.
 
     Parameters
     ----------
@@ -386,7 +395,11 @@ def spectral_change(
     power : np.ndarray, optional
         The window's frame spectra, if already computed.
     vad_probabilities : np.ndarray, optional
-        :meth:`SileroVad.frame_probabilities` of ``samples``.
+        :meth:`SileroVad.frame_probabilities` of ``samples``: the speech probabilities
+        unless ``speech_over_time`` is given.
+    speech_over_time : (np.ndarray, np.ndarray), optional
+        Speech probabilities and the seconds from the window's start at the middle of
+        each (in order), e.g. :func:`talk_over_time`.
     speech_weight : float
         How much the change of speech probability counts in choosing the point
         (``python -m benchmarks.splice_change`` compares weights).
@@ -420,8 +433,11 @@ def spectral_change(
     level = difference.mean(axis=1, keepdims=True)
     strength = np.sqrt(np.mean((difference - (1.0 - CHANGE_LEVEL_WEIGHT) * level) ** 2, axis=1))
     speech = np.zeros_like(strength)
-    if vad_probabilities is not None and len(vad_probabilities):
-        speech = _speech_change(np.asarray(vad_probabilities, dtype=np.float64), at_s)
+    if speech_over_time is None and vad_probabilities is not None:
+        vad = np.asarray(vad_probabilities, dtype=np.float64)
+        speech_over_time = ((np.arange(len(vad)) + 0.5) * _VAD_FRAME / SAMPLE_RATE, vad)
+    if speech_over_time is not None and len(speech_over_time[1]):
+        speech = _speech_change(*speech_over_time, at_s)
     best = int(np.argmax(change_score(strength, speech, speech_weight)))
     return SpectralChange(float(at_s[best]), float(strength[best]), float(speech[best]))
 
@@ -435,14 +451,35 @@ def change_score(
     return strength + speech_weight * np.abs(speech)
 
 
-def _speech_change(vad_probabilities: np.ndarray, at_s: np.ndarray) -> np.ndarray:
-    """Mean VAD probability of the :data:`CHANGE_CONTEXT_SECONDS` after each of ``at_s``
-    minus that of as many seconds before it (frames by their centres)."""
-    centres = (np.arange(len(vad_probabilities)) + 0.5) * _VAD_FRAME / SAMPLE_RATE
-    cumulative = np.concatenate([[0.0], np.cumsum(vad_probabilities)])
+def talk_over_time(
+    vad_probabilities: np.ndarray, network: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per VAD frame, the probability of talk: voice (the VAD's probability) that the
+    speech/music network calls speech (its p(speech) of the patches around the frame,
+    interpolated between their middles).  ``network``: (middles, p) of
+    :meth:`model.inaspeech.SpeechMusicCnn.speech_over_time`.
+
+    Returns (frame middles, probabilities), seconds from the window's start.  The VAD
+    says where a voice begins or ends to a frame (32 ms), but hears singing as voice;
+    the network tells talk from singing, but calls a 0.68 s patch speech once about
+    0.15 s of it is, so alone it puts talk's start about 0.2 s early.
+    """
+    vad = np.asarray(vad_probabilities, dtype=np.float64)
+    middles = (np.arange(len(vad)) + 0.5) * _VAD_FRAME / SAMPLE_RATE
+    at, speech = network
+    if not len(speech):
+        return middles, vad
+    return middles, vad * np.interp(middles, at, speech)
+
+
+def _speech_change(middles: np.ndarray, probabilities: np.ndarray, at_s: np.ndarray) -> np.ndarray:
+    """Mean speech probability of the :data:`CHANGE_CONTEXT_SECONDS` after each of ``at_s``
+    minus that of as many seconds before it (frames or patches by their ``middles``,
+    seconds from the window's start, in order)."""
+    cumulative = np.concatenate([[0.0], np.cumsum(np.asarray(probabilities, dtype=np.float64))])
 
     def mean(start: np.ndarray, end: np.ndarray) -> np.ndarray:
-        lo, hi = np.searchsorted(centres, start), np.searchsorted(centres, end)
+        lo, hi = np.searchsorted(middles, start), np.searchsorted(middles, end)
         return (cumulative[hi] - cumulative[lo]) / np.maximum(hi - lo, 1)
 
     return mean(at_s, at_s + CHANGE_CONTEXT_SECONDS) - mean(at_s - CHANGE_CONTEXT_SECONDS, at_s)
@@ -549,15 +586,29 @@ class ContentClassifier:
     ) -> tuple[float, np.ndarray, float]:
         """p(speech | not silence), the logistic model's features (:data:`FEATURE_NAMES`)
         and the network's log-odds (:func:`cnn_logit`; 0 without it) it came from."""
+        return self._speech(samples, power=power, vad_probabilities=vad_probabilities)[:3]
+
+    def _speech(
+        self,
+        samples: np.ndarray,
+        *,
+        power: np.ndarray | None = None,
+        vad_probabilities: np.ndarray | None = None,
+    ) -> tuple[float, np.ndarray, float, tuple[np.ndarray, np.ndarray] | None]:
+        """:meth:`speech_probability` and the network's p(speech) over the window
+        (:meth:`~model.inaspeech.SpeechMusicCnn.speech_over_time`; None without it)."""
         x = np.asarray(samples, dtype=np.float32)
         if vad_probabilities is None:
             vad_probabilities = self.vad.frame_probabilities(x)
         features = window_features(
             x, vad_probabilities, self.svm.speech_probability(x), power=power
         )
-        network = 0.0 if self.cnn is None else cnn_logit(self.cnn.speech_probability(x))
+        network, over_time = 0.0, None
+        if self.cnn is not None:
+            mean, middles, patches = self.cnn.speech_over_time(x)
+            network, over_time = cnn_logit(mean), (middles, patches)
         speech = self._model.speech_probability(features, offset=CNN_WEIGHT * network)
-        return speech, features, network
+        return speech, features, network, over_time
 
     def classify(self, samples: np.ndarray) -> ContentResult:
         """Classify one window.
@@ -586,8 +637,9 @@ class ContentClassifier:
             )
         power = _power(x) if len(x) >= _N_FFT else None
         vad = self.vad.frame_probabilities(x)
-        speech, features, network = self.speech_probability(x, power=power, vad_probabilities=vad)
-        change = spectral_change(x, power=power, vad_probabilities=vad)
+        speech, features, network, over_time = self._speech(x, power=power, vad_probabilities=vad)
+        talk = None if over_time is None else talk_over_time(vad, over_time)
+        change = spectral_change(x, power=power, vad_probabilities=vad, speech_over_time=talk)
         probabilities = {
             "music": (1.0 - silence) * (1.0 - speech),
             "speech": (1.0 - silence) * speech,

@@ -178,17 +178,25 @@ def patches(spectrum: np.ndarray, step: int = PATCH_STEP_FRAMES) -> np.ndarray:
 
     Patches with a non-finite value (digital silence) are left out.
     """
+    return _patches(spectrum, step)[0]
+
+
+def _patches(spectrum: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`patches` and the seconds from the samples' start to each one's middle."""
     bands = spectrum[:, :_PATCH_BANDS]
     if len(bands) < PATCH_FRAMES:
-        return np.zeros((0, PATCH_FRAMES, _PATCH_BANDS), dtype=np.float32)
+        return np.zeros((0, PATCH_FRAMES, _PATCH_BANDS), dtype=np.float32), np.zeros(0)
     views = np.lib.stride_tricks.sliding_window_view(bands, (PATCH_FRAMES, _PATCH_BANDS))
     data = views[::step, 0].reshape(-1, PATCH_FRAMES * _PATCH_BANDS).astype(np.float64)
+    # Patch j spans frames j*step .. j*step + 67; frame i spans samples i*shift .. + frame.
+    first = np.arange(len(data)) * step * _SHIFT
+    middles = (first + ((PATCH_FRAMES - 1) * _SHIFT + _FRAME) / 2) / SAMPLE_RATE
     finite = np.all(np.isfinite(data), axis=1)
-    data = data[finite]
+    data, middles = data[finite], middles[finite]
     with np.errstate(invalid="ignore", divide="ignore"):  # a constant patch has no spread
         data = (data - data.mean(axis=1, keepdims=True)) / data.std(axis=1, keepdims=True)
     keep = np.all(np.isfinite(data), axis=1)
-    return data[keep].reshape(-1, PATCH_FRAMES, _PATCH_BANDS).astype(np.float32)
+    return data[keep].reshape(-1, PATCH_FRAMES, _PATCH_BANDS).astype(np.float32), middles[keep]
 
 
 def onnx_graph(path: Path) -> Any:
@@ -382,8 +390,14 @@ class SpeechMusicCnn:
     def speech_probability(self, samples: np.ndarray) -> float:
         """Mean p(speech) over the window's patches; 0.5 when it has none (under 0.68 s,
         or digital silence)."""
-        probabilities = self.patch_probabilities(patches(log_mel_spectrum(samples)))
-        return float(probabilities[:, 0].mean()) if len(probabilities) else 0.5
+        return self.speech_over_time(samples)[0]
+
+    def speech_over_time(self, samples: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """:meth:`speech_probability`, and each patch's middle (seconds from the samples'
+        start) with its p(speech): where in the window speech begins or ends."""
+        batch, middles = _patches(log_mel_spectrum(samples), PATCH_STEP_FRAMES)
+        speech = self.patch_probabilities(batch)[:, 0].astype(np.float64)
+        return (float(speech.mean()) if len(speech) else 0.5), middles, speech
 
 
 def load_speech_music_cnn(

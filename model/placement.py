@@ -254,7 +254,7 @@ def snap_to_change(
 
     Each window reports where in its middle second the sound changes most
     (:func:`model.content.spectral_change`: the mean log-mel spectrum of the second
-    before against the second after, and the VAD's speech probability likewise)
+    before against the second after, and the probability of talk likewise)
     and how much; at a splice from music to talk the strongest of those
     (:meth:`StreamWindows.change_score`) lies at the splice.  Only changes from
     :data:`CHANGE_SNAP_SECONDS` before ``near_s`` to ``later_s`` after it count, so a

@@ -466,9 +466,10 @@ class TagUpdate:
         How much it changes there (RMS change of the log-mel bands, in nepers, with
         three quarters of the change of overall level taken out).
     change_speech : float in [-1, 1] or None
-        How much the speech probability changes there (the VAD's mean over the
-        second after minus the second before; > 0: talk begins).  Sent with
-        ``change_at_s``; ``None`` from a worker that does not say.
+        How much the speech probability changes there (its mean over the second
+        after minus the second before; > 0: talk begins): of talk, voice that the
+        content network calls speech, or of voice alone with ``[content] network =
+        false``.  Sent with ``change_at_s``; ``None`` from a worker that does not say.
 
     Notes
     -----

@@ -26,6 +26,7 @@ from model.content import (
     ContentError,
     level_dbfs,
     spectral_change,
+    talk_over_time,
 )
 from tagstream.errors import UnavailableError, UsageError
 from tools.demo_audio import synthetic_music
@@ -193,17 +194,52 @@ def test_spectral_change_finds_a_splice_from_music_to_talk(
     with_vad = spectral_change(y, vad_probabilities=classifier.vad.frame_probabilities(y))
     assert with_vad is not None and abs(with_vad.at_s - splice_s) <= 0.05, with_vad
     assert with_vad.speech > 0.5  # talk begins there
+    # The classifier counts voice that its network calls speech: the same point.
+    assert classifier.cnn is not None
+    _, middles, network = classifier.cnn.speech_over_time(y)
+    talk = talk_over_time(classifier.vad.frame_probabilities(y), (middles, network))
+    with_talk = spectral_change(y, speech_over_time=talk)
+    assert with_talk is not None and abs(with_talk.at_s - splice_s) <= 0.05, with_talk
+    assert with_talk.speech > 0.5
     result = classifier.classify(y)  # the same from the classifier, which shares its spectra
     assert (result.change_s, result.change_strength, result.change_speech) == pytest.approx(
-        with_vad
+        with_talk
     )
     fields = result.as_dict(start_s=100.0)
-    assert fields["change_at_s"] == pytest.approx(100.0 + with_vad.at_s, abs=1e-4)
-    assert fields["change_speech"] == pytest.approx(with_vad.speech, abs=1e-4)
+    assert fields["change_at_s"] == pytest.approx(100.0 + with_talk.at_s, abs=1e-4)
+    assert fields["change_speech"] == pytest.approx(with_talk.speech, abs=1e-4)
     # Steady music changes less than the splice; a change outside the middle is not looked at.
     steady = spectral_change(synthetic_music(3.0, rng=np.random.default_rng(5)) * 0.3)
     assert steady is not None and steady[1] < found[1]
     assert 1.0 - 0.02 <= steady[0] <= 2.0 + 0.02
+
+
+def test_talk_is_voice_that_the_network_calls_speech() -> None:
+    """:func:`talk_over_time`: the VAD's frames say where a voice begins, the network's
+    patches whether it talks.  A voice from 1.2 s that the network calls speech from
+    1.0 s (a 0.68 s patch is speech once about 0.15 s of it is) begins at 1.2 s; one the
+    network calls music (singing) is no talk, and no change of speech."""
+    frames = 94  # a 3 s window's 32 ms VAD frames
+    middles = (np.arange(frames) + 0.5) * 0.032
+    vad = (middles >= 1.2).astype(np.float64)
+    patches = 0.3475 + 0.16 * np.arange(15)
+    talking = (patches >= 1.0).astype(np.float64)
+    at, talk = talk_over_time(vad, (patches, talking))
+    np.testing.assert_allclose(at, middles)
+    assert at[np.argmax(talk > 0.5)] == pytest.approx(1.2, abs=0.032)
+    assert talk[middles < 1.2].max() == 0.0 and talk[middles > 1.35].min() == 1.0
+    singing = talk_over_time(vad, (patches, np.zeros(15)))[1]
+    assert singing.max() == 0.0
+    rng = np.random.default_rng(4)
+    y = rng.standard_normal(frames * 512).astype(np.float32) * 0.1
+    sung, voiced = (
+        spectral_change(y, speech_over_time=(at, singing)),
+        spectral_change(y, vad_probabilities=vad),
+    )
+    assert sung is not None and sung.speech == 0.0
+    assert voiced is not None and voiced.speech > 0.3
+    # Without patches (a window under 0.68 s of sound) the VAD alone says.
+    np.testing.assert_array_equal(talk_over_time(vad, (np.zeros(0), np.zeros(0)))[1], vad)
 
 
 def test_where_talk_begins_beats_a_louder_change_at_the_end_of_the_song(
