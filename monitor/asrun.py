@@ -71,9 +71,10 @@ How a row is found
    music or speech row is split where the title changes when the change lies at
    least ``min_segment_seconds`` from both of its ends (two songs of one family
    back to back; a song heard as talk all through after the talk).  A boundary
-   from talk to music seconds from a title change moves to the splice at the
-   title when the sound changes more there (:func:`_move_to_titles`: the
-   classifier heard the song's start as talk).  A title announced again is no
+   from talk to music, or between music of two families, seconds from a title
+   change moves to the splice at the title when the sound changes more there
+   (:func:`_move_to_titles`: the classifier heard the song's start as talk, or
+   the families' scores moved early).  A title announced again is no
    change.  A title in effect for at
    most ``title_item_seconds`` names one track: the music and speech rows next
    to each other under it, from its first up to its last music row, join into
@@ -917,12 +918,15 @@ def _move_to_titles(
     window_s: float,
     hop_s: float,
 ) -> list[tuple[str, str, float, float, int, int]]:
-    """Move talk -> music boundaries to a nearby title change where the sound changes more.
+    """Move boundaries into a song (from talk, or from music of another family) to a
+    nearby title change where the sound changes more.
 
     A ``now_playing`` change marks where a song starts.  The content classifier can
     hear the start of a song as talk (rap, a spoken intro) or talk over a loud bed
     as music, and then its boundary lies seconds from the song's start, where the
-    sound hardly changes.  So a boundary from speech to music moves to the
+    sound hardly changes; the families' scores move over the windows that hold both
+    songs and can put a change of family a second or two into the quieter one.  So
+    a boundary from speech to music, or between two music rows, moves to the
     strongest spectral change within :data:`model.placement.CHANGE_SNAP_SECONDS` of a title change
     when that title change lies more than :data:`model.placement.CHANGE_SNAP_SECONDS` (the sound
     placed it there already) and at most :data:`TITLE_REACH_SECONDS` from it, after the
@@ -937,7 +941,7 @@ def _move_to_titles(
     half_hop = hop_s / 2
     for j in range(1, len(out)):
         before, after = out[j - 1], out[j]
-        if (before[0], after[0]) != ("speech", "music"):
+        if before[0] not in ("speech", "music") or after[0] != "music":
             continue  # a title names the song that starts, not the talk
         boundary = after[2]
         first, last = before[4], after[5]

@@ -541,6 +541,26 @@ def test_a_talk_music_boundary_moves_to_a_near_title_where_the_sound_changes(
     assert sum(r.windows for r in rows) == len(w)
 
 
+def test_a_change_of_family_moves_to_a_near_title_where_the_sound_changes() -> None:
+    """Two songs back to back, the second from 30 s; the families' scores change about
+    1.7 s early (the first song's quiet end heard as the second's family), beyond the
+    snap's reach of the splice.  The windows report a strong change of sound at 30 s,
+    where the second song's title comes, and weak ones elsewhere."""
+    labels = [("music", "rock")] * 54 + [("music", "pop")] * 60
+    w = windows_of(labels)
+    w.change_at_s[:] = w.centres
+    w.change_strength[:] = 1.0
+    middle = np.abs(w.centres - 30.0) <= 0.5
+    w.change_at_s[middle], w.change_strength[middle] = 30.0, 3.0
+    rows = segment_stream(w, [_title(0.0, "A - One"), _title(30.0, "B - Two")])
+    assert [(r.kind, r.family, r.title) for r in rows] == [
+        ("music", "rock", "A - One"), ("music", "pop", "B - Two")
+    ], rows  # fmt: skip
+    assert rows[0].audio_end_s == rows[1].audio_start_s == pytest.approx(30.0, abs=1e-9), rows
+    assert sum(r.windows for r in rows) == len(w)
+    assert rows[0].windows == int(np.searchsorted(w.centres, 30.0))  # windows split there too
+
+
 def test_a_title_change_well_inside_speech_splits_it() -> None:
     """A song heard as talk all through (rap) after the talk: its title is the boundary."""
     w = windows_of([("music", "rock")] * 60 + [("speech", "")] * 120 + [("music", "pop")] * 60)
