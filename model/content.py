@@ -546,8 +546,10 @@ class ContentClassifier:
     cnn : SpeechMusicCnn, optional
         A loaded speech/music network to share; one is loaded otherwise.
     network : bool
-        Whether the network's log-odds are added (default); False decides with the
-        logistic model alone, at about a third of the cost (``docs/CONTENT.md``).
+        Whether the network's log-odds are added (default), and its patches tell talk
+        from singing in the change point (:func:`talk_over_time`); False decides with
+        the logistic model alone, and weighs the VAD's voice in the change point, at
+        about a third of the cost (``docs/CONTENT.md``).
     cache_dir : str or Path
         Where the network's built graph is kept (``model.cache_dir``).
     """

@@ -121,6 +121,25 @@ def test_speech_and_music_are_told_apart(cnn: inaspeech.SpeechMusicCnn, rng) -> 
     assert cnn.speech_probability(y["espeak-ng"][:8000]) == 0.5  # under 0.68 s
 
 
+def test_the_patches_say_where_in_the_window_talk_begins(
+    cnn: inaspeech.SpeechMusicCnn, rng
+) -> None:
+    """Music, then talk from 1.6 s: the patches' middles are 0.16 s apart from 0.3475 s
+    (68 frames of 25 ms every 10 ms), music's patches are music and talk's are speech."""
+    y = signals(rng)
+    splice = int(1.6 * inaspeech.SAMPLE_RATE)
+    mixed = np.concatenate([y["synthetic music"][:splice], y["espeak-ng"][: WINDOW - splice]])
+    mean, middles, speech = cnn.speech_over_time(mixed)
+    np.testing.assert_allclose(middles, 0.3475 + 0.16 * np.arange(15))
+    assert mean == pytest.approx(speech.mean()) == pytest.approx(cnn.speech_probability(mixed))
+    assert speech[middles + 0.34 < 1.6].max() < 0.1  # wholly music
+    assert speech[middles - 0.34 > 1.6].min() > 0.9  # wholly talk
+    # Digital silence leaves its patches out, and their middles with them.
+    gap = y["noise with a gap"]
+    _, kept, _ = cnn.speech_over_time(gap)
+    assert 0 < len(kept) < 15 and not np.any(np.abs(kept - 11000 / 16000) < 0.34)
+
+
 def test_without_the_wheel_the_classifier_says_how_to_install_it(monkeypatch) -> None:
     files = importlib.metadata.files
 
