@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.asrun_hour [--minutes 60] [--music DIR] [--db PATH]
     .venv/bin/python -m benchmarks.asrun_hour --tuning [--minutes 15] [--rap P]
-        [--short-talk LOW HIGH] [--clips N] [--db PATH]
+        [--short-talk LOW HIGH] [--clips N] [--back-to-back P] [--db PATH]
     .venv/bin/python -m benchmarks.asrun_hour --replay --db PATH
 
 Builds a programme from real music (``../shared/music/gtzan``, evaluation use
@@ -42,6 +42,9 @@ the rules that must cope with a song heard as talk.  ``--short-talk LOW HIGH``
 makes the links LOW to HIGH seconds long, shorter than ``min_segment_seconds``
 if so chosen.  ``--clips N`` makes each music item 1 to N pieces of one source
 spliced hard, as the hour's items are 1-3 GTZAN clips of one genre.
+``--back-to-back P`` (either programme) follows a share ``P`` of the music items
+straight by the next song, with its title, without the talk or dead air between:
+the hour otherwise has one such change, after the outage.
 
 ``--db PATH`` keeps the recording and writes what was played next to it
 (``PATH.played.json``); ``--replay --db PATH`` measures that recording again
@@ -133,8 +136,14 @@ def item(kind: str, family: str = "", *, title: str = "", **more: object) -> dic
     return {"kind": kind, "family": family, "title": title, **more}
 
 
-def programme(music: Path, minutes: float, rng: np.random.Generator) -> list[dict]:
-    """Items in order: {kind, family, title, audio} (an outage item has no audio)."""
+def programme(
+    music: Path, minutes: float, rng: np.random.Generator, back_to_back: float = 0.0
+) -> list[dict]:
+    """Items in order: {kind, family, title, audio} (an outage item has no audio).
+
+    ``back_to_back``: the share of music items followed straight by the next song
+    (of another family), without the talk or dead air that would follow them.
+    """
     by_genre: dict[str, list[Path]] = {}
     with (music / "labels.csv").open() as fh:
         for row in csv.DictReader(fh):
@@ -151,6 +160,8 @@ def programme(music: Path, minutes: float, rng: np.random.Generator) -> list[dic
         clips = rng.choice(len(by_genre[genre]), size=int(rng.integers(1, 4)), replace=False)
         audio = np.concatenate([read_clip(by_genre[genre][int(i)]) for i in clips])
         new = [item("music", GENRE_FAMILY[genre], title=f"{genre} {len(items)}", audio=audio)]
+        if back_to_back > 0 and rng.random() < back_to_back:
+            return new
         step = (len(items) + 1) % 4
         if step == 1:
             new.append(item("speech", audio=espeak(TALK[talk_i % len(TALK)])))
@@ -280,13 +291,14 @@ def tuning_programme(
     rap: float = 0.0,
     short_talk: tuple[float, float] | None = None,
     clips: int = 1,
+    back_to_back: float = 0.0,
 ) -> list[dict]:
     """:func:`programme`'s running order from audio that may be tuned on (no genres).
 
     ``rap``: the share of music items that are :func:`tuning_rap`; ``short_talk``: the
     links' lengths in seconds (:func:`tuning_talk`); ``clips``: each music item is 1 to
     ``clips`` pieces of one source spliced hard, as :func:`programme` plays 1-3 GTZAN
-    clips of one genre under one title.
+    clips of one genre under one title; ``back_to_back``: as :func:`programme`'s.
     """
 
     def next_items(items: list[dict]) -> list[dict]:
@@ -295,6 +307,8 @@ def tuning_programme(
         for _ in range(more):
             audio = np.concatenate([audio, tuning_music(rng, rap, kind=source)[1]])
         new = [item("music", title=f"{source} {len(items)}", audio=audio)]
+        if back_to_back > 0 and rng.random() < back_to_back:
+            return new
         step = (sum(1 for i in items if i["kind"] == "music") + 1) % 3
         if step in (1, 2):  # talk after two music items in three: the edges being tuned
             new.append(item("speech", audio=tuning_talk(rng, short_talk)))
@@ -676,6 +690,14 @@ def main(argv: list[str] | None = None) -> int:
         help="--tuning: each music item 1 to N pieces of one source spliced hard, as the hour "
         "splices 1-3 GTZAN clips (1)",
     )
+    parser.add_argument(
+        "--back-to-back",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="follow this share of the music items straight by the next song, without talk "
+        "or dead air between (0)",
+    )
     parser.add_argument("--seed", type=int, default=20240611)
     parser.add_argument(
         "--list",
@@ -692,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--short-talk LOW HIGH needs --tuning and 0.5 <= LOW <= HIGH")
     if args.clips < 1 or (args.clips > 1 and not args.tuning):
         parser.error("--clips N needs --tuning and N >= 1")
+    if not 0.0 <= args.back_to_back < 1.0:
+        parser.error("--back-to-back P needs 0 <= P < 1")
     from monitor.asrun import load_asrun
     from monitor.report import build_report
 
@@ -723,12 +747,13 @@ def main(argv: list[str] | None = None) -> int:
                 args.rap,
                 tuple(args.short_talk) if args.short_talk else None,
                 args.clips,
+                args.back_to_back,
             )
         else:
             if not (args.music / "labels.csv").is_file():
                 print(f"skipped: {args.music} is absent (real-music checks need ../shared/music)")
                 return 0
-            items = programme(args.music, args.minutes, rng)
+            items = programme(args.music, args.minutes, rng, args.back_to_back)
         fade_out(items, args.fade_out)
         folder = Path(tempfile.mkdtemp(prefix="asrun-hour-"))
         db = args.db or folder / "hour.db"
