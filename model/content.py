@@ -435,7 +435,7 @@ def spectral_change(
     speech = np.zeros_like(strength)
     if speech_over_time is None and vad_probabilities is not None:
         vad = np.asarray(vad_probabilities, dtype=np.float64)
-        speech_over_time = ((np.arange(len(vad)) + 0.5) * _VAD_FRAME / SAMPLE_RATE, vad)
+        speech_over_time = (_vad_middles(len(vad)), vad)
     if speech_over_time is not None and len(speech_over_time[1]):
         speech = _speech_change(*speech_over_time, at_s)
     best = int(np.argmax(change_score(strength, speech, speech_weight)))
@@ -449,6 +449,12 @@ def change_score(
     |speech|`` (:class:`SpectralChange`'s fields), the score :func:`spectral_change`
     chooses its point by and the as-run log ranks the windows' points by."""
     return strength + speech_weight * np.abs(speech)
+
+
+def _vad_middles(frames: int) -> np.ndarray:
+    """Seconds from the window's start to the middle of each of its first ``frames``
+    Silero VAD frames (:meth:`SileroVad.frame_probabilities`)."""
+    return (np.arange(frames) + 0.5) * _VAD_FRAME / SAMPLE_RATE
 
 
 def talk_over_time(
@@ -465,7 +471,7 @@ def talk_over_time(
     0.15 s of it is, so alone it puts talk's start about 0.2 s early.
     """
     vad = np.asarray(vad_probabilities, dtype=np.float64)
-    middles = (np.arange(len(vad)) + 0.5) * _VAD_FRAME / SAMPLE_RATE
+    middles = _vad_middles(len(vad))
     at, speech = network
     if not len(speech):
         return middles, vad
