@@ -70,12 +70,16 @@ How a row is found
    effect at its middle (a speech row's: one that began during it), and a
    music or speech row is split where the title changes when the change lies at
    least ``min_segment_seconds`` from both of its ends (two songs of one family
-   back to back; a song heard as talk all through after the talk).  A boundary
-   from talk to music, or between music of two families, seconds from a title
-   change moves to the splice at the title when the sound changes more there
-   (:func:`_move_to_titles`: the classifier heard the song's start as talk, or
-   the families' scores moved early).  A title announced again is no
-   change.  A title in effect for at
+   back to back; a song heard as talk all through after the talk).  Whether
+   the titles keep time with the audio is measured first, against the starts
+   of music after talk or silence (:func:`_title_lag`, :class:`TitleTiming`).
+   If they do, they are moved back by their lag and each boundary from talk or
+   music into music near a title moves to the strongest change of sound within
+   one hop of it (:func:`_snap_to_titles`).  If not, such a boundary seconds
+   from a title change moves to the splice at the title only when the sound
+   changes more there (:func:`_move_to_titles`: the classifier heard the
+   song's start as talk, or the families' scores moved early).  A title
+   announced again is no change.  A title in effect for at
    most ``title_item_seconds`` names one track: the music and speech rows next
    to each other under it, from its first up to its last music row, join into
    one music row, with the family that scores highest over all of it (a song
@@ -137,6 +141,7 @@ __all__ = [
     "AsRunSettings",
     "DeadAir",
     "StreamWindows",
+    "TitleTiming",
     "build_asrun",
     "load_asrun",
     "read_stream_windows",
@@ -164,6 +169,16 @@ DEAD_AIR_COLUMNS: Final = (
 #: (:func:`_move_to_titles`): about the longest stretch by which the content classifier
 #: misses the start of a song with a voice (``docs/CONTENT.md``).
 TITLE_REACH_SECONDS: Final = 10.0
+#: Titles keep time with the audio (:func:`_title_lag`) when at least this many title
+#: changes lie within :data:`TITLE_REACH_SECONDS` of a start of music the sound placed
+#: (after talk or silence: within one hop on every hour ``benchmarks.asrun_hour``
+#: recorded) and half of them or more lie within :data:`TITLE_TIMING_SPREAD_S` of
+#: their median offset (the lag).  Then each boundary into music near a title moves to
+#: the strongest change of sound within one hop of the title, moved by the lag
+#: (:func:`_snap_to_titles`); otherwise titles move boundaries only where the sound
+#: changes more (:func:`_move_to_titles`).
+TITLE_TIMING_PAIRS: Final = 5
+TITLE_TIMING_SPREAD_S: Final = 0.25
 #: A change of sound (``change_strength``) this strong is a splice between items.  On
 #: the tuning programmes (``--tuning``, seeds 11, 5 and 3 with fade-outs, and ``--rap
 #: 0.5`` seeds 21 and 22) every talk item had a change of 2.03-3.8 within a second of
@@ -302,6 +317,55 @@ class DeadAir:
 
 
 @dataclasses.dataclass(frozen=True)
+class TitleTiming:
+    """How a stream's ``now_playing`` titles keep time with its audio (:func:`_title_lag`).
+
+    Attributes
+    ----------
+    stream : str
+    pairs : int
+        Title changes that lie within :data:`TITLE_REACH_SECONDS` of a start of
+        music after talk or silence.
+    lag_s : float
+        The median of title minus that start (seconds; positive: titles come late).
+    spread_s : float
+        The median distance of those offsets from ``lag_s``.
+    """
+
+    stream: str
+    pairs: int
+    lag_s: float
+    spread_s: float
+
+    @property
+    def in_time(self) -> bool:
+        """Whether the titles keep time: enough pairs, close to one lag."""
+        return self.pairs >= TITLE_TIMING_PAIRS and self.spread_s <= TITLE_TIMING_SPREAD_S
+
+    def describe(self) -> str:
+        """One line for a person reading the report."""
+        if self.in_time:
+            return (
+                f"titles on {self.stream} keep time with the audio, {self.lag_s:+.2f} s from "
+                f"the start of the music they name ({self.pairs} title changes; median "
+                f"distance from that {self.spread_s:.2f} s): changes between songs are "
+                "placed at them"
+            )
+        if self.pairs < TITLE_TIMING_PAIRS:
+            return (
+                f"titles on {self.stream}: {self.pairs} title changes near a start of music, "
+                f"too few to tell whether they keep time with the audio ({TITLE_TIMING_PAIRS} "
+                "needed): only a stronger change of sound near a title moves a boundary"
+            )
+        return (
+            f"titles on {self.stream} do not keep time with the audio ({self.pairs} title "
+            f"changes near a start of music, median offset {self.lag_s:+.2f} s, median "
+            f"distance from that {self.spread_s:.2f} s): only a stronger change of sound "
+            "near a title moves a boundary"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class AsRun:
     """The as-run log of a recording's range.
 
@@ -314,6 +378,8 @@ class AsRun:
         Seconds of music per family over the range (every stream), largest first.
     settings : AsRunSettings
     families : Families
+    title_timing : tuple of TitleTiming
+        Per timeline with at least one title change near a start of music.
     """
 
     entries: tuple[AsRunEntry, ...]
@@ -321,6 +387,7 @@ class AsRun:
     family_seconds: dict[str, float]
     settings: AsRunSettings
     families: Families
+    title_timing: tuple[TitleTiming, ...] = ()
 
     def kind_seconds(self) -> dict[str, float]:
         """Seconds of each kind over the range (wall clock)."""
@@ -674,10 +741,20 @@ def segment_stream(
     list of AsRunEntry
         Contiguous rows in audio order: each ends where the next begins.
     """
-    settings = settings or AsRunSettings()
+    return _segment_stream(windows, events, settings or AsRunSettings(), families)[0]
+
+
+def _segment_stream(
+    windows: StreamWindows,
+    events: Sequence[Event],
+    settings: AsRunSettings,
+    families: Families,
+) -> tuple[list[AsRunEntry], TitleTiming | None]:
+    """:func:`segment_stream`'s rows, and how the titles keep time (``None``: no title
+    change lies near a start of music)."""
     n = len(windows)
     if n == 0:
-        return []
+        return [], None
     names = families.names
     hop = windows.hop_seconds()
     min_windows = max(1, round(settings.min_segment_seconds / hop))
@@ -799,7 +876,12 @@ def segment_stream(
     titles = _title_changes(
         [(e.at_s, str(e.fields.get("title", ""))) for e in events if e.event == "now_playing"]
     )
-    pieces = _move_to_titles(pieces, titles, windows, window_s, hop)
+    timing = _title_lag(pieces, titles, windows.stream)
+    if timing is not None and timing.in_time:
+        titles = [(when - timing.lag_s, title) for when, title in titles]
+        pieces = _snap_to_titles(pieces, titles, windows, window_s, hop)
+    else:
+        pieces = _move_to_titles(pieces, titles, windows, window_s, hop)
     pieces = _split_at_titles(pieces, titles, settings.min_segment_seconds)
     pieces = _join_under_titles(
         pieces, titles, settings.title_item_seconds, windows, names, longest_window_s
@@ -827,7 +909,7 @@ def segment_stream(
                 windows=max(0, b - a + 1) if kind not in _UNHEARD else 0,
             )
         )
-    return entries
+    return entries, timing
 
 
 def _without_empty_rows(
@@ -945,10 +1027,7 @@ def _move_to_titles(
             continue  # a title names the song that starts, not the talk
         boundary = after[2]
         first, last = before[4], after[5]
-        low = max(
-            0.5 * (before[2] + before[3]), before[2] + window_s, boundary - TITLE_REACH_SECONDS
-        )
-        high = min(0.5 * (after[2] + after[3]), after[3] - window_s, boundary + TITLE_REACH_SECONDS)
+        low, high = _title_reach(before, after, window_s)
         _, here = placement.change_near(
             windows, boundary, first, last, before_s=half_hop, after_s=half_hop
         )
@@ -962,13 +1041,112 @@ def _move_to_titles(
             )
             if low < at_s < high and strength > here and (best is None or strength > best[1]):
                 best = (at_s, strength)
-        if best is None:
+        if best is not None:
+            _move_boundary(out, j, best[0], windows)
+    return out
+
+
+def _title_reach(
+    before: tuple[str, str, float, float, int, int],
+    after: tuple[str, str, float, float, int, int],
+    window_s: float,
+) -> tuple[float, float]:
+    """Where the boundary between ``before`` and ``after`` may move to a title: after
+    the middle of ``before``, before the middle of ``after`` (so the title names the
+    item that follows), each keeping one window's length, and within
+    :data:`TITLE_REACH_SECONDS` of the boundary."""
+    boundary = after[2]
+    low = max(0.5 * (before[2] + before[3]), before[2] + window_s, boundary - TITLE_REACH_SECONDS)
+    high = min(0.5 * (after[2] + after[3]), after[3] - window_s, boundary + TITLE_REACH_SECONDS)
+    return low, high
+
+
+def _move_boundary(
+    pieces: list[tuple[str, str, float, float, int, int]],
+    j: int,
+    moved: float,
+    windows: StreamWindows,
+) -> None:
+    """Put the boundary between ``pieces[j - 1]`` and ``pieces[j]`` at ``moved``
+    (seconds), their windows split at it (each keeps one)."""
+    before, after = pieces[j - 1], pieces[j]
+    first, last = before[4], after[5]
+    cut = int(np.searchsorted(windows.centres[first : last + 1], moved)) + first
+    cut = min(max(cut, before[4] + 1), after[5])
+    pieces[j - 1] = (*before[:3], moved, before[4], cut - 1)
+    pieces[j] = (after[0], after[1], moved, after[3], cut, after[5])
+
+
+def _title_lag(
+    pieces: Sequence[tuple[str, str, float, float, int, int]],
+    titles: Sequence[tuple[float, str]],
+    stream: str,
+) -> TitleTiming | None:
+    """How the title changes keep time with the audio they name; ``None`` when no title
+    change lies near a start of music.
+
+    Each title change is paired with the nearest start of music after talk or
+    silence (where the sound places a boundary within a hop), when one lies within
+    :data:`TITLE_REACH_SECONDS`.  The lag is the median of ``title - start``; the
+    titles keep time (:attr:`TitleTiming.in_time`) when there are at least
+    :data:`TITLE_TIMING_PAIRS` pairs and the median distance from the lag is at most
+    :data:`TITLE_TIMING_SPREAD_S`: an automation system that sends each title as its
+    item starts, at any fixed delay.  Titles typed in by hand, or sent at a varying
+    delay, do not.
+    """
+    starts = np.array(
+        [
+            piece[2]
+            for before, piece in itertools.pairwise(pieces)
+            if before[0] in ("speech", "silence") and piece[0] == "music"
+        ]
+    )
+    if not starts.size:
+        return None
+    offsets = np.array([when - starts[int(np.argmin(np.abs(starts - when)))] for when, _ in titles])
+    offsets = offsets[np.abs(offsets) <= TITLE_REACH_SECONDS]
+    if not offsets.size:
+        return None
+    lag = float(np.median(offsets))
+    timing = TitleTiming(stream, len(offsets), lag, float(np.median(np.abs(offsets - lag))))
+    logger.info("%s", timing.describe())
+    return timing
+
+
+def _snap_to_titles(
+    pieces: list[tuple[str, str, float, float, int, int]],
+    titles: Sequence[tuple[float, str]],
+    windows: StreamWindows,
+    window_s: float,
+    hop_s: float,
+) -> list[tuple[str, str, float, float, int, int]]:
+    """Move boundaries into a song to the splice at a title change that keeps time.
+
+    With titles that keep time with the audio (:func:`_title_lag`, ``titles``
+    already moved by the lag), a boundary from talk or music into music that lies
+    within :data:`TITLE_REACH_SECONDS` of a title change (and within
+    :func:`_title_reach`) moves to the strongest change of sound the windows
+    report within one hop of the title (to the title itself when none does),
+    whatever the change it sits on: the families' scores can put a change
+    between two songs a second or more into the quieter one, and a song's own
+    drum entry a second after the splice can change the sound more than the
+    splice does.
+    """
+    out = list(pieces)
+    for j in range(1, len(out)):
+        before, after = out[j - 1], out[j]
+        if before[0] not in ("speech", "music") or after[0] != "music":
+            continue  # a title names the song that starts, not the talk
+        low, high = _title_reach(before, after, window_s)
+        near = [when for when, _ in titles if low < when < high]
+        if not near:
             continue
-        moved = best[0]
-        cut = int(np.searchsorted(windows.centres[first : last + 1], moved)) + first
-        cut = min(max(cut, before[4] + 1), after[5])
-        out[j - 1] = (*before[:3], moved, before[4], cut - 1)
-        out[j] = (after[0], after[1], moved, after[3], cut, after[5])
+        when = min(near, key=lambda t: abs(t - after[2]))
+        at_s, strength = placement.change_near(
+            windows, when, before[4], after[5], before_s=hop_s, after_s=hop_s
+        )
+        moved = at_s if strength > 0.0 and low < at_s < high else when
+        _move_boundary(out, j, moved, windows)
     return out
 
 
@@ -1257,13 +1435,17 @@ def build_asrun(
     settings = settings or AsRunSettings()
     entries: list[AsRunEntry] = []
     dead_air: list[DeadAir] = []
+    title_timing: list[TitleTiming] = []
     for name in _streams(connection, stream, since, until):
         timelines = read_stream_windows(
             connection, name, since=since, until=until, families=families
         )
         events = list(read_events(connection, stream=name, since=since, until=until))
         for windows, own in zip(timelines, _events_per_timeline(timelines, events), strict=True):
-            entries.extend(segment_stream(windows, own, settings=settings, families=families))
+            rows, timing = _segment_stream(windows, own, settings, families)
+            entries.extend(rows)
+            if timing is not None:
+                title_timing.append(timing)
             dead_air.extend(_dead_air(name, own, windows))
         if not timelines:
             dead_air.extend(_dead_air(name, events, None))
@@ -1273,7 +1455,7 @@ def build_asrun(
             key = entry.family or "(none)"
             family_seconds[key] = family_seconds.get(key, 0.0) + entry.duration_s
     ordered = dict(sorted(family_seconds.items(), key=lambda kv: -kv[1]))
-    return AsRun(tuple(entries), tuple(dead_air), ordered, settings, families)
+    return AsRun(tuple(entries), tuple(dead_air), ordered, settings, families, tuple(title_timing))
 
 
 def load_asrun(

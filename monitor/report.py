@@ -932,6 +932,7 @@ def format_asrun(asrun: AsRun, tz: dt.tzinfo, *, rows: int = _PRINTED_ASRUN_ROWS
         ],
         left=(0, 4, 5),
     )
+    lines += [f"  ({timing.describe()})" for timing in asrun.title_timing]
     lines += ["", f"Dead-air incidents: {len(asrun.dead_air)}"]
     if asrun.dead_air:
         lines += _table(

@@ -16,6 +16,7 @@ import csv
 import datetime as dt
 import io
 import itertools
+import logging
 import shutil
 import subprocess
 import threading
@@ -1002,3 +1003,89 @@ def test_a_family_row_shorter_than_a_hop_joins_the_music_beside_it() -> None:
     runs[2] = ("music", "ambient", 47, 190, 23.5)
     pieces = asrun_lib._without_empty_rows(runs, [0.0, 23.0, 23.5, 97.0], 0.5)
     assert [p[1] for p in pieces] == ["", "electronic", "ambient"]
+
+
+def _talk_and_songs(song_splice_s: float = 250.0) -> tuple[StreamWindows, list[float]]:
+    """Five links of talk, each followed by a song (20 s of talk, 30 s of song from 20 s
+    on), then a sixth song straight after the fifth, at ``song_splice_s``.
+
+    The windows report a strong change of sound (3.0) at each splice with talk, a
+    weaker one (2.0) at the splice between the two songs and a stronger one (2.5) a
+    second into the second song, where its drums come in; the families' scores
+    change 0.8 s after that splice.  Returns the windows and the songs' starts.
+    """
+    starts = [20.0, 70.0, 120.0, 170.0, 220.0, song_splice_s]
+    families = ["rock", "pop", "rock", "pop", "rock", "pop"]
+    hop_s = 0.5
+    n = int((song_splice_s + 30.0 - 3.0) / hop_s) + 1
+    centres = np.arange(n) * hop_s + 1.5
+
+    def label(centre: float) -> tuple[str, str]:
+        if centre >= song_splice_s + 0.8:
+            return ("music", families[-1])
+        k = int(np.searchsorted(starts[:-1], centre, side="right")) - 1
+        if k < 0 or (centre >= starts[k] + 30.0 and k < len(starts) - 2):
+            return ("speech", "")
+        return ("music", families[k])
+
+    w = windows_of([label(float(c)) for c in centres], hop_s=hop_s)
+    w.change_at_s[:] = w.centres
+    w.change_strength[:] = 1.0
+    w.change_speech[:] = 0.0
+    splices = [(s, 3.0) for s in starts[:-1]] + [(s + 30.0, 3.0) for s in starts[:-2]]
+    splices += [(song_splice_s, 2.0), (song_splice_s + 1.0, 2.5)]
+    for at_s, strength in splices:
+        near = (np.abs(w.centres - at_s) <= 0.5) & (strength >= w.change_strength)
+        w.change_at_s[near], w.change_strength[near] = at_s, strength
+    return w, starts
+
+
+@pytest.mark.parametrize(
+    ("title_offsets", "expected_s"),
+    [
+        ([0.0] * 6, 250.0),  # sent as each item starts
+        ([2.0] * 6, 250.0),  # all 2 s late: the lag is measured and taken out
+        ([2.0, -1.5, 0.9, -2.2, 1.3, 0.2], 251.0),  # at random: the sound decides
+    ],
+)
+def test_titles_that_keep_time_with_the_audio_place_the_change_between_two_songs(
+    title_offsets: list[float], expected_s: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Titles that keep time with the audio (the same delay at every start of a song
+    after talk) put the change between two songs at the splice, although a drum entry
+    a second later changes the sound more; titles that do not keep time move nothing
+    the sound placed, and the drum entry wins."""
+    w, starts = _talk_and_songs()
+    titles = [
+        _title(at_s + offset, f"song {k}")
+        for k, (at_s, offset) in enumerate(zip(starts, title_offsets, strict=True))
+    ]
+    with caplog.at_level(logging.INFO, logger="monitor.asrun"):
+        rows = segment_stream(w, titles)
+    keeps_time = expected_s == starts[-1]
+    said = f"titles on s {'keep' if keeps_time else 'do not keep'} time with the audio"
+    assert said in caplog.text
+    if keeps_time:
+        lag = f"{title_offsets[0]:+.2f} s from the start of the music they name (5 title changes"
+        assert lag in caplog.text
+    assert [r.kind for r in rows] == ["speech", "music"] * 5 + ["music"], rows
+    assert [r.audio_start_s for r in rows[1:10:2]] == pytest.approx(starts[:-1], abs=1e-9)
+    assert [r.title for r in rows if r.kind == "music"] == [f"song {k}" for k in range(6)]
+    assert rows[-1].audio_start_s == pytest.approx(expected_s, abs=1e-9), rows
+    assert sum(r.windows for r in rows) == len(w)
+
+
+def test_the_report_says_how_each_streams_titles_keep_time() -> None:
+    from monitor.report import format_asrun
+
+    timings = (
+        asrun_lib.TitleTiming("fm", pairs=13, lag_s=2.01, spread_s=0.01),
+        asrun_lib.TitleTiming("am", pairs=13, lag_s=-0.2, spread_s=0.9),
+        asrun_lib.TitleTiming("dab", pairs=4, lag_s=0.0, spread_s=0.0),
+    )
+    assert [t.in_time for t in timings] == [True, False, False]
+    log = asrun_lib.AsRun((), (), {}, AsRunSettings(), DEFAULT_FAMILIES, timings)
+    text = format_asrun(log, dt.UTC)
+    assert "titles on fm keep time with the audio, +2.01 s from the start" in text
+    assert "titles on am do not keep time with the audio (13 title changes" in text
+    assert "titles on dab: 4 title changes near a start of music, too few to tell" in text
