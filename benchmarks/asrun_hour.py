@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.asrun_hour [--minutes 60] [--music DIR] [--db PATH]
     .venv/bin/python -m benchmarks.asrun_hour --tuning [--minutes 15] [--rap P]
         [--short-talk LOW HIGH] [--clips N] [--back-to-back P] [--db PATH]
-    .venv/bin/python -m benchmarks.asrun_hour --replay --db PATH
+    .venv/bin/python -m benchmarks.asrun_hour --replay --db PATH [--before REV]
+        [--title-lag S] [--title-jitter J]
 
 Builds a programme from real music (``../shared/music/gtzan``, evaluation use
 only: one to three clips of one genre per music item, consecutive items of
@@ -48,6 +49,12 @@ the hour otherwise has one such change, after the outage, and the tuning
 programme none.  Their errors are the table's ``family change`` line (in the
 tuning programme, whose music has no genres: any change between two songs).
 
+``--title-lag S`` and ``--title-jitter J`` measure a station whose titles do
+not come as its items start: each ``now_playing`` of the recording (of a copy;
+with ``--replay`` too) is moved by ``S`` plus a uniform draw from ``-J .. J``
+seconds, and the as-run log says whether it found the titles keeping time with
+the audio (``monitor.asrun``'s log line).
+
 ``--db PATH`` keeps the recording and writes what was played next to it
 (``PATH.played.json``); ``--replay --db PATH`` measures that recording again
 without streaming, and ``--before REV`` adds the boundary errors of
@@ -67,6 +74,7 @@ import csv
 import io
 import itertools
 import json
+import logging
 import shutil
 import statistics
 import subprocess
@@ -609,6 +617,32 @@ def live_change_errors(
     return errors
 
 
+def move_titles(db: Path, lag_s: float, jitter_s: float, rng: np.random.Generator) -> Path:
+    """A copy of recording ``db`` with each ``now_playing`` ``lag_s`` plus a uniform draw
+    from ``-jitter_s .. jitter_s`` seconds later (audio and wall-clock time; none before
+    the audio's start)."""
+    import sqlite3
+
+    copy = Path(tempfile.mkdtemp(prefix="asrun-titles-")) / db.name
+    source, target = sqlite3.connect(db), sqlite3.connect(copy)
+    try:
+        source.backup(target)
+        titles = list(target.execute("SELECT id, at_s FROM events WHERE event = 'now_playing'"))
+        moves = lag_s + rng.uniform(-jitter_s, jitter_s, len(titles))
+        moved = [
+            max(0.0, at_s + float(m)) - at_s for (_, at_s), m in zip(titles, moves, strict=True)
+        ]
+        target.executemany(
+            "UPDATE events SET at_s = at_s + ?, time = time + ? WHERE id = ?",
+            [(m, m, i) for m, (i, _) in zip(moved, titles, strict=True)],
+        )
+        target.commit()
+    finally:
+        source.close()
+        target.close()
+    return copy
+
+
 def asrun_at(revision: str) -> ModuleType:
     """``monitor/asrun.py`` as it was at a git ``revision`` of this checkout, as its own module."""
     source = subprocess.run(
@@ -698,6 +732,20 @@ def main(argv: list[str] | None = None) -> int:
         help="follow this share of the music items straight by the next song, without talk "
         "or dead air between (0)",
     )
+    parser.add_argument(
+        "--title-lag",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="measure with each title S seconds after its item starts (0)",
+    )
+    parser.add_argument(
+        "--title-jitter",
+        type=float,
+        default=0.0,
+        metavar="J",
+        help="and a further -J .. J seconds, drawn for each title (0)",
+    )
     parser.add_argument("--seed", type=int, default=20240611)
     parser.add_argument(
         "--list",
@@ -716,6 +764,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clips N needs --tuning and N >= 1")
     if not 0.0 <= args.back_to_back < 1.0:
         parser.error("--back-to-back P needs 0 <= P < 1")
+    if not args.title_jitter >= 0.0:
+        parser.error("--title-jitter J needs J >= 0")
     from monitor.asrun import load_asrun
     from monitor.report import build_report
 
@@ -762,6 +812,13 @@ def main(argv: list[str] | None = None) -> int:
         took = time.monotonic() - started
         sidecar = {"played": played, "took_s": took, "tuning": tuning}
         db.with_name(db.name + ".played.json").write_text(json.dumps(sidecar))
+    if args.title_lag or args.title_jitter:
+        db = move_titles(db, args.title_lag, args.title_jitter, np.random.default_rng(args.seed))
+        print(f"titles moved by {args.title_lag:+.2f} s +- {args.title_jitter:.2f} s: {db}")
+    said = logging.StreamHandler(sys.stdout)
+    said.setFormatter(logging.Formatter("as-run log: %(message)s"))
+    logging.getLogger("monitor.asrun").addHandler(said)
+    logging.getLogger("monitor.asrun").setLevel(logging.INFO)
     log = load_asrun(db, stream="fm:hour")
     rows = log.entries
     baseline = [s for s in build_report(db, stream="fm:hour").segments]
