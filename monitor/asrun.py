@@ -342,6 +342,17 @@ class TitleTiming:
         """Whether the titles keep time: enough pairs, close to one lag."""
         return self.pairs >= TITLE_TIMING_PAIRS and self.spread_s <= TITLE_TIMING_SPREAD_S
 
+    @property
+    def split_reach_s(self) -> float:
+        """How far from a title the split of a row at it (:func:`_split_at_titles`) may
+        move to a change of sound: for titles known to stray (enough pairs, not in
+        time), twice their spread and at least
+        :data:`model.placement.CHANGE_SNAP_SECONDS`; else 0 (the split is at the title).
+        """
+        if self.pairs < TITLE_TIMING_PAIRS or self.in_time:
+            return 0.0
+        return max(placement.CHANGE_SNAP_SECONDS, 2.0 * self.spread_s)
+
     def describe(self) -> str:
         """One line for a person reading the report."""
         if self.in_time:
@@ -361,7 +372,8 @@ class TitleTiming:
             f"titles on {self.stream} do not keep time with the audio ({self.pairs} title "
             f"changes near a start of music, median offset {self.lag_s:+.2f} s, median "
             f"distance from that {self.spread_s:.2f} s): only a stronger change of sound "
-            "near a title moves a boundary"
+            "near a title moves a boundary, and a row split at a title is split at the "
+            f"strongest change of sound within {self.split_reach_s:.1f} s of it"
         )
 
 
@@ -882,7 +894,10 @@ def _segment_stream(
         pieces = _snap_to_titles(pieces, titles, windows, window_s, hop)
     else:
         pieces = _move_to_titles(pieces, titles, windows, window_s, hop)
-    pieces = _split_at_titles(pieces, titles, settings.min_segment_seconds)
+    pieces = _split_at_titles(
+        pieces, titles, settings.min_segment_seconds, windows,
+        timing.split_reach_s if timing is not None else 0.0,
+    )  # fmt: skip
     pieces = _join_under_titles(
         pieces, titles, settings.title_item_seconds, windows, names, longest_window_s
     )
@@ -1173,11 +1188,16 @@ def _split_at_titles(
     pieces: list[tuple[str, str, float, float, int, int]],
     titles: Sequence[tuple[float, str]],
     min_seconds: float,
+    windows: StreamWindows,
+    reach_s: float,
 ) -> list[tuple[str, str, float, float, int, int]]:
     """Split music and speech pieces where the title changes well inside them.
 
     Two songs of one family back to back; a song the content classifier hears as
-    talk all through (rap) after the talk before it.
+    talk all through (rap) after the talk before it.  With ``reach_s`` > 0 (titles
+    that stray from the audio, :attr:`TitleTiming.split_reach_s`) the split is at
+    the strongest change of sound the windows report within ``reach_s`` of the
+    title instead, when one lies there.
     """
     if not titles:
         return pieces
@@ -1189,6 +1209,13 @@ def _split_at_titles(
             continue
         for when, _ in titles:
             if start + min_seconds <= when <= end - min_seconds and start < when < end:
+                if reach_s > 0.0:
+                    at_s, strength = placement.change_near(
+                        windows, when, a, b, before_s=reach_s, after_s=reach_s
+                    )
+                    inside = start + min_seconds <= at_s <= end - min_seconds and start < at_s < end
+                    if strength > 0.0 and inside:
+                        when = at_s
                 # windows a..b split at the title; counts follow the audio share
                 share = (when - start) / (end - start)
                 cut = a + round(share * (b - a + 1))

@@ -1005,17 +1005,20 @@ def test_a_family_row_shorter_than_a_hop_joins_the_music_beside_it() -> None:
     assert [p[1] for p in pieces] == ["", "electronic", "ambient"]
 
 
-def _talk_and_songs(song_splice_s: float = 250.0) -> tuple[StreamWindows, list[float]]:
+def _talk_and_songs(
+    song_splice_s: float = 250.0, *, last_family: str = "pop", drums: bool = True
+) -> tuple[StreamWindows, list[float]]:
     """Five links of talk, each followed by a song (20 s of talk, 30 s of song from 20 s
-    on), then a sixth song straight after the fifth, at ``song_splice_s``.
+    on), then a sixth song straight after the fifth (rock), at ``song_splice_s``.
 
     The windows report a strong change of sound (3.0) at each splice with talk, a
-    weaker one (2.0) at the splice between the two songs and a stronger one (2.5) a
-    second into the second song, where its drums come in; the families' scores
-    change 0.8 s after that splice.  Returns the windows and the songs' starts.
+    weaker one (2.0) at the splice between the two songs and, with ``drums``, a
+    stronger one (2.5) a second into the second song, where its drums come in; the
+    families' scores change 0.8 s after that splice (to ``last_family``).  Returns the
+    windows and the songs' starts.
     """
     starts = [20.0, 70.0, 120.0, 170.0, 220.0, song_splice_s]
-    families = ["rock", "pop", "rock", "pop", "rock", "pop"]
+    families = ["rock", "pop", "rock", "pop", "rock", last_family]
     hop_s = 0.5
     n = int((song_splice_s + 30.0 - 3.0) / hop_s) + 1
     centres = np.arange(n) * hop_s + 1.5
@@ -1033,7 +1036,7 @@ def _talk_and_songs(song_splice_s: float = 250.0) -> tuple[StreamWindows, list[f
     w.change_strength[:] = 1.0
     w.change_speech[:] = 0.0
     splices = [(s, 3.0) for s in starts[:-1]] + [(s + 30.0, 3.0) for s in starts[:-2]]
-    splices += [(song_splice_s, 2.0), (song_splice_s + 1.0, 2.5)]
+    splices += [(song_splice_s, 2.0)] + ([(song_splice_s + 1.0, 2.5)] if drums else [])
     for at_s, strength in splices:
         near = (np.abs(w.centres - at_s) <= 0.5) & (strength >= w.change_strength)
         w.change_at_s[near], w.change_strength[near] = at_s, strength
@@ -1075,6 +1078,27 @@ def test_titles_that_keep_time_with_the_audio_place_the_change_between_two_songs
     assert sum(r.windows for r in rows) == len(w)
 
 
+def test_a_row_split_at_a_title_that_strays_from_the_audio_is_split_at_the_splice() -> None:
+    """Two rock songs back to back (no change of family) under titles that stray from
+    the audio (2.2 s early to 2 s late at the starts after talk): the row is split at
+    the strongest change of sound within twice the titles' spread of the title, not
+    at the title, which comes 1.2 s late."""
+    w, starts = _talk_and_songs(last_family="rock", drums=False)
+    offsets = [2.0, -1.5, 0.9, -2.2, 1.3, 1.2]
+    titles = [
+        _title(at_s + offset, f"song {k}")
+        for k, (at_s, offset) in enumerate(zip(starts, offsets, strict=True))
+    ]
+    rows = segment_stream(w, titles)
+    talk_then_song = [("speech", ""), ("music", "rock"), ("speech", ""), ("music", "pop")]
+    expected = talk_then_song * 2 + [("speech", ""), ("music", "rock"), ("music", "rock")]
+    assert [(r.kind, r.family) for r in rows] == expected, rows
+    assert [r.audio_start_s for r in rows[1:10:2]] == pytest.approx(starts[:-1], abs=1e-9)
+    assert [r.title for r in rows if r.kind == "music"] == [f"song {k}" for k in range(6)]
+    assert rows[-1].audio_start_s == pytest.approx(starts[-1], abs=1e-9), rows
+    assert sum(r.windows for r in rows) == len(w)
+
+
 def test_the_report_says_how_each_streams_titles_keep_time() -> None:
     from monitor.report import format_asrun
 
@@ -1084,8 +1108,10 @@ def test_the_report_says_how_each_streams_titles_keep_time() -> None:
         asrun_lib.TitleTiming("dab", pairs=4, lag_s=0.0, spread_s=0.0),
     )
     assert [t.in_time for t in timings] == [True, False, False]
+    assert [t.split_reach_s for t in timings] == [0.0, pytest.approx(1.8), 0.0]
     log = asrun_lib.AsRun((), (), {}, AsRunSettings(), DEFAULT_FAMILIES, timings)
     text = format_asrun(log, dt.UTC)
     assert "titles on fm keep time with the audio, +2.01 s from the start" in text
     assert "titles on am do not keep time with the audio (13 title changes" in text
+    assert "split at the strongest change of sound within 1.8 s of it" in text
     assert "titles on dab: 4 title changes near a start of music, too few to tell" in text
