@@ -36,7 +36,7 @@ from protocol import (
     Event,
     TagUpdate,
     decode_input,
-    decode_update,
+    decode_published,
     encode_ack,
     encode_audio,
     encode_end,
@@ -245,14 +245,18 @@ class Harness:
         return len(frames)
 
     def receive(self, *, count: int | None, stream: str | None = None) -> list[TagUpdate]:
-        """``count`` updates (of ``stream``), or with ``count=None`` whatever comes in 0.5 s."""
+        """``count`` updates (of ``stream``), or with ``count=None`` whatever comes in 0.5 s.
+
+        The worker's events (dead air, talk: published on the same socket, perhaps after a
+        stream's last update) are skipped.
+        """
         updates: list[TagUpdate] = []
         deadline = time.monotonic() + (0.5 if count is None else DEADLINE_S)
         while (count is None or len(updates) < count) and time.monotonic() < deadline:
             if self.sub.poll(100):
-                update = decode_update(self.sub.recv_multipart())
-                if stream is None or update.stream == stream:
-                    updates.append(update)
+                message = decode_published(self.sub.recv_multipart())
+                if isinstance(message, TagUpdate) and (stream is None or message.stream == stream):
+                    updates.append(message)
         return updates
 
     def barrier(self, rng: np.random.Generator, *, stream: str = "barrier") -> TagUpdate:
