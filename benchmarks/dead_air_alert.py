@@ -21,10 +21,12 @@ time of the first silent sample):
 * the alert at the webhook, signed.
 
 The table gives both and the delay the alert path adds to the baseline
-(webhook / subscriber is their ratio).  Issue 14 asks for the webhook within
-``silence_seconds`` + 2 s.  The CPU and the load average are printed with it.
-Takes about (``--music-seconds`` + ``silence_seconds`` + 4 s) per incident,
-plus the worker's start.
+(webhook / subscriber is their ratio); each arrival is stamped by the thread
+that receives it, so that delay is only good to a few milliseconds either way.
+Issue 14 asks for the webhook within ``silence_seconds`` + 2 s.  The CPU and
+the load average are printed with the table.  Takes about
+``--music-seconds`` + ``silence_seconds`` + 4 s per incident, plus the
+worker's start.
 """
 
 from __future__ import annotations
