@@ -179,6 +179,12 @@ TITLE_REACH_SECONDS: Final = 10.0
 #: changes more (:func:`_move_to_titles`).
 TITLE_TIMING_PAIRS: Final = 5
 TITLE_TIMING_SPREAD_S: Final = 0.25
+#: A stream with too few starts of music after talk or silence (music only) times its
+#: titles against the strongest change of sound within this many seconds of each.
+#: Chosen on the tuning programme of many songs back to back, those starts ignored:
+#: found in time, with the lag, with titles exact and 2 s late (2 s of reach found 1.7
+#: s for the latter).
+TITLE_SOUND_REACH_SECONDS: Final = 3.0
 #: A change of sound (``change_strength``) this strong is a splice between items.  On
 #: the tuning programmes (``--tuning``, seeds 11, 5 and 3 with fade-outs, and ``--rap
 #: 0.5`` seeds 21 and 22) every talk item had a change of 2.03-3.8 within a second of
@@ -326,16 +332,22 @@ class TitleTiming:
     pairs : int
         Title changes that lie within :data:`TITLE_REACH_SECONDS` of a start of
         music after talk or silence.
+        Or, with ``against`` ``"changes"``: title changes with a change of sound
+        within :data:`TITLE_SOUND_REACH_SECONDS`.
     lag_s : float
         The median of title minus that start (seconds; positive: titles come late).
     spread_s : float
         The median distance of those offsets from ``lag_s``.
+    against : {"starts", "changes"}
+        What the titles were timed against: starts of music after talk or silence,
+        or (a stream with too few of those) the strongest changes of sound near them.
     """
 
     stream: str
     pairs: int
     lag_s: float
     spread_s: float
+    against: str = "starts"
 
     @property
     def in_time(self) -> bool:
@@ -355,25 +367,30 @@ class TitleTiming:
 
     def describe(self) -> str:
         """One line for a person reading the report."""
+        near = (
+            "near a start of music after talk or silence"
+            if self.against == "starts"
+            else "near a change of sound"
+        )
         if self.in_time:
             return (
                 f"titles on {self.stream} keep time with the audio, {self.lag_s:+.2f} s from "
-                f"the start of the music they name ({self.pairs} title changes; median "
-                f"distance from that {self.spread_s:.2f} s): changes between songs are "
-                "placed at them"
+                f"the start of the music they name ({self.pairs} title changes {near}; "
+                f"median distance from that {self.spread_s:.2f} s): changes between songs "
+                "are placed at them"
             )
         if self.pairs < TITLE_TIMING_PAIRS:
             return (
-                f"titles on {self.stream}: {self.pairs} title changes near a start of music, "
-                f"too few to tell whether they keep time with the audio ({TITLE_TIMING_PAIRS} "
-                "needed): only a stronger change of sound near a title moves a boundary"
+                f"titles on {self.stream}: {self.pairs} title changes {near}, too few to "
+                f"tell whether they keep time with the audio ({TITLE_TIMING_PAIRS} needed): "
+                "only a stronger change of sound near a title moves a boundary"
             )
         return (
             f"titles on {self.stream} do not keep time with the audio ({self.pairs} title "
-            f"changes near a start of music, median offset {self.lag_s:+.2f} s, median "
-            f"distance from that {self.spread_s:.2f} s): only a stronger change of sound "
-            "near a title moves a boundary, and a row split at a title is split at the "
-            f"strongest change of sound within {self.split_reach_s:.1f} s of it"
+            f"changes {near}, median offset {self.lag_s:+.2f} s, median distance from that "
+            f"{self.spread_s:.2f} s): only a stronger change of sound near a title moves a "
+            "boundary, and a row split at a title is split at the strongest change of sound "
+            f"within {self.split_reach_s:.1f} s of it"
         )
 
 
@@ -888,7 +905,7 @@ def _segment_stream(
     titles = _title_changes(
         [(e.at_s, str(e.fields.get("title", ""))) for e in events if e.event == "now_playing"]
     )
-    timing = _title_lag(pieces, titles, windows.stream)
+    timing = _title_lag(pieces, titles, windows)
     if timing is not None and timing.in_time:
         titles = [(when - timing.lag_s, title) for when, title in titles]
         pieces = _snap_to_titles(pieces, titles, windows, window_s, hop)
@@ -1095,19 +1112,23 @@ def _move_boundary(
 def _title_lag(
     pieces: Sequence[tuple[str, str, float, float, int, int]],
     titles: Sequence[tuple[float, str]],
-    stream: str,
+    windows: StreamWindows,
 ) -> TitleTiming | None:
     """How the title changes keep time with the audio they name; ``None`` when no title
-    change lies near a start of music.
+    change lies near a start of music or a change of sound.
 
     Each title change is paired with the nearest start of music after talk or
     silence (where the sound places a boundary within a hop), when one lies within
-    :data:`TITLE_REACH_SECONDS`.  The lag is the median of ``title - start``; the
-    titles keep time (:attr:`TitleTiming.in_time`) when there are at least
-    :data:`TITLE_TIMING_PAIRS` pairs and the median distance from the lag is at most
-    :data:`TITLE_TIMING_SPREAD_S`: an automation system that sends each title as its
-    item starts, at any fixed delay.  Titles typed in by hand, or sent at a varying
-    delay, do not.
+    :data:`TITLE_REACH_SECONDS`.  A stream with fewer such pairs than
+    :data:`TITLE_TIMING_PAIRS` (music only) pairs each title change with the
+    strongest change of sound the windows report within
+    :data:`TITLE_SOUND_REACH_SECONDS` of it instead: the splice, unless something
+    in a song changes the sound more.  The lag is the median of ``title - start``;
+    the titles keep time (:attr:`TitleTiming.in_time`) when there are at least
+    :data:`TITLE_TIMING_PAIRS` pairs and the median distance from the lag is at
+    most :data:`TITLE_TIMING_SPREAD_S`: an automation system that sends each title
+    as its item starts, at any fixed delay.  Titles typed in by hand, or sent at a
+    varying delay, do not.
     """
     starts = np.array(
         [
@@ -1116,14 +1137,25 @@ def _title_lag(
             if before[0] in ("speech", "silence") and piece[0] == "music"
         ]
     )
-    if not starts.size:
-        return None
-    offsets = np.array([when - starts[int(np.argmin(np.abs(starts - when)))] for when, _ in titles])
-    offsets = offsets[np.abs(offsets) <= TITLE_REACH_SECONDS]
+    offsets, against = np.array([]), "starts"
+    if starts.size:
+        offsets = np.array([when - starts[np.argmin(np.abs(starts - when))] for when, _ in titles])
+        offsets = offsets[np.abs(offsets) <= TITLE_REACH_SECONDS]
+    if offsets.size < TITLE_TIMING_PAIRS:
+        reach = TITLE_SOUND_REACH_SECONDS
+        changes = [
+            (when, *placement.change_near(windows, when, 0, len(windows) - 1, before_s=reach,
+                                          after_s=reach))
+            for when, _ in titles
+        ]  # fmt: skip
+        sound = np.array([when - at for when, at, strength in changes if strength > 0.0])
+        if sound.size > offsets.size:
+            offsets, against = sound, "changes"
     if not offsets.size:
         return None
     lag = float(np.median(offsets))
-    timing = TitleTiming(stream, len(offsets), lag, float(np.median(np.abs(offsets - lag))))
+    spread = float(np.median(np.abs(offsets - lag)))
+    timing = TitleTiming(windows.stream, len(offsets), lag, spread, against)
     logger.info("%s", timing.describe())
     return timing
 

@@ -1106,12 +1106,44 @@ def test_the_report_says_how_each_streams_titles_keep_time() -> None:
         asrun_lib.TitleTiming("fm", pairs=13, lag_s=2.01, spread_s=0.01),
         asrun_lib.TitleTiming("am", pairs=13, lag_s=-0.2, spread_s=0.9),
         asrun_lib.TitleTiming("dab", pairs=4, lag_s=0.0, spread_s=0.0),
+        asrun_lib.TitleTiming("web", pairs=40, lag_s=1.5, spread_s=0.1, against="changes"),
     )
-    assert [t.in_time for t in timings] == [True, False, False]
-    assert [t.split_reach_s for t in timings] == [0.0, pytest.approx(1.8), 0.0]
+    assert [t.in_time for t in timings] == [True, False, False, True]
+    assert [t.split_reach_s for t in timings] == [0.0, pytest.approx(1.8), 0.0, 0.0]
     log = asrun_lib.AsRun((), (), {}, AsRunSettings(), DEFAULT_FAMILIES, timings)
     text = format_asrun(log, dt.UTC)
     assert "titles on fm keep time with the audio, +2.01 s from the start" in text
     assert "titles on am do not keep time with the audio (13 title changes" in text
     assert "split at the strongest change of sound within 1.8 s of it" in text
-    assert "titles on dab: 4 title changes near a start of music, too few to tell" in text
+    assert "(13 title changes near a start of music after talk or silence;" in text
+    dab = "titles on dab: 4 title changes near a start of music after talk or silence, too few"
+    assert dab in text
+    assert "titles on web keep time with the audio, +1.50 s" in text
+    assert "(40 title changes near a change of sound;" in text
+
+
+def test_a_music_only_streams_titles_are_timed_against_the_changes_of_sound() -> None:
+    """Eight songs back to back, no talk: titles 2 s late are timed against the strongest
+    change of sound near each (the splice, 2.0), so the change into the last song,
+    whose drums come in a second after its splice (2.5) and whose family the scores
+    hear 0.8 s late, is placed at the splice."""
+    songs, song_s, hop_s = 8, 30.0, 0.5
+    starts = [k * song_s for k in range(songs)]
+    centres = np.arange(int((songs * song_s - 3.0) / hop_s) + 1) * hop_s + 1.5
+    families = ["rock", "pop"]
+    w = windows_of(
+        [("music", families[int((c - 0.8) // song_s) % 2]) for c in centres], hop_s=hop_s
+    )
+    w.change_at_s[:] = w.centres
+    w.change_strength[:] = 1.0
+    w.change_speech[:] = 0.0
+    for at_s, strength in [(s, 2.0) for s in starts[1:]] + [(starts[-1] + 1.0, 2.5)]:
+        near = (np.abs(w.centres - at_s) <= 0.5) & (strength >= w.change_strength)
+        w.change_at_s[near], w.change_strength[near] = at_s, strength
+    titles = [_title(at_s + 2.0, f"song {k}") for k, at_s in enumerate(starts)]
+    rows, timing = asrun_lib._segment_stream(w, titles, AsRunSettings(), DEFAULT_FAMILIES)
+    assert timing is not None and timing.against == "changes" and timing.in_time, timing
+    assert timing.lag_s == pytest.approx(2.0)
+    assert [r.kind for r in rows] == ["music"] * songs
+    assert [r.title for r in rows] == [f"song {k}" for k in range(songs)]
+    assert [r.audio_start_s for r in rows[1:]] == pytest.approx(starts[1:], abs=1e-9), rows
