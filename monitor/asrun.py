@@ -408,7 +408,8 @@ class AsRun:
     settings : AsRunSettings
     families : Families
     title_timing : tuple of TitleTiming
-        Per timeline with at least one title change near a start of music.
+        Per timeline with at least one title change near a start of music or a
+        change of sound.
     """
 
     entries: tuple[AsRunEntry, ...]
@@ -779,8 +780,8 @@ def _segment_stream(
     settings: AsRunSettings,
     families: Families,
 ) -> tuple[list[AsRunEntry], TitleTiming | None]:
-    """:func:`segment_stream`'s rows, and how the titles keep time (``None``: no title
-    change lies near a start of music)."""
+    """:func:`segment_stream`'s rows, and how the titles keep time (:func:`_title_lag`;
+    ``None``: no title change lies near a start of music or a change of sound)."""
     n = len(windows)
     if n == 0:
         return [], None
@@ -905,7 +906,7 @@ def _segment_stream(
     titles = _title_changes(
         [(e.at_s, str(e.fields.get("title", ""))) for e in events if e.event == "now_playing"]
     )
-    timing = _title_lag(pieces, titles, windows)
+    timing = _title_lag(pieces, titles, windows, longest_window_s)
     if timing is not None and timing.in_time:
         titles = [(when - timing.lag_s, title) for when, title in titles]
         pieces = _snap_to_titles(pieces, titles, windows, window_s, hop)
@@ -1055,8 +1056,8 @@ def _move_to_titles(
     half_hop = hop_s / 2
     for j in range(1, len(out)):
         before, after = out[j - 1], out[j]
-        if before[0] not in ("speech", "music") or after[0] != "music":
-            continue  # a title names the song that starts, not the talk
+        if not _into_a_song(before, after):
+            continue
         boundary = after[2]
         first, last = before[4], after[5]
         low, high = _title_reach(before, after, window_s)
@@ -1076,6 +1077,15 @@ def _move_to_titles(
         if best is not None:
             _move_boundary(out, j, best[0], windows)
     return out
+
+
+def _into_a_song(
+    before: tuple[str, str, float, float, int, int],
+    after: tuple[str, str, float, float, int, int],
+) -> bool:
+    """Whether the boundary between ``before`` and ``after`` is one a title may move:
+    from talk or music into music (a title names the song that starts, not the talk)."""
+    return before[0] in ("speech", "music") and after[0] == "music"
 
 
 def _title_reach(
@@ -1113,6 +1123,7 @@ def _title_lag(
     pieces: Sequence[tuple[str, str, float, float, int, int]],
     titles: Sequence[tuple[float, str]],
     windows: StreamWindows,
+    longest_window_s: float,
 ) -> TitleTiming | None:
     """How the title changes keep time with the audio they name; ``None`` when no title
     change lies near a start of music or a change of sound.
@@ -1143,12 +1154,15 @@ def _title_lag(
         offsets = offsets[np.abs(offsets) <= TITLE_REACH_SECONDS]
     if offsets.size < TITLE_TIMING_PAIRS:
         reach = TITLE_SOUND_REACH_SECONDS
-        changes = [
-            (when, *placement.change_near(windows, when, 0, len(windows) - 1, before_s=reach,
-                                          after_s=reach))
-            for when, _ in titles
-        ]  # fmt: skip
-        sound = np.array([when - at for when, at, strength in changes if strength > 0.0])
+        sound_offsets = []
+        for when, _ in titles:
+            lo, hi = _windows_reaching(windows, when - reach, when + reach, longest_window_s)
+            at, strength = placement.change_near(
+                windows, when, lo, hi - 1, before_s=reach, after_s=reach
+            )
+            if strength > 0.0:
+                sound_offsets.append(when - at)
+        sound = np.array(sound_offsets)
         if sound.size > offsets.size:
             offsets, against = sound, "changes"
     if not offsets.size:
@@ -1182,8 +1196,8 @@ def _snap_to_titles(
     out = list(pieces)
     for j in range(1, len(out)):
         before, after = out[j - 1], out[j]
-        if before[0] not in ("speech", "music") or after[0] != "music":
-            continue  # a title names the song that starts, not the talk
+        if not _into_a_song(before, after):
+            continue
         low, high = _title_reach(before, after, window_s)
         near = [when for when, _ in titles if low < when < high]
         if not near:
@@ -1384,15 +1398,22 @@ def _changes_between(
     """``(change_at_s, change_strength)`` of the changes windows report from ``from_s``
     to ``to_s`` (inclusive), looking only at the windows that can hold them.
 
-    A window reports a change inside itself, so only the windows that start from
-    ``longest_window_s`` (the timeline's longest window) before ``from_s`` up to ``to_s``
-    can (``start_s`` is in audio order).
+    Only the windows of :func:`_windows_reaching` (``start_s`` is in audio order).
     """
-    lo = int(np.searchsorted(windows.start_s, from_s - longest_window_s, side="left"))
-    hi = int(np.searchsorted(windows.start_s, to_s, side="right"))
+    lo, hi = _windows_reaching(windows, from_s, to_s, longest_window_s)
     at, strength = windows.change_at_s[lo:hi], windows.change_strength[lo:hi]
     near = np.isfinite(at) & np.isfinite(strength) & (at >= from_s) & (at <= to_s)
     return at[near], strength[near]
+
+
+def _windows_reaching(
+    windows: StreamWindows, from_s: float, to_s: float, longest_window_s: float
+) -> tuple[int, int]:
+    """``lo, hi``: windows ``lo .. hi - 1`` are the only ones that can report a change
+    from ``from_s`` to ``to_s``, those that start from ``longest_window_s`` before
+    ``from_s`` up to ``to_s`` (a window reports a change inside itself)."""
+    lo = int(np.searchsorted(windows.start_s, from_s - longest_window_s, side="left"))
+    return lo, int(np.searchsorted(windows.start_s, to_s, side="right"))
 
 
 def _sure_talk(speech_vs_music: np.ndarray, hop_s: float) -> bool:
